@@ -1,0 +1,1 @@
+"""braze: a kernel-fusion and autotuning compiler for Transformer inference."""

@@ -1,0 +1,107 @@
+"""Run a Graph with the torch reference of each op.
+
+This is the reference semantics of the IR, and the fallback runtime for
+anything braze does not generate code for.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import torch
+
+from braze.ir.graph import Graph, Value, map_syms, map_values
+from braze.ir.registry import get_op
+from braze.ir.types import Sym, TensorType
+
+
+class BindError(ValueError):
+    """An argument does not match the graph's input types."""
+
+
+def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor], sym_values: Sequence[int] = (),
+                 check: bool = True) -> dict[str, int]:
+    """Symbol values from the input shapes (and ``sym_inputs`` integers).
+
+    With ``check``, every input's rank, static dims, dtype and compound
+    symbolic dims are checked; a mismatch raises BindError naming the input,
+    the expected and the actual type.
+    """
+    if len(inputs) != len(graph.inputs):
+        raise BindError(f"{graph.name} takes {len(graph.inputs)} tensor inputs, got {len(inputs)}")
+    env: dict[str, int] = dict(zip(graph.sym_inputs, (int(s) for s in sym_values)))
+    for n, x in zip(graph.inputs, inputs):
+        t = n.type
+        if not isinstance(x, torch.Tensor):
+            raise BindError(f"input {n.args[0]!r}: expected a tensor {t}, got {type(x).__name__}")
+        if x.dim() != t.rank:
+            raise BindError(f"input {n.args[0]!r}: expected rank {t.rank} ({t}), got shape {tuple(x.shape)}")
+        for d, s in zip(t.shape, x.shape):
+            if isinstance(d, Sym) and len(d.symbols) == 1 and d.expr in d.symbols:
+                prev = env.setdefault(d.expr, int(s))
+                if check and prev != s:
+                    raise BindError(f"input {n.args[0]!r}: dimension {d} is {s} here but {prev} elsewhere")
+    if check:
+        for n, x in zip(graph.inputs, inputs):
+            t = n.type
+            if x.dtype != t.dtype:
+                raise BindError(f"input {n.args[0]!r}: expected dtype {t.dtype}, got {x.dtype}")
+            if x.device.type != torch.device(t.device).type:
+                raise BindError(f"input {n.args[0]!r}: expected device {t.device}, got {x.device}")
+            try:
+                want = t.concrete_shape(env)
+            except KeyError as e:
+                raise BindError(f"input {n.args[0]!r}: {e.args[0]}") from None
+            if tuple(x.shape) != want:
+                raise BindError(f"input {n.args[0]!r}: expected shape {list(t.shape)} = {list(want)}, "
+                                f"got {list(x.shape)}")
+    return env
+
+
+def concretize(obj, env: Mapping[str, int]):
+    """Replace symbolic dimensions in an argument structure by their values."""
+    return map_syms(obj, lambda s: s.eval(env))
+
+
+def interpret(graph: Graph, *inputs: torch.Tensor, sym_values: Sequence[int] = (),
+              env: Optional[dict[str, int]] = None) -> tuple[torch.Tensor, ...]:
+    """Outputs of ``graph`` on ``inputs``, computed op by op with torch."""
+    if env is None:
+        env = bind_symbols(graph, inputs, sym_values, check=False)
+    vals: dict[Value, torch.Tensor] = {}
+    for n, x in zip(graph.inputs, inputs):
+        vals[n.out()] = x
+    for n in graph.nodes:
+        if n.op == "input":
+            continue
+        if n.op == "constant":
+            vals[n.out()] = graph.constants[n.args[0]]
+            continue
+        fn = get_op(n.op).resolve(n.overload)
+        args = concretize(map_values(n.args, vals.__getitem__), env)
+        kwargs = {k: concretize(map_values(v, vals.__getitem__), env) for k, v in n.kwargs}
+        out = fn(*args, **kwargs)
+        if len(n.types) == 1:
+            vals[n.out()] = out[0] if isinstance(out, (tuple, list)) else out
+        else:
+            for i in range(len(n.types)):
+                vals[Value(n, i)] = out[i]
+    return tuple(vals[v] for v in graph.outputs)
+
+
+def random_inputs(graph: Graph, env: Mapping[str, int], device: Optional[str] = None,
+                  generator: Optional[torch.Generator] = None) -> list[torch.Tensor]:
+    """Fresh random tensors matching the graph's inputs (for tests and tuning)."""
+    return [random_tensor(n.type, env, device, generator) for n in graph.inputs]
+
+
+def random_tensor(t: TensorType, env: Mapping[str, int], device: Optional[str] = None,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    shape = t.concrete_shape(env)
+    dev = device or t.device
+    if t.dtype.is_floating_point:
+        x = torch.randn(shape, generator=generator, dtype=torch.float32).to(t.dtype)
+    elif t.dtype == torch.bool:
+        x = torch.rand(shape, generator=generator) > 0.5
+    else:
+        x = torch.randint(0, 16, shape, generator=generator).to(t.dtype)
+    return x.to(dev)

@@ -1,0 +1,1 @@
+"""Graph passes; the pipeline is the ordered list PIPELINE."""
