@@ -36,3 +36,23 @@ def _fused_infer(*inputs, graph, **_):
 
 register(OpDef("fused", Category.FUSED, _fused_ref, infer=_fused_infer,
                doc="a fusion group: kwargs graph=<subgraph>, kind=<pointwise|reduction|gemm|...>"))
+
+
+def _sdpa_ref(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    """torch's scaled_dot_product_attention (eval: no dropout)."""
+    import torch.nn.functional as F
+
+    if enable_gqa:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale,
+                                              enable_gqa=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale)
+
+
+def _sdpa_infer(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
+    from braze.ir.types import TensorType
+
+    return (TensorType(q.type.shape[:-1] + v.type.shape[-1:], q.type.dtype, q.type.device),)
+
+
+register(OpDef("sdpa", Category.ATTENTION, _sdpa_ref, infer=_sdpa_infer,
+               doc="scaled_dot_product_attention(q, k, v, attn_mask, is_causal, scale, enable_gqa), no dropout"))

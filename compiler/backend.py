@@ -1,0 +1,95 @@
+"""The ``torch.compile(backend="braze")`` entry point.
+
+Dynamo hands braze an FX graph and its example inputs; braze captures it to
+ATen, lowers it, compiles it and returns a callable with the same calling
+convention. Parameters and buffers are compiled in as constants; each call
+checks, by identity and version counter, that they are still the tensors
+compiled in, and recompiles if the module's weights were replaced or
+changed in place. A graph braze cannot compile runs eagerly, with the
+reason logged and kept in its report (unless ``strict``).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from braze.config import Options
+from braze.compiler.capture import capture_dynamo
+from braze.compiler.driver import compile_graph
+from braze.compiler.lower import CallSpec, LoweringError, lower
+from braze.compiler.report import GraphReport
+
+log = logging.getLogger("braze")
+
+_graph_counter = [0]
+
+
+def braze_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Any = None, **_):
+    """Dynamo backend; ``options`` is a dict of :class:`braze.config.Options` fields."""
+    opts = options if isinstance(options, Options) else Options.from_dict(options)
+    return make_backend(opts)(gm, example_inputs)
+
+
+def make_backend(options: Options, reports: Optional[list] = None) -> Callable:
+    def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]):
+        _graph_counter[0] += 1
+        report = GraphReport(f"graph{_graph_counter[0]}")
+        if reports is not None:
+            reports.append(report)
+        try:
+            return _compile(gm, example_inputs, options, report)
+        except Exception as e:  # noqa: BLE001
+            if options.strict:
+                raise
+            report.fallback = f"{type(e).__name__}: {e}"
+            log.warning("braze runs %s eagerly: %s", report.name, report.fallback)
+            return gm.forward
+
+    return backend
+
+
+def _compile(gm, example_inputs, options: Options, report: GraphReport):
+    if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in example_inputs):
+        raise LoweringError("braze compiles inference only; call the model under torch.no_grad() "
+                            "or torch.inference_mode()")
+    cap = capture_dynamo(gm, example_inputs)
+    graph, spec = lower(cap.gm, cap.placeholders, name=report.name)
+    program = compile_graph(graph, options, report)
+    return DynamoEntry(program, spec, example_inputs,
+                       lambda consts: compile_graph(_with_constants(graph, consts), options, GraphReport(report.name)))
+
+
+def _with_constants(graph, consts):
+    from dataclasses import replace
+
+    return replace(graph, constants={**graph.constants, **consts})
+
+
+class DynamoEntry:
+    """Maps Dynamo's flat arguments to the program and its outputs back."""
+
+    def __init__(self, program, spec: CallSpec, example_inputs, recompile: Callable):
+        self.program = program
+        self.spec = spec
+        self.bound = [example_inputs[i] for i, _ in spec.constants]
+        self.versions = [t._version for t in self.bound]
+        self.recompile = recompile
+
+    def _check_constants(self, args) -> None:
+        stale = [i for (i, _), t, v in zip(self.spec.constants, self.bound, self.versions)
+                 if args[i] is not t or args[i]._version != v]
+        if stale:
+            log.info("braze: %d parameters or buffers changed since compilation; recompiling", len(stale))
+            self.bound = [args[i] for i, _ in self.spec.constants]
+            self.versions = [t._version for t in self.bound]
+            self.program = self.recompile({name: args[i] for i, name in self.spec.constants})
+
+    def __call__(self, *args):
+        spec = self.spec
+        if spec.constants:
+            self._check_constants(args)
+        outs = self.program(*(args[i] for i in spec.inputs), sym_values=[args[i] for i in spec.syms])
+        leaves = [outs[x] if kind == "value" else x for kind, x in spec.leaves]
+        return tuple(leaves) if spec.is_tuple else leaves[0]

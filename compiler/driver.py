@@ -1,0 +1,39 @@
+"""The driver: run the pass pipeline on a lowered graph, generate kernels
+for what was fused, and build the runtime program."""
+from __future__ import annotations
+
+import logging
+import time
+
+from braze.compiler.report import GraphReport, KernelRecord
+from braze.compiler.runtime import CompiledProgram
+from braze.ir import Category, Graph, get_op, print_graph
+from braze.passes import PIPELINE, run_pipeline
+
+log = logging.getLogger("braze")
+
+
+def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> CompiledProgram:
+    """Optimise ``graph`` and return a program that runs it."""
+    t0 = time.perf_counter()
+    report = report or GraphReport(graph.name)
+    report.input_ir = print_graph(graph)
+    optimized = run_pipeline(graph, PIPELINE, options, report)
+    launchers = build_launchers(optimized, options, report)
+    report.compile_ms = (time.perf_counter() - t0) * 1e3
+    return CompiledProgram(optimized, launchers, report)
+
+
+def build_launchers(graph: Graph, options, report: GraphReport) -> dict:
+    """Kernels for fused groups (codegen); every other node runs its ATen op."""
+    from braze.compiler.kernels import kernels_for
+
+    launchers = kernels_for(graph, options, report)
+    for n in graph.compute_nodes:
+        if n in launchers:
+            continue
+        cat = get_op(n.op).category
+        if cat in (Category.VIEW,) and n.op not in ("cat", "stack", "repeat", "flip", "roll", "constant_pad_nd"):
+            continue  # views launch nothing
+        report.kernels.append(KernelRecord(n.name or n.op, [n.op], "torch", {}, "n/a"))
+    return launchers

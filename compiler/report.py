@@ -1,0 +1,79 @@
+"""What braze did to a graph: the IR after each pass and the kernels it runs."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class PassRecord:
+    name: str
+    ms: float
+    nodes_before: int
+    nodes_after: int
+    ir: str = ""
+
+
+@dataclass
+class KernelRecord:
+    name: str
+    ops: list[str]
+    backend: str          # "triton" | "tvm" | "library" | "torch"
+    config: dict
+    config_source: str    # "database" | "search" | "default" | "n/a"
+    source_hash: str = ""
+
+
+@dataclass
+class GraphReport:
+    name: str
+    input_ir: str = ""
+    passes: list[PassRecord] = field(default_factory=list)
+    kernels: list[KernelRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fallback: Optional[str] = None   # why the graph runs eagerly, if it does
+    compile_ms: float = 0.0
+
+    @property
+    def final_ir(self) -> str:
+        return self.passes[-1].ir if self.passes else self.input_ir
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        lines = [f"== graph {self.name} ({self.compile_ms:.0f} ms to compile)"]
+        if self.fallback:
+            lines.append(f"   runs eagerly: {self.fallback}")
+        for p in self.passes:
+            lines.append(f"   pass {p.name:<22} {p.ms:8.1f} ms  nodes {p.nodes_before} -> {p.nodes_after}")
+        if self.kernels:
+            lines.append(f"   {len(self.kernels)} launches:")
+            for k in self.kernels:
+                cfg = ", ".join(f"{a}={b}" for a, b in k.config.items()) or "-"
+                lines.append(f"     {k.name:<40} {k.backend:<8} {k.config_source:<9} {cfg}  [{' '.join(k.ops)}]")
+        for n in self.notes:
+            lines.append(f"   note: {n}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """braze.explain's result: one GraphReport per captured graph."""
+
+    graphs: list[GraphReport] = field(default_factory=list)
+    graph_breaks: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"graphs": [g.to_dict() for g in self.graphs], "graph_breaks": self.graph_breaks}
+
+    @property
+    def kernels(self) -> list[KernelRecord]:
+        return [k for g in self.graphs for k in g.kernels]
+
+    def __str__(self) -> str:
+        head = f"braze: {len(self.graphs)} graph(s), {self.graph_breaks} graph break(s), " \
+               f"{len(self.kernels)} launches"
+        body = "\n".join(str(g) for g in self.graphs)
+        ir = "\n".join(f"-- final IR of {g.name}\n{g.final_ir}" for g in self.graphs)
+        return f"{head}\n{body}\n{ir}"

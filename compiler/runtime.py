@@ -1,0 +1,142 @@
+"""The compiled program: a launch list with shape, dtype and device guards.
+
+For each distinct input signature (shapes, dtypes, devices, symbol values)
+the program binds the symbols once, checks every input against the graph's
+types (a mismatch raises a ``BindError`` naming the argument, the expected
+and the actual type), and generates a straight-line Python function that
+calls one launcher per node: a generated kernel for fused groups, the
+op's ATen implementation otherwise. Intermediates are freed after their
+last use.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+
+from braze.ir import Graph, Node, Value, get_op
+from braze.ir.graph import map_values
+from braze.ir.interpreter import BindError, bind_symbols, concretize
+
+log = logging.getLogger("braze.runtime")
+
+MAX_PLANS = 64
+
+
+class CompiledProgram:
+    """Callable running ``graph``; ``launchers`` maps fused/special nodes to
+    objects with ``bind(env) -> callable(*tensors)``."""
+
+    def __init__(self, graph: Graph, launchers: Optional[Mapping[Node, Any]] = None, report=None):
+        self.graph = graph
+        self.launchers = dict(launchers or {})
+        self.report = report
+        self._plans: "OrderedDict[tuple, Callable]" = OrderedDict()
+
+    def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()) -> tuple[torch.Tensor, ...]:
+        try:
+            key = tuple((x.shape, x.dtype, x.device) for x in inputs) + tuple(sym_values)
+        except AttributeError:
+            bind_symbols(self.graph, inputs, sym_values, check=True)  # raises a BindError naming the input
+            raise
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(inputs, sym_values, key)
+        return plan(inputs)
+
+    def _plan(self, inputs, sym_values, key) -> Callable:
+        env = bind_symbols(self.graph, inputs, sym_values, check=True)
+        plan = build_plan(self.graph, self.launchers, env)
+        self._plans[key] = plan
+        if len(self._plans) > MAX_PLANS:
+            self._plans.popitem(last=False)
+        log.debug("new plan for %s: %s", self.graph.name, env)
+        return plan
+
+    @property
+    def num_plans(self) -> int:
+        return len(self._plans)
+
+
+def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, int]) -> Callable:
+    """Straight-line Python for one binding of the symbols."""
+    names: dict[Value, str] = {}
+    glb: dict[str, Any] = {}
+    lines: list[str] = []
+    for i, n in enumerate(graph.inputs):
+        names[n.out()] = f"x{i}"
+    last_use: dict[Value, int] = {}
+    for i, n in enumerate(graph.nodes):
+        for v in n.inputs:
+            last_use[v] = i
+    keep = set(graph.outputs)
+
+    def ref(obj):
+        if isinstance(obj, Value):
+            return names[obj]
+        if isinstance(obj, (bool, int, float, str)) or obj is None:
+            return repr(obj) if not (isinstance(obj, float) and (obj != obj or obj in (float("inf"), -float("inf")))) \
+                else _glob(glb, obj)
+        if isinstance(obj, tuple):
+            return "(" + "".join(ref(o) + ", " for o in obj) + ")"
+        return _glob(glb, obj)
+
+    for i, n in enumerate(graph.nodes):
+        if n.op == "input":
+            continue
+        if n.op == "constant":
+            names[n.out()] = _glob(glb, graph.constants[n.args[0]])
+            continue
+        launcher = launchers.get(n)
+        if launcher is not None:
+            fn = launcher.bind(env)
+            call = f"{_glob(glb, fn)}({', '.join(ref(v) for v in n.inputs)})"
+        else:
+            fn = get_op(n.op).resolve(n.overload)
+            args = concretize(n.args, env)
+            kwargs = [(k, concretize(v, env)) for k, v in n.kwargs]
+            parts = [ref(a) for a in args] + [f"{k}={ref(v)}" for k, v in kwargs]
+            call = f"{_glob(glb, fn)}({', '.join(parts)})"
+        outs = [f"v{i}_{j}" for j in range(len(n.types))]
+        for j, o in enumerate(outs):
+            names[Value(n, j)] = o
+        if len(outs) == 1:
+            lines.append(f"{outs[0]} = {call}")
+            if launcher is None and _returns_sequence(n):
+                lines.append(f"{outs[0]} = {outs[0]}[0]")
+        else:
+            lines.append(f"{', '.join(outs)} = {call}")
+        dead = [names[v] for v in dict.fromkeys(n.inputs) if last_use.get(v) == i and v not in keep
+                and v.node.op not in ("input", "constant")]
+        if dead:
+            lines.append(f"del {', '.join(dead)}")
+        for j, o in enumerate(outs):  # unused outputs of multi-output nodes
+            if Value(n, j) not in last_use and Value(n, j) not in keep and len(outs) > 1:
+                lines.append(f"del {o}")
+    head = "def plan(inputs):\n"
+    if graph.inputs:
+        head += f"    {''.join(f'x{i}, ' for i in range(len(graph.inputs)))}= inputs\n"
+    body = "".join(f"    {ln}\n" for ln in lines)
+    ret = f"    return ({''.join(names[v] + ', ' for v in graph.outputs)})\n"
+    src = head + body + ret
+    code = compile(src, f"<braze plan {graph.name}>", "exec")
+    exec(code, glb)  # noqa: S102 - generated from the graph, no user text
+    plan = glb["plan"]
+    plan.source = src
+    return plan
+
+
+def _returns_sequence(n: Node) -> bool:
+    # Single-output nodes lowered from multi-output ATen ops (e.g. split with one chunk).
+    return n.op in ("split", "split_with_sizes", "unbind", "chunk")
+
+
+def _glob(glb: dict, obj: Any) -> str:
+    name = f"g{len(glb)}"
+    glb[name] = obj
+    return name
+
+
+__all__ = ["CompiledProgram", "BindError", "build_plan", "map_values"]

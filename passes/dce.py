@@ -1,0 +1,8 @@
+"""Dead-code elimination: drop nodes no output depends on."""
+from __future__ import annotations
+
+from braze.ir import Graph, eliminate_dead
+
+
+def dce(graph: Graph, options=None) -> Graph:
+    return eliminate_dead(graph)

@@ -1,0 +1,68 @@
+"""The thin runner around the pipeline: times each pass, verifies its
+result, dumps the IR on request, and names the pass that failed."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from braze.ir import Graph, VerificationError, print_graph, verify
+
+log = logging.getLogger("braze.passes")
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A named ``Graph -> Graph`` function; ``fn(graph, options)``."""
+
+    name: str
+    fn: Callable
+
+
+class PassError(RuntimeError):
+    def __init__(self, pass_name: str, message: str):
+        super().__init__(f"pass {pass_name!r} failed: {message}")
+        self.pass_name = pass_name
+
+
+def run_pipeline(graph: Graph, pipeline: Sequence[Pass], options, report=None) -> Graph:
+    from braze.compiler.report import PassRecord
+
+    dump = options.dump
+    if dump:
+        os.makedirs(dump, exist_ok=True)
+        _dump(dump, graph, 0, "input")
+    for i, p in enumerate(pipeline, 1):
+        if p.name in options.disable:
+            continue
+        t0 = time.perf_counter()
+        try:
+            out = p.fn(graph, options)
+        except PassError:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported with the pass named
+            raise PassError(p.name, f"{type(e).__name__}: {e}") from e
+        if not isinstance(out, Graph):
+            raise PassError(p.name, f"returned {type(out).__name__}, not a Graph")
+        if options.verify:
+            try:
+                verify(out, types=options.verify_types)
+            except VerificationError as e:
+                raise PassError(p.name, f"its result does not verify: {e}") from e
+        ms = (time.perf_counter() - t0) * 1e3
+        text = print_graph(out) if (report is not None or dump) else ""
+        if dump:
+            _dump(dump, out, i, p.name, text)
+        if report is not None:
+            report.passes.append(PassRecord(p.name, ms, len(graph.compute_nodes), len(out.compute_nodes), text))
+        log.debug("pass %s: %.1f ms, %d -> %d nodes", p.name, ms, len(graph.compute_nodes), len(out.compute_nodes))
+        graph = out
+    return graph
+
+
+def _dump(folder: str, graph: Graph, i: int, name: str, text: Optional[str] = None) -> None:
+    path = os.path.join(folder, f"{graph.name}.{i:02d}.{name}.ir")
+    with open(path, "w") as f:
+        f.write(text if text is not None else print_graph(graph))
