@@ -49,7 +49,7 @@ view_as_complex expand_as _reshape_alias
 
 GATHER = """
 embedding index index_select gather scatter scatter_add scatter_reduce index_put index_copy
-index_add masked_scatter take repeat_interleave slice_scatter select_scatter copy masked_select
+index_add masked_scatter take repeat_interleave slice_scatter select_scatter copy
 """
 
 CREATION = """
@@ -61,6 +61,7 @@ empty_like new_zeros new_ones new_full new_empty linspace eye
 OPAQUE = """
 sort topk nonzero unique_consecutive _unique2 bernoulli rand randn rand_like randn_like randint
 native_dropout convolution _local_scalar_dense item searchsorted bucketize histc multinomial
+masked_select
 """
 
 TABLE = {

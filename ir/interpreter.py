@@ -52,7 +52,7 @@ def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor], sym_values: Seque
             except KeyError as e:
                 raise BindError(f"input {n.args[0]!r}: {e.args[0]}") from None
             if tuple(x.shape) != want:
-                raise BindError(f"input {n.args[0]!r}: expected shape {list(t.shape)} = {list(want)}, "
+                raise BindError(f"input {n.args[0]!r}: expected shape [{', '.join(map(str, t.shape))}] = {list(want)}, "
                                 f"got {list(x.shape)}")
     return env
 

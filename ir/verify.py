@@ -62,6 +62,9 @@ def verify(graph: Graph, types: bool = True) -> Graph:
             raise VerificationError(f"graph {graph.name}: output {v!r} is not a Value")
         if v.node not in members:
             raise VerificationError(f"graph {graph.name}: output refers to a node outside the graph ({v.node.op})")
+        if v.index >= len(v.node.types):
+            raise VerificationError(f"graph {graph.name}: output refers to output {v.index} of {v.node.op}, "
+                                    f"which has {len(v.node.types)} outputs")
     cycle = find_cycle(graph)
     if cycle:
         raise VerificationError(f"graph {graph.name}: cycle through " + " -> ".join(n.op for n in cycle))
