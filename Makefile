@@ -6,7 +6,7 @@ VENV   ?= .venv
 PIP     = $(VENV)/bin/pip
 # The CPU build of torch (a newer range would pull a multi-GB CUDA build).
 TORCH  ?= torch==2.13.0
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
