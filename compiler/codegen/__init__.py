@@ -1,1 +1,42 @@
-"""braze.compiler.codegen"""
+"""Code generators. Each backend package registers, on import, a checker
+``supports(kind, subgraph, device_kind) -> bool`` that the fusion pass asks
+before forming a group ("is this supported here?"), and a generator in
+``compiler/kernels.py`` that turns an accepted group into kernels.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+log = logging.getLogger("braze.codegen")
+
+# backend name -> checker(kind, subgraph, device_kind) -> bool
+CHECKERS: dict[str, Callable] = {}
+
+
+def register_checker(backend: str, fn: Callable) -> None:
+    CHECKERS[backend] = fn
+
+
+def _load() -> None:
+    for mod in ("braze.compiler.codegen.triton", "braze.compiler.codegen.tvm"):
+        try:
+            __import__(mod)
+        except ImportError as e:  # pragma: no cover - depends on the machine
+            log.info("code generator %s unavailable: %s", mod, e)
+
+
+def supported(kind: str, subgraph, device_kind: str, backend: str = "auto") -> bool:
+    """Whether some allowed backend can generate a kernel for this group."""
+    if backend == "torch":
+        return False
+    _load()
+    for name, check in CHECKERS.items():
+        if backend not in ("auto", name):
+            continue
+        try:
+            if check(kind, subgraph, device_kind):
+                return True
+        except Exception as e:  # noqa: BLE001 - a checker must decline, never crash compilation
+            log.warning("checker of %s raised on a %s group: %s", name, kind, e)
+    return False
