@@ -17,6 +17,8 @@ class Builder:
         self.nodes: list[Node] = []
         self.inputs: list[Node] = []
         self.constants: dict[str, torch.Tensor] = dict(constants or {})
+        # NOTE: during ``rewrite``, the original (not remapped) node being visited.
+        self.current: Optional[Node] = None
 
     def input(self, name: str, type_or_shape, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Value:
         t = type_or_shape if isinstance(type_or_shape, TensorType) else TensorType(
@@ -72,6 +74,7 @@ def rewrite(graph: Graph, rule: Rule, dce: bool = True) -> Graph:
             b.append(n)
             continue
         n2 = n.with_args(map_values(n.args, remap), map_values(n.kwargs, remap))
+        b.current = n
         repl = None if n.op == "constant" else rule(n2, b)
         if repl is None:
             b.append(n2)

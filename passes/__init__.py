@@ -6,6 +6,8 @@ from braze.passes.dce import dce
 from braze.passes.cse import cse
 from braze.passes.fold_constants import fold_constants
 from braze.passes.normalize_views import normalize_views
+from braze.passes.fuse_horizontal import fuse_horizontal
+from braze.passes.fuse import fuse
 
 PIPELINE: list[Pass] = [
     # canonicalize
@@ -13,4 +15,7 @@ PIPELINE: list[Pass] = [
     Pass("normalize_views", normalize_views),
     Pass("cse", cse),
     Pass("fold_constants", fold_constants),
+    # fuse
+    Pass("fuse_horizontal", fuse_horizontal),
+    Pass("fuse", fuse),
 ]
