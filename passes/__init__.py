@@ -8,6 +8,7 @@ from braze.passes.fold_constants import fold_constants
 from braze.passes.normalize_views import normalize_views
 from braze.passes.fuse_horizontal import fuse_horizontal
 from braze.passes.fuse import fuse
+from braze.passes.merge_parallel_groups import merge_parallel_groups
 
 PIPELINE: list[Pass] = [
     # canonicalize
@@ -18,4 +19,5 @@ PIPELINE: list[Pass] = [
     # fuse
     Pass("fuse_horizontal", fuse_horizontal),
     Pass("fuse", fuse),
+    Pass("merge_parallel_groups", merge_parallel_groups),
 ]

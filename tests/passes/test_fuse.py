@@ -64,6 +64,22 @@ def test_llama_block_groups():
         torch.testing.assert_close(a, b)
 
 
+def test_rotary_on_q_and_k_becomes_one_group():
+    from braze.passes.merge_parallel_groups import merge_parallel_groups
+
+    g, model, inp = _prepared("llama", num_hidden_layers=1)
+    fg = fuse_graph(g, ANY)
+    mg = merge_parallel_groups(fg)
+    verify(mg, types=True)
+    groups = _groups(mg)
+    assert groups.count(ROTARY) == 1 and _groups(fg).count(ROTARY) == 2
+    fused = [n for n in mg.compute_nodes if n.op == "fused" and n.name.endswith("_x2")]
+    assert fused and fused[0].type.shape[1] == 4 + 2  # query heads + key heads
+    x = [inp["input_ids"], inp["attention_mask"]][: len(g.inputs)]
+    for a, b in zip(interpret(g, *x), interpret(mg, *x)):
+        torch.testing.assert_close(a, b)
+
+
 def test_gpt2_block_groups():
     g, model, inp = _prepared("gpt2", n_layer=1)
     fg = fuse_graph(g, ANY)
