@@ -19,6 +19,10 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
     report = report or GraphReport(graph.name)
     report.input_ir = print_graph(graph)
     optimized = run_pipeline(graph, PIPELINE, options, report)
+    from braze.passes.eliminate_padding import DECLINED
+
+    if graph.name in DECLINED:
+        report.notes.append(f"padding elimination declined: {DECLINED.pop(graph.name)}")
     launchers = build_launchers(optimized, options, report)
     report.compile_ms = (time.perf_counter() - t0) * 1e3
     return CompiledProgram(optimized, launchers, report)

@@ -48,6 +48,8 @@ class CompiledProgram:
 
     def _plan(self, inputs, sym_values, key) -> Callable:
         env = bind_symbols(self.graph, inputs, sym_values, check=True)
+        for s, bound in self.graph.sym_bounds:  # run-time symbols: planned at their upper bound
+            env[s] = bound if isinstance(bound, int) else bound.eval(env)
         plan = build_plan(self.graph, self.launchers, env)
         self._plans[key] = plan
         if len(self._plans) > MAX_PLANS:
