@@ -25,7 +25,7 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
         report.notes.append(f"padding elimination declined: {DECLINED.pop(graph.name)}")
     launchers = build_launchers(optimized, options, report)
     report.compile_ms = (time.perf_counter() - t0) * 1e3
-    return CompiledProgram(optimized, launchers, report)
+    return CompiledProgram(optimized, launchers, report, cuda_graphs=options.cuda_graphs)
 
 
 def build_launchers(graph: Graph, options, report: GraphReport) -> dict:
