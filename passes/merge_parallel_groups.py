@@ -116,9 +116,14 @@ def _merged_view(b: Builder, h1, h2) -> Value:
     root, a, _, H1, _, (reshape, chain) = h1
     _, _, end, H2, _, _ = h2
     sl = b.call("slice", root, -1, a, end, overload="Tensor")
+    heads = sym(f"({H1}) + ({H2})") if not (isinstance(H1, int) and isinstance(H2, int)) else H1 + H2
+    # NOTE: edit the reshape's own shape argument (it may hold -1 for a run-time
+    # dim such as the packed token count), never rebuild it from the type.
+    arg = list(reshape.args[1])
+    arg[len(arg) - 2] = heads
     shape = list(reshape.type.shape)
-    shape[-2] = sym(f"({H1}) + ({H2})") if not (isinstance(H1, int) and isinstance(H2, int)) else H1 + H2
-    v = b.append(Node("reshape", (sl, tuple(shape)), (), (reshape.type.with_shape(shape),), "default",
+    shape[-2] = heads
+    v = b.append(Node("reshape", (sl, tuple(arg)), (), (reshape.type.with_shape(shape),), "default",
                       reshape.name)).out()
     for c in chain:
         v = b.call(c.op, v, *c.args[1:], overload=c.overload, **dict(c.kwargs))

@@ -126,6 +126,9 @@ DIRECT = [
     ("sdpa", "", lambda: (_t(1, 4, 5, 8), _t(1, 2, 5, 8), _t(1, 2, 5, 8)), {"is_causal": True, "enable_gqa": True}),
     ("attention", "", lambda: (_t(1, 4, 5, 8), _t(1, 2, 7, 8), _t(1, 2, 7, 8)),
      {"scale": 0.3, "causal": "bottom_right", "groups": 2, "window": 3}),
+    ("padding_index", "", lambda: (torch.tensor([[1, 1, 0], [0, 1, 1]]),), {"symbol": "t0"}),
+    ("pack", "", lambda: (_t(2, 3, 4), torch.tensor([0, 1, 4, 5])), {}),
+    ("unpack", "", lambda: (_t(4, 5), torch.tensor([0, 1, 4, 5])), {"batch": 2, "seq": 3}),
     ("addcdiv", "default", lambda: (_t(3, 4), _t(3, 4), _t(3, 4).abs() + 1), {"value": 0.5}),
     ("addcmul", "default", lambda: (_t(3, 4), _t(3, 4), _t(3, 4)), {"value": 0.5}),
     ("alias", "default", lambda: (_t(3, 4),), {}),
@@ -185,6 +188,10 @@ def test_direct_samples(op, overload, make, kwargs):
     outs = b.call(op, *vargs, overload=overload, **kwargs)
     outs = outs if isinstance(outs, tuple) else (outs,)
     g = b.graph(list(outs), name=op)
+    if op == "padding_index":  # its token count is a run-time symbol, bounded by batch * seq
+        from dataclasses import replace
+
+        g = replace(g, sym_bounds=(("t0", 6),))
     verify(g, types=True)
     got = interpret(g, *inputs.values())
     fn = REGISTRY[op].resolve(overload)

@@ -20,7 +20,7 @@ def _prepared(family, **kw):
     inp = hf_models.inputs(2, 8)
     call = (lambda **a: model(**a)) if family == "bert" else (lambda **a: model(**a, use_cache=False))
     (g,) = capture_graphs(call, **inp)
-    before_fuse = [p for p in PIPELINE if p.name != "fuse"]
+    before_fuse = [p for p in PIPELINE if p.name not in ("fuse", "merge_parallel_groups", "eliminate_padding")]
     return run_pipeline(g, before_fuse, Options(verify_types=False)), model, inp
 
 
