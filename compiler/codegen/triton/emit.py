@@ -10,7 +10,7 @@ compute themselves. Every (value, index, condition) is computed once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 
@@ -49,13 +49,16 @@ class Emitter(exprs.Ctx):
     helpers: set = field(default_factory=set)
     counter: list = field(default_factory=lambda: [0])
     memo: dict = field(default_factory=dict)
+    raw_loads: bool = False     # keep loaded values in their storage dtype (GEMM operands)
+    loads_only: bool = False    # only loads and layout ops (GEMM operands inside the K loop)
 
     # ------------------------------------------------------------------ plumbing
     def scope(self, indent: Optional[str] = None, names=None, masks=None) -> "Emitter":
         """A child emitter with a fresh memo writing to the same lines (e.g. a loop body)."""
-        return Emitter(self.graph, self.operands, dict(names or self.names), dict(masks or self.masks),
+        return Emitter(self.graph, self.operands, dict(self.names if names is None else names),
+                       dict(self.masks if masks is None else masks),
                        self.special, self.subst, self.lines, indent if indent is not None else self.indent,
-                       self.helpers, self.counter, {})
+                       self.helpers, self.counter, {}, self.raw_loads, self.loads_only)
 
     def line(self, text: str) -> None:
         self.lines.append(self.indent + text)
@@ -95,6 +98,8 @@ class Emitter(exprs.Ctx):
 
     def _pull(self, v: Value, idx: Index, cond: Cond) -> TV:
         n = v.node
+        if self.loads_only and n.op not in LAYOUT and n.op != "input":
+            raise Unsupported(f"GEMM operand computed by {n.op}: only views of inputs are read in the K loop")
         if n in self.special:
             return self.special[n](self, v, idx, cond)
         if n.op == "input":
@@ -125,7 +130,7 @@ class Emitter(exprs.Ctx):
         mask = self.mask_for(axes, cond)
         other = "" if mask is None else (", other=0" if t.dtype != torch.bool else ", other=0")
         code = f"tl.load({addr}{'' if mask is None else ', mask=' + mask}{other})"
-        ct = compute_dtype(t.dtype)
+        ct = t.dtype if self.raw_loads else compute_dtype(t.dtype)
         if ct != t.dtype:
             code += f".to({exprs.TL[ct]})"
         return self.tmp(code, ct, t.dtype, axes, exact=True)
@@ -175,7 +180,7 @@ class Emitter(exprs.Ctx):
             off = off + w
         if not branches:
             raise Unsupported("cat: no branch can be taken")
-        ct = compute_dtype(n.type.dtype)
+        ct = n.type.dtype if self.raw_loads else compute_dtype(n.type.dtype)
         val, _ = branches[-1]
         code = exprs.cast(val, ct)
         axes = val.axes
@@ -188,8 +193,6 @@ class Emitter(exprs.Ctx):
         reason = exprs.supported_op(n)
         if reason:
             raise Unsupported(reason)
-        shape = n.types[0].shape
-
         def ev(a):
             if isinstance(a, Value):
                 return self.pull(a, map_broadcast(idx, a.type.shape), cond)
@@ -199,7 +202,6 @@ class Emitter(exprs.Ctx):
                 raise Unsupported(f"{n.op} takes a list argument")
             return a
 
-        del shape
         vals = [ev(a) for a in n.args]
         kws = {k: ev(v) for k, v in n.kwargs}
         return exprs.TABLE[n.op].fn(self, exprs.bind(n, vals, kws), n.types[0].dtype)
@@ -257,10 +259,3 @@ def operand_names(graph: Graph, prefix: str = "in") -> dict[Node, Operand]:
         out[n] = Operand(f"{prefix}{i}_ptr", [f"{prefix}{i}_s{k}" for k in range(n.type.rank)])
     return out
 
-
-def users(graph: Graph) -> dict[Value, list[Node]]:
-    return graph.value_users()
-
-
-def node_callable(fn: Callable) -> Callable:
-    return fn
