@@ -123,6 +123,11 @@ TABLE: dict[str, OpSpec] = {}
 
 
 def op(names: str, params: tuple[str, ...] = ("self",), check=None, **defaults):
+    """Register ``fn`` for the ops in ``names``; scalar parameters with defaults
+    follow ``self`` positionally unless ``params`` says otherwise."""
+    if params == ("self",) and defaults:
+        params = ("self",) + tuple(defaults)
+
     def deco(fn):
         for n in names.split():
             TABLE[n] = OpSpec(params, fn, defaults, check)
@@ -171,8 +176,8 @@ unary("cosh", "(0.5 * (tl.exp({x}) + tl.exp(-{x})))")
 unary("atanh", "(0.5 * tl.log((1.0 + {x}) / (1.0 - {x})))")
 unary("asinh", "tl.where({x} < 0, -tl.log(-{x} + tl.sqrt({x} * {x} + 1.0)), tl.log({x} + tl.sqrt({x} * {x} + 1.0)))")
 unary("acosh", "tl.log({x} + tl.sqrt({x} * {x} - 1.0))")
-unary("sigmoid", "tl.sigmoid({x})")
-unary("silu", "({x} * tl.sigmoid({x}))")
+unary("sigmoid", "(1.0 / (1.0 + tl.exp(-{x})))")
+unary("silu", "({x} / (1.0 + tl.exp(-{x})))")
 unary("mish", "({x} * _tanh(tl.where({x} > 20.0, {x}, tl.log(1.0 + tl.exp({x})))))")
 unary("erf", "tl.erf({x})")
 unary("erfc", "(1.0 - tl.erf({x}))")
@@ -557,6 +562,21 @@ def bind(node, values: list, kwvalues: Mapping[str, Any]) -> dict:
 
 # --------------------------------------------------------------------------- helper functions in generated modules
 HELPERS: dict[str, str] = {
+    "_add": '''
+@triton.jit
+def _add(a, b):
+    return a + b
+''',
+    "_max": '''
+@triton.jit
+def _max(a, b):
+    return tl.maximum(a, b)
+''',
+    "_min": '''
+@triton.jit
+def _min(a, b):
+    return tl.minimum(a, b)
+''',
     "_tanh": '''
 @triton.jit
 def _tanh(x):

@@ -234,8 +234,8 @@ def generate(graph: Graph) -> Generated:
         else:
             em.line("r = rm")
         for j in range(nacc):
-            em.line(f"acc{j} = tl.zeros((BLOCK_M, BLOCK_N), {acc_t})")
-        em.line("k_per = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K")
+            em.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
+        em.line("k_per = ((K + SPLIT_K - 1) // SPLIT_K + BLOCK_K - 1) // BLOCK_K * BLOCK_K")
         em.line("k_start = pid_k * k_per")
         em.line("k_end = tl.minimum(K, k_start + k_per)")
         em.line("for k0 in range(k_start, k_end, BLOCK_K):")
@@ -262,7 +262,7 @@ def generate(graph: Graph) -> Generated:
         for ln in SPLIT_HEAD:
             red.line(ln)
         for j in range(nacc):
-            red.line(f"acc{j} = tl.zeros((BLOCK_M, BLOCK_N), {acc_t})")
+            red.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
         red.line("for s in range(0, SPLIT_K):")
         for j in range(nacc):
             red.line(f"    acc{j} += tl.load(ws_ptr + ((s * {nacc} + {j}) * (M * Bt) + r) * N + c, "
@@ -335,8 +335,8 @@ MAIN_HEAD = [
     "pid = tl.program_id(0)",
     "pid_b = tl.program_id(1)",
     "pid_k = tl.program_id(2)",
-    "num_pid_m = tl.cdiv(M, BLOCK_M)",
-    "num_pid_n = tl.cdiv(N, BLOCK_N)",
+    "num_pid_m = (M + BLOCK_M - 1) // BLOCK_M",
+    "num_pid_n = (N + BLOCK_N - 1) // BLOCK_N",
     "# grouped ordering: GROUP_M row blocks share the B tiles in L2",
     "group = GROUP_M * num_pid_n",
     "first_m = (pid // group) * GROUP_M",
@@ -358,7 +358,7 @@ MAIN_HEAD = [
 SPLIT_HEAD = [
     "pid = tl.program_id(0)",
     "pid_b = tl.program_id(1)",
-    "num_pid_n = tl.cdiv(N, BLOCK_N)",
+    "num_pid_n = (N + BLOCK_N - 1) // BLOCK_N",
     "rm = (pid // num_pid_n) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]",
     "c = (pid % num_pid_n) * BLOCK_N + tl.arange(0, BLOCK_N)[None, :]",
     "if INDEX64:",

@@ -70,7 +70,7 @@ def generate(graph: Graph) -> Generated:
 
     em = Emitter(graph, operand_names(graph), {"r": "r", "c": "c"}, {"r": "rmask", "c": "cmask"})
     em.line("pid = tl.program_id(0)")
-    em.line("num_c = tl.cdiv(C, BLOCK_C)")
+    em.line("num_c = (C + BLOCK_C - 1) // BLOCK_C")
     em.line("r = (pid // num_c) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]")
     em.line("c = (pid % num_c) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]")
     em.line("if INDEX64:")

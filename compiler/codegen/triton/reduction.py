@@ -227,26 +227,26 @@ class Template:
                 res = {"acc": acc}
                 k = red.kind
                 if k in ("sum", "mean", "var", "std", "var_mean", "std_mean"):
-                    em.line(f"{p}_sum = tl.sum(tl.where(mask, {xa}, 0.0), axis=1, keep_dims=True)")
+                    em.line(f"{p}_sum = tl.reduce(tl.where(mask, {xa}, 0.0), 1, _add, keep_dims=True)")
                     res["sum"] = f"{p}_sum"
                     if k != "sum":
                         em.line(f"{p}_mean = {p}_sum / N")
                         res["mean"] = f"{p}_mean"
                     if k in ("var", "std", "var_mean", "std_mean"):
                         em.line(f"{p}_d = tl.where(mask, {xa} - {p}_mean, 0.0)")
-                        em.line(f"{p}_var = tl.sum({p}_d * {p}_d, axis=1, keep_dims=True) / (N - {red.correction!r})")
+                        em.line(f"{p}_var = tl.reduce({p}_d * {p}_d, 1, _add, keep_dims=True) / (N - {red.correction!r})")
                         res["var"] = f"{p}_var"
                         if k.startswith("std"):
                             em.line(f"{p}_std = tl.sqrt({p}_var)")
                             res["std"] = f"{p}_std"
                 elif k in ("max", "min"):
                     ident = 'float("-inf")' if k == "max" else 'float("inf")'
-                    em.line(f"{p}_{k} = tl.{k}(tl.where(mask, {xa}, {ident}), axis=1, keep_dims=True)")
+                    em.line(f"{p}_{k} = tl.reduce(tl.where(mask, {xa}, {ident}), 1, _{k}, keep_dims=True)")
                     res[k] = f"{p}_{k}"
                 else:  # softmax, log_softmax
-                    em.line(f"{p}_m = tl.max(tl.where(mask, {xa}, float(\"-inf\")), axis=1, keep_dims=True)")
+                    em.line(f"{p}_m = tl.reduce(tl.where(mask, {xa}, float(\"-inf\")), 1, _max, keep_dims=True)")
                     em.line(f"{p}_e = tl.where(mask, tl.exp({xa} - {p}_m), 0.0)")
-                    em.line(f"{p}_s = tl.sum({p}_e, axis=1, keep_dims=True)")
+                    em.line(f"{p}_s = tl.reduce({p}_e, 1, _add, keep_dims=True)")
                     res.update(m=f"{p}_m", e=f"{p}_e", s=f"{p}_s", tile_scope=em)
                 self.results[n] = res
         for j in self.row_outs:
@@ -278,17 +278,17 @@ class Template:
                 p = em.fresh("red")
                 shape = "[BLOCK_R, BLOCK_N]"
                 if red.kind in ("sum", "mean"):
-                    em.line(f"{p}_acc = tl.zeros({shape}, {tl_acc})")
+                    em.line(f"{p}_acc = tl.full({shape}, 0, {tl_acc})")
                 elif red.kind in ("max", "min"):
                     ident = 'float("-inf")' if red.kind == "max" else 'float("inf")'
                     em.line(f"{p}_acc = tl.full({shape}, {ident}, {tl_acc})")
                 elif red.kind in ("var", "std", "var_mean", "std_mean"):
-                    em.line(f"{p}_mean_acc = tl.zeros({shape}, {tl_acc})")
-                    em.line(f"{p}_m2_acc = tl.zeros({shape}, {tl_acc})")
-                    em.line(f"{p}_n_acc = tl.zeros({shape}, {tl_acc})")
+                    em.line(f"{p}_mean_acc = tl.full({shape}, 0, {tl_acc})")
+                    em.line(f"{p}_m2_acc = tl.full({shape}, 0, {tl_acc})")
+                    em.line(f"{p}_n_acc = tl.full({shape}, 0, {tl_acc})")
                 else:
                     em.line(f"{p}_m_acc = tl.full({shape}, float(\"-inf\"), {tl_acc})")
-                    em.line(f"{p}_s_acc = tl.zeros({shape}, {tl_acc})")
+                    em.line(f"{p}_s_acc = tl.full({shape}, 0, {tl_acc})")
                 pending.append((n, red, p, acc))
             body = self.loop_head(em)
             for n, red, p, acc in pending:
@@ -321,13 +321,13 @@ class Template:
                 res = {"acc": acc}
                 k = red.kind
                 if k in ("sum", "mean"):
-                    em.line(f"{p}_sum = tl.sum({p}_acc, axis=1, keep_dims=True)")
+                    em.line(f"{p}_sum = tl.reduce({p}_acc, 1, _add, keep_dims=True)")
                     res["sum"] = f"{p}_sum"
                     if k == "mean":
                         em.line(f"{p}_mean = {p}_sum / N")
                         res["mean"] = f"{p}_mean"
                 elif k in ("max", "min"):
-                    em.line(f"{p}_{k} = tl.{k}({p}_acc, axis=1, keep_dims=True)")
+                    em.line(f"{p}_{k} = tl.reduce({p}_acc, 1, _{k}, keep_dims=True)")
                     res[k] = f"{p}_{k}"
                 elif k in ("var", "std", "var_mean", "std_mean"):
                     em.helper("_welford_combine")
@@ -376,7 +376,7 @@ def generate(graph: Graph) -> Generated:
     sig.constexpr("INDEX64")
     sig.constexpr("BLOCK_R")
     sig.constexpr("BLOCK_N")
-    helpers: set = set()
+    helpers: set = {"_add", "_max", "_min"}
     sources = []
     with atom_extents({"r": t.R, "c": t.N}):
         for mode in ("single", "looped"):
