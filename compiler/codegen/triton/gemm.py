@@ -246,6 +246,10 @@ def generate(graph: Graph) -> Generated:
         t.k_loop(body.scope(body.indent + "    "), even=True)
         body.line("else:")
         t.k_loop(body.scope(body.indent + "    "), even=False)
+        body.line("if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
+        body.line("    a = a.to(tl.float32)")
+        for j in range(nacc):
+            body.line(f"    b{j} = b{j}.to(tl.float32)")
         for j in range(nacc):
             body.line(f"acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
         em.line("if SPLIT_K == 1:")
@@ -281,7 +285,7 @@ def generate(graph: Graph) -> Generated:
     sig.add("N", "N")
     sig.add("K", "K")
     sig.add("Bt", "Bt")
-    for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K"):
+    for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K"):
         sig.constexpr(c)
     sig2 = operand_signature(graph)
     sig2.add("ws_ptr", "ws")
@@ -305,6 +309,7 @@ def generate(graph: Graph) -> Generated:
         lines.append("    DOT_PRECISION = 'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee'")
     else:
         lines.append("    DOT_PRECISION = 'ieee'")
+    lines.append(f"    UPCAST_DOT = {t.dtype == torch.bfloat16} and os.environ.get('TRITON_INTERPRET', '0') == '1'")
     lines.append(f"    INDEX64 = _index64({ins}, {outs_s}) or SPLIT_K * {nacc} * Bt * M * N >= 2**31 - 1")
     lines.append("    EVEN_K = K % (BLOCK_K * SPLIT_K) == 0")
     lines.append("    if SPLIT_K > 1:")

@@ -140,7 +140,7 @@ SPACE = Space(
                    lambda c, p, d: c["BLOCK_N"] <= max(16, next_pow2(int(p["N"])))
                    and c["BLOCK_R"] <= next_pow2(int(p["R"]))),
         Constraint("every thread has an element",
-                   lambda c, p, d: c["BLOCK_R"] * c["BLOCK_N"] >= 32 * c["num_warps"]),
+                   lambda c, p, d: c["BLOCK_R"] * c["BLOCK_N"] >= 32 * c["num_warps"] or c["num_warps"] == 1),
     ),
     default=_default,
 )
