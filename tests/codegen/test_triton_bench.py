@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ def test_bench_dry_run_builds_and_checks_every_case(tmp_path, device):
     path = Path(__file__).resolve().parents[2] / "bench" / "kernels.py"
     spec = importlib.util.spec_from_file_location("braze_bench_kernels", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod       # dataclasses look their module up there
     spec.loader.exec_module(mod)
     result = mod.main(["--dry-run", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "kernels.json").read_text())["rows"]
