@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence, Union
 
@@ -51,12 +52,30 @@ def prod(ds: Iterable) -> sp.Expr:
 
 
 def eq(a, b) -> bool:
-    return sp.expand(size(a) - size(b)) == 0
+    a, b = size(a), size(b)
+    if a == b:
+        return True
+    if a.is_Integer and b.is_Integer:
+        return False
+    return _eq(a, b)
+
+
+@functools.lru_cache(maxsize=65536)
+def _eq(a, b) -> bool:
+    return sp.expand(a - b) == 0
 
 
 def quotient(a, b) -> Optional[sp.Expr]:
     """``a / b`` when it is provably a polynomial (b divides a), else None."""
-    q = sp.cancel(size(a) / size(b))
+    a, b = size(a), size(b)
+    if a.is_Integer and b.is_Integer:
+        return sp.Integer(int(a) // int(b)) if int(b) != 0 and int(a) % int(b) == 0 else None
+    return _quotient(a, b)
+
+
+@functools.lru_cache(maxsize=65536)
+def _quotient(a, b) -> Optional[sp.Expr]:
+    q = sp.cancel(a / b)
     num, den = sp.fraction(q)
     if den == 1 or (den.is_Integer and num.is_Integer and num % den == 0):
         return sp.expand(q)
@@ -65,7 +84,15 @@ def quotient(a, b) -> Optional[sp.Expr]:
 
 def nonneg(e) -> bool:
     """Provably ``e >= 0`` for positive integer symbols."""
-    e = sp.expand(size(e))
+    e = size(e)
+    if e.is_Integer:
+        return int(e) >= 0
+    return _nonneg(e)
+
+
+@functools.lru_cache(maxsize=65536)
+def _nonneg(e) -> bool:
+    e = sp.expand(e)
     if e.is_Number:
         return bool(e >= 0)
     return bool(e.is_nonnegative)
@@ -245,6 +272,12 @@ def digit(x: Lin, div, mod=None, extent=None) -> Lin:
     """``(x // div) % mod`` simplified; ``extent`` (exclusive bound of x) drops a needless modulo."""
     div = sp.expand(size(div))
     mod = None if mod is None else sp.expand(size(mod))
+    extent = None if extent is None else size(extent)
+    return _digit(x, div, mod, extent, tuple(sorted(extents().items())))
+
+
+@functools.lru_cache(maxsize=65536)
+def _digit(x: Lin, div, mod, extent, _ext_key) -> Lin:
     if x.is_const and x.const.is_Integer and div.is_Integer and (mod is None or mod.is_Integer):
         v = int(x.const) // int(div)
         return const(v % int(mod) if mod is not None else v)
@@ -381,6 +414,9 @@ class Index:
     def split_at(self, k: int) -> "Index":
         if k <= 0 or k >= self.rank:
             return self
+        return _split_at(self, k, tuple(sorted(extents().items())))
+
+    def _split_at(self, k: int) -> "Index":
         out = []
         for s, e, lin in self.groups:
             if s < k < e:
@@ -393,6 +429,9 @@ class Index:
 
     def dims(self) -> list[Lin]:
         """One linear index per dim (size-1 dims are 0)."""
+        return list(_dims(self, tuple(sorted(extents().items()))))
+
+    def _dims(self) -> tuple:
         idx = self
         for k in range(1, self.rank):
             idx = idx.split_at(k)
@@ -400,7 +439,7 @@ class Index:
         for s, e, lin in idx.groups:
             if e > s:
                 out[s] = ZERO if eq(self.shape[s], 1) else lin
-        return out
+        return tuple(out)
 
     def linear(self, a: int, b: int) -> Lin:
         """Row-major linear index over dims ``a..b``."""
@@ -413,6 +452,16 @@ class Index:
 
     def key(self) -> tuple:
         return tuple(self.dims())
+
+
+@functools.lru_cache(maxsize=65536)
+def _split_at(idx: Index, k: int, _ext_key) -> Index:
+    return idx._split_at(k)
+
+
+@functools.lru_cache(maxsize=65536)
+def _dims(idx: Index, _ext_key) -> tuple:
+    return idx._dims()
 
 
 def domain_index(shape: Sequence, row_atom: str = "r", col_atom: str = "c") -> Index:

@@ -69,10 +69,25 @@ def cache_dir() -> Path:
     return root / "triton"
 
 
-def module_source(gen: Generated, graph: Graph) -> str:
+def canonical_text(graph: Graph) -> str:
+    """The subgraph's text with values renamed in order of appearance (``%v0``, ``%v1`` ...),
+    so that the same group in every layer of a model gives the same source (one compile)."""
+    import re
+
     from braze.ir import print_graph
 
-    text = "\n".join("    " + ln for ln in print_graph(graph).splitlines())
+    text = print_graph(graph)
+    names: dict[str, str] = {}
+
+    def rename(m):
+        return "%" + names.setdefault(m.group(1), f"v{len(names)}")
+
+    text = re.sub(r"%([A-Za-z_][A-Za-z0-9_]*)", rename, text)
+    return re.sub(r"^graph \S+\(", "graph group(", text)
+
+
+def module_source(gen: Generated, graph: Graph) -> str:
+    text = "\n".join("    " + ln for ln in canonical_text(graph).splitlines())
     parts = [HEADER.format(name=graph.name, kind=gen.kind, graph=text.replace('"""', "'''"))]
     for h in sorted(gen.helpers):
         parts.append(exprs.HELPERS[h])
@@ -134,11 +149,8 @@ class TritonKernel:
         self.path: Optional[Path] = None
 
     def key(self) -> str:
-        from braze.compiler.kernels import structural_key
-
-        if self.node is not None:
-            return structural_key(self.node, f"triton:{self.gen.kind}")
-        return hashlib.sha256(self.source.encode()).hexdigest()[:20]
+        """Hash of the generated source: the same for the same group in every layer."""
+        return hashlib.sha256(f"triton|{self.source}".encode()).hexdigest()[:20]
 
     def problem(self, env: Mapping[str, int]) -> dict:
         return self.gen.problem(env)
