@@ -170,3 +170,17 @@ def test_index_algebra_keeps_merged_dims_linear():
     assert map_reshape(d, [2 * s0.sympy, 64]).dims() == [atom("r"), atom("c")]
     p = map_permute(domain_index([2, 4, s0, 16]), [0, 2, 1, 3])
     assert p.dims()[3] == atom("c")
+
+
+def test_same_group_in_every_layer_gives_one_source():
+    """Node names differ per layer; the generated source and key do not."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    def layer(tag):
+        b = Builder()
+        x = b.input(f"x_{tag}", ("s0", 24), torch.float32)
+        y = b.call("mul", b.call("silu", x, name=f"silu_{tag}"), 2.0, overload="Tensor", name=f"mul_{tag}")
+        return fused_node(b, [y], "pointwise")
+
+    k1, k2 = kernel_for(layer("a")), kernel_for(layer("b"))
+    assert k1.source == k2.source and k1.key() == k2.key()
