@@ -197,12 +197,15 @@ def case_gemm(kind: str, model: str, M: int, dev: str) -> Case:
 
 # --------------------------------------------------------------------------- tuning a braze kernel
 GEMM_CANDIDATES = [
-    # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages, SPLIT_K)
-    (128, 256, 64, 8, 8, 3, 1), (128, 128, 64, 8, 8, 4, 1), (128, 128, 64, 8, 4, 4, 1), (256, 128, 64, 8, 8, 3, 1),
-    (64, 256, 64, 8, 4, 4, 1), (128, 64, 64, 8, 4, 4, 1), (64, 128, 64, 8, 4, 4, 1), (64, 64, 128, 8, 4, 4, 1),
-    (16, 64, 128, 1, 4, 5, 1), (16, 128, 128, 1, 4, 4, 1), (16, 32, 256, 1, 4, 4, 1), (16, 64, 256, 1, 4, 3, 1),
-    (16, 64, 128, 1, 4, 5, 2), (16, 64, 128, 1, 4, 5, 4), (16, 64, 128, 1, 4, 5, 8), (16, 32, 128, 1, 4, 5, 4),
-    (32, 64, 128, 1, 4, 4, 1), (32, 64, 128, 1, 4, 4, 4), (64, 64, 64, 1, 4, 4, 2), (64, 128, 64, 1, 4, 4, 2),
+    # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages, SPLIT_K, TMA)
+    (128, 256, 64, 8, 8, 3, 1, 1), (128, 128, 64, 8, 8, 4, 1, 1), (128, 128, 64, 8, 4, 4, 1, 1),
+    (256, 128, 64, 8, 8, 3, 1, 1), (128, 256, 64, 8, 8, 3, 1, 0), (128, 128, 64, 8, 8, 4, 1, 0),
+    (64, 256, 64, 8, 4, 4, 1, 1), (128, 64, 64, 8, 4, 4, 1, 1), (64, 128, 64, 8, 4, 4, 1, 1),
+    (64, 128, 64, 8, 4, 4, 1, 0), (64, 64, 128, 8, 4, 4, 1, 1), (64, 128, 64, 1, 4, 4, 2, 1),
+    (16, 64, 128, 1, 4, 5, 1, 0), (16, 64, 128, 1, 4, 5, 2, 0), (16, 64, 128, 1, 4, 5, 4, 0),
+    (16, 32, 256, 1, 4, 4, 1, 0), (16, 128, 128, 1, 4, 4, 1, 0), (16, 64, 256, 1, 4, 3, 1, 0),
+    (16, 64, 128, 1, 4, 5, 8, 0), (16, 32, 128, 1, 4, 5, 4, 0),
+    (32, 64, 128, 1, 4, 4, 1, 0), (32, 64, 128, 1, 4, 4, 4, 0), (64, 64, 64, 1, 4, 4, 2, 1),
 ]
 
 
@@ -219,11 +222,13 @@ def candidates(kernel, problem: dict, device, limit: int) -> list:
     if kind == "gemm":
         M = int(problem["M"])
         rows = (16,) if M <= 16 else (16, 32, 64) if M <= 64 else (64, 128) if M <= 256 else (64, 128, 256)
-        for bm, bn, bk, gm, w, s, sk in GEMM_CANDIDATES:
+        for bm, bn, bk, gm, w, st, sk, tma in GEMM_CANDIDATES:
             if bm not in rows or (M > 256 and sk > 1):
                 continue
-            add({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": gm, "num_warps": w, "num_stages": s,
-                 "SPLIT_K": sk})
+            if tma and device.kind == "cuda" and device.capability < (9, 0):
+                continue
+            add({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": gm, "num_warps": w, "num_stages": st,
+                 "SPLIT_K": sk, "TMA": tma})
     elif kind == "reduction":
         base = out[0]
         for br in (1, 2, 4):

@@ -11,7 +11,8 @@ from tests.codegen.triton_helpers import fused_node, rand, run_and_check
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 F32 = torch.float32
-BASE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1, "SPLIT_K": 1}
+BASE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1, "SPLIT_K": 1,
+        "TMA": 0}
 SPLIT = dict(BASE, BLOCK_K=16, SPLIT_K=3)
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
 TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2)}
@@ -156,3 +157,39 @@ def test_declines_computed_operand_and_two_gemms():
     w = b.input("w", (16, 16), F32)
     node = fused_node(b, [b.call("mm", b.call("mm", x, w), w)], "gemm")
     assert not supports("gemm", node.attr("graph"), "cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_tma_path_for_plain_views_and_pointer_fallback(dtype, device):
+    """Row-major A and transposed or row-major B go through TMA descriptors (zero-filled edges);
+    operands that are not such views (unaligned strides) fall back to pointer loads."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    inter = 40
+    cfg = dict(BASE, TMA=1)
+    b = Builder()
+    x = b.input("x", ("s0", 32), dtype)
+    wgu = b.input("wgu", (2 * inter, 32), dtype)
+    bias = b.input("bias", (2 * inter,), dtype)
+    mm = b.call("addmm", bias, x, b.call("permute", wgu, (1, 0)))
+    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, inter)), b.call("slice", mm, 1, inter, 2 * inter),
+               overload="Tensor")
+    node = fused_node(b, [y], "gemm")
+    k = kernel_for(node)
+    assert "_tma(" in k.source and "b_desc.load" in k.source
+    feed = {"x": rand(37, 32, dtype=dtype), "wgu": rand(2 * inter, 32, dtype=dtype), "bias": rand(2 * inter, dtype=dtype)}
+    for c in (cfg, dict(cfg, SPLIT_K=2, BLOCK_K=16)):
+        run_and_check(node, feed, c, device, tol=TOL[dtype], kernel=k)
+        assert k.module()._LAST_PATH[0] == "tma"
+    b = Builder()
+    x = b.input("x", ("s0", 48), dtype)
+    w = b.input("w", (48, 24), dtype)       # B row-major [K, N]
+    node = fused_node(b, [b.call("relu", b.call("mm", x, w))], "gemm")
+    k = kernel_for(node)
+    run_and_check(node, {"x": rand(21, 48, dtype=dtype), "w": rand(48, 24, dtype=dtype)}, cfg, device,
+                  tol=TOL[dtype], kernel=k)
+    assert k.module()._LAST_PATH[0] == "tma"
+    # a column slice of a wider tensor: row stride 47 elements is not 16-byte aligned -> pointer kernel
+    run_and_check(node, {"x": rand(21, 47 + 48, dtype=dtype)[:, :48], "w": rand(48, 24, dtype=dtype)}, cfg, device,
+                  tol=TOL[dtype], kernel=k)
+    assert k.module()._LAST_PATH[0] == "pointer"

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-FEATURES = ("wgmma", "mma.sync", "ld.global.v4", "ld.global.v2", "cp.async", "st.global.v4")
+FEATURES = ("wgmma", "mma.sync", "ld.global.v4", "ld.global.v2", "cp.async.bulk.tensor", "cp.async", "st.global.v4")
 
 
 @dataclass

@@ -49,7 +49,7 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
     M, N, K, nacc = int(p["M"]), int(p["N"]), int(p["K"]), int(p.get("nacc", 1))
     if d.kind != "cuda":  # the interpreter: small tiles run fastest
         return {"BLOCK_M": 16 if M <= 16 else 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4,
-                "num_stages": 1, "SPLIT_K": 1}
+                "num_stages": 1, "SPLIT_K": 1, "TMA": 0}
     sms = max(d.sm_count, 1)
     if M <= 16:
         cfg = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "num_warps": 4, "num_stages": 5}
@@ -68,6 +68,8 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
     while tiles * split * 2 <= sms * 2 and K // (split * 2) >= 4 * cfg["BLOCK_K"] and split < 16:
         split *= 2
     cfg["SPLIT_K"] = split
+    # TMA (Hopper's bulk tensor copies) for the big tiles; small-M tiles stay on cp.async
+    cfg["TMA"] = int(d.capability >= (9, 0) and cfg["BLOCK_M"] >= 64)
     while _smem(cfg, p) > (d.smem_per_block or 232448) and cfg["num_stages"] > 2:
         cfg["num_stages"] -= 1
     return cfg
@@ -82,6 +84,7 @@ SPACE = Space(
         Knob("num_warps", (2, 4, 8)),
         Knob("num_stages", (1, 2, 3, 4, 5)),
         Knob("SPLIT_K", (1, 2, 4, 8, 16)),
+        Knob("TMA", (0, 1)),
     ),
     constraints=(
         Constraint("pipelined A and B tiles fit in shared memory",
@@ -205,6 +208,75 @@ class Template:
             ld.line(f"b{j} = {b.code}")
 
 
+def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
+    """The tiled GEMM kernel body: K loop (pointer loads, or TMA descriptor loads) then the epilogue."""
+    nacc = len(t.offsets)
+    acc_t = "tl.float64" if t.dtype == torch.float64 else "tl.float32"
+    em = Emitter(t.graph, ops, names, masks)
+    em.counter = epi.counter
+    for ln in MAIN_HEAD:
+        em.line(ln)
+    em.line("r = pid_b * M + rm" if t.batched else "r = rm")
+    for j in range(nacc):
+        em.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
+    em.line("k_per = ((K + SPLIT_K - 1) // SPLIT_K + BLOCK_K - 1) // BLOCK_K * BLOCK_K")
+    em.line("k_start = pid_k * k_per")
+    em.line("k_end = tl.minimum(K, k_start + k_per)")
+    em.line("for k0 in range(k_start, k_end, BLOCK_K):")
+    body = em.scope(em.indent + "    ")
+    if tma:
+        # NOTE: TMA zero-fills out-of-bounds rows/columns; a split's K range is a
+        # multiple of BLOCK_K, so a tile never reads into the next split.
+        body.line("a = a_desc.load([pid_m * BLOCK_M, k0])")
+        for j, off in enumerate(t.offsets):
+            col = "pid_n * BLOCK_N" + ("" if off == 0 else f" + {render_size(off)}")
+            body.line("if B_T:")
+            body.line(f"    b{j} = b_desc.load([{col}, k0]).T")
+            body.line("else:")
+            body.line(f"    b{j} = b_desc.load([k0, {col}])")
+    else:
+        body.line("ak = k0 + tl.arange(0, BLOCK_K)[None, :]")
+        body.line("bk = k0 + tl.arange(0, BLOCK_K)[:, None]")
+        body.line("if EVEN_K:")
+        t.k_loop(body.scope(body.indent + "    "), even=True)
+        body.line("else:")
+        t.k_loop(body.scope(body.indent + "    "), even=False)
+    body.line("if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
+    body.line("    a = a.to(tl.float32)")
+    for j in range(nacc):
+        body.line(f"    b{j} = b{j}.to(tl.float32)")
+    for j in range(nacc):
+        body.line(f"acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
+    em.line("if SPLIT_K == 1:")
+    em.lines.extend("    " + ln for ln in epi.lines)
+    em.line("else:  # partial products; the _splitk_epilogue kernel sums them")
+    for j in range(nacc):
+        em.line(f"    tl.store(ws_ptr + ((pid_k * {nacc} + {j}) * (M * Bt) + r) * N + c, acc{j}, "
+                f"mask=rmask & cmask)")
+    return "\n".join(em.lines) + "\n"
+
+
+def split_kernel(t: Template, names, masks, ops) -> tuple[str, set]:
+    """Sums the split-K partial products, then the same epilogue."""
+    nacc = len(t.offsets)
+    acc_t = "tl.float64" if t.dtype == torch.float64 else "tl.float32"
+    red = Emitter(t.graph, ops, names, masks)
+    for ln in SPLIT_HEAD:
+        red.line(ln)
+    for j in range(nacc):
+        red.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
+    red.line("for s in range(0, SPLIT_K):")
+    for j in range(nacc):
+        red.line(f"    acc{j} += tl.load(ws_ptr + ((s * {nacc} + {j}) * (M * Bt) + r) * N + c, "
+                 f"mask=rmask & cmask, other=0)")
+    t2 = Template(t.graph)
+    t2.offsets = list(t.offsets)
+    t2.epilogue(red)
+    if len(t2.offsets) != nacc:
+        raise Unsupported("split-K epilogue reads other offsets than the main one")
+    return "\n".join(red.lines) + "\n", set(red.helpers)
+
+
 def generate(graph: Graph) -> Generated:
     t = Template(graph)
     name = graph.name if graph.name.startswith("gemm") else f"gemm_{graph.name}"
@@ -214,7 +286,7 @@ def generate(graph: Graph) -> Generated:
     ext = {"r": t.Bt * t.M, "c": t.Nd, "b": t.Bt, "am": t.M, "ak": t.K, "bk": t.K, "bn": t.Nd}
     ops = operand_names(graph)
     with atom_extents(ext):
-        # 1. the epilogue first: it decides the accumulators (column offsets of the product)
+        # the epilogue first: it decides the accumulators (column offsets of the product)
         epi = Emitter(graph, ops, names, masks)
         if t.batched:
             r_lin = domain_index(t.dom).dims()
@@ -222,84 +294,44 @@ def generate(graph: Graph) -> Generated:
         t.epilogue(epi)
         if not t.offsets:
             raise Unsupported("the epilogue never reads the product")
-        nacc = len(t.offsets)
-        acc_t = "tl.float64" if t.dtype == torch.float64 else "tl.float32"
-        # 2. the main kernel
-        em = Emitter(graph, ops, names, masks)
-        em.counter = epi.counter
-        for ln in MAIN_HEAD:
-            em.line(ln)
-        if t.batched:
-            em.line("r = pid_b * M + rm")
-        else:
-            em.line("r = rm")
-        for j in range(nacc):
-            em.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
-        em.line("k_per = ((K + SPLIT_K - 1) // SPLIT_K + BLOCK_K - 1) // BLOCK_K * BLOCK_K")
-        em.line("k_start = pid_k * k_per")
-        em.line("k_end = tl.minimum(K, k_start + k_per)")
-        em.line("for k0 in range(k_start, k_end, BLOCK_K):")
-        body = em.scope(em.indent + "    ")
-        body.line("ak = k0 + tl.arange(0, BLOCK_K)[None, :]")
-        body.line("bk = k0 + tl.arange(0, BLOCK_K)[:, None]")
-        body.line("if EVEN_K:")
-        t.k_loop(body.scope(body.indent + "    "), even=True)
-        body.line("else:")
-        t.k_loop(body.scope(body.indent + "    "), even=False)
-        body.line("if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
-        body.line("    a = a.to(tl.float32)")
-        for j in range(nacc):
-            body.line(f"    b{j} = b{j}.to(tl.float32)")
-        for j in range(nacc):
-            body.line(f"acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
-        em.line("if SPLIT_K == 1:")
-        em.lines.extend("    " + ln for ln in epi.lines)
-        em.line("else:  # partial products; gemm_*_splitk_epilogue sums them")
-        for j in range(nacc):
-            em.line(f"    tl.store(ws_ptr + ((pid_k * {nacc} + {j}) * (M * Bt) + r) * N + c, acc{j}, "
-                    f"mask=rmask & cmask)")
-        helpers = set(epi.helpers)
-        main = "\n".join(em.lines) + "\n"
-        # 3. the split-K epilogue kernel: sums the partial products, then the same epilogue
-        red = Emitter(graph, ops, names, masks)
-        red.special = {t.gemm: t.hook}
-        for ln in SPLIT_HEAD:
-            red.line(ln)
-        for j in range(nacc):
-            red.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
-        red.line("for s in range(0, SPLIT_K):")
-        for j in range(nacc):
-            red.line(f"    acc{j} += tl.load(ws_ptr + ((s * {nacc} + {j}) * (M * Bt) + r) * N + c, "
-                     f"mask=rmask & cmask, other=0)")
-        t2 = Template(graph)
-        t2.offsets = list(t.offsets)
-        t2.epilogue(red)
-        if len(t2.offsets) != nacc:
-            raise Unsupported("split-K epilogue reads other offsets than the main one")
-        helpers |= red.helpers
-        split = "\n".join(red.lines) + "\n"
+        main = main_kernel(t, epi, names, masks, ops, tma=False)
+        views = None if t.batched else (tma_view_code(t.A, graph), tma_view_code(t.B, graph))
+        if views is not None and None in views:
+            views = None
+        tma = main_kernel(t, epi, names, masks, ops, tma=True) if views else None
+        split, helpers = split_kernel(t, names, masks, ops)
+        helpers |= epi.helpers
+    nacc = len(t.offsets)
 
-    sig = operand_signature(graph)
-    sig.add("ws_ptr", "ws")
-    sig.add("M", "M")
-    sig.add("N", "N")
-    sig.add("K", "K")
-    sig.add("Bt", "Bt")
-    for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K"):
-        sig.constexpr(c)
+    def signature(with_tma: bool):
+        sig = operand_signature(graph)
+        if with_tma:
+            sig.add("a_desc", "a_desc")
+            sig.add("b_desc", "b_desc")
+        for c in ("ws_ptr", "M", "N", "K", "Bt"):
+            sig.add(c, c if c != "ws_ptr" else "ws")
+        for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
+                  "SPLIT_K") + (("B_T",) if with_tma else ()):
+            sig.constexpr(c)
+        return sig
+
+    sig, sig_tma = signature(False), signature(True)
     sig2 = operand_signature(graph)
     sig2.add("ws_ptr", "ws")
     for c in ("M", "N", "K", "Bt"):
         sig2.add(c, c)
     for c in ("INDEX64", "BLOCK_M", "BLOCK_N", "SPLIT_K"):
         sig2.constexpr(c)
-    kernels = kernel_def(name, sig) + main + "\n\n" + kernel_def(f"{name}_splitk_epilogue", sig2) + split
+    kernels = kernel_def(name, sig) + main
+    if tma:
+        kernels += "\n\n" + kernel_def(f"{name}_tma", sig_tma) + tma
+    kernels += "\n\n" + kernel_def(f"{name}_splitk_epilogue", sig2) + split
 
     ins = ", ".join(f"in{i}" for i in range(len(graph.inputs)))
     outs_s = ", ".join(f"out{j}" for j in range(len(graph.outputs)))
     ret = outs_s if len(graph.outputs) > 1 else "out0"
     acc_torch = "torch.float64" if t.dtype == torch.float64 else "torch.float32"
-    lines = [f"def launch({ins}, *, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, num_warps, num_stages):"]
+    lines = [f"def launch({ins}, *, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, TMA, num_warps, num_stages):"]
     lines += bind_symbols_code(graph)
     lines += alloc_code(graph)
     lines += [f"    M = {render_size(t.M)}", f"    N = {render_size(t.Nd)}", f"    K = {render_size(t.K)}",
@@ -317,12 +349,31 @@ def generate(graph: Graph) -> Generated:
     lines.append("    else:")
     lines.append("        ws = out0")
     lines.append("    grid = (triton.cdiv(M, BLOCK_M) * triton.cdiv(N, BLOCK_N), Bt, SPLIT_K)")
-    lines.append(launch_call(name, sig, "grid", extra=", num_warps=num_warps, num_stages=num_stages").rstrip())
+    launch_ptr = launch_call(name, sig, "grid", extra=", num_warps=num_warps, num_stages=num_stages").rstrip()
+    if tma:
+        lines.append("    descs = _tma_descriptors(lambda: " + views[0] + ", lambda: " + views[1] +
+                     ", BLOCK_M, BLOCK_N, BLOCK_K) if TMA and _TMA_OK[0] else None")
+        lines.append("    if descs is not None:")
+        lines.append("        a_desc, b_desc, B_T = descs")
+        lines.append("        _LAST_PATH[0] = 'tma'")
+        lines.append("        try:")
+        lines.append(launch_call(f"{name}_tma", sig_tma, "grid", "            ",
+                                 ", num_warps=num_warps, num_stages=num_stages").rstrip())
+        lines.append("        except Exception as e:  # noqa: BLE001 - no TMA here: the pointer kernel from now on")
+        lines.append("            logging.getLogger('braze.codegen.triton').warning('TMA kernel failed (%s); "
+                     "using the pointer kernel', e)")
+        lines.append("            _TMA_OK[0] = False")
+        lines.append("            descs = None")
+        lines.append("    if descs is None:")
+        lines.append("        _LAST_PATH[0] = 'pointer'")
+        lines.append("    " + launch_ptr)
+    else:
+        lines.append(launch_ptr)
     lines.append("    if SPLIT_K > 1:")
     lines.append("        grid = (triton.cdiv(M, BLOCK_M) * triton.cdiv(N, BLOCK_N), Bt)")
     lines.append(launch_call(f"{name}_splitk_epilogue", sig2, "grid", "        ", ", num_warps=num_warps").rstrip())
     lines.append(f"    return {ret}")
-    launch = "\n".join(lines) + "\n"
+    launch = ("\n" + TMA_HOST if tma else "") + "\n".join(lines) + "\n"
     M, Nd, K, Bt, dt = t.M, t.Nd, t.K, t.Bt, t.dtype
 
     def problem(env):
@@ -330,6 +381,64 @@ def generate(graph: Graph) -> Generated:
                 "nacc": nacc, "elt": ELT[dt], "dtype": dtype_name(dt)}
 
     return Generated("gemm", name, kernels, launch, SPACE, problem, helpers)
+
+
+def tma_view_code(v: Value, graph: Graph):
+    """Python code building operand ``v`` from the launcher's ``in{i}`` with torch views, or
+    None when some op on the way is not a view (then only the pointer kernel exists)."""
+    from braze.compiler.codegen.triton.emit import IDENTITIES, PERMUTES, RESHAPES, _perm, _slice_args
+    from braze.compiler.codegen.triton.kernel import shape_code
+
+    n = v.node
+    if n.op == "input":
+        return f"in{graph.inputs.index(n)}"
+    if n.op in IDENTITIES:
+        return tma_view_code(n.args[0], graph)
+    inner = tma_view_code(n.args[0], graph) if n.op != "cat" else None
+    if inner is None:
+        return None
+    if n.op in RESHAPES:
+        return f"{inner}.view({shape_code(n.type.shape)})"
+    if n.op in PERMUTES:
+        return f"{inner}.permute({tuple(_perm(n))})"
+    if n.op in ("expand", "expand_as"):
+        return f"{inner}.expand({shape_code(n.type.shape)})"
+    if n.op == "slice":
+        dim, start, step = _slice_args(n)
+        if step != 1:
+            return None
+        return f"{inner}.narrow({dim}, {render_size(start)}, {render_size(n.type.shape[dim])})"
+    if n.op == "select":
+        dim = n.args[1] if len(n.args) > 1 else n.attr("dim")
+        index = n.args[2] if len(n.args) > 2 else n.attr("index")
+        return f"{inner}.select({dim}, {render_size(index) if not isinstance(index, int) else index})"
+    return None
+
+
+TMA_HOST = '''
+_TMA_OK = [True]        # False after a TMA launch failed here: pointer kernels from then on
+_LAST_PATH = [None]     # which kernel the last call ran (for tests and reports)
+
+
+def _tma_descriptors(make_a, make_b, BLOCK_M, BLOCK_N, BLOCK_K):
+    """Host TMA descriptors of A [M, K] (row-major) and B [K, N] (row- or column-major),
+    or None when the operands are not such views (then the pointer kernel runs)."""
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+
+        a, b = make_a(), make_b()
+        if a.stride(1) != 1:
+            return None
+        a_desc = TensorDescriptor.from_tensor(a, [BLOCK_M, BLOCK_K])
+        if b.stride(0) == 1 and b.stride(1) != 1:
+            return a_desc, TensorDescriptor.from_tensor(b.t(), [BLOCK_N, BLOCK_K]), True
+        if b.stride(1) == 1:
+            return a_desc, TensorDescriptor.from_tensor(b, [BLOCK_K, BLOCK_N]), False
+    except (RuntimeError, AssertionError, ImportError, ValueError):
+        return None
+    return None
+
+'''
 
 
 _LAYOUT = {"reshape", "view", "_unsafe_view", "unsqueeze", "squeeze", "flatten", "unflatten", "_reshape_alias",
