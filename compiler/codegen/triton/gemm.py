@@ -308,8 +308,9 @@ def generate(graph: Graph) -> Generated:
         if with_tma:
             sig.add("a_desc", "a_desc")
             sig.add("b_desc", "b_desc")
-        for c in ("ws_ptr", "M", "N", "K", "Bt"):
-            sig.add(c, c if c != "ws_ptr" else "ws")
+        sig.add("ws_ptr", "ws")
+        for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
+            sig.size(c, e)
         for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
                   "SPLIT_K") + (("B_T",) if with_tma else ()):
             sig.constexpr(c)
@@ -318,8 +319,8 @@ def generate(graph: Graph) -> Generated:
     sig, sig_tma = signature(False), signature(True)
     sig2 = operand_signature(graph)
     sig2.add("ws_ptr", "ws")
-    for c in ("M", "N", "K", "Bt"):
-        sig2.add(c, c)
+    for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
+        sig2.size(c, e)
     for c in ("INDEX64", "BLOCK_M", "BLOCK_N", "SPLIT_K"):
         sig2.constexpr(c)
     kernels = kernel_def(name, sig) + main

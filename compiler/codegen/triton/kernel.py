@@ -247,7 +247,15 @@ class Signature:
 
     def add(self, param: str, arg: str) -> None:
         self.params.append(param)
-        self.args.append(arg)
+        # NOTE: every argument by keyword: constexpr sizes may sit between runtime ones
+        self.args.append(f"{param}={arg}")
+
+    def size(self, name: str, expr) -> None:
+        """A size argument: a compile-time constant when static (masks and index math fold)."""
+        if is_static(expr):
+            self.constexpr(name)
+        else:
+            self.add(name, name)
 
     def constexpr(self, name: str, arg: Optional[str] = None) -> None:
         self.params.append(f"{name}: tl.constexpr")

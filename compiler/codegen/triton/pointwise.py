@@ -87,8 +87,8 @@ def generate(graph: Graph) -> Generated:
             em.line(f"tl.store(out{j}_ptr + r * C + c, {val}, mask=rmask & cmask)")
 
     sig = operand_signature(graph)
-    sig.add("R", "R")
-    sig.add("C", "C")
+    sig.size("R", R)
+    sig.size("C", C)
     sig.constexpr("INDEX64")
     sig.constexpr("BLOCK_R")
     sig.constexpr("BLOCK_C")

@@ -371,8 +371,8 @@ def generate(graph: Graph) -> Generated:
     name = graph.name if graph.name.startswith("reduction") else f"reduction_{graph.name}"
     name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
     sig = operand_signature(graph)
-    sig.add("R", "R")
-    sig.add("N", "N")
+    sig.size("R", t.R)
+    sig.size("N", t.N)
     sig.constexpr("INDEX64")
     sig.constexpr("BLOCK_R")
     sig.constexpr("BLOCK_N")
