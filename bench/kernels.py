@@ -333,28 +333,28 @@ def build_cases(args, dev: str) -> list:
     cases = []
     if args.dry_run:
         if want("rmsnorm"):
-            cases.append(lambda: case_add_rmsnorm(6, 96, dev))
+            cases.append((("add+rmsnorm", "6x96"), lambda: case_add_rmsnorm(6, 96, dev)))
         if want("silu"):
-            cases.append(lambda: case_silu_mul(5, 80, dev))
+            cases.append((("silu(gate)*up", "5x80"), lambda: case_silu_mul(5, 80, dev)))
         if want("rotary"):
-            cases.append(lambda: case_rotary(2, 6, 4, 2, 16, dev))
+            cases.append((("rotary q+k", "tiny"), lambda: case_rotary(2, 6, 4, 2, 16, dev)))
         for kind in ("dual", "down", "oproj"):
             if want(kind) or want("gemm"):
-                cases.append(lambda kind=kind: case_gemm_small(kind, dev))
+                cases.append(((f"gemm {kind} (tiny)", ""), lambda kind=kind: case_gemm_small(kind, dev)))
         return cases
     if want("rmsnorm"):
-        cases.append(lambda: case_add_rmsnorm(8192, 4096, dev))
+        cases.append((("add+rmsnorm", "8192x4096"), lambda: case_add_rmsnorm(8192, 4096, dev)))
     if want("silu"):
-        cases.append(lambda: case_silu_mul(8192, 14336, dev))
+        cases.append((("silu(gate)*up", "8192x14336"), lambda: case_silu_mul(8192, 14336, dev)))
     if want("rotary"):
-        cases.append(lambda: case_rotary(4, 2048, 32, 8, 128, dev))
+        cases.append((("rotary q+k", "B4 S2048"), lambda: case_rotary(4, 2048, 32, 8, 128, dev)))
     ms = [int(m) for m in args.ms.split(",")]
     for model in args.models.split(","):
         for kind in args.gemms.split(","):
             if not (want(kind) or want("gemm")):
                 continue
             for m in ms:
-                cases.append(lambda kind=kind, model=model, m=m: case_gemm(kind, model, m, dev))
+                cases.append(((f"gemm {kind} ({model})", f"M{m}"), lambda kind=kind, model=model, m=m: case_gemm(kind, model, m, dev)))
     return cases
 
 
@@ -381,10 +381,13 @@ def main(argv: Optional[list] = None) -> dict:
     ap.add_argument("--only", default="", help="comma list of: rmsnorm,silu,rotary,gemm,dual,down,oproj")
     ap.add_argument("--models", default="8b,1b", help="GEMM layer shapes: 8b (Llama-3-8B), 1b (Llama-3.2-1B)")
     ap.add_argument("--ms", default="1,16,128,2048,8192", help="GEMM M values")
-    ap.add_argument("--gemms", default="dual,down,oproj", help="GEMM subgraphs")
+    ap.add_argument("--gemms", default="dual,down", help="GEMM subgraphs: dual, down, oproj")
     ap.add_argument("--peers", default="default,max-autotune-no-cudagraphs", help="torch.compile modes to compare")
     ap.add_argument("--configs", type=int, default=8, help="configs tried per braze kernel")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench/results"), help="folder for kernels.json")
+    ap.add_argument("--tag", default="", help="write kernels-<tag>.json (several runs side by side)")
+    ap.add_argument("--budget-s", type=float, default=540.0,
+                    help="start no new case after this many seconds (the rest is listed as skipped)")
     args = ap.parse_args(argv)
 
     from braze.autotune.space import device_info
@@ -409,8 +412,13 @@ def main(argv: Optional[list] = None) -> dict:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"device {device.name}, torch {torch.__version__}, triton {triton.__version__}")
-    for make in build_cases(args, dev):
-        row: dict = {}
+    out_file = out_dir / (f"kernels-{args.tag}.json" if args.tag else "kernels.json")
+    for label, make in build_cases(args, dev):
+        row: dict = {"op": label[0], "shape": label[1]}
+        if time.time() - t_start > args.budget_s:
+            row.update(ok=False, failure=f"skipped: --budget-s {args.budget_s:.0f} s used up")
+            result["rows"].append(row)
+            continue
         try:
             case = make()
             row.update(op=case.op, shape=case.shape, bytes=case.bytes, flops=case.flops)
@@ -443,9 +451,10 @@ def main(argv: Optional[list] = None) -> dict:
             log(f"  FAILED: {row['failure']}")
             traceback.print_exc()
         result["rows"].append(row)
-        (out_dir / "kernels.json").write_text(json.dumps(result, indent=1, default=str))
+        out_file.write_text(json.dumps(result, indent=1, default=str))
+    out_file.write_text(json.dumps(result, indent=1, default=str))
     print_table(result["rows"], modes)
-    log(f"wrote {out_dir / 'kernels.json'}")
+    log(f"wrote {out_file}")
     return result
 
 
@@ -459,7 +468,8 @@ def print_table(rows: list, modes: list) -> None:
     lines = [head]
     for r in rows:
         if not r.get("ok"):
-            lines.append([r.get("op", "?"), r.get("shape", ""), "FAILED", r.get("failure", "")[:60]] + [""] * 8)
+            status = "SKIPPED" if r.get("failure", "").startswith("skipped") else "FAILED"
+            lines.append([r.get("op", "?"), r.get("shape", ""), status, r.get("failure", "")[:60]] + [""] * 8)
             continue
         b = r.get("braze_ms")
 
