@@ -158,7 +158,8 @@ def test_spaces_defaults_are_valid_on_h100_and_cpu():
 
 def test_index_algebra_keeps_merged_dims_linear():
     """A reshape that splits rows and one that merges them back give the row index itself."""
-    from braze.compiler.codegen.triton.indexing import atom, atom_extents, domain_index, map_permute, map_reshape
+    from braze.compiler.codegen.triton.indexing import atom, atom_extents, domain_index
+    from braze.compiler.codegen.triton.layout import map_permute, map_reshape
     from braze.ir.types import sym
 
     s0 = sym("s0")

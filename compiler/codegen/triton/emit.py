@@ -16,9 +16,10 @@ import torch
 
 from braze.compiler.codegen.triton import exprs
 from braze.compiler.codegen.triton.exprs import TV, compute_dtype
-from braze.compiler.codegen.triton.indexing import (TRUE, ZERO, Cond, Index, Unsupported, extents, map_broadcast,
-                                                     map_permute, map_reshape, map_select, map_slice, render,
-                                                     render_size, size, with_dim)
+from braze.compiler.codegen.triton.indexing import (TRUE, ZERO, Cond, Index, Unsupported, extents, render,
+                                                     render_size, size)
+from braze.compiler.codegen.triton.layout import (map_broadcast, map_permute, map_reshape, map_select, map_slice,
+                                                   with_dim)
 from braze.ir import Graph, Node, Value
 from braze.ir.types import Sym
 

@@ -29,9 +29,9 @@ from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
 from braze.compiler.codegen.triton import exprs
 from braze.compiler.codegen.triton.emit import Emitter, operand_names
 from braze.compiler.codegen.triton.exprs import TV
-from braze.compiler.codegen.triton.indexing import (Index, Unsupported, atom, atom_extents, domain_index, eq,
-                                                     map_broadcast, map_reshape, nonneg, prod, quotient, render_size,
-                                                     size)
+from braze.compiler.codegen.triton.indexing import (Index, Unsupported, atom, atom_extents, domain_index, eq, nonneg,
+                                                     prod, quotient, render_size, size)
+from braze.compiler.codegen.triton.layout import map_broadcast, map_reshape
 from braze.compiler.codegen.triton.kernel import (Generated, alloc_code, bind_symbols_code, bucket, dtype_name,
                                                   kernel_def, launch_call, next_pow2, operand_signature)
 from braze.ir import Graph, Node, Value

@@ -20,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-import sympy as sp
 import torch
 
 from braze.autotune.space import Config, Space, pow2_bucket
-from braze.compiler.codegen.triton import exprs
+from braze.compiler.codegen.triton.helpers import HELPERS
 from braze.compiler.codegen.triton.indexing import Unsupported, render_size, size
 from braze.ir import Graph, Node
 from braze.ir.types import DTYPE_NAMES, Sym
@@ -91,7 +90,7 @@ def module_source(gen: Generated, graph: Graph) -> str:
     text = "\n".join("    " + ln for ln in canonical_text(graph).splitlines())
     parts = [HEADER.format(name=graph.name, kind=gen.kind, graph=text.replace('"""', "'''"))]
     for h in sorted(gen.helpers):
-        parts.append(exprs.HELPERS[h])
+        parts.append(HELPERS[h])
     parts.append(gen.kernels)
     parts.append(gen.launch)
     return "\n".join(parts)
@@ -235,7 +234,7 @@ def is_static(e) -> bool:
     return not size(e).free_symbols
 
 
-__all__ = ["Generated", "TritonKernel", "load_module", "cache_dir", "sp"]
+__all__ = ["Generated", "TritonKernel", "Signature", "load_module", "cache_dir"]
 
 
 @dataclass

@@ -15,8 +15,9 @@ from typing import Mapping
 from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
 from braze.compiler.codegen.triton import exprs
 from braze.compiler.codegen.triton.emit import Emitter, operand_names
-from braze.compiler.codegen.triton.indexing import (Unsupported, atom_extents, domain_index, eq, map_reshape, prod,
+from braze.compiler.codegen.triton.indexing import (Unsupported, atom_extents, domain_index, eq, prod,
                                                      render_size)
+from braze.compiler.codegen.triton.layout import map_reshape
 from braze.compiler.codegen.triton.kernel import (Generated, alloc_code, bind_symbols_code, bucket, dtype_name,
                                                   kernel_def, launch_call, next_pow2, operand_signature)
 from braze.ir import Graph

@@ -29,8 +29,9 @@ from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
 from braze.compiler.codegen.triton import exprs
 from braze.compiler.codegen.triton.emit import Emitter, operand_names
 from braze.compiler.codegen.triton.exprs import TV
-from braze.compiler.codegen.triton.indexing import (ZERO, Index, Unsupported, atom, atom_extents, domain_index, eq,
-                                                     map_reshape, prod, render_size, size)
+from braze.compiler.codegen.triton.indexing import (ZERO, Index, Unsupported, atom_extents, domain_index, eq,
+                                                     prod, render_size, size)
+from braze.compiler.codegen.triton.layout import map_reshape
 from braze.compiler.codegen.triton.kernel import (Generated, alloc_code, bind_symbols_code, bucket, dtype_name,
                                                   kernel_def, launch_call, next_pow2, operand_signature)
 from braze.ir import Graph, Node, Value
@@ -426,4 +427,4 @@ def generate(graph: Graph) -> Generated:
     return Generated("reduction", name, "\n\n".join(sources), launch, SPACE, problem, helpers)
 
 
-__all__ = ["generate", "SPACE", "Template", "atom"]
+__all__ = ["generate", "SPACE", "Template"]
