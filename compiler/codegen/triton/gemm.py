@@ -349,7 +349,7 @@ def generate(graph: Graph) -> Generated:
     lines.append(f"        ws = torch.empty((SPLIT_K * {nacc} * Bt * M * N,), dtype={acc_torch}, device=in0.device)")
     lines.append("    else:")
     lines.append("        ws = out0")
-    lines.append("    grid = (triton.cdiv(M, BLOCK_M) * triton.cdiv(N, BLOCK_N), Bt, SPLIT_K)")
+    lines.append("    grid = (((M + BLOCK_M - 1) // BLOCK_M) * ((N + BLOCK_N - 1) // BLOCK_N), Bt, SPLIT_K)")
     launch_ptr = launch_call(name, sig, "grid", extra=", num_warps=num_warps, num_stages=num_stages").rstrip()
     if tma:
         lines.append("    descs = _tma_descriptors(lambda: " + views[0] + ", lambda: " + views[1] +
@@ -371,7 +371,7 @@ def generate(graph: Graph) -> Generated:
     else:
         lines.append(launch_ptr)
     lines.append("    if SPLIT_K > 1:")
-    lines.append("        grid = (triton.cdiv(M, BLOCK_M) * triton.cdiv(N, BLOCK_N), Bt)")
+    lines.append("        grid = (((M + BLOCK_M - 1) // BLOCK_M) * ((N + BLOCK_N - 1) // BLOCK_N), Bt)")
     lines.append(launch_call(f"{name}_splitk_epilogue", sig2, "grid", "        ", ", num_warps=num_warps").rstrip())
     lines.append(f"    return {ret}")
     launch = ("\n" + TMA_HOST if tma else "") + "\n".join(lines) + "\n"

@@ -44,7 +44,10 @@ import triton.language as tl
 def _index64(*ts):
     """Whether some offset may pass int32 (then index math runs in int64)."""
     for t in ts:
-        if t.numel() >= 2**31 - 1 or sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) >= 2**31 - 1:
+        n = t.numel()
+        if n >= 2**31 - 1:
+            return True
+        if n and not t.is_contiguous() and sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride())) >= 2**31 - 1:
             return True
     return False
 '''

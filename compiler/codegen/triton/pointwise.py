@@ -106,7 +106,7 @@ def generate(graph: Graph) -> Generated:
     lines.append("    if R * C == 0:")
     lines.append(f"        return {ret}")
     lines.append(f"    INDEX64 = _index64({ins}, {outs_s})")
-    lines.append("    grid = (triton.cdiv(R, BLOCK_R) * triton.cdiv(C, BLOCK_C),)")
+    lines.append("    grid = (((R + BLOCK_R - 1) // BLOCK_R) * ((C + BLOCK_C - 1) // BLOCK_C),)")
     launch = "\n".join(lines) + "\n" + launch_call(name, sig, "grid", extra=", num_warps=num_warps")
     launch += f"    return {ret}\n"
 

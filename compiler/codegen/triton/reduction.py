@@ -412,7 +412,7 @@ def generate(graph: Graph) -> Generated:
     lines.append("    if N == 0:")
     lines.append(f"        raise ValueError('{name}: reduction over an empty dimension')")
     lines.append(f"    INDEX64 = _index64({ins}, {outs_s})")
-    lines.append("    grid = (triton.cdiv(R, BLOCK_R),)")
+    lines.append("    grid = (((R + BLOCK_R - 1) // BLOCK_R),)")
     lines.append("    if BLOCK_N >= N:  # the whole row in one block")
     lines.append(launch_call(f"{name}_single", sig, "grid", "        ", ", num_warps=num_warps").rstrip())
     lines.append("    else:  # looped over the row")
