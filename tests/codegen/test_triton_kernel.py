@@ -185,3 +185,31 @@ def test_same_group_in_every_layer_gives_one_source():
 
     k1, k2 = kernel_for(layer("a")), kernel_for(layer("b"))
     assert k1.source == k2.source and k1.key() == k2.key()
+
+
+def test_int64_index_path(device, monkeypatch):
+    """Offsets past int32 switch index math to int64 (forced here: no 8 GB tensors in tests)."""
+    from braze.compiler.codegen.triton import kernel_for
+    from tests.codegen.triton_helpers import run_and_check
+
+    b = Builder()
+    x = b.input("x", ("s0", 40), torch.float32)
+    w = b.input("w", (24, 40), torch.float32)
+    h = b.call("mm", x, b.call("permute", w, (1, 0)))
+    node_g = fused_node(b, [b.call("relu", h)], "gemm")
+    b = Builder()
+    x = b.input("x", ("s0", 40), torch.float32)
+    node_r = fused_node(b, [b.call("_softmax", b.call("exp", x), -1, False)], "reduction")
+    b = Builder()
+    x = b.input("x", ("s0", 40), torch.float32)
+    node_p = fused_node(b, [b.call("permute", b.call("exp", x), (1, 0))], "pointwise")
+    cfgs = {node_g: {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 1, "num_warps": 4, "num_stages": 1,
+                     "SPLIT_K": 2, "TMA": 0},
+            node_r: {"BLOCK_R": 2, "BLOCK_N": 16, "num_warps": 2}, node_p: {"BLOCK_R": 4, "BLOCK_C": 8, "num_warps": 2}}
+    for node, cfg in cfgs.items():
+        k = kernel_for(node)
+        monkeypatch.setattr(k.module(), "_index64", lambda *ts: True)
+        feed = {"x": rand(9, 40), "w": rand(24, 40)}
+        run_and_check(node, feed, cfg, device, kernel=k)
+        if node is node_r:
+            run_and_check(node, feed, dict(cfg, BLOCK_N=64), device, kernel=k)

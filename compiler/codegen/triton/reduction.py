@@ -391,6 +391,8 @@ def generate(graph: Graph) -> Generated:
             em.line("rmask = r < R")
             if mode == "single":
                 em.line("c = tl.arange(0, BLOCK_N)[None, :]")
+                em.line("if INDEX64:")
+                em.line("    c = c.to(tl.int64)")
                 em.line("cmask = c < N")
                 em.line("mask = rmask & cmask")
                 t.single(em)
