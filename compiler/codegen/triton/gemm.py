@@ -27,7 +27,7 @@ import torch
 
 from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
 from braze.compiler.codegen.triton import exprs
-from braze.compiler.codegen.triton.emit import Emitter, operand_names
+from braze.compiler.codegen.triton.emit import LAYOUT, Emitter, operand_names
 from braze.compiler.codegen.triton.exprs import TV
 from braze.compiler.codegen.triton.indexing import (Index, Unsupported, atom, atom_extents, domain_index, eq, nonneg,
                                                      prod, quotient, render_size, size)
@@ -110,7 +110,7 @@ class Template:
             raise Unsupported(f"gemm group with {len(gemms)} GEMMs (expected one of {GEMMS})")
         g = self.gemm = gemms[0]
         for n in graph.compute_nodes:
-            if n is not g and n.op not in exprs.TABLE and n.op not in _LAYOUT:
+            if n is not g and n.op not in exprs.TABLE and n.op not in LAYOUT:
                 raise Unsupported(f"op {n.op} in a gemm epilogue")
         if g.op == "addmm":
             self.bias, self.A, self.B = g.args[0], g.args[1], g.args[2]
@@ -175,13 +175,14 @@ class Template:
         b_code = exprs.cast(b, ct) if self.beta == 1 else f"{exprs.cast(b, ct)} * {exprs.literal(self.beta, ct)}"
         return em.tmp(f"{a_code} + {b_code}", ct, v.type.dtype, acc.axes | b.axes)
 
-    def epilogue(self, em: Emitter, row: str = "r", col: str = "c") -> None:
+    def epilogue(self, em: Emitter) -> None:
+        """Store every output, pulled at the tile's (r, c); the product comes from ``hook``."""
         em.special = {self.gemm: self.hook}
         for j, o in enumerate(self.graph.outputs):
             idx = self.idx if tuple(o.type.shape) == tuple(self.dom) else map_reshape(self.idx, o.type.shape)
             tv = em.pull(o, idx)
             val = exprs.cast(tv, o.type.dtype) if tv.dtype != o.type.dtype else tv.code
-            em.line(f"tl.store(out{j}_ptr + {row} * N + {col}, {val}, mask=rmask & cmask)")
+            em.line(f"tl.store(out{j}_ptr + r * N + c, {val}, mask=rmask & cmask)")
 
     # ------------------------------------------------------------------ A and B tiles
     def operand_index(self, which: str, off=0) -> Index:
@@ -442,9 +443,6 @@ def _tma_descriptors(make_a, make_b, BLOCK_M, BLOCK_N, BLOCK_K):
 '''
 
 
-_LAYOUT = {"reshape", "view", "_unsafe_view", "unsqueeze", "squeeze", "flatten", "unflatten", "_reshape_alias",
-           "alias", "clone", "contiguous", "detach", "lift_fresh_copy", "permute", "t", "transpose", "expand",
-           "expand_as", "slice", "select", "cat"}
 
 MAIN_HEAD = [
     "pid = tl.program_id(0)",
