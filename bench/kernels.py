@@ -289,9 +289,10 @@ def tune(case: Case, device, ref: list, timer, limit: int, log) -> Tuned:
                 tried.append({"kernel": k.name, "config": cfg, "error": f"{type(e).__name__}: {str(e)[:200]}"})
                 log(f"    {k.name} {cfg}: {type(e).__name__}: {str(e)[:120]}")
                 continue
-            tried.append({"kernel": k.name, "config": cfg, "ms": t})
+            path = getattr(k.module(), "_LAST_PATH", [None])[0]   # GEMMs: "tma" or "pointer" loads
+            tried.append({"kernel": k.name, "config": cfg, "ms": t, "path": path})
             if best is None or (t is not None and t < best[0]):
-                best = (t if t is not None else 0.0, cfg, fn)
+                best = (t if t is not None else 0.0, dict(cfg, path=path) if path else cfg, fn)
         if best is None:
             raise RuntimeError(f"no config of {k.name} compiled and checked")
         log(f"    {k.name}: chosen {best[1]}" + (f" ({best[0] * 1e3:.1f} us)" if best[0] else ""))
