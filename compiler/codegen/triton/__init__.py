@@ -38,8 +38,32 @@ def device_ok(device_kind: str) -> bool:
     return device_kind.startswith("cuda") or (device_kind == "cpu" and interpreting())
 
 
+_GENERATED: dict = {}   # (kind, canonical subgraph text) -> Generated | Unsupported
+
+
 def generate_group(kind: str, graph: Graph) -> Generated:
-    """The template's output for a group; raises Unsupported with the reason."""
+    """The template's output for a group; raises Unsupported with the reason.
+
+    Memoised by the subgraph's canonical text: the same group in every layer
+    is generated once (the fusion pass asks the checker often)."""
+    from braze.compiler.codegen.triton.kernel import canonical_text
+
+    key = (kind, canonical_text(graph))
+    hit = _GENERATED.get(key)
+    if hit is None:
+        try:
+            hit = _generate(kind, graph)
+        except Unsupported as e:
+            hit = e
+        if len(_GENERATED) > 4096:
+            _GENERATED.clear()
+        _GENERATED[key] = hit
+    if isinstance(hit, Unsupported):
+        raise Unsupported(str(hit))
+    return hit
+
+
+def _generate(kind: str, graph: Graph) -> Generated:
     if kind == "pointwise":
         from braze.compiler.codegen.triton import pointwise
 
