@@ -35,9 +35,11 @@ def build_launchers(graph: Graph, options, report: GraphReport) -> dict:
     launchers = kernels_for(graph, options, report)
     for n in graph.compute_nodes:
         if n in launchers:
+            report.entries.append(launchers[n])
             continue
         cat = get_op(n.op).category
         if cat in (Category.VIEW,) and n.op not in ("cat", "stack", "repeat", "flip", "roll", "constant_pad_nd"):
             continue  # views launch nothing
-        report.kernels.append(KernelRecord(n.name or n.op, [n.op], "torch", {}, "n/a"))
+        report.entries.append(KernelRecord(n.name or n.op, [n.op], "torch", {}, "n/a"))
+    report.refresh()
     return launchers
