@@ -1,0 +1,1 @@
+"""braze.compiler.codegen.triton_attention"""

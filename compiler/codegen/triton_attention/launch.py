@@ -1,0 +1,216 @@
+"""Host side of the attention template: checks, layouts, grids, launches.
+
+:func:`attention_dense` runs the ``attention`` op (q ``[B, Hq, Sq, D]``,
+k/v ``[B, Hkv, Sk, D]``, any strides), :func:`attention_varlen` the packed
+``attention_varlen`` op (q ``[Tq, Hq, D]``, k/v ``[Tk, Hkv, D]``). A config
+(see ``space.py``) names BLOCK_M, BLOCK_N, num_warps, num_stages, PACK_GQA
+and SPLITS; SPLITS > 1 runs split-KV and the combine kernel.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from typing import Mapping, Optional
+
+import torch
+
+from braze.compiler.codegen.triton_attention import template as _template_mod
+
+LOG2E = 1.4426950408889634
+CAUSAL_CODES = {"none": 0, "top_left": 1, "bottom_right": 2}
+MASK_CODES = {"none": 0, "bool": 1, "additive": 2}
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_HEAD_DIM = 256
+MAX_GRID_YZ = 65535
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _template():
+    """The template module, rebuilt if TRITON_INTERPRET changed since its import
+    (a @triton.jit function is compiled or interpreted as decided when it is defined)."""
+    global _template_mod
+    interpreted = type(_template_mod.attention_fwd_kernel).__name__ == "InterpretedFunction"
+    if interpreted != interpreting():
+        _template_mod = importlib.reload(_template_mod)
+    return _template_mod
+
+
+def pow2(n: int, lo: int = 16) -> int:
+    return max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def check_device(*ts: torch.Tensor) -> None:
+    for t in ts:
+        if t.device.type == "cuda":
+            continue
+        if t.device.type == "cpu" and interpreting():
+            continue
+        raise ValueError(f"braze triton attention: tensor on {t.device} (needs CUDA, or CPU with TRITON_INTERPRET=1)")
+
+
+def _check_common(q, k, v, groups: int, scale: float, window: Optional[int], hq: int, hkv: int) -> None:
+    if q.dtype not in DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"braze triton attention: dtypes q {q.dtype}, k {k.dtype}, v {v.dtype}; "
+                         f"expected one of {DTYPES}, all equal")
+    if q.shape[-1] != k.shape[-1] or q.shape[-1] > MAX_HEAD_DIM or v.shape[-1] > MAX_HEAD_DIM:
+        raise ValueError(f"braze triton attention: head dims q {q.shape[-1]}, k {k.shape[-1]}, v {v.shape[-1]} "
+                         f"(q and k must agree, at most {MAX_HEAD_DIM})")
+    if groups < 1 or hq != groups * hkv:
+        raise ValueError(f"braze triton attention: {hq} query heads != groups {groups} x {hkv} K/V heads")
+    if not scale > 0:
+        raise ValueError(f"braze triton attention: scale {scale} must be positive")
+    if window is not None and window < 1:
+        raise ValueError(f"braze triton attention: window {window} must be >= 1")
+
+
+def _mask4(mask: torch.Tensor, mask_kind: str, shape: tuple) -> torch.Tensor:
+    """The mask as a 4-d broadcast view of ``shape`` (stride 0 where broadcast), bool as uint8."""
+    if mask.dim() > 4:
+        raise ValueError(f"braze triton attention: mask of rank {mask.dim()} (at most 4)")
+    m = mask[(None,) * (4 - mask.dim())]
+    try:
+        m = m.expand(*shape)
+    except RuntimeError:
+        raise ValueError(f"braze triton attention: mask {tuple(mask.shape)} does not broadcast to {shape}") from None
+    if mask_kind == "bool":
+        if m.dtype != torch.bool:
+            raise ValueError(f"braze triton attention: mask_kind 'bool' with a {m.dtype} mask")
+        m = m.view(torch.uint8)
+    elif not m.dtype.is_floating_point:
+        raise ValueError(f"braze triton attention: mask_kind 'additive' with a {m.dtype} mask")
+    return m
+
+
+def _dot_prec(dtype: torch.dtype) -> str:
+    # NOTE: float32 inputs get IEEE products (tf32 would miss the 1e-5 tolerance).
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _dot_f32(dtype: torch.dtype) -> bool:
+    # NOTE: triton 3.8's interpreter multiplies bf16 blocks as raw integers; upcast there only.
+    return interpreting() and dtype == torch.bfloat16
+
+
+def attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: str = "none",
+                    window: Optional[int] = None, groups: int = 1, mask_kind: str = "none",
+                    config: Mapping) -> torch.Tensor:
+    """The ``attention`` op through the Triton template (see ``braze.ir.attention``)."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"braze triton attention: q, k, v must be [B, H, S, D], got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    B, Hq, Sq, D = q.shape
+    Bk, Hkv, Sk, _ = k.shape
+    Dv = v.shape[-1]
+    if Bk != B or v.shape[:3] != k.shape[:3]:
+        raise ValueError(f"braze triton attention: k {tuple(k.shape)} and v {tuple(v.shape)} do not fit "
+                         f"q {tuple(q.shape)}")
+    _check_common(q, k, v, groups, scale, window, Hq, Hkv)
+    if causal not in CAUSAL_CODES or mask_kind not in MASK_CODES or (mask is None) != (mask_kind == "none"):
+        raise ValueError(f"braze triton attention: causal={causal!r}, mask_kind={mask_kind!r}, "
+                         f"mask {'given' if mask is not None else 'absent'}")
+    check_device(q, k, v)
+    out = torch.empty(B, Hq, Sq, Dv, dtype=q.dtype, device=q.device)
+    if B * Hq * Sq == 0:
+        return out
+    if Sk == 0:
+        return out.zero_()
+    m = _mask4(mask, mask_kind, (B, Hq, Sq, Sk)) if mask is not None else None
+    sl = slopes.to(device=q.device, dtype=torch.float32).contiguous() if slopes is not None else None
+    if sl is not None and sl.numel() != Hq:
+        raise ValueError(f"braze triton attention: {sl.numel()} ALiBi slopes for {Hq} heads")
+
+    bm, bn = int(config["BLOCK_M"]), int(config["BLOCK_N"])
+    pack = bool(config.get("PACK_GQA", False)) and groups > 1
+    rows = Sq * groups if pack else Sq
+    n_prog = B * (Hkv if pack else Hq)
+    if n_prog > MAX_GRID_YZ:
+        raise ValueError(f"braze triton attention: {n_prog} (batch x heads) programs exceed the grid limit")
+    splits = max(1, int(config.get("SPLITS", 1)))
+    chunk = triton_cdiv(triton_cdiv(Sk, splits), bn) * bn
+    splits = triton_cdiv(Sk, chunk)
+    grid = (triton_cdiv(rows, bm), n_prog, splits)
+    tpl = _template()
+    dummy = q  # placeholder pointer for absent operands (never read)
+    if splits > 1:
+        ws = torch.empty(splits, B, Hq, Sq, Dv, dtype=torch.float32, device=q.device)
+        lse = torch.empty(splits, B, Hq, Sq, dtype=torch.float32, device=q.device)
+        o_t, o_strides = ws, ws.stride()[1:] + (ws.stride(0),)
+        l_strides = (lse.stride(1), lse.stride(2), lse.stride(3), lse.stride(0))
+    else:
+        lse = dummy
+        o_t, o_strides = out, out.stride() + (0,)
+        l_strides = (0, 0, 0, 0)
+    m_strides = m.stride() if m is not None else (0, 0, 0, 0)
+    tpl.attention_fwd_kernel[grid](
+        q, k, v, o_t, m if m is not None else dummy, sl if sl is not None else dummy, lse, dummy, dummy,
+        float(scale) * LOG2E,
+        *q.stride(), *k.stride(), *v.stride(), *o_strides, *m_strides, *l_strides,
+        Hq, groups, Sq, Sk, int(window or 0), chunk,
+        HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
+        CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
+        HAS_ALIBI=sl is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1, DOT_PREC=_dot_prec(q.dtype),
+        DOT_F32=_dot_f32(q.dtype), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+    if splits > 1:
+        tpl.attention_combine_kernel[(B * Hq * Sq,)](
+            ws, lse, out, Hq, Sq, splits, ws.stride(0), lse.stride(0), *out.stride(),
+            HEAD_DV=Dv, BLOCK_DV=pow2(Dv), SPLITS_P2=pow2(splits, 2), num_warps=4 if Dv >= 128 else 2)
+    return out
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_seqlen_q: Optional[int] = None,
+                     max_seqlen_k: Optional[int] = None, scale: float, causal: str = "none",
+                     window: Optional[int] = None, groups: int = 1, config: Mapping) -> torch.Tensor:
+    """The ``attention_varlen`` op (see ``varlen_op.py``) through the Triton template."""
+    if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
+        raise ValueError(f"braze triton attention_varlen: q, k, v must be [T, H, D], got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    Tq, Hq, D = q.shape
+    Tk, Hkv, _ = k.shape
+    Dv = v.shape[-1]
+    if v.shape[:2] != k.shape[:2]:
+        raise ValueError(f"braze triton attention_varlen: k {tuple(k.shape)} and v {tuple(v.shape)} differ")
+    _check_common(q, k, v, groups, scale, window, Hq, Hkv)
+    if causal not in CAUSAL_CODES:
+        raise ValueError(f"braze triton attention_varlen: causal={causal!r}")
+    if cu_seqlens_q.dim() != 1 or cu_seqlens_q.shape != cu_seqlens_k.shape or cu_seqlens_q.numel() < 1:
+        raise ValueError(f"braze triton attention_varlen: cu_seqlens {tuple(cu_seqlens_q.shape)} and "
+                         f"{tuple(cu_seqlens_k.shape)} must be [B + 1]")
+    check_device(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    B = cu_seqlens_q.numel() - 1
+    out = torch.empty(Tq, Hq, Dv, dtype=q.dtype, device=q.device)
+    if B == 0 or Tq == 0:
+        return out
+    cq = cu_seqlens_q.to(torch.int32).contiguous()
+    ck = cu_seqlens_k.to(torch.int32).contiguous()
+    if max_seqlen_q is None:  # NOTE: a host sync; the pass should pass the bound
+        max_seqlen_q = int((cq[1:] - cq[:-1]).max())
+    sl = slopes.to(device=q.device, dtype=torch.float32).contiguous() if slopes is not None else None
+    bm, bn = int(config["BLOCK_M"]), int(config["BLOCK_N"])
+    pack = bool(config.get("PACK_GQA", False)) and groups > 1
+    rows = max_seqlen_q * groups if pack else max_seqlen_q
+    n_prog = B * (Hkv if pack else Hq)
+    if n_prog > MAX_GRID_YZ:
+        raise ValueError(f"braze triton attention_varlen: {n_prog} (batch x heads) programs exceed the grid limit")
+    grid = (max(1, triton_cdiv(rows, bm)), n_prog, 1)
+    tpl = _template()
+    # [T, H, D] is [B=1, H, T, D] with batch stride 0 and the token offset from cu_seqlens.
+    qs, ks, vs, os_ = q.stride(), k.stride(), v.stride(), out.stride()
+    tpl.attention_fwd_kernel[grid](
+        q, k, v, out, q, sl if sl is not None else q, q, cq, ck,
+        float(scale) * LOG2E,
+        0, qs[1], qs[0], qs[2], 0, ks[1], ks[0], ks[2], 0, vs[1], vs[0], vs[2], 0, os_[1], os_[0], os_[2], 0,
+        0, 0, 0, 0, 0, 0, 0, 0,
+        Hq, groups, max_seqlen_q, int(max_seqlen_k or 0), int(window or 0), 0,
+        HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
+        CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
+        HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
+        DOT_F32=_dot_f32(q.dtype), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+    return out
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
