@@ -110,9 +110,9 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         elif d <= 128:
             cfg = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}
         else:
-            cfg = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2}
+            cfg = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2}
     else:
-        cfg = {"BLOCK_M": 64, "BLOCK_N": 64 if d <= 128 else 32, "num_warps": 4, "num_stages": 2}
+        cfg = {"BLOCK_M": 64, "BLOCK_N": 64 if d <= 128 else 32, "num_warps": 4 if d <= 128 else 8, "num_stages": 2}
     if problem.get("dtype") == "f32":
         cfg.update(BLOCK_M=min(cfg["BLOCK_M"], 64), BLOCK_N=32, num_stages=2)
     cfg["BLOCK_M"] = min(cfg["BLOCK_M"], _pow2(problem["Sq"]))
