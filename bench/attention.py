@@ -61,8 +61,9 @@ def prefill_candidates(problem, dev) -> list[dict]:
     for bm, bn, w, s in [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 4, 3),
                          (128, 32, 4, 4), (64, 64, 4, 3), (64, 128, 4, 3), (128, 128, 4, 2), (64, 32, 4, 4)]:
         for pack in ((False, True) if problem["groups"] > 1 else (False,)):
-            out.append({"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s, "PACK_GQA": pack,
-                        "SPLITS": 1})
+            for tma in (False, True):
+                out.append({"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s, "PACK_GQA": pack,
+                            "TMA": tma, "SPLITS": 1})
     return [c for c in out if ATTENTION_SPACE.valid(c, problem, dev)]
 
 
@@ -73,7 +74,8 @@ def decode_candidates(problem, dev) -> list[dict]:
         for w in (4, 8):
             for st in (2, 3, 4):
                 for sp in (base["SPLITS"] // 2, base["SPLITS"], base["SPLITS"] * 2):
-                    out.append(dict(base, BLOCK_N=bn, num_warps=w, num_stages=st, SPLITS=max(1, sp)))
+                    for tma in (False, True):
+                        out.append(dict(base, BLOCK_N=bn, num_warps=w, num_stages=st, SPLITS=max(1, sp), TMA=tma))
     seen, res = set(), []
     for c in out:
         k = tuple(sorted(c.items()))

@@ -24,8 +24,8 @@ from braze.ir.attention import attention_reference  # noqa: E402
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
-def cfg(bm=16, bn=16, pack=False, splits=1, warps=4, stages=1):
-    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages, "PACK_GQA": pack,
+def cfg(bm=16, bn=16, pack=False, splits=1, warps=4, stages=1, tma=False):
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages, "PACK_GQA": pack, "TMA": tma,
             "SPLITS": splits}
 
 
@@ -222,3 +222,16 @@ def test_bad_inputs_name_the_problem():
         attention_dense(q, k[..., :32], v, scale=0.1, groups=2, config=cfg())
     with pytest.raises(ValueError, match="scale"):
         attention_dense(q, k, v, scale=-1.0, groups=2, config=cfg())
+
+
+# ---- K/V through tensor descriptors (TMA on Hopper) -------------------------------------------
+
+@pytest.mark.parametrize("d,dtype,causal,pack,splits", [
+    (64, torch.float32, "bottom_right", False, 1),
+    (80, torch.bfloat16, "top_left", True, 1),     # head dim padded by the descriptor's zero fill
+    (64, torch.float16, "bottom_right", True, 3),  # decode form
+])
+def test_tma_descriptor_loads(d, dtype, causal, pack, splits):
+    sq = 2 if splits > 1 else 21
+    run_dense(B=2, Hq=4, Hkv=2, Sq=sq, Sk=45, D=d, dtype=dtype, causal=causal,
+              config=cfg(16, 16, pack=pack, splits=splits, tma=True))

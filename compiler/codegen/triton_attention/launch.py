@@ -145,15 +145,19 @@ def attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: st
         o_t, o_strides = out, out.stride() + (0,)
         l_strides = (0, 0, 0, 0)
     m_strides = m.stride() if m is not None else (0, 0, 0, 0)
+    bd, bdv = pow2(D), pow2(Dv)
+    use_tma = bool(config.get("TMA", False)) and tma_ok(k, bd) and tma_ok(v, bdv)
+    desc_k = _descriptor(k, [1, 1, bn, bd]) if use_tma else None
+    desc_v = _descriptor(v, [1, 1, bn, bdv]) if use_tma else None
     tpl.attention_fwd_kernel[grid](
         q, k, v, o_t, m if m is not None else dummy, sl if sl is not None else dummy, lse, dummy, dummy,
-        float(scale) * LOG2E,
+        desc_k, desc_v, float(scale) * LOG2E,
         *q.stride(), *k.stride(), *v.stride(), *o_strides, *m_strides, *l_strides,
         Hq, groups, Sq, Sk, int(window or 0), chunk,
-        HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
+        HEAD_D=D, HEAD_DV=Dv, BLOCK_D=bd, BLOCK_DV=bdv, BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
         HAS_ALIBI=sl is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
     if splits > 1:
         tpl.attention_combine_kernel[(B * Hq * Sq,)](
             ws, lse, out, Hq, Sq, splits, ws.stride(0), lse.stride(0), *out.stride(),
@@ -200,7 +204,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_se
     # [T, H, D] is [B=1, H, T, D] with batch stride 0 and the token offset from cu_seqlens.
     qs, ks, vs, os_ = q.stride(), k.stride(), v.stride(), out.stride()
     tpl.attention_fwd_kernel[grid](
-        q, k, v, out, q, sl if sl is not None else q, q, cq, ck,
+        q, k, v, out, q, sl if sl is not None else q, q, cq, ck, None, None,
         float(scale) * LOG2E,
         0, qs[1], qs[0], qs[2], 0, ks[1], ks[0], ks[2], 0, vs[1], vs[0], vs[2], 0, os_[1], os_[0], os_[2], 0,
         0, 0, 0, 0, 0, 0, 0, 0,
@@ -208,8 +212,24 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_se
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
     return out
+
+
+def tma_ok(t: torch.Tensor, block_d: int) -> bool:
+    """Whether K or V can be read through a tensor descriptor: Hopper or newer (or the
+    interpreter), last dim contiguous, 16-byte aligned base and strides."""
+    if t.device.type == "cuda" and torch.cuda.get_device_capability(t.device)[0] < 9:
+        return False
+    e = t.element_size()
+    return (t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all((s * e) % 16 == 0 for s in t.stride()[:-1])
+            and block_d * e >= 16)
+
+
+def _descriptor(t: torch.Tensor, block: list):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block)
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -27,14 +27,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-FLT_MAX = 3.4028234663852886e38
+LOG2E = tl.constexpr(1.4426950408889634)
+FLT_MAX = tl.constexpr(3.4028234663852886e38)
 
 
 @triton.jit
-def _attn_blocks(acc, l_i, m_i, q, K, V, MASK, lo, hi, key_lo, key_hi, len_k, pos, row_ok, m_off, slope2,
-                 qk_scale, window, skn, skd, svn, svd, smk, offs_d, offs_dv,
-                 MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr,
+def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, key_lo, key_hi, len_k, pos, row_ok,
+                 m_off, slope2, qk_scale, window, skn, skd, svn, svd, smk, offs_d, offs_dv,
+                 MASKED: tl.constexpr, USE_TMA: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr,
                  HAS_ALIBI: tl.constexpr, HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr):
     """Online softmax over key blocks [lo, hi) (lo a multiple of BLOCK_N).
@@ -42,6 +42,8 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, MASK, lo, hi, key_lo, key_hi, len_k, po
     MASKED: apply the key range [key_lo, key_hi), the causal and the window
     rules per element; otherwise every key of every block is visible
     (the caller guarantees it) and only the mask operand / ALiBi apply.
+    USE_TMA: K/V blocks come through tensor descriptors ``[B, Hkv, Sk, D]``
+    (the copy engine on Hopper; out-of-bounds rows and columns read as zero).
     """
     NEED_SAFE: tl.constexpr = MASKED or (MASK_KIND != 0)
     for start_n in range(lo, hi, BLOCK_N):
@@ -50,6 +52,9 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, MASK, lo, hi, key_lo, key_hi, len_k, po
         v_ptrs = V + offs_n[:, None] * svn + offs_dv[None, :] * svd
         if MASKED:
             n_ok = offs_n < len_k
+        if USE_TMA:
+            k = DESC_K.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
+        elif MASKED:
             k = tl.load(k_ptrs, mask=n_ok[:, None] & (offs_d[None, :] < HEAD_D), other=0.0)
         elif HEAD_D == BLOCK_D:
             k = tl.load(k_ptrs)
@@ -102,7 +107,9 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, MASK, lo, hi, key_lo, key_hi, len_k, po
         p = tl.math.exp2(qk)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None]
-        if MASKED:
+        if USE_TMA:
+            v = DESC_V.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_DV)
+        elif MASKED:
             v = tl.load(v_ptrs, mask=n_ok[:, None] & (offs_dv[None, :] < HEAD_DV), other=0.0)
         elif HEAD_DV == BLOCK_DV:
             v = tl.load(v_ptrs)
@@ -118,7 +125,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, MASK, lo, hi, key_lo, key_hi, len_k, po
 
 @triton.jit
 def attention_fwd_kernel(
-        Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K,
+        Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K, DESC_K, DESC_V,
         qk_scale,
         sqb, sqh, sqs, sqd,
         skb, skh, sks, skd,
@@ -131,7 +138,7 @@ def attention_fwd_kernel(
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
         VARLEN: tl.constexpr, PACK_GQA: tl.constexpr, SPLIT: tl.constexpr, DOT_PREC: tl.constexpr,
-        DOT_F32: tl.constexpr):
+        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr):
     """Attention forward. CAUSAL: 0 none, 1 top_left, 2 bottom_right.
     MASK_KIND: 0 none, 1 bool (uint8, nonzero = visible), 2 additive.
     DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8)."""
@@ -240,17 +247,17 @@ def attention_fwd_kernel(
     m_i = tl.zeros([BLOCK_M], tl.float32) - float("inf")
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
-    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, MASK, lo_a, tl.minimum(fl, hi), lo, hi, len_k, pos,
-                                 row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
-                                 True, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
+    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo_a, tl.minimum(fl, hi), lo, hi,
+                                 len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
+                                 True, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
                                  BLOCK_N, DOT_PREC, DOT_F32)
-    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, MASK, fl, fh, lo, hi, len_k, pos,
-                                 row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
-                                 False, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
+    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, fl, fh, lo, hi,
+                                 len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
+                                 False, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
                                  BLOCK_N, DOT_PREC, DOT_F32)
-    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, MASK, fh, hi, lo, hi, len_k, pos,
-                                 row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
-                                 True, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
+    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, fh, hi, lo, hi,
+                                 len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
+                                 True, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
                                  BLOCK_N, DOT_PREC, DOT_F32)
 
     # Rows that saw no key: l == 0 and acc == 0 -> zeros.
