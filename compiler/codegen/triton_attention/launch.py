@@ -9,6 +9,7 @@ and SPLITS; SPLITS > 1 runs split-KV and the combine kernel.
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 import os
 from typing import Mapping, Optional
@@ -16,6 +17,8 @@ from typing import Mapping, Optional
 import torch
 
 from braze.compiler.codegen.triton_attention import template as _template_mod
+
+log = logging.getLogger("braze.codegen.attention")
 
 LOG2E = 1.4426950408889634
 CAUSAL_CODES = {"none": 0, "top_left": 1, "bottom_right": 2}
@@ -95,10 +98,50 @@ def _dot_f32(dtype: torch.dtype) -> bool:
     return interpreting() and dtype == torch.bfloat16
 
 
+# (config, specialisation) -> the config that replaced it after the GPU compiler refused it.
+_FALLBACK: dict = {}
+
+
+def safe_config(config: Mapping) -> dict:
+    """A conservative variant of ``config``: smaller K/V tiles, two stages, no TMA."""
+    return dict(config, BLOCK_N=min(int(config["BLOCK_N"]), 64), num_stages=min(int(config["num_stages"]), 2),
+                TMA=False, PIPE_QK=False)
+
+
+def _with_fallback(fn, config: Mapping, spec_key: tuple, *args, **kwargs):
+    """Run ``fn(..., config=config)``; if the GPU compiler refuses that config (shared
+    memory, a ptxas failure), run and remember :func:`safe_config` instead."""
+    from triton.runtime.errors import OutOfResources, PTXASError
+
+    key = (tuple(sorted(config.items())), spec_key)
+    cfg = _FALLBACK.get(key, config)
+    try:
+        return fn(*args, config=cfg, **kwargs)
+    except (OutOfResources, PTXASError) as e:
+        safe = safe_config(cfg)
+        if safe == dict(cfg):
+            raise
+        log.warning("braze attention: config %s refused by the GPU compiler (%s); using %s",
+                    dict(cfg), type(e).__name__, safe)
+        _FALLBACK[key] = safe
+        return fn(*args, config=safe, **kwargs)
+
+
 def attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: str = "none",
                     window: Optional[int] = None, groups: int = 1, mask_kind: str = "none",
                     config: Mapping) -> torch.Tensor:
-    """The ``attention`` op through the Triton template (see ``braze.ir.attention``)."""
+    """The ``attention`` op through the Triton template (see ``braze.ir.attention``).
+
+    A config the GPU compiler refuses falls back to :func:`safe_config` (logged once)."""
+    spec_key = (q.dtype, q.shape[-1], v.shape[-1], causal, window is None, groups, mask_kind,
+                mask.dtype if mask is not None else None, slopes is None)
+    return _with_fallback(_attention_dense, config, spec_key, q, k, v, mask, slopes, scale=scale, causal=causal,
+                          window=window, groups=groups, mask_kind=mask_kind)
+
+
+def _attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: str = "none",
+                     window: Optional[int] = None, groups: int = 1, mask_kind: str = "none",
+                     config: Mapping) -> torch.Tensor:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"braze triton attention: q, k, v must be [B, H, S, D], got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -157,7 +200,7 @@ def attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: st
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=bd, BLOCK_DV=bdv, BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
         HAS_ALIBI=sl is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma, PIPE_QK=bool(config.get("PIPE_QK", False)), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
     if splits > 1:
         tpl.attention_combine_kernel[(B * Hq * Sq,)](
             ws, lse, out, Hq, Sq, splits, ws.stride(0), lse.stride(0), *out.stride(),
@@ -169,6 +212,15 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_se
                      max_seqlen_k: Optional[int] = None, scale: float, causal: str = "none",
                      window: Optional[int] = None, groups: int = 1, config: Mapping) -> torch.Tensor:
     """The ``attention_varlen`` op (see ``varlen_op.py``) through the Triton template."""
+    spec_key = ("varlen", q.dtype, q.shape[-1], v.shape[-1], causal, window is None, groups, slopes is None)
+    return _with_fallback(_attention_varlen, config, spec_key, q, k, v, cu_seqlens_q, cu_seqlens_k, slopes,
+                          max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, scale=scale, causal=causal,
+                          window=window, groups=groups)
+
+
+def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_seqlen_q: Optional[int] = None,
+                      max_seqlen_k: Optional[int] = None, scale: float, causal: str = "none",
+                      window: Optional[int] = None, groups: int = 1, config: Mapping) -> torch.Tensor:
     if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
         raise ValueError(f"braze triton attention_varlen: q, k, v must be [T, H, D], got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -212,7 +264,7 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_se
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, PIPE_QK=bool(config.get("PIPE_QK", False)), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
     return out
 
 
