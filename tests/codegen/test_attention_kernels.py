@@ -24,8 +24,8 @@ from braze.ir.attention import attention_reference  # noqa: E402
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
-def cfg(bm=16, bn=16, pack=False, splits=1, warps=4, stages=1, tma=False, pipe=False):
-    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages, "PACK_GQA": pack, "TMA": tma, "PIPE_QK": pipe,
+def cfg(bm=16, bn=16, pack=False, splits=1, warps=4, stages=1, tma=False):
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages, "PACK_GQA": pack, "TMA": tma,
             "SPLITS": splits}
 
 
@@ -236,9 +236,3 @@ def test_tma_descriptor_loads(d, dtype, causal, pack, splits):
     run_dense(B=2, Hq=4, Hkv=2, Sq=sq, Sk=45, D=d, dtype=dtype, causal=causal,
               config=cfg(16, 16, pack=pack, splits=splits, tma=True))
 
-
-@pytest.mark.parametrize("causal,sq,sk,tma", [("none", 37, 70, False), ("bottom_right", 40, 75, True),
-                                              ("top_left", 21, 16, False)])
-def test_pipelined_middle_segment(causal, sq, sk, tma):
-    # Several unmasked blocks (the pipelined loop), one (its epilogue only) or none.
-    run_dense(Sq=sq, Sk=sk, causal=causal, config=cfg(16, 16, pipe=True, tma=tma))

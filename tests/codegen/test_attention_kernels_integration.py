@@ -208,14 +208,14 @@ def test_defaults_are_valid_on_h100_and_cpu(problem):
     assert space.ATTENTION_SPACE.valid(cfg, problem, H100)  # the table itself, not a fallback
     if problem["Sq"] == 1:
         assert cfg["PACK_GQA"] and cfg["SPLITS"] > 1
-        # enough programs to fill the SMs at least once
-        assert problem["B"] * problem["Hkv"] * cfg["SPLITS"] >= H100.sm_count
+        # about one wave of programs over the SMs (what measured best on an H100)
+        assert H100.sm_count // 2 <= problem["B"] * problem["Hkv"] * cfg["SPLITS"] <= 2 * H100.sm_count
 
 
 def test_constraints_reject_what_does_not_fit():
     p = _problem(D=256, Dv=256)
     big = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 5, "PACK_GQA": False, "TMA": False,
-           "PIPE_QK": False, "SPLITS": 1}
+           "SPLITS": 1}
     assert "shared memory: Q tile + num_stages K/V tiles" in space.ATTENTION_SPACE.violations(big, p, H100)
     assert space.ATTENTION_SPACE.violations(dict(big, SPLITS=4, num_stages=1, BLOCK_N=32, BLOCK_M=64,
                                                  num_warps=8), p, H100) == \

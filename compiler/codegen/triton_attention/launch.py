@@ -105,7 +105,7 @@ _FALLBACK: dict = {}
 def safe_config(config: Mapping) -> dict:
     """A conservative variant of ``config``: smaller K/V tiles, two stages, no TMA."""
     return dict(config, BLOCK_N=min(int(config["BLOCK_N"]), 64), num_stages=min(int(config["num_stages"]), 2),
-                TMA=False, PIPE_QK=False)
+                TMA=False)
 
 
 def _with_fallback(fn, config: Mapping, spec_key: tuple, *args, **kwargs):
@@ -200,7 +200,7 @@ def _attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: s
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=bd, BLOCK_DV=bdv, BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
         HAS_ALIBI=sl is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma, PIPE_QK=bool(config.get("PIPE_QK", False)), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
     if splits > 1:
         tpl.attention_combine_kernel[(B * Hq * Sq,)](
             ws, lse, out, Hq, Sq, splits, ws.stride(0), lse.stride(0), *out.stride(),
@@ -264,7 +264,7 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_s
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, PIPE_QK=bool(config.get("PIPE_QK", False)), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
     return out
 
 

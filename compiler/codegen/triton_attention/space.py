@@ -3,8 +3,7 @@
 Knobs: BLOCK_M (query rows per program), BLOCK_N (keys per inner step),
 num_warps, num_stages (software pipelining of the K/V loads), PACK_GQA (the
 query heads sharing one K/V head in one program), TMA (K/V through tensor
-descriptors, Hopper), PIPE_QK (the scores of the next key block issued
-before the softmax of this one) and SPLITS (split-KV chunks, merged by the combine
+descriptors, Hopper) and SPLITS (split-KV chunks, merged by the combine
 kernel; decode). The problem is the dict of
 ``problem()`` in ``candidates.py``: B, Hq, Hkv, groups, Sq, Sk (pow2
 buckets), D, Dv, dtype, causal, window, mask, alibi.
@@ -79,7 +78,7 @@ def _block_n_fits_keys(c: Config, p: Problem, d: DeviceInfo) -> bool:
 def decode_splits(problem: Problem, device: DeviceInfo, block_m: int, block_n: int, pack: bool) -> int:
     """Split-KV chunks for a decode problem: enough programs for about
     ``WAVES`` waves over the SMs, each chunk at least ``MIN_BLOCKS`` key blocks."""
-    waves, min_blocks = 2, 4
+    waves, min_blocks = 1, 4  # one wave led on an H100 (B8: 2 splits, B1 with 32k keys: 16)
     sms = device.sm_count or 1
     rows = problem["Sq"] * (problem["groups"] if pack else 1)
     base = problem["B"] * (problem["Hkv"] if pack else problem["Hq"]) * math.ceil(rows / block_m)
@@ -100,7 +99,7 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         pack = decode and groups > 1
         bm = min(32, _pow2(problem["Sq"] * (groups if pack else 1)))
         return {"BLOCK_M": bm, "BLOCK_N": min(32, _pow2(problem["Sk"])), "num_warps": 4, "num_stages": 1,
-                "PACK_GQA": pack, "TMA": False, "PIPE_QK": False, "SPLITS": 1}
+                "PACK_GQA": pack, "TMA": False, "SPLITS": 1}
     hopper = device.capability[0] >= 9
     if decode:
         pack = groups > 1
@@ -108,13 +107,13 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         bn = 64 if d <= 128 else 32
         bn = min(bn, _pow2(problem["Sk"]))
         cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4, "num_stages": 3 if hopper else 2, "PACK_GQA": pack,
-               "TMA": False, "PIPE_QK": False}
+               "TMA": False}
         cfg["SPLITS"] = decode_splits(problem, device, bm, bn, pack)
         return cfg
     if hopper:
-        if d <= 64:
-            cfg = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3}
-        elif d <= 128:
+        # measured on an H100 (bench/attention.py): BLOCK_N 64, 8 warps, 3 stages led for
+        # D 64 and 128; GQA with D 64 gains from packing the group's heads (K/V read once).
+        if d <= 128:
             cfg = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}
         else:
             cfg = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2}
@@ -124,7 +123,7 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         cfg.update(BLOCK_M=min(cfg["BLOCK_M"], 64), BLOCK_N=32, num_stages=2)
     cfg["BLOCK_M"] = min(cfg["BLOCK_M"], _pow2(problem["Sq"]))
     cfg["BLOCK_N"] = min(cfg["BLOCK_N"], _pow2(problem["Sk"]))
-    cfg.update(PACK_GQA=False, TMA=False, PIPE_QK=False, SPLITS=1)
+    cfg.update(PACK_GQA=groups > 1 and d <= 64, TMA=False, SPLITS=1)
     return cfg
 
 
@@ -136,7 +135,6 @@ _COMMON_KNOBS = (
     Knob("PACK_GQA", (False, True)),
 )
 _TMA = Knob("TMA", (False, True))
-_PIPE = Knob("PIPE_QK", (False, True))
 _COMMON_CONSTRAINTS = (
     Constraint("shared memory: Q tile + num_stages K/V tiles", _fits_smem),
     Constraint("registers: accumulator + scores + Q per thread", _fits_regs),
@@ -147,14 +145,14 @@ _COMMON_CONSTRAINTS = (
 )
 
 ATTENTION_SPACE = Space(
-    _COMMON_KNOBS + (_TMA, _PIPE, Knob("SPLITS", (1, 2, 4, 8, 16, 32, 64, 128))),
+    _COMMON_KNOBS + (_TMA, Knob("SPLITS", (1, 2, 4, 8, 16, 32, 64, 128))),
     _COMMON_CONSTRAINTS + (Constraint("SPLITS > 1 only for decode (Sq <= 16), >= one block per split",
                                       _split_for_decode),),
     default=default_config,
 )
 
 VARLEN_SPACE = Space(
-    _COMMON_KNOBS + (Knob("TMA", (False,)), _PIPE, Knob("SPLITS", (1,))),
+    _COMMON_KNOBS + (Knob("TMA", (False,)), Knob("SPLITS", (1,))),
     _COMMON_CONSTRAINTS,
     default=default_config,
 )

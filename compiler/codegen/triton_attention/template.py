@@ -124,64 +124,6 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
 
 
 @triton.jit
-def _load_kv(K, DESC, b, hk, start_n, skn, skd, offs_d, HEAD_D: tl.constexpr, BLOCK_D: tl.constexpr,
-             BLOCK_N: tl.constexpr, USE_TMA: tl.constexpr):
-    """One unmasked [BLOCK_N, BLOCK_D] block of K or V (keys start_n ...)."""
-    if USE_TMA:
-        x = DESC.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
-    else:
-        ptrs = K + (start_n + tl.arange(0, BLOCK_N))[:, None] * skn + offs_d[None, :] * skd
-        if HEAD_D == BLOCK_D:
-            x = tl.load(ptrs)
-        else:
-            x = tl.load(ptrs, mask=offs_d[None, :] < HEAD_D, other=0.0)
-    return x
-
-
-@triton.jit
-def _softmax_pv(acc, l_i, m_i, qk, v, qk_scale, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr):
-    """One online-softmax step on raw scores qk (every key visible), then acc += p @ v."""
-    m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-    p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-    alpha = tl.math.exp2(m_i - m_new)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
-    if DOT_F32:
-        acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc, input_precision="ieee")
-    else:
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
-    return acc, l_i, m_new
-
-
-@triton.jit
-def _attn_blocks_pipelined(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, lo, hi, qk_scale, skn, skd, svn, svd,
-                           offs_d, offs_dv, USE_TMA: tl.constexpr, HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr,
-                           BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr,
-                           DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr):
-    """The unmasked middle segment with the scores of block j + 1 issued before the
-    softmax of block j, so the tensor cores can run under the exponentials (no mask
-    operand, no ALiBi: the caller checks)."""
-    if hi > lo:
-        k = _load_kv(K, DESC_K, b, hk, lo, skn, skd, offs_d, HEAD_D, BLOCK_D, BLOCK_N, USE_TMA)
-        if DOT_F32:
-            qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
-        else:
-            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-        for start_n in range(lo, hi - BLOCK_N, BLOCK_N):
-            k = _load_kv(K, DESC_K, b, hk, start_n + BLOCK_N, skn, skd, offs_d, HEAD_D, BLOCK_D, BLOCK_N, USE_TMA)
-            if DOT_F32:
-                qk_next = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
-            else:
-                qk_next = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-            v = _load_kv(V, DESC_V, b, hk, start_n, svn, svd, offs_dv, HEAD_DV, BLOCK_DV, BLOCK_N, USE_TMA)
-            acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, qk, v, qk_scale, DOT_PREC, DOT_F32)
-            qk = qk_next
-        v = _load_kv(V, DESC_V, b, hk, hi - BLOCK_N, svn, svd, offs_dv, HEAD_DV, BLOCK_DV, BLOCK_N, USE_TMA)
-        acc, l_i, m_i = _softmax_pv(acc, l_i, m_i, qk, v, qk_scale, DOT_PREC, DOT_F32)
-    return acc, l_i, m_i
-
-
-@triton.jit
 def attention_fwd_kernel(
         Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K, DESC_K, DESC_V,
         qk_scale,
@@ -196,7 +138,7 @@ def attention_fwd_kernel(
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
         VARLEN: tl.constexpr, PACK_GQA: tl.constexpr, SPLIT: tl.constexpr, DOT_PREC: tl.constexpr,
-        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr, PIPE_QK: tl.constexpr):
+        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr):
     """Attention forward. CAUSAL: 0 none, 1 top_left, 2 bottom_right.
     MASK_KIND: 0 none, 1 bool (uint8, nonzero = visible), 2 additive.
     DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8)."""
@@ -309,15 +251,10 @@ def attention_fwd_kernel(
                                  len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
                                  True, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
                                  BLOCK_N, DOT_PREC, DOT_F32)
-    if PIPE_QK and MASK_KIND == 0 and not HAS_ALIBI:
-        acc, l_i, m_i = _attn_blocks_pipelined(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, fl, fh, qk_scale,
-                                               sks, skd, svs, svd, offs_d, offs_dv, USE_TMA, HEAD_D, HEAD_DV,
-                                               BLOCK_D, BLOCK_DV, BLOCK_N, DOT_PREC, DOT_F32)
-    else:
-        acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, fl, fh, lo, hi,
-                                     len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
-                                     False, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
-                                     BLOCK_N, DOT_PREC, DOT_F32)
+    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, fl, fh, lo, hi,
+                                 len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
+                                 False, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
+                                 BLOCK_N, DOT_PREC, DOT_F32)
     acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, fh, hi, lo, hi,
                                  len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
                                  True, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
