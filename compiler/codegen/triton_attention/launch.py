@@ -12,6 +12,7 @@ import importlib
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 import torch
@@ -32,12 +33,12 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _template():
+def _template(interp: Optional[bool] = None):
     """The template module, rebuilt if TRITON_INTERPRET changed since its import
     (a @triton.jit function is compiled or interpreted as decided when it is defined)."""
     global _template_mod
     interpreted = type(_template_mod.attention_fwd_kernel).__name__ == "InterpretedFunction"
-    if interpreted != interpreting():
+    if interpreted != (interpreting() if interp is None else interp):
         _template_mod = importlib.reload(_template_mod)
     return _template_mod
 
@@ -127,21 +128,73 @@ def _with_fallback(fn, config: Mapping, spec_key: tuple, *args, **kwargs):
         return fn(*args, config=safe, **kwargs)
 
 
+@dataclass
+class _DensePlan:
+    """Everything about one launch that depends only on shapes, strides, dtypes,
+    attributes and config (built once; a call then allocates and launches)."""
+
+    out_shape: tuple
+    dtype: torch.dtype
+    device: torch.device
+    trivial: str                  # "" | "empty" (no rows) | "zeros" (no keys)
+    grid: tuple = ()
+    ints: tuple = ()              # every integer argument of the kernel, in order
+    consts: dict = field(default_factory=dict)
+    scale2: float = 0.0
+    splits: int = 1
+    ws_shape: tuple = ()
+    lse_shape: tuple = ()
+    combine_grid: tuple = ()
+    combine_ints: tuple = ()
+    combine_consts: dict = field(default_factory=dict)
+    tma_blocks: Optional[tuple] = None
+    slopes_cast: bool = False
+    config: dict = field(default_factory=dict)
+    interp: bool = False          # NOTE: TRITON_INTERPRET as read when planned (tensors keep their device)
+
+
+_PLANS: dict = {}
+MAX_PLANS = 1024
+
+
 def attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: str = "none",
                     window: Optional[int] = None, groups: int = 1, mask_kind: str = "none",
                     config: Mapping) -> torch.Tensor:
     """The ``attention`` op through the Triton template (see ``braze.ir.attention``).
 
-    A config the GPU compiler refuses falls back to :func:`safe_config` (logged once)."""
-    spec_key = (q.dtype, q.shape[-1], v.shape[-1], causal, window is None, groups, mask_kind,
-                mask.dtype if mask is not None else None, slopes is None)
-    return _with_fallback(_attention_dense, config, spec_key, q, k, v, mask, slopes, scale=scale, causal=causal,
-                          window=window, groups=groups, mask_kind=mask_kind)
+    Launch plans are cached per (shapes, strides, dtypes, attributes, config); a
+    config the GPU compiler refuses falls back to :func:`safe_config` (logged once)."""
+    key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
+           None if mask is None else (mask.shape, mask.stride(), mask.dtype),
+           None if slopes is None else (slopes.shape, slopes.dtype, slopes.is_contiguous(), slopes.device),
+           scale, causal, window, groups, mask_kind, tuple(config.items()))
+    plan = _PLANS.get(key)
+    if plan is None:
+        check_device(q, k, v)
+        plan = _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, dict(config))
+        if len(_PLANS) >= MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    try:
+        return _run_dense(plan, q, k, v, mask, slopes)
+    except _compiler_refusals() as e:
+        safe = safe_config(plan.config)
+        if safe == plan.config:
+            raise
+        log.warning("braze attention: config %s refused by the GPU compiler (%s); using %s",
+                    plan.config, type(e).__name__, safe)
+        plan = _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, safe)
+        _PLANS[key] = plan
+        return _run_dense(plan, q, k, v, mask, slopes)
 
 
-def _attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: str = "none",
-                     window: Optional[int] = None, groups: int = 1, mask_kind: str = "none",
-                     config: Mapping) -> torch.Tensor:
+def _compiler_refusals() -> tuple:
+    from triton.runtime.errors import OutOfResources, PTXASError
+
+    return (OutOfResources, PTXASError)
+
+
+def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, config: dict) -> _DensePlan:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"braze triton attention: q, k, v must be [B, H, S, D], got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -155,16 +208,14 @@ def _attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: s
     if causal not in CAUSAL_CODES or mask_kind not in MASK_CODES or (mask is None) != (mask_kind == "none"):
         raise ValueError(f"braze triton attention: causal={causal!r}, mask_kind={mask_kind!r}, "
                          f"mask {'given' if mask is not None else 'absent'}")
-    check_device(q, k, v)
-    out = torch.empty(B, Hq, Sq, Dv, dtype=q.dtype, device=q.device)
+    base = dict(out_shape=(B, Hq, Sq, Dv), dtype=q.dtype, device=q.device, config=config, interp=interpreting())
     if B * Hq * Sq == 0:
-        return out
+        return _DensePlan(trivial="empty", **base)
     if Sk == 0:
-        return out.zero_()
+        return _DensePlan(trivial="zeros", **base)
     m = _mask4(mask, mask_kind, (B, Hq, Sq, Sk)) if mask is not None else None
-    sl = slopes.to(device=q.device, dtype=torch.float32).contiguous() if slopes is not None else None
-    if sl is not None and sl.numel() != Hq:
-        raise ValueError(f"braze triton attention: {sl.numel()} ALiBi slopes for {Hq} heads")
+    if slopes is not None and slopes.numel() != Hq:
+        raise ValueError(f"braze triton attention: {slopes.numel()} ALiBi slopes for {Hq} heads")
 
     bm, bn = int(config["BLOCK_M"]), int(config["BLOCK_N"])
     pack = bool(config.get("PACK_GQA", False)) and groups > 1
@@ -175,37 +226,70 @@ def _attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: s
     splits = max(1, int(config.get("SPLITS", 1)))
     chunk = triton_cdiv(triton_cdiv(Sk, splits), bn) * bn
     splits = triton_cdiv(Sk, chunk)
-    grid = (triton_cdiv(rows, bm), n_prog, splits)
-    tpl = _template()
-    dummy = q  # placeholder pointer for absent operands (never read)
+    o_strides = _contiguous_strides((B, Hq, Sq, Dv))
     if splits > 1:
-        ws = torch.empty(splits, B, Hq, Sq, Dv, dtype=torch.float32, device=q.device)
-        lse = torch.empty(splits, B, Hq, Sq, dtype=torch.float32, device=q.device)
-        o_t, o_strides = ws, ws.stride()[1:] + (ws.stride(0),)
-        l_strides = (lse.stride(1), lse.stride(2), lse.stride(3), lse.stride(0))
+        ws_strides = _contiguous_strides((splits, B, Hq, Sq, Dv))
+        lse_strides = _contiguous_strides((splits, B, Hq, Sq))
+        ko_strides = ws_strides[1:] + ws_strides[:1]
+        l_strides = lse_strides[1:] + lse_strides[:1]
     else:
-        lse = dummy
-        o_t, o_strides = out, out.stride() + (0,)
-        l_strides = (0, 0, 0, 0)
+        ko_strides, l_strides = o_strides + (0,), (0, 0, 0, 0)
     m_strides = m.stride() if m is not None else (0, 0, 0, 0)
     bd, bdv = pow2(D), pow2(Dv)
     use_tma = bool(config.get("TMA", False)) and tma_ok(k, bd) and tma_ok(v, bdv)
-    desc_k = _descriptor(k, [1, 1, bn, bd]) if use_tma else None
-    desc_v = _descriptor(v, [1, 1, bn, bdv]) if use_tma else None
-    tpl.attention_fwd_kernel[grid](
-        q, k, v, o_t, m if m is not None else dummy, sl if sl is not None else dummy, lse, dummy, dummy,
-        desc_k, desc_v, float(scale) * LOG2E,
-        *q.stride(), *k.stride(), *v.stride(), *o_strides, *m_strides, *l_strides,
-        Hq, groups, Sq, Sk, int(window or 0), chunk,
-        HEAD_D=D, HEAD_DV=Dv, BLOCK_D=bd, BLOCK_DV=bdv, BLOCK_M=bm, BLOCK_N=bn,
-        CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
-        HAS_ALIBI=sl is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+    ints = (*q.stride(), *k.stride(), *v.stride(), *ko_strides, *m_strides, *l_strides,
+            Hq, groups, Sq, Sk, int(window or 0), chunk)
+    consts = dict(HEAD_D=D, HEAD_DV=Dv, BLOCK_D=bd, BLOCK_DV=bdv, BLOCK_M=bm, BLOCK_N=bn,
+                  CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
+                  HAS_ALIBI=slopes is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1,
+                  DOT_PREC=_dot_prec(q.dtype), DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma,
+                  num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+    plan = _DensePlan(trivial="", grid=(triton_cdiv(rows, bm), n_prog, splits), ints=ints, consts=consts,
+                      scale2=float(scale) * LOG2E, splits=splits,
+                      tma_blocks=([1, 1, bn, bd], [1, 1, bn, bdv]) if use_tma else None,
+                      slopes_cast=slopes is not None and (slopes.dtype != torch.float32 or not slopes.is_contiguous()
+                                                          or slopes.device != q.device), **base)
     if splits > 1:
-        tpl.attention_combine_kernel[(B * Hq * Sq,)](
-            ws, lse, out, Hq, Sq, splits, ws.stride(0), lse.stride(0), *out.stride(),
-            HEAD_DV=Dv, BLOCK_DV=pow2(Dv), SPLITS_P2=pow2(splits, 2), num_warps=4 if Dv >= 128 else 2)
+        plan.ws_shape, plan.lse_shape = (splits, B, Hq, Sq, Dv), (splits, B, Hq, Sq)
+        plan.combine_grid = (B * Hq * Sq,)
+        plan.combine_ints = (Hq, Sq, splits, ws_strides[0], lse_strides[0], *o_strides)
+        plan.combine_consts = dict(HEAD_DV=Dv, BLOCK_DV=bdv, SPLITS_P2=pow2(splits, 2),
+                                   num_warps=4 if Dv >= 128 else 2)
+    return plan
+
+
+def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
+    out = torch.empty(plan.out_shape, dtype=plan.dtype, device=plan.device)
+    if plan.trivial:
+        return out.zero_() if plan.trivial == "zeros" else out
+    tpl = _template(plan.interp)
+    if mask is not None and mask.dtype == torch.bool:
+        mask = mask.view(torch.uint8)  # same storage and strides as the planned broadcast view
+    if plan.slopes_cast:
+        slopes = slopes.to(device=q.device, dtype=torch.float32).contiguous()
+    if plan.tma_blocks is not None:
+        desc_k, desc_v = _descriptor(k, plan.tma_blocks[0]), _descriptor(v, plan.tma_blocks[1])
+    else:
+        desc_k = desc_v = None
+    if plan.splits > 1:
+        o_t = torch.empty(plan.ws_shape, dtype=torch.float32, device=plan.device)
+        lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=plan.device)
+    else:
+        o_t, lse = out, q  # q: placeholder pointer, never read
+    tpl.attention_fwd_kernel[plan.grid](
+        q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, desc_k, desc_v,
+        plan.scale2, *plan.ints, **plan.consts)
+    if plan.splits > 1:
+        tpl.attention_combine_kernel[plan.combine_grid](o_t, lse, out, *plan.combine_ints, **plan.combine_consts)
     return out
+
+
+def _contiguous_strides(shape: tuple) -> tuple:
+    out, acc = [], 1
+    for d in reversed(shape):
+        out.append(acc)
+        acc *= d
+    return tuple(reversed(out))
 
 
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_seqlen_q: Optional[int] = None,
