@@ -42,7 +42,8 @@ CASES = [
     (2, 32, 8, 4, 4097, 128, torch.float16, "bottom_right", None, "bool", False, None),     # decode + mask
     (1, 16, 2, 1, 20000, 64, torch.bfloat16, "bottom_right", 4096, None, False, None),      # decode + window
     (2, 8, 2, 300, 517, 80, torch.bfloat16, "bottom_right", None, None, False, {"TMA": True, "PACK_GQA": True}),
-    (2, 4, 4, 300, 300, 128, torch.float16, "top_left", None, "bool", False, {"TMA": True, "BLOCK_N": 128, "num_stages": 2}),
+    (2, 4, 4, 300, 300, 128, torch.float16, "top_left", None, "bool", False,
+     {"TMA": True, "BLOCK_N": 128, "num_stages": 2}),
     (4, 32, 8, 1, 3001, 128, torch.bfloat16, "bottom_right", None, None, False, {"TMA": True}),
     (2, 4, 4, 257, 300, 128, torch.float16, "none", None, None, False, {"TMA": True, "BLOCK_N": 128}),
     (1, 2, 2, 150, 190, 80, torch.float32, "top_left", 50, None, False, {"TMA": True}),

@@ -348,7 +348,8 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_s
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, num_warps=int(config["num_warps"]),
+        num_stages=int(config["num_stages"]))
     return out
 
 

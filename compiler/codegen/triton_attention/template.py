@@ -34,9 +34,9 @@ FLT_MAX = tl.constexpr(3.4028234663852886e38)
 @triton.jit
 def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, key_lo, key_hi, len_k, pos, row_ok,
                  m_off, slope2, qk_scale, window, skn, skd, svn, svd, smk, offs_d, offs_dv,
-                 MASKED: tl.constexpr, USE_TMA: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr,
-                 HAS_ALIBI: tl.constexpr, HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr, BLOCK_D: tl.constexpr,
-                 BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr):
+                 MASKED: tl.constexpr, USE_TMA: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                 MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr, HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr,
+                 BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr):
     """Online softmax over key blocks [lo, hi) (lo a multiple of BLOCK_N).
 
     MASKED: apply the key range [key_lo, key_hi), the causal and the window
@@ -247,18 +247,21 @@ def attention_fwd_kernel(
     m_i = tl.zeros([BLOCK_M], tl.float32) - float("inf")
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
-    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo_a, tl.minimum(fl, hi), lo, hi,
-                                 len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
-                                 True, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
-                                 BLOCK_N, DOT_PREC, DOT_F32)
-    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, fl, fh, lo, hi,
-                                 len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
-                                 False, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
-                                 BLOCK_N, DOT_PREC, DOT_F32)
-    acc, l_i, m_i = _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, fh, hi, lo, hi,
-                                 len_k, pos, row_ok, m_off, slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv,
-                                 True, USE_TMA, CAUSAL, HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
-                                 BLOCK_N, DOT_PREC, DOT_F32)
+    # NOTE: the three segments partition [lo_a, hi): masked prefix, unmasked middle, masked suffix.
+    for seg in tl.static_range(3):
+        if seg == 0:
+            s_lo = lo_a
+            s_hi = tl.minimum(fl, hi)
+        elif seg == 1:
+            s_lo = fl
+            s_hi = fh
+        else:
+            s_lo = fh
+            s_hi = hi
+        acc, l_i, m_i = _attn_blocks(
+            acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, s_lo, s_hi, lo, hi, len_k, pos, row_ok, m_off,
+            slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv, seg != 1, USE_TMA, CAUSAL,
+            HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV, BLOCK_N, DOT_PREC, DOT_F32)
 
     # Rows that saw no key: l == 0 and acc == 0 -> zeros.
     empty = l_i == 0.0
