@@ -76,14 +76,15 @@ def _block_n_fits_keys(c: Config, p: Problem, d: DeviceInfo) -> bool:
 
 
 def decode_splits(problem: Problem, device: DeviceInfo, block_m: int, block_n: int, pack: bool) -> int:
-    """Split-KV chunks for a decode problem: enough programs for about
-    ``WAVES`` waves over the SMs, each chunk at least ``MIN_BLOCKS`` key blocks."""
-    waves, min_blocks = 1, 4  # one wave led on an H100 (B8: 2 splits, B1 with 32k keys: 16)
+    """Split-KV chunks for a decode problem: programs for about half a wave over the
+    SMs (what led on an H100: B8 x 8 K/V heads unsplit, B1 x 8 with 32k keys in 8
+    chunks), each chunk at least ``min_blocks`` key blocks."""
+    min_blocks = 4
     sms = device.sm_count or 1
     rows = problem["Sq"] * (problem["groups"] if pack else 1)
     base = problem["B"] * (problem["Hkv"] if pack else problem["Hq"]) * math.ceil(rows / block_m)
     n_blocks = math.ceil(problem["Sk"] / block_n)
-    want = max(1, (waves * sms) // max(base, 1))
+    want = max(1, sms // (2 * max(base, 1)))
     cap = max(1, n_blocks // min_blocks)
     s = 1
     while s * 2 <= min(want, cap, 128):
@@ -102,19 +103,24 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
                 "PACK_GQA": pack, "TMA": False, "SPLITS": 1}
     hopper = device.capability[0] >= 9
     if decode:
+        # measured on an H100 (bench/attention.py, CUDA graphs): BLOCK_N 128 through TMA,
+        # 4 warps, 3 stages, about half a wave of programs (B8 x 8 K/V heads: no split).
         pack = groups > 1
         bm = min(64, _pow2(problem["Sq"] * (groups if pack else 1)))
-        bn = 64 if d <= 128 else 32
-        bn = min(bn, _pow2(problem["Sk"]))
+        bn = min(128 if d <= 128 else 32, _pow2(problem["Sk"]))
         cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4, "num_stages": 3 if hopper else 2, "PACK_GQA": pack,
-               "TMA": False}
+               "TMA": hopper and d <= 128}
         cfg["SPLITS"] = decode_splits(problem, device, bm, bn, pack)
         return cfg
     if hopper:
-        # measured on an H100 (bench/attention.py): BLOCK_N 64, 8 warps, 3 stages led for
-        # D 64 and 128; GQA with D 64 gains from packing the group's heads (K/V read once).
-        if d <= 128:
+        # measured on an H100 (bench/attention.py): 128 x 128 tiles, 8 warps, 3 stages for
+        # D 128 (BLOCK_N 64 with a mask operand or ALiBi: their loads need shared memory
+        # too), 128 x 64 for D 64 where GQA gains from packing the group's heads.
+        extra = problem.get("mask", "none") != "none" or problem.get("alibi", False)
+        if d <= 64 or (d <= 128 and extra):
             cfg = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3}
+        elif d <= 128:
+            cfg = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3}
         else:
             cfg = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 8, "num_stages": 2}
     else:
