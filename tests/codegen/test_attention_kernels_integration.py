@@ -5,16 +5,14 @@ TRITON_INTERPRET=1).
 """
 from __future__ import annotations
 
-import os
+import math
 
-os.environ["TRITON_INTERPRET"] = "1"
-
-import math  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 pytest.importorskip("triton")
+
+# NOTE: tests/codegen/conftest.py switches TRITON_INTERPRET on for each test (CPU tensors).
 
 import braze  # noqa: E402
 from braze.autotune.space import DeviceInfo  # noqa: E402

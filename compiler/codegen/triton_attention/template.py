@@ -20,7 +20,11 @@ suffix (the causal diagonal, the last partial block, split end). Blocks
 outside the causal/window range are never visited.
 
 NOTE: this module is reloaded when ``TRITON_INTERPRET`` changes after import
-(see ``launch._template``); keep module state out of it.
+(see ``launch._template``); keep module state out of it. It uses core
+``triton.language`` builtins and its own ``@triton.jit`` helpers only, never the
+``@jit`` functions of ``triton.language.standard`` (``tl.zeros``, ``tl.max``,
+``tl.sum``): those are decorated when Triton is imported and cannot run under an
+interpreter switched on later (tests).
 """
 from __future__ import annotations
 
@@ -29,6 +33,16 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 FLT_MAX = tl.constexpr(3.4028234663852886e38)
+
+
+@triton.jit
+def _fmax(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _fadd(a, b):
+    return a + b
 
 
 @triton.jit
@@ -66,7 +80,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
             qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         if (not NEED_SAFE) and (not HAS_ALIBI):
             # NOTE: needs qk_scale > 0 (the launcher checks scale > 0).
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+            m_new = tl.maximum(m_i, tl.reduce(qk, 1, _fmax) * qk_scale)
             qk = qk * qk_scale - m_new[:, None]
             alpha = tl.math.exp2(m_i - m_new)
         else:
@@ -96,7 +110,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
                 if HAS_WINDOW:
                     vis = vis & (pos[:, None] - offs_n[None, :] < window)
                 qk = tl.where(vis, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_new = tl.maximum(m_i, tl.reduce(qk, 1, _fmax))
             if NEED_SAFE:
                 # NOTE: a row may see no key in this block: keep exp2 away from (-inf) - (-inf).
                 m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -105,7 +119,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
             qk = qk - m_sub[:, None]
             alpha = tl.math.exp2(m_i - m_sub)
         p = tl.math.exp2(qk)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        l_i = l_i * alpha + tl.reduce(p, 1, _fadd)
         acc = acc * alpha[:, None]
         if USE_TMA:
             v = DESC_V.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_DV)
@@ -217,9 +231,9 @@ def attention_fwd_kernel(
     else:
         m_off = tok
     if HAS_ALIBI:
-        slope2 = tl.load(SLOPES + head + tl.zeros([BLOCK_M], tl.int32)).to(tl.float32) * LOG2E
+        slope2 = tl.load(SLOPES + head + tl.full([BLOCK_M], 0, tl.int32)).to(tl.float32) * LOG2E
     else:
-        slope2 = tl.zeros([BLOCK_M], tl.float32)
+        slope2 = tl.full([BLOCK_M], 0, tl.float32)
 
     # Key range of this program, then its unmasked middle [fl, fh).
     lo = len_k * 0
@@ -244,9 +258,9 @@ def attention_fwd_kernel(
     fl = tl.maximum(((full_lo + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, lo_a)
     fh = tl.maximum((full_hi // BLOCK_N) * BLOCK_N, fl)
 
-    m_i = tl.zeros([BLOCK_M], tl.float32) - float("inf")
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    m_i = tl.full([BLOCK_M], 0, tl.float32) - float("inf")
+    l_i = tl.full([BLOCK_M], 0, tl.float32)
+    acc = tl.full([BLOCK_M, BLOCK_DV], 0, tl.float32)
     # NOTE: the three segments partition [lo_a, hi): masked prefix, unmasked middle, masked suffix.
     for seg in tl.static_range(3):
         if seg == 0:
@@ -292,12 +306,12 @@ def attention_combine_kernel(WS, LSE, O, n_heads, seq_q, n_splits,
     i = r % seq_q
     offs_s = tl.arange(0, SPLITS_P2)
     lse = tl.load(LSE + offs_s * slsp + r, mask=offs_s < n_splits, other=float("-inf"))
-    mx = tl.max(lse, 0)
+    mx = tl.reduce(lse, 0, _fmax)
     mx = tl.where(mx == float("-inf"), 0.0, mx)
-    den = tl.sum(tl.math.exp2(lse - mx), 0)
+    den = tl.reduce(tl.math.exp2(lse - mx), 0, _fadd)
     offs_d = tl.arange(0, BLOCK_DV)
     d_ok = offs_d < HEAD_DV
-    acc = tl.zeros([BLOCK_DV], tl.float32)
+    acc = tl.full([BLOCK_DV], 0, tl.float32)
     r64 = r.to(tl.int64)
     for s in range(0, n_splits):
         w = tl.math.exp2(tl.load(LSE + s * slsp + r64) - mx)
