@@ -32,8 +32,10 @@ def supported(kind: str, subgraph, device_kind: str, backend: str = "auto") -> b
     if backend == "torch":
         return False
     _load()
+    from braze.compiler.kernels import backend_allows
+
     for name, check in CHECKERS.items():
-        if backend not in ("auto", name):
+        if not backend_allows(backend, name):
             continue
         try:
             if check(kind, subgraph, device_kind):
