@@ -13,4 +13,5 @@ PIPELINE: list[Pass] = [
     Pass("normalize_views", normalize_views),
     Pass("cse", cse),
     Pass("fold_constants", fold_constants),
+    Pass("specialize_attention", __import__("braze.passes.specialize_attention", fromlist=["x"]).specialize_attention),
 ]

@@ -85,7 +85,10 @@ class Context:
     @staticmethod
     def of(graph: Graph) -> "Context":
         masks = MaskAnalysis(graph.constants)
-        return Context(graph, graph.users(), masks, ScoreAnalysis(masks))
+        users = graph.users()
+        for v in graph.outputs:  # NOTE: a graph output is a use the rewrite must keep
+            users.setdefault(v.node, []).append(None)
+        return Context(graph, users, masks, ScoreAnalysis(masks))
 
 
 # --- the rules -------------------------------------------------------------
