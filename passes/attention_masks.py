@@ -294,6 +294,18 @@ class MaskAnalysis:
         self._pred[v] = out
         return out
 
+    def pred_not(self, v: Operand) -> Optional[Pred]:
+        """``not pred(v)``; a constant is complemented and fitted in full."""
+        c = self.constant(v)
+        if c is not None and c.dtype == torch.bool:
+            p = fit_band(~c)
+            if p is not None:
+                return p
+        op, args, _ = producer(v)
+        if op in ("bitwise_not", "logical_not"):
+            return self.pred(args[0])  # not not x = x
+        return negate(self.pred(v))
+
     def indicator(self, v) -> Optional[Pred]:
         """``P`` when the numeric tensor ``v`` is 1 where P holds and 0 elsewhere."""
         if not isinstance(v, (Value, Expr)):
@@ -317,6 +329,11 @@ class MaskAnalysis:
             if inner is None or inner.terms:
                 return None
             return inner & _tri_atom(op, args, v.type.shape)
+        if op in VIEW_RULES:
+            inner = self.indicator(args[0])
+            if inner is None or inner.terms:
+                return None
+            return VIEW_RULES[op](inner, args, v)
         return None
 
 
@@ -588,7 +605,7 @@ def _or(an, args, kw, v):
 
 
 def _not(an, args, kw, v):
-    return negate(an.pred(args[0]))  # None (opaque) only without a source, which pred() never gives
+    return an.pred_not(args[0])  # None (opaque) only without a source, which pred() never gives
 
 
 def _bool_cast(an, args, kw, v):
@@ -604,8 +621,7 @@ def _bool_cast(an, args, kw, v):
     return None
 
 
-def _bool_reshape(an, args, kw, v):
-    p = an.pred(args[0])
+def _view_reshape(p: Pred, args, v) -> Optional[Pred]:
     amap = unit_map(shape_of(args[0]), v.type.shape)
     if amap is None:
         return None
@@ -614,28 +630,34 @@ def _bool_reshape(an, args, kw, v):
     return Pred(tuple(Atom(map_coeffs(a.coeffs, amap), a.const) for a in p.atoms), p.terms, p.false)
 
 
-def _bool_expand(an, args, kw, v):
-    return an.pred(args[0])
+def _view_expand(p: Pred, args, v) -> Optional[Pred]:
+    return p
 
 
-def _bool_slice(an, args, kw, v):
-    src = args[0]
-    p = an.pred(src)
+def _view_slice(p: Pred, args, v) -> Optional[Pred]:
     if is_noop_slice("slice", args, v):
         return p
     if p.terms:
         return None
-    ishape = shape_of(src)
+    ishape = shape_of(args[0])
     dim, start, step = _slice_args(args, len(ishape))
     if not isinstance(start, (int, Sym)) or (isinstance(start, int) and start < 0):
         return None
     atoms = []
     for a in p.atoms:
-        c = a.coeffs and dict(a.coeffs) or {}
+        c = dict(a.coeffs)
         k = c.get(dim, 0)
         c[dim] = k * step
         atoms.append(Atom(_drop_unit(_norm(c), v.type.shape), a.const + k * to_sympy(start)))
     return Pred(tuple(atoms), (), p.false)
+
+
+VIEW_RULES: dict[str, Callable] = {"reshape": _view_reshape, "expand": _view_expand, "slice": _view_slice}
+
+
+def _bool_view(an, args, kw, v):
+    op = v.node.op if isinstance(v, Value) else v.op
+    return VIEW_RULES[op](an.pred(args[0]), args, v)
 
 
 def _bool_tri(an, args, kw, v):
@@ -662,7 +684,7 @@ PRED_RULES: dict[str, Callable] = {
     "eq": _compare("eq"), "ne": _compare("ne"),
     "bitwise_and": _and, "logical_and": _and, "mul": _and,
     "bitwise_or": _or, "logical_or": _or, "bitwise_not": _not, "logical_not": _not,
-    "_to_copy": _bool_cast, "reshape": _bool_reshape, "expand": _bool_expand, "slice": _bool_slice,
+    "_to_copy": _bool_cast, "reshape": _bool_view, "expand": _bool_view, "slice": _bool_view,
     "tril": _bool_tri, "triu": _bool_tri,
     "full": _bool_full, "scalar_tensor": lambda an, a, k, v: _bool_full(an, a[:1], k, v),
     "new_full": lambda an, a, k, v: _bool_full(an, a[1:], k, v), "full_like": lambda an, a, k, v: _bool_full(an, a[1:], k, v),

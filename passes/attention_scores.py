@@ -259,7 +259,7 @@ def _where(an, args, kw, v, frame):
     if is_neg_inf(y, an.constants):
         keep, p = x, an.masks.pred(cond)
     elif is_neg_inf(x, an.constants):
-        keep, p = y, negate(an.masks.pred(cond))
+        keep, p = y, an.masks.pred_not(cond)
     else:
         return None
     s = an.operand(keep, frame)
@@ -271,7 +271,7 @@ def _where(an, args, kw, v, frame):
 def _masked_fill(an, args, kw, v, frame):
     if not is_neg_inf(args[2], an.constants):
         return None
-    s, p = an.sum(args[0]), negate(an.masks.pred(args[1]))
+    s, p = an.sum(args[0]), an.masks.pred_not(args[1])
     if s is None or p is None:
         return None
     return _join_mask(s, p, frame)
