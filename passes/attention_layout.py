@@ -17,7 +17,6 @@ import torch
 
 from braze.ir import Node, TensorType, Value, infer_types
 from braze.ir.builder import Builder
-from braze.ir.graph import map_values
 from braze.ir.types import Dim, dim_mul, dims_equal
 
 INT_MAX = 2 ** 63 - 1

@@ -29,7 +29,7 @@ import torch
 
 from braze.ir import Value
 from braze.ir.types import Dim, dims_equal
-from braze.passes.attention_layout import Expr, Operand, is_noop_slice, mk, producer, shape_of
+from braze.passes.attention_layout import Expr, Operand, is_noop_slice, producer, shape_of
 from braze.passes.attention_masks import FALSE, MaskAnalysis, Pred, TRUE, _tri_atom, negate
 
 NEG_INF = -65504.0

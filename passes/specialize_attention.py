@@ -32,11 +32,11 @@ import torch
 from braze.ir import Graph, Node, Value, eliminate_dead
 from braze.ir.builder import Builder
 from braze.ir.graph import map_values
-from braze.ir.types import Dim, dim_mul, dims_equal, sym
-from braze.passes.attention_layout import (Expr, Operand, as4d, build, mk, peel_scale, producer, reshape, shape_of,
+from braze.ir.types import Dim, dim_mul, dims_equal
+from braze.passes.attention_layout import (Operand, as4d, build, mk, peel_scale, producer, reshape, shape_of,
                                            strip, un_repeat, un_repeat_indexed, untranspose)
-from braze.passes.attention_masks import MaskAnalysis, Pred, TRUE, atom, to_sympy
-from braze.passes.attention_scores import Frame, ScoreAnalysis, Sum, Term
+from braze.passes.attention_masks import MaskAnalysis, Pred, atom, to_sympy
+from braze.passes.attention_scores import Frame, ScoreAnalysis
 from braze.passes.attention_alibi import alibi_slopes
 from braze.passes.rules import Rule
 
@@ -368,8 +368,12 @@ def _least(xs):
 
 # --- the pass ---------------------------------------------------------------
 
-def find_attention(graph: Graph) -> tuple[dict, list]:
-    """Plans for every attention the rules prove, and the events (fired or declined, why)."""
+def find_attention(graph: Graph, strict: bool = False) -> tuple[dict, list]:
+    """Plans for every attention the rules prove, and the events (fired or declined, why).
+
+    An unexpected error while matching declines that one match (logged as a
+    warning) so the rest of the graph still compiles; ``strict`` re-raises it.
+    """
     ctx = Context.of(graph)
     by_op: dict = {}
     for r in RULES:
@@ -383,6 +387,12 @@ def find_attention(graph: Graph) -> tuple[dict, list]:
             except Decline as e:
                 ctx.events.append(Event(n.name or n.op, r.name, False, str(e)))
                 continue
+            except Exception as e:  # noqa: BLE001 - a bug in a guard must not cost the whole graph
+                if strict:
+                    raise
+                log.warning("attention rule %r failed at %s: %s: %s", r.name, n.name or n.op, type(e).__name__, e)
+                ctx.events.append(Event(n.name or n.op, r.name, False, f"internal error: {type(e).__name__}: {e}"))
+                continue
             plans[n] = (r.name, plan)
             ctx.events.append(Event(n.name or n.op, r.name, True, plan.describe()))
             break
@@ -393,7 +403,7 @@ def specialize_attention(graph: Graph, options=None) -> Graph:
     """Rewrite every attention braze can prove into one ``attention`` op."""
     from braze.passes.normalize_views import normalize_views
 
-    plans, events = find_attention(graph)
+    plans, events = find_attention(graph, strict=bool(getattr(options, "strict", False)))
     for e in events:
         if e.fired:
             log.debug("attention at %s: %s", e.node, e.detail)

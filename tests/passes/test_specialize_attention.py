@@ -475,6 +475,17 @@ def test_sdpa_bool_and_float_masks():
         _same(g, g2)
 
 
+def test_single_head_2d_mm_chain():
+    b = Builder()
+    q, k, v = (b.input(n, (5, 8)) for n in "qkv")
+    s = b.call("mul", b.call("mm", q, b.call("permute", k, (1, 0))), 0.5, overload="Tensor")
+    g = b.graph([b.call("mm", b.call("_softmax", s, -1, False), v)])
+    g2 = specialize_attention(g)
+    a = _attention(g2)
+    assert a.type.shape == (1, 1, 5, 8) and a.attr("scale") == 0.5
+    _same(g, g2)
+
+
 def test_nothing_to_do_leaves_the_graph_alone():
     b = Builder()
     x = b.input("x", (4, 8))
