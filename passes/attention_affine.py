@@ -157,12 +157,24 @@ def _neg(an, args, kw, shape):
     return None if a is None else a.scale(-1)
 
 
+# NOTE: integers stay exact in these dtypes (float32 up to 2**24 positions).
+EXACT_CASTS = (torch.int64, torch.int32, torch.float32, torch.float64)
+
+
 def _passthrough(an, args, kw, shape):
     src = args[0]
     if isinstance(src, (Value, Expr)) and src.type.dtype == torch.bool:
         p = an.pred(src)
         return const(1) if p.is_true else const(0) if p.false else None
+    if kw.get("dtype") not in EXACT_CASTS:
+        return None
     return an.affine(src)
+
+
+def minimum(a: Affine, shape) -> sympy.Expr:
+    """The least element of an affine tensor of ``shape``."""
+    r = len(shape)
+    return a.const + sum((k * (to_sympy(shape[r + ax]) - 1) for ax, k in a.coeffs if k < 0), S(0))
 
 
 def _reshape(an, args, kw, shape):
@@ -228,7 +240,8 @@ def _index(an, args, kw, shape):
     out = const(a.const)
     for ax, k in a.coeffs:
         ia = an.affine(idx[ax + r])
-        if ia is None:
+        # NOTE: a negative index wraps around: only provably non-negative ones are affine
+        if ia is None or not sympy.simplify(minimum(ia, shape_of(idx[ax + r]))).is_nonnegative:
             return None
         out = out + ia.scale(k)
     return out

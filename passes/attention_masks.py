@@ -203,7 +203,7 @@ class MaskAnalysis:
         if c is not None and c.dtype == torch.bool:
             p = fit_band(~c)
             if p is not None:
-                return p
+                return p.with_source(mk("bitwise_not", v))
         op, args, _ = producer(v)
         if op in ("bitwise_not", "logical_not"):
             return self.pred(args[0])  # not not x = x

@@ -29,7 +29,7 @@ import torch
 
 from braze.ir import Value
 from braze.ir.types import Dim, dims_equal
-from braze.passes.attention_layout import Expr, Operand, is_noop_slice, producer, shape_of
+from braze.passes.attention_layout import Expr, Operand, is_noop_slice, mk, producer, shape_of
 from braze.passes.attention_masks import FALSE, MaskAnalysis, Pred, TRUE, _tri_atom, negate
 
 NEG_INF = -65504.0
@@ -183,7 +183,7 @@ class ScoreAnalysis:
 
                 p = fit_band(zero)
                 if p is not None:
-                    return _empty(frame).masked(p, frame)
+                    return _empty(frame).masked(p.with_source(mk("eq", v, 0.0, overload="Scalar")), frame)
         return Sum(frame, terms=(Term(1.0, v, frame),))
 
     def operand(self, x, frame: Frame) -> Optional[Sum]:
@@ -318,7 +318,10 @@ def _tri(an, args, kw, v, frame):
     op = v.node.op if isinstance(v, Value) else v.op
     kept = _tri_atom(op, args, frame.shape)  # where the -inf stays
     p = negate(kept)
-    return None if p is None else _empty(frame).masked(p, frame)
+    if p is None:
+        return None
+    # the tensor to keep if the band is no causal/window rule: visible where v == 0
+    return _empty(frame).masked(p.with_source(mk("eq", v, 0.0, overload="Scalar")), frame)
 
 
 def _full(an, args, kw, v, frame):

@@ -281,6 +281,40 @@ def test_additive_triu_of_minus_inf_is_causal():
     _same(g, g2, {"s0": 6})
 
 
+def test_triu_band_off_by_one_is_kept_as_a_mask():
+    b = Builder()
+    q, k, v = _qkv(b, Sq=6, Sk=6)
+    full = b.call("full", (6, 6), float("-inf"), dtype=F32)
+    s = b.call("add", _scores(b, q, k), b.call("triu", full, 2), overload="Tensor")   # j <= i + 1
+    g = b.graph([_finish(b, s, v)])
+    g2 = specialize_attention(g)
+    a = _attention(g2)
+    assert (a.attr("causal"), a.attr("mask_kind")) == ("none", "bool")
+    _same(g, g2)
+
+
+@pytest.mark.parametrize("trap", ["negative_index", "bf16_positions"])
+def test_positions_that_are_not_provably_arange_keep_the_mask(trap):
+    """x[arange - 1] wraps to the last element; bf16 positions round: neither is proven causal."""
+    b = Builder()
+    q, k, v = _qkv(b, Sq=6, Sk=6)
+    kpos = _pos(b, 6)
+    if trap == "negative_index":
+        # positions 1..6 read at [-1, 0, ..., 4]: [6, 1, 2, 3, 4, 5], not i (as i - 1 + 1 would claim)
+        shifted = b.call("sub", b.call("arange", 6), 1, overload="Tensor")
+        ones_based = b.call("add", b.call("arange", 6), 1, overload="Tensor")
+        qpos = b.call("reshape", b.call("index", ones_based, (shifted,), overload="Tensor"), (1, 1, 6, 1))
+    else:
+        qpos = b.call("_to_copy", _pos(b, 6, axis=-2), dtype=torch.bfloat16)
+        kpos = b.call("_to_copy", kpos, dtype=torch.bfloat16)
+    cond = b.call("le", kpos, qpos, overload="Tensor")
+    g = b.graph([_finish(b, _where_mask(b, cond, _scores(b, q, k)), v)])
+    g2 = specialize_attention(g)
+    a = _attention(g2)
+    assert (a.attr("causal"), a.attr("mask_kind")) == ("none", "bool")
+    _same(g, g2)
+
+
 def test_folded_constant_masks_are_fitted_exactly():
     """Static shapes fold the mask into a constant; the pass reads it in full."""
     causal = torch.ones(6, 6, dtype=torch.bool).tril()
