@@ -186,6 +186,10 @@ def untranspose(bt: Operand) -> Optional[Operand]:
             k = untranspose(inner)
             return None if k is None else reshape(k, tuple(shape[:-2]) + (shape[-1], shape[-2]))
         return None
+    if op == "expand":  # a broadcasting matmul (MQA) expands k^T over the heads
+        k = untranspose(args[0])
+        shape = shape_of(bt)
+        return None if k is None else mk("expand", k, tuple(shape[:-2]) + (shape[-1], shape[-2]))
     if op != "permute":
         return None
     base, perm = args[0], list(args[1])

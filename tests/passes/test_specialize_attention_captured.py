@@ -90,6 +90,16 @@ def test_explicit_head_indexing_is_grouped():
     assert (attn[0].attr("groups"), attn[0].attr("scale")) == (2, 0.125)
 
 
+def test_mqa_by_broadcasting_matmul():
+    def fn(q, k, v):
+        s = torch.matmul(q, k.transpose(-1, -2)) / 4.0
+        return torch.matmul(torch.softmax(s, -1), v)
+
+    attn, g = compile_and_check(fn, [_qkv(6, 1), _qkv(8, 1, seed=1)])
+    assert (attn[0].attr("groups"), attn[0].attr("scale")) == (4, 0.25)
+    assert attn[0].args[1].type.shape[1] == 1 and "expand" not in {n.op for n in g.compute_nodes}
+
+
 def test_sdpa_is_causal_with_gqa_and_bool_padding_mask():
     def causal(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
