@@ -131,7 +131,7 @@ def sdpa_rule(n: Node, ctx: Context) -> Plan:
             preds.extend(s.preds)
             terms.extend(s.terms)
     heads = (B, Hq)
-    mask, slopes, attrs = decide_mask(preds, terms, heads, Sq, shape_of(k)[2], ctx, (n.out().type.dtype))
+    mask, slopes, attrs = decide_mask(preds, terms, heads, Sq, shape_of(k)[2], ctx)
     attrs.update(scale=float(scale) * cq * ck, groups=g0 * g)
     return Plan(q, k0, v0, mask, slopes, attrs, n.out().type)
 
@@ -170,7 +170,7 @@ def chain_rule(n: Node, ctx: Context) -> Plan:
     k0, v0, g = _ungroup(k4, v4, ctx)
     q4, cq = peel_scale(q4, ctx.users, ctx.graph.constants)
     k0, ck = peel_scale(k0, ctx.users, ctx.graph.constants)
-    mask, slopes, attrs = decide_mask(list(s.preds), list(s.terms), (B, H), Sq, Sk, ctx, x.type.dtype)
+    mask, slopes, attrs = decide_mask(list(s.preds), list(s.terms), (B, H), Sq, Sk, ctx)
     attrs.update(scale=float(s.alpha) * cq * ck, groups=g)
     return Plan(q4, k0, v0, mask, slopes, attrs, n.out().type)
 
@@ -259,7 +259,7 @@ def _canonical(x: Operand, frame: Frame, heads) -> Operand:
     return x
 
 
-def decide_mask(preds, terms, heads, Sq: Dim, Sk: Dim, ctx: Context, score_dtype):
+def decide_mask(preds, terms, heads, Sq: Dim, Sk: Dim, ctx: Context):
     """(mask, slopes, attrs) from the predicates and additive terms of the scores."""
     for p, _ in preds:
         if p.false:
