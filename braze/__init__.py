@@ -5,8 +5,16 @@
     fast = torch.compile(model, backend="braze")  # the same, through torch.compile
     print(braze.explain(model, *inputs))          # what braze did, pass by pass
 """
-from braze.config import Options  # noqa: F401
-from braze.api import explain, jit  # noqa: F401
+import os as _os
+
+# NOTE: a source checkout that is not installed (the GPU machine) maps the
+# top-level folders onto the namespace like pyproject.toml does: braze.ir -> ir/.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_root, "ir", "__init__.py")) and _root not in __path__:
+    __path__.append(_root)
+
+from braze.config import Options  # noqa: E402,F401
+from braze.api import explain, jit  # noqa: E402,F401
 
 __version__ = "0.1.0"
 __all__ = ["jit", "explain", "Options", "__version__"]
