@@ -119,6 +119,9 @@ class _Eval:
             return (e if isinstance(e, sympy.logic.boolalg.Boolean) else sympy.Ne(e, 0)), shape
         if isinstance(e, sympy.logic.boolalg.Boolean):
             return sympy.Piecewise((1, e), (0, True)), shape
+        if e.free_symbols and dt in (torch.float16, torch.bfloat16):
+            # NOTE: positions cast to a half type round above 2048 / 256: not exact.
+            raise _Unsupported("index values cast to a half type")
         return e, shape
 
     op_prims_convert_element_type = op__to_copy
@@ -242,9 +245,24 @@ class _Eval:
         lead_shape = s[:lead]
         src = _vars(len(shape))
         subs = {src[d]: self.aligned(i, lead_shape) for d, i in enumerate(idxs)}
+        for e_idx in subs.values():
+            if not _nonnegative(e_idx):
+                # NOTE: a negative index wraps around; only provably
+                # non-negative positions index like the formula says.
+                raise _Unsupported("index that may be negative")
         for d in range(k, len(shape)):
             subs[src[d]] = xs[lead + d - k]
         return e.xreplace(subs), s
+
+
+def _nonnegative(e) -> bool:
+    """A linear expression in the (non-negative) index variables with
+    non-negative coefficients and constant term."""
+    e = sympy.expand(e)
+    if not e.is_polynomial() or any(sympy.degree(e, x) > 1 for x in e.free_symbols):
+        return False
+    poly = e.as_coefficients_dict()
+    return all(c >= 0 for c in poly.values() if c.is_number)
 
 
 def classify(mask: Value, mask_kind: str, graph: Graph, padding_inputs: set,
@@ -350,7 +368,10 @@ def _decide(f, q, idx_vars, shape, pad_source) -> Optional[MaskClass]:
         grids = [big, big + 5]  # beyond every constant of F the atoms stop changing
     rules = set()
     for n in grids:
-        vis = _visibility(f, q, idx_vars, n)
+        try:
+            vis = _visibility(f, q, idx_vars, n)
+        except (TypeError, ValueError):  # a formula numpy cannot evaluate on the grid
+            return None
         if vis is None:
             return None
         rule = _rule_of(vis)

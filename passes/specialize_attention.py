@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace, field
 from typing import Optional
 
 import sympy
@@ -413,6 +413,8 @@ def specialize_attention(graph: Graph, options=None) -> Graph:
             log.info("attention at %s not specialised: %s", e.node, e.detail)
     if not plans:
         return graph
+    for _, plan in plans.values():
+        _positional_mask(plan, graph)
     env: dict[Value, Value] = {}
     memo: dict = {}
     b = Builder(graph.constants)
@@ -429,9 +431,26 @@ def specialize_attention(graph: Graph, options=None) -> Graph:
         if n2 is not n:
             for i in range(len(n.types)):
                 env[Value(n, i)] = Value(n2, i)
-    out = Graph(tuple(b.nodes), tuple(b.inputs), tuple(env.get(v, v) for v in graph.outputs), b.constants,
-                graph.sym_inputs, graph.name)
+    out = replace(graph, nodes=tuple(b.nodes), inputs=tuple(b.inputs),
+                  outputs=tuple(env.get(v, v) for v in graph.outputs), constants=b.constants)
     return normalize_views(eliminate_dead(out))
+
+
+def _positional_mask(plan: Plan, graph: Graph) -> None:
+    """A kept mask tensor that the mask algebra proves to be only a causal or
+    windowed pattern (``passes/mask_algebra.py``: symbolic evaluation, decided
+    over the whole index space) becomes those attributes, without the tensor."""
+    from braze.passes.mask_algebra import classify
+
+    a = plan.attrs
+    if not isinstance(plan.mask, Value) or plan.slopes is not None or a["causal"] != "none" or a["window"]:
+        return
+    sq, sk = shape_of(plan.q)[-2], shape_of(plan.k)[-2]
+    cls = classify(plan.mask, a["mask_kind"], graph, set(), (sq, sk))
+    if cls is None or cls.padding is not None or cls.causal == "none" and cls.window is None:
+        return
+    plan.mask = None
+    a.update(causal=cls.causal, window=cls.window, mask_kind="none")
 
 
 def _build(plan: Plan, b: Builder, env, memo, name: str) -> Value:

@@ -152,3 +152,29 @@ def test_sliding_window_written_with_abs_distance_keeps_a_mask(window):
 
     attn, _ = compile_and_check(fn, [_qkv(9)])
     assert (attn[0].attr("causal"), attn[0].attr("window"), attn[0].attr("mask_kind")) == ("top_left", window, "none")
+
+
+class _WhereCausal(torch.nn.Module):
+    """HF-eager attention whose additive mask is built with where(j > i, min, 0)."""
+
+    def forward(self, q, k, v):
+        s = q.shape[-2]
+        pos = torch.arange(s, device=q.device)
+        mask = torch.where(pos[None, :] > pos[:, None], torch.finfo(q.dtype).min, 0.0).to(q.dtype)[None, None]
+        k = k[:, :, None].expand(k.shape[0], k.shape[1], 2, *k.shape[2:]).reshape(q.shape[0], -1, *k.shape[2:])
+        v = v[:, :, None].expand(v.shape[0], v.shape[1], 2, *v.shape[2:]).reshape(q.shape[0], -1, *v.shape[2:])
+        w = torch.softmax(q @ k.transpose(2, 3) * 0.25 + mask, dim=-1, dtype=torch.float32).to(q.dtype)
+        return w @ v
+
+
+@pytest.mark.parametrize("seq", [12, 300])  # 300: the mask is too large to be folded into a constant
+def test_where_built_causal_mask_becomes_causal_attribute(seq):
+    import braze
+
+    m = _WhereCausal()
+    q, k, v = torch.randn(1, 4, seq, 8), torch.randn(1, 2, seq, 8), torch.randn(1, 2, seq, 8)
+    report = braze.explain(m, q, k, v, strict=True)
+    lines = [ln for ln in report.graphs[0].final_ir.splitlines() if " attention(" in ln]
+    assert len(lines) == 1 and "causal='top_left'" in lines[0] and "mask_kind='none'" in lines[0]
+    with torch.no_grad():
+        torch.testing.assert_close(braze.jit(m, strict=True)(q, k, v), m(q, k, v))
