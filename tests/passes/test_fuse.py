@@ -49,8 +49,7 @@ def test_llama_block_groups():
         RMSNORM,                                                 # input_layernorm
         "mm",                                                    # q/k/v in one GEMM (horizontal)
         ROTARY, ROTARY,                                          # rotary on q and on k
-        ("pointwise", ("bitwise_and", "where")),                 # the sdpa mask
-        "sdpa",
+        "attention",                                             # causal, GQA, padding mask operand
         ("gemm", ("mm", "add")),                                 # o_proj + residual
         RMSNORM,                                                 # post_attention_layernorm
         ("gemm", ("mm", "silu", "mul")),                         # gate/up GEMM + SiLU(g) * u
@@ -90,8 +89,7 @@ def test_gpt2_block_groups():
     assert groups[start:] == [
         ("reduction", ("add",) + ln[1]),                         # wte + wpe, ln_1
         "addmm",                                                 # c_attn (already one GEMM in GPT-2)
-        ("pointwise", ("bitwise_and", "where")),                 # the sdpa mask
-        "sdpa",
+        "attention",
         ("gemm", ("addmm", "add")),                              # c_proj + residual
         ln,                                                      # ln_2
         ("gemm", ("addmm", "mul", "pow", "mul", "add", "mul", "tanh", "add", "mul")),  # c_fc + NewGELU
