@@ -64,7 +64,8 @@ class TVMKernel:
         spaces = schedule_cuda.SPACES if self.device_kind == "cuda" else schedule_cpu.SPACES
         if self.space is None:
             self.space = spaces[self.kind]
-        self._sym_sources = _sym_sources(self.sub)
+        self.input_types = [n.type for n in self.sub.inputs]
+        self._sym_sources = _sym_sources(self.input_types)
 
     # --- Kernel protocol ----------------------------------------------------------
     def key(self) -> str:
@@ -120,22 +121,22 @@ class TVMKernel:
         )
         return lower_group(self.sub, self.kind, opts)
 
-    def scheduled(self, config: Config, strided: frozenset = frozenset()):
+    def schedule_module(self, low, config: Config):
         from braze.compiler.codegen.tvm import schedule_cpu, schedule_cuda
 
-        low = self.lowered(config, strided)
         sched = schedule_cuda if self.device_kind == "cuda" else schedule_cpu
         return sched.schedule(low, config)
+
+    def scheduled(self, config: Config, strided: frozenset = frozenset()):
+        """The scheduled IRModule of one config."""
+        return self.schedule_module(self.lowered(config, strided), config)
 
     def build(self, config: Config, strided: frozenset = frozenset()):
         """(lowered, packed function) for one config and one set of strided operands."""
         from braze.compiler.codegen.tvm import build as B
 
         low = self.lowered(config, strided)
-        from braze.compiler.codegen.tvm import schedule_cpu, schedule_cuda
-
-        sched = schedule_cuda if self.device_kind == "cuda" else schedule_cpu
-        mod = sched.schedule(low, config)
+        mod = self.schedule_module(low, config)
         target = B.cuda_target(_cuda_arch()) if self.device_kind == "cuda" else B.cpu_target()
         rt = B.build(mod, target)
         return low, rt["main"]
@@ -164,7 +165,7 @@ class Runner:
                            for s in self.outputs]
         # NOTE: on the CPU, bf16 buffers are int16 views of the same memory (see lazy.storage_dtype).
         bits = kernel.device_kind == "cpu"
-        self._bits_in = [i for i, n in enumerate(kernel.sub.inputs) if bits and n.type.dtype == torch.bfloat16]
+        self._bits_in = [i for i, t in enumerate(kernel.input_types) if bits and t.dtype == torch.bfloat16]
         self._bits_out = [bits and s.dtype == torch.bfloat16 for s in self.outputs]
         self._dtypes = [torch.int16 if b else s.dtype for s, b in zip(self.outputs, self._bits_out)]
 
@@ -188,7 +189,8 @@ class Runner:
                 xs[i] = xs[i].view(torch.int16)
         strided = [i for i, x in enumerate(xs) if not x.is_contiguous()]
         if strided:
-            self._call_strided(xs, outs, syms, frozenset(strided))
+            key = frozenset((i, tuple(d for d in range(xs[i].dim()) if xs[i].stride(d) == 1)) for i in strided)
+            self._call_strided(xs, outs, syms, key)
         elif outs[0].numel():
             self.fn(*xs, *outs, *syms)
         res = [o if v is None else o.view(v) for o, v in zip(outs, views)]
@@ -203,9 +205,10 @@ class Runner:
             var = self.kernel.build(self.config, key)
             self.variants[key] = var
         low, fn = var
+        positions = {pos for pos, _ in key}
         args = []
         for i, x in enumerate(xs):
-            if i in key:
+            if i in positions:
                 span = 1 + sum((s - 1) * st for s, st in zip(x.shape, x.stride())) if x.numel() else 0
                 args.append(x.as_strided((span,), (1,)))
             else:
@@ -223,11 +226,11 @@ def _all_symbols(sub: Graph) -> set:
     return out
 
 
-def _sym_sources(sub: Graph) -> dict:
+def _sym_sources(types) -> dict:
     """symbol -> (operand position, dim) where it appears alone."""
     out: dict = {}
-    for pos, n in enumerate(sub.inputs):
-        for d, dim in enumerate(n.type.shape):
+    for pos, t in enumerate(types):
+        for d, dim in enumerate(t.shape):
             if isinstance(dim, Sym) and dim.expr in dim.symbols and dim.expr not in out:
                 out[dim.expr] = (pos, d)
     return out

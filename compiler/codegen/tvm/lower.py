@@ -46,7 +46,7 @@ class LowerOptions:
 
     target_kind: str = "llvm"          # "llvm" | "cuda"
     index_dtype: str = "int64"
-    strided: frozenset = frozenset()   # operand positions passed as flat storage + strides
+    strided: frozenset = frozenset()   # (operand position, dims of stride 1): passed as flat storage + strides
     stage: bool = True                 # materialise values shared by a reduction and others
     mr: int = 1                        # GEMM: pad M to a multiple of mr
     nr: int = 1                        # GEMM: pad N to a multiple of nr (and pack B in nr-wide panels)
@@ -148,6 +148,41 @@ def _reduce_last(ctx: Ctx, x: Lazy, combine: str, name: str, body=None, lanes: i
     return [P, Q, Tl, R]
 
 
+def make_inputs(ctx: Ctx, types: Sequence, strided: frozenset):
+    """Placeholders and Lazies of operands of ``types``: contiguous buffers, or
+    (``strided`` holds ``(position, unit-stride dims)``) flat storage read
+    through stride variables (a constant 1 for the unit-stride dims).
+    Returns (placeholders, lazies, stride params [(pos, dim)], stride vars)."""
+    phs, lazies, params, svars = [], [], [], []
+    unit = {pos: set(dims) for pos, dims in strided}
+    for pos, t in enumerate(types):
+        shape = ctx.shape(t.shape)
+        if pos in unit and t.rank > 0:
+            span = te.var(f"span{pos}", ctx.index_dtype)
+            strides = []
+            for d in range(t.rank):
+                if d in unit[pos]:  # NOTE: a stride of 1 is compiled in, so the dim stays vectorisable
+                    strides.append(ctx.idx(1))
+                    continue
+                v = te.var(f"stride{pos}_{d}", ctx.index_dtype)
+                strides.append(v)
+                params.append((pos, d))
+                svars.append(v)
+            ph = te.placeholder((span,), storage_dtype(t.dtype, ctx.target_kind), name=f"in{pos}")
+
+            def fn(idx, ph=ph, strides=strides, dtype=t.dtype):
+                off = idx[0] * strides[0]
+                for i, s in zip(idx[1:], strides[1:]):
+                    off = off + i * s
+                return widen(ph(off), dtype)
+        else:
+            ph = te.placeholder(shape, storage_dtype(t.dtype, ctx.target_kind), name=f"in{pos}")
+            fn = load(ph, t.dtype)
+        phs.append(ph)
+        lazies.append(Lazy(shape, t.dtype, fn, tuple(t.shape)))
+    return phs, lazies, params, svars
+
+
 class GroupLowering:
     """Lowers one fused subgraph (see module doc)."""
 
@@ -166,30 +201,11 @@ class GroupLowering:
 
     # --- inputs ---------------------------------------------------------------
     def _make_inputs(self) -> None:
-        ctx = self.ctx
-        for pos, n in enumerate(self.sub.inputs):
-            t = n.type
-            shape = ctx.shape(t.shape)
-            if pos in self.opts.strided and t.rank > 0:
-                span = te.var(f"span{pos}", ctx.index_dtype)
-                strides = []
-                for d in range(t.rank):
-                    v = te.var(f"stride{pos}_{d}", ctx.index_dtype)
-                    strides.append(v)
-                    self.stride_params.append((pos, d))
-                    self.stride_vars.append(v)
-                ph = te.placeholder((span,), storage_dtype(t.dtype, ctx.target_kind), name=f"in{pos}")
-
-                def fn(idx, ph=ph, strides=strides, dtype=t.dtype):
-                    off = idx[0] * strides[0]
-                    for i, s in zip(idx[1:], strides[1:]):
-                        off = off + i * s
-                    return widen(ph(off), dtype)
-            else:
-                ph = te.placeholder(shape, storage_dtype(t.dtype, ctx.target_kind), name=f"in{pos}")
-                fn = load(ph, t.dtype)
-            self.inputs.append(ph)
-            self.input_lazy[n.out()] = Lazy(shape, t.dtype, fn, tuple(t.shape))
+        phs, lazies, self.stride_params, self.stride_vars = make_inputs(
+            self.ctx, [n.type for n in self.sub.inputs], self.opts.strided)
+        self.inputs = phs
+        for n, lz in zip(self.sub.inputs, lazies):
+            self.input_lazy[n.out()] = lz
 
     # --- values ------------------------------------------------------------------
     def evaluate(self, targets: Sequence[Value], nest: Nest) -> dict[Value, Lazy]:

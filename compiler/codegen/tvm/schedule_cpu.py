@@ -172,6 +172,9 @@ def _schedule_rows(sch, nest: Nest, cfg: dict) -> None:
         r = sch.fuse(*rows) if len(rows) > 1 else rows[0]
         for T in reversed(nest.inter):
             sch.compute_at(_block(sch, T.op.name), r, preserve_unit_loops=True)
+        if cfg["parallel"]:
+            # NOTE: before decompose_reduction, which parallel's dataflow check rejects
+            sch.parallel(r)
     for T in nest.inter:
         blk = _block(sch, T.op.name)
         if T.op.name.endswith("_lanes"):
@@ -183,8 +186,6 @@ def _schedule_rows(sch, nest: Nest, cfg: dict) -> None:
         if cfg["unroll"] > 1:
             sch.unroll(parts[1])
         sch.vectorize(parts[-1])
-    if r is not None and cfg["parallel"]:
-        sch.parallel(r)
 
 
 def _schedule_gemm(sch, nest: Nest, cfg: dict) -> None:
@@ -205,6 +206,8 @@ def _schedule_gemm(sch, nest: Nest, cfg: dict) -> None:
         sch.compute_at(P, outer, preserve_unit_loops=True)
         pl = sch.get_loops(P)
         sch.vectorize(pl[-1])
+    if cfg["parallel"]:
+        sch.parallel(outer)  # before decompose_reduction (see _schedule_rows)
     cl = sch.get_loops(C)
     ci, cj, ck = cl[-3], cl[-2], cl[-1]
     ku = cfg["kunroll"]
@@ -222,8 +225,6 @@ def _schedule_gemm(sch, nest: Nest, cfg: dict) -> None:
     sch.vectorize(il[-1])
     sch.unroll(il[-2])
     sch.vectorize(ji)
-    if cfg["parallel"]:
-        sch.parallel(outer)
 
 
 def schedule(lowered: Lowered, cfg: dict[str, Any]) -> tvm.IRModule:
