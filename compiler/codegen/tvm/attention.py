@@ -115,7 +115,7 @@ def lower_attention(node: Node, strided: frozenset, bq: int, lanes: int) -> Lowe
 
     def mc(b, h, i):
         mx = Ms[-1](b, h, i)
-        return tirx.Select(mx == neg_inf, tirx.const(0.0, f32), mx)
+        return tirx.Select(tirx.EQ(mx, neg_inf), tirx.const(0.0, f32), mx)
 
     P = te.compute((B, Hq, Sq, Sk), lambda b, h, i, j: m.exp(score((b, h, i, j)) - mc(b, h, i)), name="probs")
     Ls = _reduce_last(ctx, Lazy((B, Hq, Sq, Sk), acc_dtype, lambda idx: P(*idx)), "sum", "rowsum", None, lanes)

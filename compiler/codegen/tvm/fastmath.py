@@ -74,7 +74,7 @@ def _exp(x):
             y = y * tirx.reinterpret("float32", bits) * _c(2.0)
             y = tirx.Select(x > _c(hi), _c(math.inf), y)
             y = tirx.Select(x < _c(lo), _c(0.0), y)
-            return tirx.Select(x != x, x, y)  # NaN stays NaN
+            return tirx.Select(tirx.isnan(x), x, y)  # NaN stays NaN
         return let(xc - n * _c(0.693359375) - n * _c(-2.12194440e-4), with_r, "er")
 
     xc = tirx.max(tirx.min(x, _c(hi)), _c(lo))

@@ -162,7 +162,7 @@ def f32_to_bf16_bits(e: PrimExpr) -> PrimExpr:
         def on_bits(b):
             r = (b + tirx.const(0x7FFF, "uint32") + ((b >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
                 >> tirx.const(16, "uint32")
-            r = tirx.Select(v != v, tirx.const(0x7FC0, "uint32"), r)
+            r = tirx.Select(tirx.isnan(v), tirx.const(0x7FC0, "uint32"), r)
             return r.astype("uint16").astype("int16")
         return let(tirx.reinterpret("uint32", v), on_bits, "bits")
     return let(e, body, "tobf")
@@ -179,7 +179,7 @@ def convert(e: PrimExpr, src: torch.dtype, dst: torch.dtype) -> PrimExpr:
     if src == dst:
         return e
     if dst == torch.bool:
-        return e != tirx.const(0, dt(e)) if dt(e) != "bool" else e
+        return tirx.NE(e, tirx.const(0, dt(e))) if dt(e) != "bool" else e
     cd = compute_dtype(dst)
     if dst == torch.bfloat16:
         return round_bf16(e.astype("float32") if dt(e) != "float32" else e)

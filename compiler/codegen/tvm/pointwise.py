@@ -173,13 +173,13 @@ def _nan_to_num(x, nan=0.0, posinf=None, neginf=None, dtype="float32"):
     big = {"float32": 3.4028234663852886e38, "float64": 1.7976931348623157e308}.get(dtype, 3.4028234663852886e38)
     posinf = big if posinf is None else posinf
     neginf = -big if neginf is None else neginf
-    y = tirx.Select(x != x, _f(x, nan), x)
-    y = tirx.Select(x == _f(x, math.inf), _f(x, posinf), y)
-    return tirx.Select(x == _f(x, -math.inf), _f(x, neginf), y)
+    y = tirx.Select(tirx.isnan(x), _f(x, nan), x)
+    y = tirx.Select(tirx.EQ(x, _f(x, math.inf)), _f(x, posinf), y)
+    return tirx.Select(tirx.EQ(x, _f(x, -math.inf)), _f(x, neginf), y)
 
 
 def _logical(e):
-    return e if dt(e) == "bool" else e != tirx.const(0, dt(e))
+    return e if dt(e) == "bool" else tirx.NE(e, tirx.const(0, dt(e)))
 
 
 # Unary ops computed in the output dtype: name -> (math) -> fn(x)
@@ -237,12 +237,12 @@ BINARY: dict[str, Callable] = {
     "floor_divide": lambda a, b: tirx.floor(a / b) if _is_float(a) else tirx.floordiv(a, b),
     "copysign": lambda a, b: tirx.Select(b < _f(b, 0) if _is_float(b) else b < tirx.const(0, dt(b)),
                                          -tirx.abs(a), tirx.abs(a)),
-    "xlogy": lambda a, b: tirx.Select(a == _f(a, 0), _f(a, 0), a * tirx.log(b)),
+    "xlogy": lambda a, b: tirx.Select(tirx.EQ(a, _f(a, 0)), _f(a, 0), a * tirx.log(b)),
 }
 
 COMPARE: dict[str, Callable] = {
-    "eq": lambda a, b: a == b,
-    "ne": lambda a, b: a != b,
+    "eq": tirx.EQ,
+    "ne": tirx.NE,
     "lt": lambda a, b: a < b,
     "le": lambda a, b: a <= b,
     "gt": lambda a, b: a > b,
@@ -252,13 +252,13 @@ COMPARE: dict[str, Callable] = {
 LOGICAL: dict[str, Callable] = {
     "logical_and": lambda a, b: tirx.And(_logical(a), _logical(b)),
     "logical_or": lambda a, b: tirx.Or(_logical(a), _logical(b)),
-    "logical_xor": lambda a, b: _logical(a) != _logical(b),
+    "logical_xor": lambda a, b: tirx.NE(_logical(a), _logical(b)),
 }
 
 BITWISE: dict[str, Callable] = {
     "bitwise_and": lambda a, b: tirx.And(a, b) if dt(a) == "bool" else a & b,
     "bitwise_or": lambda a, b: tirx.Or(a, b) if dt(a) == "bool" else a | b,
-    "bitwise_xor": lambda a, b: (a != b) if dt(a) == "bool" else a ^ b,
+    "bitwise_xor": lambda a, b: tirx.NE(a, b) if dt(a) == "bool" else a ^ b,
 }
 
 
@@ -304,9 +304,9 @@ def lower_pointwise(ctx: Ctx, m: Math, node: Node, args: list, kw: dict) -> Lazy
         return elementwise(ctx, node, [args[0]], lambda a: tirx.Not(a) if dt(a) == "bool" else ~a)
     if op in ("isnan", "isinf", "isfinite", "signbit"):
         src = args[0].dtype
-        fns = {"isnan": lambda x: x != x,
-               "isinf": lambda x: tirx.abs(x) == _f(x, math.inf),
-               "isfinite": lambda x: tirx.abs(x) < _f(x, math.inf),
+        fns = {"isnan": tirx.isnan,
+               "isinf": tirx.isinf,
+               "isfinite": tirx.isfinite,
                "signbit": lambda x: x < _f(x, 0)}
         if not src.is_floating_point:
             raise LoweringError(f"{op} of {src}")
