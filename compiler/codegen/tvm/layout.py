@@ -26,13 +26,15 @@ def _norm_dim(d: int, rank: int) -> int:
 def reshape(ctx: Ctx, x: Lazy, dims: tuple) -> Lazy:
     if tuple(dims) == tuple(x.dims):
         return x
+    if x.reshape_of is not None:  # reshape(reshape(y)) = reshape(y): no index round trip
+        return reshape(ctx, x.reshape_of, dims)
     out_shape = ctx.shape(dims)
     src_dims, src_shape = x.dims, x.shape
 
     def fn(idx):
         return x(reshape_index(idx, src_dims, dims, src_shape, out_shape, ctx.index_dtype))
 
-    return Lazy(out_shape, x.dtype, fn, tuple(dims))
+    return Lazy(out_shape, x.dtype, fn, tuple(dims), reshape_of=x)
 
 
 def permute(ctx: Ctx, x: Lazy, perm: Sequence[int]) -> Lazy:

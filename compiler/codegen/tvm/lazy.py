@@ -14,7 +14,7 @@ implementations in ``fastmath.py``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import sympy
 import torch
@@ -36,6 +36,7 @@ class Lazy:
     dtype: torch.dtype
     fn: Callable[[Sequence[PrimExpr]], PrimExpr]
     dims: tuple = ()  # the braze dims (int | Sym) of ``shape``, for reshape grouping
+    reshape_of: Optional["Lazy"] = None  # set when this value is a reshape of that one (composed, not chained)
 
     def __call__(self, idx: Sequence[PrimExpr]) -> PrimExpr:
         return self.fn(tuple(idx))
@@ -245,8 +246,13 @@ def linearize(idx: Sequence[PrimExpr], shape: Sequence[PrimExpr], dtype: str) ->
 
 
 def unravel(flat: PrimExpr, shape: Sequence[PrimExpr]) -> list:
+    """Row-major indices of ``flat`` in ``shape`` (the outermost one without a modulo:
+    ``flat`` is in range)."""
     out = []
-    for s in reversed(shape):
+    for k, s in enumerate(reversed(shape)):
+        if k == len(shape) - 1:
+            out.append(flat)
+            break
         out.append(tirx.floormod(flat, s))
         flat = tirx.floordiv(flat, s)
     return out[::-1]

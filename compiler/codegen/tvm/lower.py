@@ -435,7 +435,10 @@ class GroupLowering:
         specs, fns = [], []
         for index, lz in items:
             view = tuple(lz.dims)
-            if tuple(view) == tuple(domain):
+            if tuple(view) != tuple(domain) and lz.reshape_of is not None and \
+                    tuple(lz.reshape_of.dims) == tuple(domain):
+                lz = lz.reshape_of  # written in the domain's shape, handed back as the view
+            if tuple(lz.dims) == tuple(domain):
                 fns.append((lambda lz: lambda idx: store(lz(idx), lz.dtype, ctx.target_kind))(lz))
             else:
                 fns.append((lambda lz, view: lambda idx: store(lz(reshape_index(

@@ -180,6 +180,9 @@ def why_not(kind: str, sub: Graph, device_kind: str) -> Optional[str]:
         for t in outs:
             if not (_same_numel(t.shape, dom) or _same_numel(t.shape, dom[:-1])):
                 return f"output {t} is neither row-shaped nor reduced"
+        r = _misaligned(sub, set(reds))
+        if r:
+            return r
     elif kind == "gemm":
         gemms = [n for n in sub.nodes if n.op in GEMM]
         if len(gemms) != 1:
@@ -197,6 +200,27 @@ def why_not(kind: str, sub: Graph, device_kind: str) -> Optional[str]:
         for t in outs:
             if not _same_numel(t.shape, dom):
                 return f"output {t} is not the GEMM output's size"
+        r = _misaligned(sub, {g})
+        if r:
+            return r
+    return None
+
+
+# Layout ops that keep the row-major order of elements (a view of the same sequence).
+ORDER_KEEPING = frozenset("reshape view _unsafe_view unsqueeze squeeze flatten unflatten alias clone contiguous "
+                          "detach lift_fresh_copy".split())
+
+
+def _misaligned(sub: Graph, roots: set) -> Optional[str]:
+    """A layout op other than a reshape applied to a value computed from a
+    reduction or GEMM (``roots``): the schedule computes those per row or
+    tile, so everything after them must read them at the same element."""
+    tainted: set = set()
+    for n in sub.nodes:
+        if n in roots or any(v.node in tainted for v in n.inputs):
+            if n not in roots and n.op in LAYOUT and n.op not in ORDER_KEEPING:
+                return f"{n.op} of a value computed from a {'GEMM' if any(r.op in GEMM for r in roots) else 'reduction'}"
+            tainted.add(n)
     return None
 
 
@@ -221,16 +245,22 @@ def supports_attention(node: Node, device_kind: str) -> Optional[str]:
         return "TVM is not installed"
     if device_kind != "cpu":
         return "the TVM attention kernel is CPU-only"
-    kw = node.kw
-    if kw.get("window") is not None:
-        return "sliding window"
-    if len(node.inputs) > 3 + (kw.get("mask_kind", "none") != "none"):
+    args, kw = node.args, node.kw
+    mask = args[3] if len(args) > 3 else kw.get("mask")
+    slopes = args[4] if len(args) > 4 else kw.get("slopes")
+    if slopes is not None:
         return "ALiBi slopes"
-    q, k, v = node.args[0], node.args[1], node.args[2]
+    q, k, v = args[0], args[1], args[2]
     for t in (q.type, k.type, v.type):
         if t.dtype not in DTYPES or not t.dtype.is_floating_point:
             return f"dtype {t.dtype}"
-    mask = kw.get("mask")
-    if mask is not None and mask.type.rank > 4:
-        return "mask rank"
+        if t.rank != 4 or any(isinstance(d, int) and d == 0 for d in t.shape):
+            return f"operand {t}"
+    if mask is not None and (mask.type.rank > 4 or mask.type.dtype not in DTYPES):
+        return f"mask {mask.type}"
+    types = [q.type, k.type, v.type] + ([mask.type] if mask is not None else [])
+    plain = {d.expr for t in types for d in t.shape if isinstance(d, Sym) and d.expr in d.symbols}
+    used = set().union(*(t.symbols for t in types + list(node.types)))
+    if used - plain:
+        return f"symbols {sorted(used - plain)} appear in no operand shape"
     return None
