@@ -9,6 +9,7 @@ loop over the concatenated dim stays vectorised; ``split`` is slices.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 from tvm import tirx
@@ -115,6 +116,9 @@ def cat(ctx: Ctx, xs: Sequence[Lazy], dim: int, out_dims: tuple, out_dtype) -> L
         offsets.append(acc)
         acc = acc + x.shape[dim]
 
+    if ctx.target_kind == "cuda":
+        return Lazy(ctx.shape(out_dims), out_dtype, _cat_guarded(parts, offsets, dim, out_dtype), tuple(out_dims))
+
     def fn(idx):
         i = idx[dim]
         if len(parts) == 1:
@@ -139,6 +143,39 @@ def cat(ctx: Ctx, xs: Sequence[Lazy], dim: int, out_dims: tuple, out_dtype) -> L
         return bind(vals, body, "catv")
 
     return Lazy(ctx.shape(out_dims), out_dtype, fn, tuple(out_dims))
+
+
+def _cat_guarded(parts, offsets, dim: int, out_dtype):
+    """cat for CUDA: ``if_then_else`` (only the taken part is loaded, no clamps).
+    The condition is written on ``i // g`` with ``g`` the gcd of the static
+    offsets, so that it is uniform over an aligned vector of lanes and the
+    loop stays vectorised (TVM's CUDA code cannot hold a vector of bools)."""
+    from braze.compiler.codegen.tvm.lazy import convert
+
+    stat = [int(o.value) for o in offsets[1:] if isinstance(o, tirx.IntImm)]
+    g = 0
+    if len(stat) == len(offsets) - 1:
+        for o in stat:
+            g = math.gcd(g, o)
+
+    def fn(idx):
+        i = idx[dim]
+        val = None
+        for k in range(len(parts) - 1, -1, -1):
+            sub = list(idx)
+            sub[dim] = i - offsets[k] if k else i
+            v = convert(parts[k](sub), parts[k].dtype, out_dtype)
+            if val is None:
+                val = v
+                continue
+            off = offsets[k + 1]
+            if g > 1:
+                cond = tirx.floordiv(i, tirx.const(g, dt(i))) < tirx.const(int(off.value) // g, dt(i))
+            else:
+                cond = i < off
+            val = tirx.if_then_else(cond, v, val)
+        return val
+    return fn
 
 
 def lower_layout(ctx: Ctx, node: Node, args: list, kw: dict) -> list[Lazy]:

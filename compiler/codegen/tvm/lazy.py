@@ -13,6 +13,7 @@ implementations in ``fastmath.py``).
 """
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -26,6 +27,7 @@ from braze.compiler.codegen.tvm.ops import compute_dtype, tvm_dtype
 from braze.ir.types import Dim, Sym, dims_equal
 
 PrimExpr = tvm.ir.Expr
+_TARGET: contextvars.ContextVar = contextvars.ContextVar("braze_tvm_target_kind", default="llvm")
 
 
 @dataclass
@@ -56,11 +58,19 @@ class LoweringError(ValueError):
 
 @dataclass
 class Ctx:
-    """Shared state of one lowering."""
+    """Shared state of one lowering.
+
+    NOTE: creating a Ctx sets the target kind that :func:`convert` reads
+    (a context variable), so casts use the target's native bf16 where it
+    has one; lowerings run one at a time per thread.
+    """
 
     index_dtype: str = "int64"
     target_kind: str = "llvm"
     syms: dict = field(default_factory=dict)  # symbol name -> tirx.Var
+
+    def __post_init__(self):
+        _TARGET.set(self.target_kind)
 
     # --- dims -------------------------------------------------------------
     def var(self, name: str) -> tirx.Var:
@@ -183,6 +193,8 @@ def convert(e: PrimExpr, src: torch.dtype, dst: torch.dtype) -> PrimExpr:
         return tirx.NE(e, tirx.const(0, dt(e))) if dt(e) != "bool" else e
     cd = compute_dtype(dst)
     if dst == torch.bfloat16:
+        if _TARGET.get() != "llvm":  # native bf16 (CUDA)
+            return let(e, lambda v: v.astype("bfloat16").astype(cd), "rnd")
         return round_bf16(e.astype("float32") if dt(e) != "float32" else e)
     if dst == torch.float16:
         return let(e, lambda v: v.astype("float16").astype(cd), "rnd")

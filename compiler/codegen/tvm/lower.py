@@ -27,14 +27,13 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
-import tvm
 from tvm import te, tirx
 
 from braze.compiler.codegen.tvm import layout as L
-from braze.compiler.codegen.tvm.fastmath import Math, dt, let
+from braze.compiler.codegen.tvm.fastmath import Math, let
 from braze.compiler.codegen.tvm.lazy import (Ctx, Lazy, LoweringError, convert, load, reshape_index, same_numel,
                                              storage_dtype, store, widen)
-from braze.compiler.codegen.tvm.ops import GEMM, LAYOUT, POINTWISE, REDUCTION, compute_dtype, tvm_dtype
+from braze.compiler.codegen.tvm.ops import GEMM, LAYOUT, POINTWISE, REDUCTION, compute_dtype
 from braze.compiler.codegen.tvm.pointwise import broadcast_reader, lower_pointwise
 from braze.ir import Graph, Node, Value
 from braze.ir.graph import map_values
@@ -101,9 +100,15 @@ class _Namer:
         return f"{base}{self.n}"
 
 
-def _reducer(combine: str):
+def _reducer(combine: str, target_kind: str = "llvm"):
     if combine == "sum":
         return te.sum, lambda t: tirx.const(0, t)
+    if target_kind == "cuda":
+        # NOTE: TVM's cross-thread reduction only matches its own reducers
+        # (identity: the dtype's lowest value, so a row of -inf gives -3.4e38)
+        if combine == "max":
+            return te.max, tirx.min_value
+        return te.min, tirx.max_value
     if combine == "max":
         ident = lambda t: tirx.const(-float("inf"), t) if t.startswith("float") else tirx.min_value(t)  # noqa: E731
         return te.comm_reducer(lambda a, b: tirx.max(a, b), ident, name="amax"), ident
@@ -125,7 +130,7 @@ def _reduce_last(ctx: Ctx, x: Lazy, combine: str, name: str, body=None, lanes: i
     """
     n = x.shape[-1]
     read = body or x.fn
-    red, ident = _reducer(combine)
+    red, ident = _reducer(combine, ctx.target_kind)
     rows = tuple(x.shape[:-1])
     zero = tirx.const(0, ctx.index_dtype)
     if lanes <= 1:

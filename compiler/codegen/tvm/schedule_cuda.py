@@ -32,14 +32,20 @@ def _elem_bytes(problem) -> int:
     return {"f32": 4, "f16": 2, "bf16": 2, "f64": 8}.get(problem.get("dtype"), 4)
 
 
+# NOTE: values are computed in float32, and TVM's CUDA code generator cannot
+# print 8-lane float32 constants, so vectors are at most 4 lanes; ``unroll``
+# gives each thread more independent accesses instead.
+_VEC_OK = Constraint("at most 4 float32 lanes (TVM's CUDA code)", lambda c, p, d: c["vec"] <= 4)
+
+
 def _pw_default(problem, device: DeviceInfo) -> dict:
-    vec = max(1, 16 // _elem_bytes(problem))
-    return {"threads": 256, "vec": vec if problem.get("last", 1) % vec == 0 else 1}
+    vec = 4 if problem.get("last", 1) % 4 == 0 else 1
+    return {"threads": 256, "vec": vec, "unroll": 2 if problem.get("numel", 0) >= 1 << 22 else 1}
 
 
 POINTWISE_SPACE = Space(
-    (Knob("threads", (64, 128, 256, 512, 1024)), Knob("vec", (1, 2, 4, 8))),
-    (Constraint("vector accesses of at most 16 bytes", lambda c, p, d: c["vec"] * _elem_bytes(p) <= 16),),
+    (Knob("threads", (64, 128, 256, 512, 1024)), Knob("vec", (1, 2, 4)), Knob("unroll", (1, 2, 4))),
+    (_VEC_OK,),
     _pw_default,
 )
 
@@ -47,7 +53,7 @@ POINTWISE_SPACE = Space(
 def _red_default(problem, device: DeviceInfo) -> dict:
     n = problem.get("N", 1024)
     threads = 1024 if n >= 8192 else (512 if n >= 2048 else (256 if n >= 512 else 128))
-    vec = max(1, 16 // _elem_bytes(problem))
+    vec = 4
     while vec > 1 and n % (vec * 32):
         vec //= 2
     return {"threads": threads, "vec": vec, "stage": True}
@@ -59,9 +65,8 @@ def _smem_ok(c, p, d) -> bool:
 
 
 REDUCTION_SPACE = Space(
-    (Knob("threads", (64, 128, 256, 512, 1024)), Knob("vec", (1, 2, 4, 8)), Knob("stage", (True, False))),
-    (Constraint("vector accesses of at most 16 bytes", lambda c, p, d: c["vec"] * _elem_bytes(p) <= 16),
-     Constraint("staged row fits shared memory", _smem_ok)),
+    (Knob("threads", (64, 128, 256, 512, 1024)), Knob("vec", (1, 2, 4)), Knob("stage", (True, False))),
+    (_VEC_OK, Constraint("staged row fits shared memory", _smem_ok)),
     _red_default,
 )
 
@@ -93,9 +98,11 @@ def _schedule_pointwise(sch, nest: Nest, cfg: dict) -> None:
     b = sch.get_sblock(nest.block_names[0])
     loops = sch.get_loops(b)
     flat = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    bx, tx, v = sch.split(flat, [None, cfg["threads"], cfg["vec"]])
+    # each unrolled step is one coalesced sweep of threads x vec elements
+    bx, u, tx, v = sch.split(flat, [None, cfg.get("unroll", 1), cfg["threads"], cfg["vec"]])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
+    sch.unroll(u)
     if cfg["vec"] > 1:
         sch.vectorize(v)
 
@@ -126,7 +133,9 @@ def _schedule_rows(sch, nest: Nest, cfg: dict) -> None:
         blk = sch.get_sblock(T.op.name)
         last = sch.get_loops(blk)[-1]
         if T in nest.reductions:
+            # a cross-thread reduction: every thread of the block holds the row's result
             _thread_loop(sch, last, threads)
+            sch.set_scope(blk, 0, "local")
         else:
             _thread_loop(sch, last, threads)
             sch.set_scope(blk, 0, "shared")
