@@ -113,12 +113,16 @@ def bench_ms(fn, args, warmup=10, reps=50) -> float:
 
 
 def _close(got, ref) -> float:
+    """Max error of ``got`` against the float32 reference ``ref``, relative to
+    the largest reference value of each output (bf16 results differ from an
+    elementwise-exact answer by their rounding, ~0.4% of their magnitude;
+    relative to each element, cancellation would make that unbounded)."""
     got = got if isinstance(got, tuple) else (got,)
     ref = ref if isinstance(ref, tuple) else (ref,)
     err = 0.0
     for g, r in zip(got, ref):
-        assert g.shape == r.shape and g.dtype == r.dtype, (g.shape, r.shape, g.dtype, r.dtype)
-        err = max(err, float(((g.float() - r.float()).abs() / (r.float().abs() + 1e-2)).max()))
+        assert g.shape == r.shape, (g.shape, r.shape)
+        err = max(err, float((g.float() - r.float()).abs().max() / r.float().abs().max()))
     return err
 
 
@@ -216,15 +220,16 @@ def main(argv=None) -> int:
             for i, pos in enumerate(_order):
                 b[pos] = xs[i]
             return _f(*b)
-        ref = eager(*ops)
+        ref = eager(*[o.float() for o in ops])  # float32 reference from the same bf16 inputs
+        res_eager = eager(*ops)
         nbytes = sum(x.numel() * x.element_size() for x in ops)
-        outs = ref if isinstance(ref, tuple) else (ref,)
+        outs = res_eager if isinstance(res_eager, tuple) else (res_eager,)
         nbytes += sum(o.numel() * o.element_size() for o in outs)
-        res = {"bytes": nbytes, "configs": {}}
+        res = {"bytes": nbytes, "configs": {}, "eager_err": _close(res_eager, ref)}
         timings = {"eager": bench_ms(eager, ops, reps=args.reps)}
         try:
             comp = torch.compile(eager)
-            _close(comp(*ops), ref)
+            res["torch.compile_err"] = _close(comp(*ops), ref)
             timings["torch.compile"] = bench_ms(comp, ops, reps=args.reps)
         except Exception as e:  # noqa: BLE001
             res["torch.compile_error"] = f"{type(e).__name__}: {e}"
@@ -240,9 +245,10 @@ def main(argv=None) -> int:
             k = kernels[n]
             err = _close(k(*ops), ref)
             ms = bench_ms(k, ops, reps=args.reps)
-            res["configs"][n] = {"ms": ms, "max_rel_err": err, "config": k.entry["config"], "ok": err < 2e-2}
-            if err >= 2e-2:
-                print(f"!! {n}: max relative error {err:.3g} against eager")
+            ok = err < 1e-2
+            res["configs"][n] = {"ms": ms, "max_err": err, "config": k.entry["config"], "ok": ok}
+            if not ok:
+                print(f"!! {n}: error {err:.3g} (max |out - ref| / max |ref|, float32 reference)")
             elif best is None or ms < res["configs"][best]["ms"]:
                 best = n
         default = names[0]
@@ -253,13 +259,18 @@ def main(argv=None) -> int:
         res["ms"] = timings
         res["TB/s"] = {k: nbytes / (v * 1e-3) / 1e12 for k, v in timings.items()}
         results["cases"][cname] = res
+        errs = {"eager": res["eager_err"], "torch.compile": res.get("torch.compile_err"),
+                "braze triton": res.get("braze_triton_err"), "tvm default": res["configs"][default]["max_err"],
+                "tvm best": res["configs"][best]["max_err"] if best else None}
         for peer, ms in timings.items():
-            rows.append((cname, peer, ms, nbytes / (ms * 1e-3) / 1e12, timings["eager"] / ms))
+            rows.append((cname, peer, ms, nbytes / (ms * 1e-3) / 1e12, timings["eager"] / ms, errs.get(peer)))
     print(f"\n{dev}, torch {torch.__version__}, kernels exported with TVM {manifest.get('tvm')} "
           f"for {manifest.get('arch')} (loading + NVRTC {load_s:.1f} s)")
-    print(f"{'group':<14}{'peer':<16}{'ms':>9}{'TB/s':>8}{'vs eager':>10}")
-    for cname, peer, ms, tbs, sp in rows:
-        print(f"{cname:<14}{peer:<16}{ms:>9.3f}{tbs:>8.2f}{sp:>9.2f}x")
+    print("err: max |out - float32 reference| / max |reference| (the reference runs the same ops in float32)")
+    print(f"{'group':<14}{'peer':<16}{'ms':>9}{'TB/s':>8}{'vs eager':>10}{'err':>10}")
+    for cname, peer, ms, tbs, sp, err in rows:
+        e = f"{err:.1e}" if err is not None else "-"
+        print(f"{cname:<14}{peer:<16}{ms:>9.3f}{tbs:>8.2f}{sp:>9.2f}x{e:>10}")
     out = args.json or os.path.join(os.environ.get("OUT", "."), "tvm_cuda.json")
     with open(out, "w") as f:
         json.dump(results, f, indent=1)

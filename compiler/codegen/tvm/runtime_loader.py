@@ -62,7 +62,7 @@ def compile_cuda(code: str, arch: Optional[str] = None) -> bytes:
         nvrtc = None
     if nvrtc is not None:
         err, prog = nvrtc.nvrtcCreateProgram(code.encode(), b"braze_kernel.cu", 0, [], [])
-        opts = [f"--gpu-architecture={arch}".encode(), b"-default-device", b"--std=c++17", b"-O3"]
+        opts = [f"--gpu-architecture={arch}".encode(), b"-default-device", b"--std=c++17"]
         opts += [f"-I{d}".encode() for d in _cuda_include_dirs()]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
