@@ -6,8 +6,8 @@ Two kinds of test:
   always; TVM kernels are asserted to have run exactly when the optimised
   graph holds fused groups (so these become kernel tests once the fusion
   pass lands);
-- the same models with a small greedy grouping appended to the pipeline
-  (a stand-in for the fusion pass, accepting what the TVM checker accepts),
+- the same models with ``greedy_fuse`` appended to the pipeline (a
+  stand-in for the fusion pass, accepting what the TVM checker accepts),
   so that TVM kernels run inside real programs now, through the generator
   registry, the launchers and the runtime plan.
 """
@@ -23,67 +23,13 @@ import braze  # noqa: E402
 from braze.compiler import driver, hf_models  # noqa: E402
 from braze.compiler.backend import make_backend  # noqa: E402
 from braze.compiler.codegen.tvm import kernel as tvm_kernel  # noqa: E402
-from braze.compiler.codegen.tvm.ops import GEMM, LAYOUT, POINTWISE, REDUCTION  # noqa: E402
+from braze.compiler.codegen.tvm.greedy import greedy_fuse  # noqa: E402
 from braze.compiler.codegen.tvm.support import supports  # noqa: E402
 from braze.config import Options  # noqa: E402
-from braze.ir import Graph, Node  # noqa: E402
-from braze.ir.fused import fuse_groups, subgraph_of  # noqa: E402
+from braze.ir.fused import subgraph_of  # noqa: E402
 from braze.passes import Pass  # noqa: E402
 
 FAMILIES = ["gpt2", "llama", "bert"]
-
-
-def _kind(members: list[Node]):
-    gemms = [n for n in members if n.op in GEMM]
-    if gemms:
-        return "gemm" if len(gemms) == 1 and members[0] is gemms[0] else None
-    return "reduction" if any(n.op in REDUCTION for n in members) else "pointwise"
-
-
-def _candidate(n: Node) -> bool:
-    return n.op in POINTWISE or n.op in REDUCTION or n.op in GEMM or n.op in ("reshape", "permute", "expand",
-                                                                               "slice", "select", "cat")
-
-
-def greedy_fuse(graph: Graph, options=None) -> Graph:
-    """Grow groups forward from each candidate node while the TVM checker
-    accepts them. Convex by construction: a node joins only if every operand
-    it reads from outside the group was produced before the group started."""
-    pos = {n: i for i, n in enumerate(graph.nodes)}
-    users = graph.users()
-    device = "cpu"
-    taken: set = set()
-    groups = []
-    for n in graph.nodes:
-        if n in taken or not _candidate(n) or n.op in LAYOUT:
-            continue
-        members, start = [n], pos[n]
-        grown = True
-        while grown:
-            grown = False
-            for m in list(members):
-                for u in users.get(m, []):
-                    if u in taken or u in members or not _candidate(u):
-                        continue
-                    if any(v.node not in members and pos[v.node] > start for v in u.inputs):
-                        continue
-                    trial = sorted(members + [u], key=pos.get)
-                    kind = _kind(trial)
-                    if kind is None:
-                        continue
-                    _, sub, _ = subgraph_of(graph, trial)
-                    if supports(kind, sub, device):
-                        members, grown = trial, True
-                        break
-                if grown:
-                    break
-        kind = _kind(members)
-        if kind and (len(members) > 1 or members[0].op in REDUCTION | GEMM):
-            _, sub, _ = subgraph_of(graph, members)
-            if supports(kind, sub, device):
-                groups.append((members, kind))
-                taken |= set(members)
-    return fuse_groups(graph, groups) if groups else graph
 
 
 def _run(model, family, inp):
