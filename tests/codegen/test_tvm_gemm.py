@@ -45,14 +45,16 @@ def test_symbolic_m_and_strided_a():
 
 
 def test_gemm_knobs_keep_results():
-    """Unpacked B, an mr that does not divide M, an nr that does not divide N, no parallel loop."""
+    """Unpacked B, an mr that does not divide M, an nr that does not divide N,
+    blocks of B panels and of rows, with and without a parallel loop."""
     g = group(lambda b, x, w, bias: b.call("addmm", bias, x, w), "gemm", [((19, 31), f32), ((31, 45), f32),
                                                                           ((45,), f32)])
     k = kernel_of(g)
     xs = [random_like(s, f32) for s in ((19, 31), (31, 45), (45,))]
     dev = device_info("cpu")
     prob = k.problem({})
-    for cfg in ({"mr": 4, "nr": 32, "pack": False, "kunroll": 1, "parallel": False},
-                {"mr": 8, "nr": 16, "pack": True, "kunroll": 8, "parallel": True}):
+    for cfg in ({"mr": 4, "nr": 32, "nb": 2, "mb": 0, "pack": False, "kunroll": 1, "parallel": False},
+                {"mr": 8, "nr": 16, "nb": 1, "mb": 24, "pack": True, "kunroll": 8, "parallel": True},
+                {"mr": 6, "nr": 16, "nb": 4, "mb": 48, "pack": True, "kunroll": 2, "parallel": True}):
         assert not k.space.violations(cfg, prob, dev), k.space.violations(cfg, prob, dev)
         check(g, inputs=xs, config=cfg, kernel=k, tol=GEMM_TOL)

@@ -82,10 +82,22 @@ REDUCTION_SPACE = Space(
 
 def _gemm_default(problem, device: DeviceInfo) -> dict:
     lanes = _lanes(problem)
-    M, N = problem.get("M", 64), problem.get("N", 64)
+    M, N, K = problem.get("M", 64), problem.get("N", 64), problem.get("K", 64)
     nr = 2 * lanes if N >= 2 * lanes else lanes
     mr = 6 if M >= 6 else (4 if M >= 4 else 1)
-    return {"mr": mr, "nr": nr, "pack": True, "kunroll": 4,
+    # B blocks of nb panels: at most ~512 KB packed (L2), at least two blocks per core
+    panels = max(1, -(-N // nr))
+    nb = 1
+    for c in (2, 4, 8, 16):
+        if panels // c >= 2 * device.cores and c * nr * K * 4 <= 512 * 1024:
+            nb = c
+    # A blocks of mb rows (a multiple of 24, so of every mr) of at most ~256 KB
+    mb = 0
+    if M > 96:
+        for c in (24, 48, 96, 192):
+            if c * K * 4 <= 256 * 1024 and c % mr == 0:
+                mb = c
+    return {"mr": mr, "nr": nr, "nb": nb, "mb": mb, "pack": True, "kunroll": 4,
             "parallel": device.cores > 1 and M * N >= 1 << 12}
 
 
@@ -95,10 +107,12 @@ def _regs_ok(c, p, d) -> bool:
 
 
 GEMM_SPACE = Space(
-    (Knob("mr", (1, 2, 4, 6, 8, 12)), Knob("nr", (8, 16, 32, 48, 64)), Knob("pack", (True, False)),
-     Knob("kunroll", (1, 2, 4, 8)), Knob("parallel", (False, True))),
+    (Knob("mr", (1, 2, 4, 6, 8, 12)), Knob("nr", (8, 16, 32, 48, 64)), Knob("nb", (1, 2, 4, 8, 16)),
+     Knob("mb", (0, 24, 48, 96, 192)), Knob("pack", (True, False)), Knob("kunroll", (1, 2, 4, 8)),
+     Knob("parallel", (False, True))),
     (Constraint("nr is a whole number of vectors", lambda c, p, d: c["nr"] % _lanes(p) == 0),
-     Constraint("accumulator tile fits the vector registers", _regs_ok)),
+     Constraint("accumulator tile fits the vector registers", _regs_ok),
+     Constraint("row blocks are whole row tiles", lambda c, p, d: c["mb"] % c["mr"] == 0)),
     _gemm_default,
 )
 
@@ -189,18 +203,26 @@ def _schedule_rows(sch, nest: Nest, cfg: dict) -> None:
 
 
 def _schedule_gemm(sch, nest: Nest, cfg: dict) -> None:
+    """GotoBLAS-like: ``jc`` blocks of ``nb`` B panels (parallel, packed once
+    per block) > ``ic`` blocks of ``mb`` rows > panels ``jr`` > row tiles
+    ``ir`` > the ``mr x nr`` register tile (k outermost, rows unrolled,
+    columns vectorised), then the epilogue of the tile."""
     g = nest.gemm
-    mr, nr = cfg["mr"], cfg["nr"]
+    mr, nr, nb, mb = cfg["mr"], cfg["nr"], cfg.get("nb", 1), cfg.get("mb", 0)
     b = _block(sch, nest.block_names[0])
     loops = sch.get_loops(b)
     batch = loops[:-2]
     i, j = loops[-2], loops[-1]
-    jo, ji = sch.split(j, [None, nr])
-    io, ii = sch.split(i, [None, mr])
-    sch.reorder(*batch, jo, io, ii, ji)
-    outer = sch.fuse(*batch, jo) if batch else jo
+    jc, jr, ji = sch.split(j, [None, nb, nr])
+    if mb:
+        ic, ir, ii = sch.split(i, [None, mb // mr, mr])
+        sch.reorder(*batch, jc, ic, jr, ir, ii, ji)
+    else:
+        ir, ii = sch.split(i, [None, mr])
+        sch.reorder(*batch, jc, jr, ir, ii, ji)
+    outer = sch.fuse(*batch, jc) if batch else jc
     C = _block(sch, g["C"].op.name)
-    sch.compute_at(C, io, preserve_unit_loops=True)
+    sch.compute_at(C, ir, preserve_unit_loops=True)
     if g["Bp"] is not None:
         P = _block(sch, g["Bp"].op.name)
         sch.compute_at(P, outer, preserve_unit_loops=True)
