@@ -92,3 +92,12 @@ def test_reduction_knobs_keep_results():
     for cfg in ({"vec": 4, "unroll": 2, "parallel": True, "stage": False},
                 {"vec": 32, "unroll": 1, "parallel": False, "stage": True}):
         check(g, inputs=xs, config=cfg, kernel=k, tol=(1e-4, 1e-5))
+
+
+def test_symbolic_row_length():
+    """The reduced dim itself symbolic: vector lanes over the whole vectors, then the tail."""
+    g = group(lambda b, x: [b.call("_softmax", x, -1, False), b.call("amax", x, [-1])], "reduction",
+              [((3, "s1"), f32)])
+    k = check(g, [(3, 37)])
+    check(g, [(3, 16)], kernel=k)
+    check(g, [(3, 5)], kernel=k)

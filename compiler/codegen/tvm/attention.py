@@ -169,6 +169,9 @@ def schedule_attention(low: Lowered, cfg: dict) -> tvm.IRModule:
     for T in nest.inter:
         if T.op.name.endswith("_lanes"):
             _vectorize_lanes(sch, sch.get_sblock(T.op.name))
+        elif T.op.name.endswith("_tail"):  # see schedule_cpu._schedule_rows
+            blk = sch.get_sblock(T.op.name)
+            sch.decompose_reduction(blk, sch.get_loops(blk)[-1])
     pr = sch.get_sblock("probs")
     _, pv_ = sch.split(sch.get_loops(pr)[-1], [None, vec])
     sch.vectorize(pv_)

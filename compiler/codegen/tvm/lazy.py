@@ -14,6 +14,7 @@ implementations in ``fastmath.py``).
 from __future__ import annotations
 
 import contextvars
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -243,6 +244,8 @@ def numel(dims: Sequence[Dim]):
 
 
 def same_numel(a: Sequence[Dim], b: Sequence[Dim]) -> bool:
+    if all(isinstance(d, int) for d in a) and all(isinstance(d, int) for d in b):
+        return math.prod(a) == math.prod(b)
     return sympy.simplify(numel(a) - numel(b)) == 0
 
 

@@ -193,6 +193,10 @@ def _schedule_rows(sch, nest: Nest, cfg: dict) -> None:
         blk = _block(sch, T.op.name)
         if T.op.name.endswith("_lanes"):
             _vectorize_lanes(sch, blk)
+        elif T.op.name.endswith("_tail"):
+            # NOTE: the tail loop is empty when N is a multiple of the lanes;
+            # an init left inside it would never run
+            sch.decompose_reduction(blk, sch.get_loops(blk)[-1])
         elif T not in nest.reductions:
             _vectorize_last(sch, blk, vec)
     if inner is not None:
