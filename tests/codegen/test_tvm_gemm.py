@@ -45,16 +45,36 @@ def test_symbolic_m_and_strided_a():
 
 
 def test_gemm_knobs_keep_results():
-    """Unpacked B, an mr that does not divide M, an nr that does not divide N,
-    blocks of B panels and of rows, with and without a parallel loop."""
+    """Both layouts: vectors along N (packed or not) and dot products along K;
+    tiles that do not divide M, N or K; blocks of columns and of rows; with and
+    without a parallel loop."""
     g = group(lambda b, x, w, bias: b.call("addmm", bias, x, w), "gemm", [((19, 31), f32), ((31, 45), f32),
                                                                           ((45,), f32)])
     k = kernel_of(g)
     xs = [random_like(s, f32) for s in ((19, 31), (31, 45), (45,))]
     dev = device_info("cpu")
     prob = k.problem({})
-    for cfg in ({"mr": 4, "nr": 32, "nb": 2, "mb": 0, "pack": False, "kunroll": 1, "parallel": False},
-                {"mr": 8, "nr": 16, "nb": 1, "mb": 24, "pack": True, "kunroll": 8, "parallel": True},
-                {"mr": 6, "nr": 16, "nb": 4, "mb": 48, "pack": True, "kunroll": 2, "parallel": True}):
+    base = {"tm": 4, "tn": 4, "nb": 1, "mb": 0, "kunroll": 1}
+    for cfg in (dict(base, layout="nn", mr=4, nr=32, nb=2, pack=False, parallel=False),
+                dict(base, layout="nn", mr=8, nr=16, mb=24, pack=True, kunroll=8, parallel=True),
+                dict(base, layout="nt", mr=6, nr=16, tm=3, tn=2, pack=True, kunroll=2, parallel=True),
+                dict(base, layout="nt", mr=6, nr=32, tm=2, tn=8, nb=2, mb=24, pack=False, parallel=False)):
         assert not k.space.violations(cfg, prob, dev), k.space.violations(cfg, prob, dev)
         check(g, inputs=xs, config=cfg, kernel=k, tol=GEMM_TOL)
+
+
+def test_nt_layout_chosen_for_linear_weights():
+    """``layout="auto"``: dot products along K when B is K-contiguous (nn.Linear's
+    weight, or a transposed view passed in), vectors along N otherwise."""
+    from braze.compiler.codegen.tvm.lower import LowerOptions, lower_group
+
+    lin = group(lambda b, x, w: b.call("mm", x, b.call("permute", w, (1, 0))), "gemm",
+                [((8, 16), f32), ((24, 16), f32)])
+    conv = group(lambda b, x, w: b.call("mm", x, w), "gemm", [((8, 16), f32), ((16, 24), f32)])
+    layout = [lower_group(g.sub, "gemm", LowerOptions(gemm_layout="auto", mr=4, nr=16)).nests[0].gemm["layout"]
+              for g in (lin, conv)]
+    assert layout == ["nt", "nn"]
+    view = lower_group(conv.sub, "gemm", LowerOptions(gemm_layout="auto", mr=4, nr=16,
+                                                      strided=frozenset({(1, (0,))})))
+    assert view.nests[0].gemm["layout"] == "nt"
+    check(conv, inputs=[torch.randn(8, 16), torch.randn(24, 16).t()], tol=GEMM_TOL)

@@ -32,7 +32,7 @@ def test_plain_loop_tuning_of_a_gemm_kernel():
     prob = k.problem({})
     default = k.space.default_config(prob, dev)
     lanes = 16 if default["nr"] % 16 == 0 else 8
-    tried = [default, dict(default, nb=1, mb=0),
+    tried = [default, dict(default, nb=1, mb=0), dict(default, layout="nn"), dict(default, layout="nt"),
              dict(default, mr=1, nr=lanes, kunroll=1),     # the smallest register tile
              dict(default, pack=not default["pack"]),
              dict(default, mr=4, nr=2 * lanes)]

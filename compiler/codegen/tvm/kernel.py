@@ -135,6 +135,9 @@ class TVMKernel:
             nr=int(config.get("nr", 1)) if self.kind == "gemm" and not cuda else 1,
             pack=bool(config.get("pack", False)) if self.kind == "gemm" and not cuda else False,
             lanes=int(config.get("vec", 1)) if self.kind == "reduction" and not cuda else 1,
+            gemm_layout=str(config.get("layout", "nn")) if self.kind == "gemm" and not cuda else "nn",
+            tm=int(config.get("tm", 4)),
+            k_lanes=_k_lanes(self.input_types),
         )
         return lower_group(self.sub, self.kind, opts)
 
@@ -234,6 +237,14 @@ class Runner:
         strides = [xs[pos].stride(d) for pos, d in low.stride_params]
         if outs[0].numel():
             fn(*args, *outs, *syms, *strides)
+
+
+def _k_lanes(types) -> int:
+    """Vector lanes of the float32 (or float64) accumulation on this CPU."""
+    from braze.compiler.codegen.tvm.schedule_cpu import vector_bytes
+
+    wide = any(t.dtype == torch.float64 for t in types)
+    return max(2, vector_bytes() // (8 if wide else 4))
 
 
 def _all_symbols(sub: Graph) -> set:

@@ -35,7 +35,10 @@ def reshape(ctx: Ctx, x: Lazy, dims: tuple) -> Lazy:
     def fn(idx):
         return x(reshape_index(idx, src_dims, dims, src_shape, out_shape, ctx.index_dtype))
 
-    return Lazy(out_shape, x.dtype, fn, tuple(dims), reshape_of=x)
+    unit = None
+    if x.unit is not None and x.unit == x.rank - 1 and dims and str(dims[-1]) == str(x.dims[-1]):
+        unit = len(dims) - 1  # the innermost dim is kept whole
+    return Lazy(out_shape, x.dtype, fn, tuple(dims), reshape_of=x, unit=unit)
 
 
 def permute(ctx: Ctx, x: Lazy, perm: Sequence[int]) -> Lazy:
@@ -47,7 +50,8 @@ def permute(ctx: Ctx, x: Lazy, perm: Sequence[int]) -> Lazy:
     def fn(idx):
         return x([idx[inv[p]] for p in range(len(perm))])
 
-    return Lazy(tuple(x.shape[p] for p in perm), x.dtype, fn, tuple(x.dims[p] for p in perm))
+    unit = perm.index(x.unit) if x.unit is not None else None
+    return Lazy(tuple(x.shape[p] for p in perm), x.dtype, fn, tuple(x.dims[p] for p in perm), unit=unit)
 
 
 def expand(ctx: Ctx, x: Lazy, dims: tuple) -> Lazy:
@@ -61,7 +65,8 @@ def expand(ctx: Ctx, x: Lazy, dims: tuple) -> Lazy:
                 sub[k] = tirx.const(0, dt(sub[k]))
         return x(sub)
 
-    return Lazy(ctx.shape(dims), x.dtype, fn, tuple(dims))
+    unit = x.unit + (R - r) if x.unit is not None and not bcast[x.unit] else None
+    return Lazy(ctx.shape(dims), x.dtype, fn, tuple(dims), unit=unit)
 
 
 def _offset(ctx: Ctx, v, size) -> "tirx.PrimExpr":
@@ -89,7 +94,8 @@ def slice_(ctx: Ctx, x: Lazy, dim: int, start, step: int, out_dims: tuple) -> La
         idx[dim] = i + off if not (isinstance(off, tirx.IntImm) and off.value == 0) else i
         return x(idx)
 
-    return Lazy(ctx.shape(out_dims), x.dtype, fn, tuple(out_dims))
+    unit = x.unit if x.unit is not None and (dim != x.unit or step == 1) else None
+    return Lazy(ctx.shape(out_dims), x.dtype, fn, tuple(out_dims), unit=unit)
 
 
 def select(ctx: Ctx, x: Lazy, dim: int, index, out_dims: tuple) -> Lazy:
@@ -100,7 +106,8 @@ def select(ctx: Ctx, x: Lazy, dim: int, index, out_dims: tuple) -> Lazy:
         idx = list(idx)
         return x(idx[:dim] + [off] + idx[dim:])
 
-    return Lazy(ctx.shape(out_dims), x.dtype, fn, tuple(out_dims))
+    unit = None if x.unit is None or x.unit == dim else (x.unit - 1 if x.unit > dim else x.unit)
+    return Lazy(ctx.shape(out_dims), x.dtype, fn, tuple(out_dims), unit=unit)
 
 
 def cat(ctx: Ctx, xs: Sequence[Lazy], dim: int, out_dims: tuple, out_dtype) -> Lazy:

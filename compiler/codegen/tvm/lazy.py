@@ -40,6 +40,7 @@ class Lazy:
     fn: Callable[[Sequence[PrimExpr]], PrimExpr]
     dims: tuple = ()  # the braze dims (int | Sym) of ``shape``, for reshape grouping
     reshape_of: Optional["Lazy"] = None  # set when this value is a reshape of that one (composed, not chained)
+    unit: Optional[int] = None  # for views of an operand: the dim whose elements are adjacent in memory
 
     def __call__(self, idx: Sequence[PrimExpr]) -> PrimExpr:
         return self.fn(tuple(idx))

@@ -33,8 +33,9 @@ from braze.compiler.codegen.tvm import layout as L
 from braze.compiler.codegen.tvm.fastmath import Math, let
 from braze.compiler.codegen.tvm.lazy import (Ctx, Lazy, LoweringError, convert, load, reshape_index, same_numel,
                                              storage_dtype, store, widen)
-from braze.compiler.codegen.tvm.ops import GEMM, LAYOUT, POINTWISE, REDUCTION, compute_dtype
-from braze.compiler.codegen.tvm.pointwise import broadcast_reader, lower_pointwise
+from braze.compiler.codegen.tvm.ops import GEMM, LAYOUT, POINTWISE, REDUCTION
+from braze.compiler.codegen.tvm.lower_gemm import GemmLowering
+from braze.compiler.codegen.tvm.pointwise import lower_pointwise
 from braze.ir import Graph, Node, Value
 from braze.ir.graph import map_values
 
@@ -51,6 +52,9 @@ class LowerOptions:
     nr: int = 1                        # GEMM: pad N to a multiple of nr (and pack B in nr-wide panels)
     pack: bool = False                 # GEMM: pack B into [N/nr, K, nr] panels
     lanes: int = 1                     # reductions: partial results per row (vector lanes), see _reduce_last
+    gemm_layout: str = "nn"            # GEMM: "nn" (vectors along N), "nt" (dot products along K), "auto"
+    tm: int = 4                        # GEMM "nt": rows of the register tile
+    k_lanes: int = 16                  # GEMM "nt": vector lanes along K
 
 
 @dataclass
@@ -161,6 +165,7 @@ def make_inputs(ctx: Ctx, types: Sequence, strided: frozenset):
     phs, lazies, params, svars = [], [], [], []
     unit = {pos: set(dims) for pos, dims in strided}
     for pos, t in enumerate(types):
+        inner = t.rank - 1 if t.rank else None
         shape = ctx.shape(t.shape)
         if pos in unit and t.rank > 0:
             span = te.var(f"span{pos}", ctx.index_dtype)
@@ -180,15 +185,16 @@ def make_inputs(ctx: Ctx, types: Sequence, strided: frozenset):
                 for i, s in zip(idx[1:], strides[1:]):
                     off = off + i * s
                 return widen(ph(off), dtype)
+            inner = max(unit[pos]) if unit[pos] else None
         else:
             ph = te.placeholder(shape, storage_dtype(t.dtype, ctx.target_kind), name=f"in{pos}")
             fn = load(ph, t.dtype)
         phs.append(ph)
-        lazies.append(Lazy(shape, t.dtype, fn, tuple(t.shape)))
+        lazies.append(Lazy(shape, t.dtype, fn, tuple(t.shape), unit=inner))
     return phs, lazies, params, svars
 
 
-class GroupLowering:
+class GroupLowering(GemmLowering):
     """Lowers one fused subgraph (see module doc)."""
 
     def __init__(self, sub: Graph, kind: str, opts: LowerOptions):
@@ -358,80 +364,6 @@ class GroupLowering:
                                  lambda idx: convert(S1(*rows(idx)) / nf, x.dtype, t1.dtype), tuple(t1.shape)))
             return outs
         raise LoweringError(f"no TVM lowering for reduction {op}")
-
-    # --- GEMM -----------------------------------------------------------------
-    def _gemm(self, n: Node, args: list, kw: dict, nest: Nest) -> Lazy:
-        ctx, o = self.ctx, self.opts
-        if n.op == "addmm":
-            bias, a, b = args[0], args[1], args[2]
-            beta = kw.get("beta", args[3] if len(args) > 3 else 1)
-            alpha = kw.get("alpha", args[4] if len(args) > 4 else 1)
-        else:
-            bias, a, b = None, args[0], args[1]
-            beta = alpha = 1
-        t = n.types[0]
-        batch = a.rank - 2
-        M, K = a.shape[-2], a.shape[-1]
-        N = b.shape[-1]
-        cdt = torch.float64 if t.dtype == torch.float64 else torch.float32
-        cd = compute_dtype(cdt)
-        mr, nr = max(1, o.mr), max(1, o.nr)
-        zero_i = ctx.idx(0)
-
-        def static(e):
-            return int(e.value) if isinstance(e, tirx.IntImm) else None
-
-        n_even = static(N) is not None and static(N) % nr == 0
-        m_even = static(M) is not None and static(M) % mr == 0
-        NP = tirx.floordiv(N + ctx.idx(nr - 1), ctx.idx(nr))
-        Mp = tirx.floordiv(M + ctx.idx(mr - 1), ctx.idx(mr)) * ctx.idx(mr) if not m_even else M
-        k = te.reduce_axis((zero_i, K), name="k")
-
-        def A(bi, i, kk):
-            i = i if m_even else tirx.min(i, M - ctx.idx(1))
-            return convert(a(list(bi) + [i, kk]), a.dtype, cdt)
-
-        def B(bi, kk, j):
-            return convert(b(list(bi) + [kk, j]), b.dtype, cdt)
-
-        Bp = None
-        if o.pack:
-            def pack(*ix):
-                bi, jo, kk, ji = ix[:batch], ix[batch], ix[batch + 1], ix[batch + 2]
-                j = jo * ctx.idx(nr) + ji
-                if n_even:
-                    return B(bi, kk, j)
-                # NOTE: the load is bound outside the Select so that its clamp is kept (see layout.cat)
-                return let(B(bi, kk, tirx.min(j, N - ctx.idx(1))), lambda bv: tirx.Select(j < N, bv,
-                                                                                       tirx.const(0.0, cd)), "bv")
-            Bp = te.compute(tuple(a.shape[:batch]) + (NP, K, ctx.idx(nr)), pack, name="packB")
-
-            def C_body(*ix):
-                bi, i, j = ix[:batch], ix[batch], ix[batch + 1]
-                jo, ji = tirx.floordiv(j, ctx.idx(nr)), tirx.floormod(j, ctx.idx(nr))
-                return te.sum(A(bi, i, k) * Bp(*bi, jo, k, ji), axis=k)
-            C = te.compute(tuple(a.shape[:batch]) + (Mp, NP * ctx.idx(nr)), C_body, name="gemm")
-        else:
-            def C_body(*ix):
-                bi, i, j = ix[:batch], ix[batch], ix[batch + 1]
-                return te.sum(A(bi, i, k) * B(bi, k, j), axis=k)
-            C = te.compute(tuple(a.shape[:batch]) + (M if o.mr <= 1 else Mp, N), C_body, name="gemm")
-        nest.gemm = {"C": C, "Bp": Bp, "batch": batch, "M": M, "N": N, "K": K}
-        bias_rd = broadcast_reader(bias, t.shape) if isinstance(bias, Lazy) else None
-
-        def fn(idx):
-            v = C(*idx)
-            if alpha != 1:
-                v = v * tirx.const(float(alpha), cd)
-            if bias_rd is not None:
-                bv = convert(bias_rd(idx), bias.dtype, cdt)
-                if beta != 1:
-                    bv = bv * tirx.const(float(beta), cd)
-                v = v + bv if beta != 0 else v
-            return convert(v, cdt, t.dtype) if t.dtype == torch.float64 else v
-
-        lz_dtype = t.dtype
-        return Lazy(ctx.shape(t.shape), lz_dtype, fn, tuple(t.shape))
 
     # --- nests and outputs -----------------------------------------------------------
     def _anchor(self, nest: Nest, domain: tuple, items: list[tuple[int, Lazy]], name: str) -> list[OutSpec]:

@@ -97,22 +97,25 @@ def _gemm_default(problem, device: DeviceInfo) -> dict:
         for c in (24, 48, 96, 192):
             if c * K * 4 <= 256 * 1024 and c % mr == 0:
                 mb = c
-    return {"mr": mr, "nr": nr, "nb": nb, "mb": mb, "pack": True, "kunroll": 4,
-            "parallel": device.cores > 1 and M * N >= 1 << 12}
+    return {"layout": "auto", "mr": mr, "nr": nr, "tm": 4, "tn": 4, "nb": nb, "mb": mb, "pack": True,
+            "kunroll": 4, "parallel": device.cores > 1 and M * N >= 1 << 12}
 
 
 def _regs_ok(c, p, d) -> bool:
     lanes = _lanes(p)
-    return c["nr"] % lanes == 0 and c["mr"] * (c["nr"] // lanes) + c["nr"] // lanes + 1 <= 32
+    nn = c["nr"] % lanes == 0 and c["mr"] * (c["nr"] // lanes) + c["nr"] // lanes + 1 <= 32
+    nt = c["tm"] * c["tn"] + c["tm"] + c["tn"] <= 32 and c["nr"] % c["tn"] == 0
+    return nn and (nt or c["layout"] == "nn")
 
 
 GEMM_SPACE = Space(
-    (Knob("mr", (1, 2, 4, 6, 8, 12)), Knob("nr", (8, 16, 32, 48, 64)), Knob("nb", (1, 2, 4, 8, 16)),
+    (Knob("layout", ("auto", "nn", "nt")), Knob("mr", (1, 2, 4, 6, 8, 12)), Knob("nr", (8, 16, 32, 48, 64)),
+     Knob("tm", (1, 2, 3, 4, 6)), Knob("tn", (1, 2, 4, 8)), Knob("nb", (1, 2, 4, 8, 16)),
      Knob("mb", (0, 24, 48, 96, 192)), Knob("pack", (True, False)), Knob("kunroll", (1, 2, 4, 8)),
      Knob("parallel", (False, True))),
     (Constraint("nr is a whole number of vectors", lambda c, p, d: c["nr"] % _lanes(p) == 0),
      Constraint("accumulator tile fits the vector registers", _regs_ok),
-     Constraint("row blocks are whole row tiles", lambda c, p, d: c["mb"] % c["mr"] == 0)),
+     Constraint("row blocks are whole row tiles", lambda c, p, d: c["mb"] % c["mr"] == 0 and c["mb"] % c["tm"] == 0)),
     _gemm_default,
 )
 
@@ -206,6 +209,65 @@ def _schedule_rows(sch, nest: Nest, cfg: dict) -> None:
         sch.vectorize(parts[-1])
 
 
+def _schedule_gemm_nt(sch, nest: Nest, cfg: dict) -> None:
+    """Dot products along K (see ``lower._gemm_nt``): ``jc`` blocks of ``nb``
+    column tiles (parallel) > ``ic`` blocks of ``mb`` rows > tiles of ``tm``
+    rows x ``nr`` columns, the output tile; inside it, for each ``tn``
+    columns, the ``tm x tn`` vectors of partial sums live in registers over
+    K, then are summed across lanes; the epilogue writes the tile."""
+    g = nest.gemm
+    tm, nr, tn, nb, mb = cfg["tm"], cfg["nr"], cfg["tn"], cfg.get("nb", 1), cfg.get("mb", 0)
+    b = _block(sch, nest.block_names[0])
+    loops = sch.get_loops(b)
+    batch, i, j = loops[:-2], loops[-2], loops[-1]
+    jc, jr, ji = sch.split(j, [None, nb, nr])
+    if mb:
+        ic, ir, ii = sch.split(i, [None, mb // tm, tm])
+        sch.reorder(*batch, jc, ic, jr, ir, ii, ji)
+    else:
+        ir, ii = sch.split(i, [None, tm])
+        sch.reorder(*batch, jc, jr, ir, ii, ji)
+    outer = sch.fuse(*batch, jc) if batch else jc
+    C = _block(sch, g["C"].op.name)
+    sch.compute_at(C, ir, preserve_unit_loops=True)
+    parts = g["parts"]
+    even = len(parts) == 1
+    cl = sch.get_loops(C)
+    if even:  # C sums the lanes itself
+        ci, cj, ckl = cl[-3], cl[-2], cl[-1]
+        jg, jt = sch.split(cj, [None, tn])
+        sch.reorder(jg, ci, jt, ckl)
+    else:
+        ci, cj = cl[-2], cl[-1]
+        jg, jt = sch.split(cj, [None, tn])
+        sch.reorder(jg, ci, jt)
+        for T in reversed(parts[1:]):
+            sch.compute_at(_block(sch, T.op.name), jg, preserve_unit_loops=True)
+    P = _block(sch, parts[0].op.name)
+    sch.compute_at(P, jg, preserve_unit_loops=True)
+    if cfg["parallel"]:
+        sch.parallel(outer)  # before decompose_reduction (see _schedule_rows)
+    pl = sch.get_loops(P)
+    pi, pj, pv, pk = pl[-4], pl[-3], pl[-2], pl[-1]
+    ku = cfg["kunroll"]
+    if ku > 1:
+        ko, kin = sch.split(pk, [None, ku])
+        sch.reorder(ko, kin, pi, pj, pv)
+        sch.unroll(kin)
+    else:
+        ko = pk
+        sch.reorder(pk, pi, pj, pv)
+    sch.unroll(pi)
+    sch.unroll(pj)
+    sch.vectorize(pv)
+    init = sch.decompose_reduction(P, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    if not even:
+        T = _block(sch, parts[2].op.name)
+        sch.decompose_reduction(T, sch.get_loops(T)[-1])  # the K tail may be empty
+    sch.vectorize(ji)
+
+
 def _schedule_gemm(sch, nest: Nest, cfg: dict) -> None:
     """GotoBLAS-like: ``jc`` blocks of ``nb`` B panels (parallel, packed once
     per block) > ``ic`` blocks of ``mb`` rows > panels ``jr`` > row tiles
@@ -262,5 +324,8 @@ def schedule(lowered: Lowered, cfg: dict[str, Any]) -> tvm.IRModule:
         elif nest.role in ("rows", "reduced"):
             _schedule_rows(sch, nest, cfg)
         elif nest.role == "gemm":
-            _schedule_gemm(sch, nest, cfg)
+            if nest.gemm.get("layout") == "nt":
+                _schedule_gemm_nt(sch, nest, cfg)
+            else:
+                _schedule_gemm(sch, nest, cfg)
     return sch.mod
