@@ -82,3 +82,15 @@ def test_declines_slopes_and_gpu():
     assert supports_attention(n, "cpu") is not None
     n2 = attention_node(rnd(1, 2, 4, 8), rnd(1, 2, 4, 8), rnd(1, 2, 4, 8), scale=1.0)
     assert supports_attention(n2, "cuda") is not None
+
+
+def test_reference_fallback_runs_the_op():
+    """What runs if TVM cannot build a config (or operands are empty): the op's own semantics."""
+    from braze.compiler.codegen.tvm.attention import TVMAttentionKernel
+
+    q, k, v = rnd(1, 2, 5, 8), rnd(1, 2, 5, 8), rnd(1, 2, 5, 8)
+    mask = torch.rand(1, 1, 5, 5) > 0.3
+    node = attention_node(q, k, v, mask, scale=0.3, causal="top_left", mask_kind="bool")
+    got = TVMAttentionKernel(node)._reference()(q, k, v, mask)
+    ref = attention_reference(q, k, v, mask, scale=0.3, causal="top_left", mask_kind="bool")
+    torch.testing.assert_close(got, ref)

@@ -228,5 +228,15 @@ class TVMAttentionKernel(TVMKernel):
     def lowered(self, config: Config, strided: frozenset = frozenset()):
         return lower_attention(self.node, strided, int(config["bq"]), int(config["vec"]))
 
+    def _reference(self):
+        from braze.ir.attention import attention_reference
+
+        kw = {k: v for k, v in self.node.kw.items() if k not in ("mask", "slopes")}
+        has_mask = attention_args(self.node)[3] is not None
+
+        def run(q, k, v, *rest):
+            return attention_reference(q, k, v, rest[0] if has_mask else None, **kw)
+        return run
+
     def schedule_module(self, low, config: Config):
         return schedule_attention(low, config)
