@@ -97,7 +97,7 @@ def _gemm_default(problem, device: DeviceInfo) -> dict:
         for c in (24, 48, 96, 192):
             if c * K * 4 <= 256 * 1024 and c % mr == 0:
                 mb = c
-    return {"layout": "auto", "mr": mr, "nr": nr, "tm": 4, "tn": 4, "nb": nb, "mb": mb, "pack": True,
+    return {"layout": "nn", "mr": mr, "nr": nr, "tm": 3, "tn": 4, "nb": nb, "mb": mb, "pack": True,
             "kunroll": 4, "parallel": device.cores > 1 and M * N >= 1 << 12}
 
 
