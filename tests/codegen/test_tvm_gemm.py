@@ -54,7 +54,7 @@ def test_gemm_knobs_keep_results():
     xs = [random_like(s, f32) for s in ((19, 31), (31, 45), (45,))]
     dev = device_info("cpu")
     prob = k.problem({})
-    base = {"tm": 4, "tn": 4, "nb": 1, "mb": 0, "kunroll": 1}
+    base = {"tm": 4, "tn": 4, "nb": 1, "mb": 0, "kunroll": 1, "prepack": False}
     for cfg in (dict(base, layout="nn", mr=4, nr=32, nb=2, pack=False, parallel=False),
                 dict(base, layout="nn", mr=8, nr=16, mb=24, pack=True, kunroll=8, parallel=True),
                 dict(base, layout="nt", mr=6, nr=16, tm=3, tn=2, pack=True, kunroll=2, parallel=True),
@@ -78,3 +78,34 @@ def test_nt_layout_chosen_for_linear_weights():
                                                       strided=frozenset({(1, (0,))})))
     assert view.nests[0].gemm["layout"] == "nt"
     check(conv, inputs=[torch.randn(8, 16), torch.randn(24, 16).t()], tol=GEMM_TOL)
+
+
+def test_prepacked_constant_weight_is_packed_once_and_follows_changes():
+    """A GEMM whose B is a graph constant is packed by its own function on first
+    use and reused; an in-place change of the weight (new version) repacks."""
+    from braze.compiler.codegen.tvm.kernel import TVMKernel
+
+    g = group(lambda b, x, w: b.call("gelu", b.call("mm", x, b.call("permute", w, (1, 0)))), "gemm",
+              [((21, 40), f32), ((37, 40), f32)])
+    wpos = [v.node.name for v in g.node.args].index("x1")  # operands are in first-use order
+    k = TVMKernel(g.node, "gemm", "cpu", const_operands=frozenset({wpos}))
+    prob = k.problem({})
+    assert prob["b_const"] == 1
+    cfg = k.space.default_config(prob, device_info("cpu"))
+    assert cfg["prepack"]
+    fn = k.compile(cfg)
+    assert fn.prepack == wpos
+
+    def call(x, w):
+        return fn(*([w, x] if wpos == 0 else [x, w]))
+    x, w = torch.randn(21, 40), torch.randn(37, 40)
+    ref = torch.nn.functional.gelu(x @ w.t())
+    torch.testing.assert_close(call(x, w), ref, rtol=1e-4, atol=1e-4)
+    packed = fn._packed
+    assert call(torch.randn(21, 40), w).shape == ref.shape
+    assert fn._packed is packed                        # same weight: not packed again
+    w.mul_(-1.0)                                       # in place: a new version
+    torch.testing.assert_close(call(x, w), torch.nn.functional.gelu(x @ w.t()), rtol=1e-4, atol=1e-4)
+    assert fn._packed is not packed
+    xt = torch.randn(40, 21).t()                       # a strided A with the packed weight
+    torch.testing.assert_close(call(xt, w), torch.nn.functional.gelu(xt @ w.t()), rtol=1e-4, atol=1e-4)

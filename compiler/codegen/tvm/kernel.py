@@ -57,6 +57,7 @@ class TVMKernel:
     name: str = ""
     backend: str = "tvm"
     space: Space = None
+    const_operands: frozenset = frozenset()  # operand positions that are graph constants (weights)
     _sources: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -88,9 +89,12 @@ class TVMKernel:
         g = [n for n in sub.nodes if n.op in GEMM][0]
         a = (g.args[1] if g.op == "addmm" else g.args[0]).type
         b = (g.args[2] if g.op == "addmm" else g.args[1]).type
+        from braze.compiler.codegen.tvm.lower import prepack_operand
+
         return {"batch": _bucket(a.shape[0], env) if a.rank == 3 else 1, "M": _bucket(a.shape[-2], env),
                 "N": _bucket(b.shape[-1], env), "K": _bucket(a.shape[-1], env),
-                "dtype": DTYPE_NAMES.get(a.dtype, str(a.dtype))}
+                "dtype": DTYPE_NAMES.get(a.dtype, str(a.dtype)),
+                "b_const": int(prepack_operand(sub) in self.const_operands)}
 
     @property
     def source(self) -> str:
@@ -134,6 +138,8 @@ class TVMKernel:
             mr=int(config.get("mr", 1)) if self.kind == "gemm" and not cuda else 1,
             nr=int(config.get("nr", 1)) if self.kind == "gemm" and not cuda else 1,
             pack=bool(config.get("pack", False)) if self.kind == "gemm" and not cuda else False,
+            prepack=bool(config.get("prepack", False)) and self.kind == "gemm" and not cuda and bool(
+                self.const_operands),
             lanes=int(config.get("vec", 1)) if self.kind == "reduction" and not cuda else 1,
             gemm_layout=str(config.get("layout", "nn")) if self.kind == "gemm" and not cuda else "nn",
             tm=int(config.get("tm", 4)),
@@ -159,6 +165,10 @@ class TVMKernel:
         mod = self.schedule_module(low, config)
         target = B.cuda_target(_cuda_arch()) if self.device_kind == "cuda" else B.cpu_target()
         rt = B.build(mod, target)
+        if low.pack_func is not None:
+            from braze.compiler.codegen.tvm.schedule_cpu import schedule_pack
+
+            self._pack_fn = B.build(schedule_pack(low.pack_func, bool(config.get("parallel", True))), target)["main"]
         return low, rt["main"]
 
 
@@ -174,6 +184,13 @@ class Runner:
         self.variants[frozenset()] = (low, fn)
         self.fn = fn
         self.outputs = low.outputs
+        # NOTE: a prepacked B (a graph constant) is packed on first use and kept
+        # while the operand is the same tensor at the same version
+        self.prepack = low.prepack_pos
+        self._pack_fn = getattr(kernel, "_pack_fn", None) if self.prepack is not None else None
+        self._packed, self._packed_key = None, None
+        self._pack_shape, self._pack_dtype = low.pack_shape, torch.float64 if any(
+            t.dtype == torch.float64 for t in kernel.input_types) else torch.float32
         self.sym_names = low.sym_names
         self.static = not low.sym_names
         self.n_out = len(self.outputs)
@@ -215,12 +232,23 @@ class Runner:
             key = frozenset((i, tuple(d for d in range(xs[i].dim()) if xs[i].stride(d) == 1)) for i in strided)
             self._call_strided(xs, outs, syms, key)
         elif outs[0].numel():
+            if self.prepack is not None:
+                xs = list(xs)
+                xs[self.prepack] = self._packed_operand(xs[self.prepack])
             self.fn(*xs, *outs, *syms)
         res = [o if v is None else o.view(v) for o, v in zip(outs, views)]
         for i, b in enumerate(self._bits_out):
             if b:
                 res[i] = res[i].view(torch.bfloat16)
         return res[0] if self.single else tuple(res)
+
+    def _packed_operand(self, x):
+        key = (x.data_ptr(), x._version, tuple(x.shape), x.dtype)
+        if key != self._packed_key:
+            packed = torch.empty(self._pack_shape, dtype=self._pack_dtype, device=x.device)
+            self._pack_fn(x, packed)
+            self._packed, self._packed_key = packed, key
+        return self._packed
 
     def _empty(self, xs):
         """Empty operands (symbolic sizes of 0) run through the reference ops."""
@@ -244,6 +272,8 @@ class Runner:
             else:
                 args.append(x)
         strides = [xs[pos].stride(d) for pos, d in low.stride_params]
+        if low.prepack_pos is not None:  # the weight is contiguous here: it goes packed as in the main variant
+            args[low.prepack_pos] = self._packed_operand(xs[low.prepack_pos])
         if outs[0].numel():
             fn(*args, *outs, *syms, *strides)
 
@@ -302,7 +332,8 @@ def generate(node: Node, graph: Graph, options, device: DeviceInfo) -> list:
         if reason is not None:
             log.debug("tvm declines %s: %s", node.name, reason)
             return []
-        return [TVMKernel(node, kind, device.kind)]
+        consts = frozenset(i for i, v in enumerate(node.inputs) if v.node.op == "constant")
+        return [TVMKernel(node, kind, device.kind, const_operands=consts)]
     if node.op == "attention":
         if supports_attention(node, device.kind) is None:
             from braze.compiler.codegen.tvm.attention import TVMAttentionKernel

@@ -52,6 +52,7 @@ class LowerOptions:
     nr: int = 1                        # GEMM: pad N to a multiple of nr (and pack B in nr-wide panels)
     pack: bool = False                 # GEMM: pack B into [N/nr, K, nr] panels
     lanes: int = 1                     # reductions: partial results per row (vector lanes), see _reduce_last
+    prepack: bool = False              # GEMM "nn": B (a constant) is packed by a separate function, once
     gemm_layout: str = "nn"            # GEMM: "nn" (vectors along N), "nt" (dot products along K), "auto"
     tm: int = 4                        # GEMM "nt": rows of the register tile
     k_lanes: int = 16                  # GEMM "nt": vector lanes along K
@@ -93,6 +94,10 @@ class Lowered:
     sym_names: list[str]          # scalar params, in order
     stride_params: list           # (operand position, dim) per stride scalar param, in order
     opts: LowerOptions
+    pack_func: Optional["tirx.PrimFunc"] = None  # prepack: (B operand, packed B) -> packs B
+    prepack_pos: Optional[int] = None            # the operand the main function takes packed
+    pack_shape: tuple = ()                       # static shape of the packed B
+
 
 
 class _Namer:
@@ -209,6 +214,11 @@ class GroupLowering(GemmLowering):
         self.stride_params: list = []
         self.stride_vars: list = []
         self._make_inputs()
+        self.pack = None
+        self.prepack_pos = prepack_operand(sub) if opts.prepack and kind == "gemm" else None
+        if self.prepack_pos is not None and (self.prepack_pos in {p for p, _ in opts.strided}
+                                             or self.sub.inputs[self.prepack_pos].type.symbols):
+            self.prepack_pos = None  # packed once only from a contiguous, static operand
 
     # --- inputs ---------------------------------------------------------------
     def _make_inputs(self) -> None:
@@ -434,9 +444,38 @@ class GroupLowering(GemmLowering):
                 anchor_of[index] = T
         out_tensors = [anchor_of[s.index] for s in specs]
         sym_names = sorted(self.ctx.syms)
-        params = list(self.inputs) + out_tensors + [self.ctx.syms[s] for s in sym_names] + self.stride_vars
+        ins = list(self.inputs)
+        pack_func, pack_shape = None, ()
+        if self.pack is not None:
+            compute, packed = self.pack
+            pack_func = te.create_prim_func([self.inputs[self.prepack_pos], compute])
+            pack_shape = tuple(int(d.value) for d in compute.shape)
+            ins[self.prepack_pos] = packed
+        params = ins + out_tensors + [self.ctx.syms[s] for s in sym_names] + self.stride_vars
         func = te.create_prim_func(params)
-        return Lowered(self.kind, func, self.inputs, specs, nests, sym_names, self.stride_params, self.opts)
+        return Lowered(self.kind, func, self.inputs, specs, nests, sym_names, self.stride_params, self.opts,
+                       pack_func, self.prepack_pos if pack_func is not None else None, pack_shape)
+
+
+def prepack_operand(sub: Graph) -> Optional[int]:
+    """The operand position B of the group's GEMM comes from (through layout
+    ops only), if nothing else in the group reads that operand."""
+    g = [n for n in sub.nodes if n.op in GEMM]
+    if len(g) != 1:
+        return None
+    v = g[0].args[2] if g[0].op == "addmm" else g[0].args[1]
+    chain = set()
+    while v.node.op in LAYOUT and len(v.node.inputs) == 1:
+        chain.add(v.node)
+        v = v.node.inputs[0]
+    if v.node.op != "input":
+        return None
+    for n in sub.nodes:
+        if n not in chain and n is not g[0] and v in n.inputs:
+            return None
+    if sum(1 for u in g[0].inputs if u.node in chain or u == v) != 1:
+        return None
+    return list(sub.inputs).index(v.node)
 
 
 def _ancestors(targets: Sequence[Value]) -> set:

@@ -70,6 +70,7 @@ class GemmLowering:
             return convert(b(list(bi) + [kk, j]), b.dtype, cdt)
 
         Bp = None
+        packed = None
         if o.pack:
             def pack(*ix):
                 bi, jo, kk, ji = ix[:batch], ix[batch], ix[batch + 1], ix[batch + 2]
@@ -80,11 +81,17 @@ class GemmLowering:
                 return let(B(bi, kk, tirx.min(j, N - ctx.idx(1))), lambda bv: tirx.Select(j < N, bv,
                                                                                        tirx.const(0.0, cd)), "bv")
             Bp = te.compute(tuple(a.shape[:batch]) + (NP, K, ctx.idx(nr)), pack, name="packB")
+            src = Bp
+            if self.prepack_pos is not None:
+                # B (a constant) arrives packed: packB becomes its own function, run once per weight
+                packed = te.placeholder(Bp.shape, cd, name="packedB")
+                self.pack = (Bp, packed)
+                src, Bp = packed, None
 
             def C_body(*ix):
                 bi, i, j = ix[:batch], ix[batch], ix[batch + 1]
                 jo, ji = tirx.floordiv(j, ctx.idx(nr)), tirx.floormod(j, ctx.idx(nr))
-                return te.sum(A(bi, i, k) * Bp(*bi, jo, k, ji), axis=k)
+                return te.sum(A(bi, i, k) * src(*bi, jo, k, ji), axis=k)
             C = te.compute(tuple(a.shape[:batch]) + (Mp, NP * ctx.idx(nr)), C_body, name="gemm")
         else:
             def C_body(*ix):

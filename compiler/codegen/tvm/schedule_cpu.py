@@ -98,6 +98,7 @@ def _gemm_default(problem, device: DeviceInfo) -> dict:
             if c * K * 4 <= 256 * 1024 and c % mr == 0:
                 mb = c
     return {"layout": "nn", "mr": mr, "nr": nr, "tm": 3, "tn": 4, "nb": nb, "mb": mb, "pack": True,
+            "prepack": bool(problem.get("b_const", 0)),
             "kunroll": 4, "parallel": device.cores > 1 and M * N >= 1 << 12}
 
 
@@ -111,7 +112,8 @@ def _regs_ok(c, p, d) -> bool:
 GEMM_SPACE = Space(
     (Knob("layout", ("auto", "nn", "nt")), Knob("mr", (1, 2, 4, 6, 8, 12)), Knob("nr", (8, 16, 32, 48, 64)),
      Knob("tm", (1, 2, 3, 4, 6)), Knob("tn", (1, 2, 4, 8)), Knob("nb", (1, 2, 4, 8, 16)),
-     Knob("mb", (0, 24, 48, 96, 192)), Knob("pack", (True, False)), Knob("kunroll", (1, 2, 4, 8)),
+     Knob("mb", (0, 24, 48, 96, 192)), Knob("pack", (True, False)), Knob("prepack", (False, True)),
+     Knob("kunroll", (1, 2, 4, 8)),
      Knob("parallel", (False, True))),
     (Constraint("nr is a whole number of vectors", lambda c, p, d: c["nr"] % _lanes(p) == 0),
      Constraint("accumulator tile fits the vector registers", _regs_ok),
@@ -313,6 +315,19 @@ def _schedule_gemm(sch, nest: Nest, cfg: dict) -> None:
     sch.vectorize(il[-1])
     sch.unroll(il[-2])
     sch.vectorize(ji)
+
+
+def schedule_pack(func, parallel: bool = True) -> tvm.IRModule:
+    """The prepacking function of a GEMM (``lower_gemm``): one panel per
+    parallel iteration, its rows written as vectors."""
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    b = sch.get_sblock("packB")
+    loops = sch.get_loops(b)
+    outer = sch.fuse(*loops[:-2]) if len(loops) > 3 else loops[0]
+    sch.vectorize(loops[-1])
+    if parallel:
+        sch.parallel(outer)
+    return sch.mod
 
 
 def schedule(lowered: Lowered, cfg: dict[str, Any]) -> tvm.IRModule:
