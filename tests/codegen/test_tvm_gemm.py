@@ -109,3 +109,20 @@ def test_prepacked_constant_weight_is_packed_once_and_follows_changes():
     assert fn._packed is not packed
     xt = torch.randn(40, 21).t()                       # a strided A with the packed weight
     torch.testing.assert_close(call(xt, w), torch.nn.functional.gelu(xt @ w.t()), rtol=1e-4, atol=1e-4)
+
+
+def test_prepacked_weight_passed_as_a_transposed_view():
+    """nn.Linear's weight reaching the group as ``W.t()`` (a strided view of a constant)."""
+    from braze.compiler.codegen.tvm.kernel import TVMKernel
+
+    g = group(lambda b, x, wt, bias: b.call("addmm", bias, x, wt), "gemm",
+              [((13, 40), f32), ((40, 24), f32), ((24,), f32)])
+    pos = [v.node.name for v in g.node.args].index("x1")
+    k = TVMKernel(g.node, "gemm", "cpu", const_operands=frozenset({pos}))
+    cfg = k.space.default_config(k.problem({}), device_info("cpu"))
+    fn = k.compile(cfg)
+    assert fn.prepack == pos
+    x, w, bias = torch.randn(13, 40), torch.randn(24, 40), torch.randn(24)
+    ops = [[x, w.t(), bias][int(v.node.name[1:])] for v in g.node.args]
+    torch.testing.assert_close(fn(*ops), torch.addmm(bias, x, w.t()), rtol=1e-4, atol=1e-4)
+    assert None not in fn._pack_fns and len(fn._pack_fns) == 1   # packed through the strided pack variant

@@ -165,11 +165,17 @@ class TVMKernel:
         mod = self.schedule_module(low, config)
         target = B.cuda_target(_cuda_arch()) if self.device_kind == "cuda" else B.cpu_target()
         rt = B.build(mod, target)
-        if low.pack_func is not None:
-            from braze.compiler.codegen.tvm.schedule_cpu import schedule_pack
-
-            self._pack_fn = B.build(schedule_pack(low.pack_func, bool(config.get("parallel", True))), target)["main"]
         return low, rt["main"]
+
+    def build_pack(self, config: Config, strided: frozenset = frozenset()):
+        """The prepacking function of a GEMM's constant B for one layout of B:
+        (lowered, packed function); its stride scalars are ``lowered.pack_stride_params``."""
+        from braze.compiler.codegen.tvm import build as B
+        from braze.compiler.codegen.tvm.schedule_cpu import schedule_pack
+
+        low = self.lowered(config, strided)
+        mod = schedule_pack(low.pack_func, bool(config.get("parallel", True)))
+        return low, B.build(mod, B.cpu_target())["main"]
 
 
 class Runner:
@@ -187,7 +193,7 @@ class Runner:
         # NOTE: a prepacked B (a graph constant) is packed on first use and kept
         # while the operand is the same tensor at the same version
         self.prepack = low.prepack_pos
-        self._pack_fn = getattr(kernel, "_pack_fn", None) if self.prepack is not None else None
+        self._pack_fns: dict = {}  # unit-stride dims of B (None: contiguous) -> (lowered, pack function)
         self._packed, self._packed_key = None, None
         self._pack_shape, self._pack_dtype = low.pack_shape, torch.float64 if any(
             t.dtype == torch.float64 for t in kernel.input_types) else torch.float32
@@ -227,14 +233,14 @@ class Runner:
             xs = list(xs)
             for i in self._bits_in:
                 xs[i] = xs[i].view(torch.int16)
+        if self.prepack is not None:  # B goes packed (contiguous), whatever its own layout
+            xs = list(xs)
+            xs[self.prepack] = self._packed_operand(xs[self.prepack])
         strided = [i for i, x in enumerate(xs) if not x.is_contiguous()]
         if strided:
             key = frozenset((i, tuple(d for d in range(xs[i].dim()) if xs[i].stride(d) == 1)) for i in strided)
             self._call_strided(xs, outs, syms, key)
         elif outs[0].numel():
-            if self.prepack is not None:
-                xs = list(xs)
-                xs[self.prepack] = self._packed_operand(xs[self.prepack])
             self.fn(*xs, *outs, *syms)
         res = [o if v is None else o.view(v) for o, v in zip(outs, views)]
         for i, b in enumerate(self._bits_out):
@@ -243,10 +249,20 @@ class Runner:
         return res[0] if self.single else tuple(res)
 
     def _packed_operand(self, x):
-        key = (x.data_ptr(), x._version, tuple(x.shape), x.dtype)
+        key = (x.data_ptr(), x._version, tuple(x.shape), tuple(x.stride()), x.dtype)
         if key != self._packed_key:
+            unit = None if x.is_contiguous() else tuple(d for d in range(x.dim()) if x.stride(d) == 1)
+            entry = self._pack_fns.get(unit)
+            if entry is None:
+                strided = frozenset() if unit is None else frozenset({(self.prepack, unit)})
+                entry = self._pack_fns[unit] = self.kernel.build_pack(self.config, strided)
+            low, fn = entry
             packed = torch.empty(self._pack_shape, dtype=self._pack_dtype, device=x.device)
-            self._pack_fn(x, packed)
+            if unit is None:
+                fn(x, packed)
+            else:
+                span = 1 + sum((s - 1) * st for s, st in zip(x.shape, x.stride()))
+                fn(x.as_strided((span,), (1,)), packed, *[x.stride(d) for _, d in low.pack_stride_params])
             self._packed, self._packed_key = packed, key
         return self._packed
 
@@ -272,10 +288,18 @@ class Runner:
             else:
                 args.append(x)
         strides = [xs[pos].stride(d) for pos, d in low.stride_params]
-        if low.prepack_pos is not None:  # the weight is contiguous here: it goes packed as in the main variant
-            args[low.prepack_pos] = self._packed_operand(xs[low.prepack_pos])
         if outs[0].numel():
             fn(*args, *outs, *syms, *strides)
+
+
+def _constant_data(v) -> bool:
+    """A graph constant, or a view of one (e.g. nn.Linear's transposed weight)."""
+    from braze.compiler.codegen.tvm.ops import LAYOUT
+
+    n = v.node
+    while n.op in LAYOUT and len(n.inputs) == 1:
+        n = n.inputs[0].node
+    return n.op == "constant"
 
 
 def _k_lanes(types) -> int:
@@ -332,7 +356,7 @@ def generate(node: Node, graph: Graph, options, device: DeviceInfo) -> list:
         if reason is not None:
             log.debug("tvm declines %s: %s", node.name, reason)
             return []
-        consts = frozenset(i for i, v in enumerate(node.inputs) if v.node.op == "constant")
+        consts = frozenset(i for i, v in enumerate(node.inputs) if _constant_data(v))
         return [TVMKernel(node, kind, device.kind, const_operands=consts)]
     if node.op == "attention":
         if supports_attention(node, device.kind) is None:

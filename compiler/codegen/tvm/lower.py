@@ -97,6 +97,7 @@ class Lowered:
     pack_func: Optional["tirx.PrimFunc"] = None  # prepack: (B operand, packed B) -> packs B
     prepack_pos: Optional[int] = None            # the operand the main function takes packed
     pack_shape: tuple = ()                       # static shape of the packed B
+    pack_stride_params: list = field(default_factory=list)  # (pos, dim) stride scalars of pack_func
 
 
 
@@ -216,9 +217,8 @@ class GroupLowering(GemmLowering):
         self._make_inputs()
         self.pack = None
         self.prepack_pos = prepack_operand(sub) if opts.prepack and kind == "gemm" else None
-        if self.prepack_pos is not None and (self.prepack_pos in {p for p, _ in opts.strided}
-                                             or self.sub.inputs[self.prepack_pos].type.symbols):
-            self.prepack_pos = None  # packed once only from a contiguous, static operand
+        if self.prepack_pos is not None and self.sub.inputs[self.prepack_pos].type.symbols:
+            self.prepack_pos = None  # packed once only from an operand of static shape
 
     # --- inputs ---------------------------------------------------------------
     def _make_inputs(self) -> None:
@@ -446,15 +446,24 @@ class GroupLowering(GemmLowering):
         sym_names = sorted(self.ctx.syms)
         ins = list(self.inputs)
         pack_func, pack_shape = None, ()
+        stride_params, stride_vars = list(self.stride_params), list(self.stride_vars)
+        pack_params: list = []
         if self.pack is not None:
+            # NOTE: the main function takes B packed (contiguous); B's own strides,
+            # if it is strided, belong to the pack function
+            p = self.prepack_pos
+            mine = [i for i, (pos, _) in enumerate(stride_params) if pos == p]
+            pack_params = [stride_params[i] for i in mine]
             compute, packed = self.pack
-            pack_func = te.create_prim_func([self.inputs[self.prepack_pos], compute])
+            pack_func = te.create_prim_func([self.inputs[p], compute] + [stride_vars[i] for i in mine])
             pack_shape = tuple(int(d.value) for d in compute.shape)
-            ins[self.prepack_pos] = packed
-        params = ins + out_tensors + [self.ctx.syms[s] for s in sym_names] + self.stride_vars
+            ins[p] = packed
+            stride_params = [sp for i, sp in enumerate(stride_params) if i not in mine]
+            stride_vars = [sv for i, sv in enumerate(stride_vars) if i not in mine]
+        params = ins + out_tensors + [self.ctx.syms[s] for s in sym_names] + stride_vars
         func = te.create_prim_func(params)
-        return Lowered(self.kind, func, self.inputs, specs, nests, sym_names, self.stride_params, self.opts,
-                       pack_func, self.prepack_pos if pack_func is not None else None, pack_shape)
+        return Lowered(self.kind, func, self.inputs, specs, nests, sym_names, stride_params, self.opts,
+                       pack_func, self.prepack_pos if pack_func is not None else None, pack_shape, pack_params)
 
 
 def prepack_operand(sub: Graph) -> Optional[int]:
