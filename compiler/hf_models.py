@@ -39,6 +39,7 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
                 num_key_value_heads=8, max_position_embeddings=131072, vocab_size=128256, rope_theta=500000.0,
                 tie_word_embeddings=True)
+GPT2_SMALL = dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257)
 BERT_BASE = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                  max_position_embeddings=512, vocab_size=30522)
 

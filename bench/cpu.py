@@ -1,0 +1,298 @@
+"""braze on the CPU: GPT-2 small and BERT-base forward, and TVM kernels of
+fused groups against the ops they replace.
+
+    python bench/cpu.py [--models gpt2,bert] [--batches 1,8] [--seq 128] [--rounds 5]
+                        [--groups-only | --models-only] [--greedy] [--threads N] [--out PATH]
+
+Models (fp32, random weights, ``compiler/hf_models.py``): eager PyTorch,
+``torch.compile`` (default), ``braze.jit(backend="auto")`` and
+``braze.jit(backend="tvm")`` are compiled first, then timed in interleaved
+rounds (one forward of each per round, so drift on a shared machine hits
+all alike); the median of the rounds is reported with the ratios to eager
+and torch.compile and their geometric means over the cases. ``--greedy``
+adds ``braze tvm+greedy``: the TVM backend with ``greedy_fuse`` appended to
+the pipeline (a stand-in for the fusion pass; see
+``compiler/codegen/tvm/greedy.py``).
+
+Groups: LayerNorm, GELU (tanh), masked softmax, residual add + LayerNorm,
+and Linear + bias + GELU at GPT-2/BERT sizes, as fused groups compiled by
+TVM (default config, and the best of a few configs of its Space) against
+the eager ops and torch.compile of the same function.
+
+Prints tables and writes JSON to ``--out`` (default
+``$OUT/cpu.json`` when $OUT is set, else ``bench/results/cpu-<date>.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _timeit(fn, rounds: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _interleaved(fns: dict, rounds: int) -> dict:
+    """Median seconds of each fn, timed round-robin (one call of each per round)."""
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def geomean(xs) -> float:
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+
+
+# --- groups ---------------------------------------------------------------------
+
+def group_cases():
+    from braze.compiler.codegen.tvm.cuda_export import layer_norm
+
+    f32 = torch.float32
+
+    def gelu_tanh(b, x):
+        m4 = b.call("mul", x, 0.5)
+        p = b.call("pow", x, 3.0, overload="Tensor_Scalar")
+        a = b.call("add", x, b.call("mul", p, 0.044715))
+        t = b.call("tanh", b.call("mul", a, 0.7978845608028654))
+        return b.call("mul", m4, b.call("add", t, 1.0))
+
+    def add_layer_norm(b, x, res, w, bias):
+        y = b.call("add", x, res)
+        return [y, layer_norm(b, y, w, bias)]
+
+    def masked_softmax(b, s, m):
+        return b.call("_softmax", b.call("add", b.call("mul", s, 0.125), m), -1, False)
+
+    def linear_gelu(b, x, w, bias):
+        return b.call("gelu", b.call("addmm", bias, x, b.call("permute", w, (1, 0))))
+
+    def e_ln(x, w, b):
+        return torch.nn.functional.layer_norm(x, (x.shape[-1],), w, b)
+
+    def e_gelu(x):
+        return 0.5 * x * (1.0 + torch.tanh(0.7978845608028654 * (x + 0.044715 * torch.pow(x, 3.0))))
+
+    def e_add_ln(x, r, w, b):
+        y = x + r
+        return y, torch.nn.functional.layer_norm(y, (y.shape[-1],), w, b)
+
+    def e_softmax(s, m):
+        return torch.softmax(s * 0.125 + m, -1)
+
+    def e_linear_gelu(x, w, b):
+        return torch.nn.functional.gelu(torch.nn.functional.linear(x, w, b))
+
+    H, M = 768, 1024
+    return [
+        ("layernorm 1024x768", layer_norm, "reduction", [((M, H), f32), ((H,), f32), ((H,), f32)], e_ln),
+        ("gelu_tanh 1024x3072", gelu_tanh, "pointwise", [((M, 4 * H), f32)], e_gelu),
+        ("add+layernorm 1024x768", add_layer_norm, "reduction", [((M, H), f32), ((M, H), f32), ((H,), f32),
+                                                                  ((H,), f32)], e_add_ln),
+        ("softmax 8x12x128x128", masked_softmax, "reduction", [((8, 12, 128, 128), f32), ((8, 1, 1, 128), f32)],
+         e_softmax),
+        ("linear+gelu 1024x768x3072", linear_gelu, "gemm", [((M, H), f32), ((4 * H, H), f32), ((4 * H,), f32)],
+         e_linear_gelu),
+    ]
+
+
+def bench_groups(rounds: int) -> list[dict]:
+    from braze.autotune.space import device_info
+    from braze.compiler.codegen.tvm.cuda_export import builder_order
+    from braze.compiler.codegen.tvm.kernel import TVMKernel
+    from braze.ir import Builder
+    from braze.ir.fused import fuse_groups
+
+    dev = device_info("cpu")
+    rows = []
+    for name, build, kind, inputs, eager in group_cases():
+        b = Builder()
+        xs_ir = [b.input(f"x{i}", s, t) for i, (s, t) in enumerate(inputs)]
+        outs = build(b, *xs_ir)
+        g = b.graph(list(outs) if isinstance(outs, (list, tuple)) else [outs])
+        node = [n for n in fuse_groups(g, [(list(g.compute_nodes), kind)]).nodes if n.op == "fused"][0]
+        xs = [torch.randn(s, dtype=t) for s, t in inputs]
+        ops = [xs[i] for i in builder_order(node)]
+        k = TVMKernel(node, kind, "cpu")
+        prob = k.problem({})
+        default = k.space.default_config(prob, dev)
+        t0 = time.perf_counter()
+        fns = {"eager": lambda: eager(*xs), "tvm default": (lambda f=k.compile(default): f(*ops))}
+        compile_s = time.perf_counter() - t0
+        comp = torch.compile(eager)
+        comp(*xs)
+        fns["torch.compile"] = lambda: comp(*xs)
+        ref = eager(*xs)
+        got = fns["tvm default"]()
+        for a, r in zip(got if isinstance(got, tuple) else (got,), ref if isinstance(ref, tuple) else (ref,)):
+            torch.testing.assert_close(a, r, rtol=1e-3, atol=1e-3)
+        # a few configs of the Space: the fastest stands for a tuned kernel
+        cands = _variants(k.space, prob, dev, default)
+        best_cfg, best_t = default, None
+        for cfg in cands:
+            f = k.compile(cfg)
+            t = statistics.median(_timeit(lambda: f(*ops), max(3, rounds // 2)))
+            if best_t is None or t < best_t:
+                best_cfg, best_t = cfg, t
+        fb = k.compile(best_cfg)
+        fns["tvm tuned"] = lambda: fb(*ops)
+        med = _interleaved(fns, rounds)
+        row = {"group": name, "ms": {kk: v * 1e3 for kk, v in med.items()}, "default": default,
+               "tuned": best_cfg, "compile_s": round(compile_s, 2)}
+        rows.append(row)
+        print(f"{name:<28}" + "".join(f"{kk} {v * 1e3:8.3f} ms  " for kk, v in med.items()), flush=True)
+    return rows
+
+
+def _variants(space, prob, dev, default, limit: int = 6) -> list[dict]:
+    """The default and single-knob changes of it (valid ones), up to ``limit``."""
+    out = [default]
+    for knob in space.knobs:
+        for c in knob.choices:
+            if c == default[knob.name]:
+                continue
+            cfg = dict(default, **{knob.name: c})
+            if space.valid(cfg, prob, dev) and cfg not in out:
+                out.append(cfg)
+            if len(out) >= limit:
+                return out
+    return out
+
+
+# --- models ---------------------------------------------------------------------------
+
+def bench_models(models, batches, seq: int, rounds: int, greedy: bool) -> list[dict]:
+    import braze
+    from braze.compiler import driver, hf_models
+
+    presets = {"gpt2": hf_models.GPT2_SMALL, "bert": hf_models.BERT_BASE}
+    rows = []
+    for fam in models:
+        model = hf_models.build(fam, **presets[fam])
+        for batch in batches:
+            inp = hf_models.inputs(batch=batch, seq=seq, vocab_size=1000)
+            kw = dict(inp) if fam == "bert" else dict(inp, use_cache=False)
+
+            def call(m):
+                with torch.no_grad():
+                    return m(**kw)[0]
+            torch._dynamo.reset()
+            variants = {"eager": model, "torch.compile": torch.compile(model),
+                        "braze auto": braze.jit(model, backend="auto"), "braze tvm": braze.jit(model, backend="tvm")}
+            compile_s = {}
+            ref = call(model)
+            for name, m in variants.items():
+                t0 = time.perf_counter()
+                out = call(m)
+                compile_s[name] = round(time.perf_counter() - t0, 1)
+                torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+            if greedy:
+                from braze.compiler.codegen.tvm.greedy import greedy_fuse
+                from braze.passes import Pass
+
+                saved = driver.PIPELINE
+                driver.PIPELINE = list(saved) + [Pass("greedy_fuse", greedy_fuse)]
+                try:
+                    m = braze.jit(model, backend="tvm")
+                    t0 = time.perf_counter()
+                    out = call(m)
+                    compile_s["braze tvm+greedy"] = round(time.perf_counter() - t0, 1)
+                    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+                    variants["braze tvm+greedy"] = m
+                finally:
+                    driver.PIPELINE = saved
+            fns = {k: (lambda m=m: call(m)) for k, m in variants.items()}
+            for fn in fns.values():  # warm-up after all compiled
+                fn()
+            med = _interleaved(fns, rounds)
+            row = {"model": fam, "batch": batch, "seq": seq, "ms": {k: v * 1e3 for k, v in med.items()},
+                   "compile_s": compile_s}
+            rows.append(row)
+            print(f"{fam:<5} b{batch:<2} s{seq} " + "".join(f"{k} {v * 1e3:9.1f} ms  " for k, v in med.items()),
+                  flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", default="gpt2,bert")
+    p.add_argument("--batches", default="1,8")
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--groups-only", action="store_true")
+    p.add_argument("--models-only", action="store_true")
+    p.add_argument("--greedy", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="threads for torch and TVM (default: all cores)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        # NOTE: before TVM's runtime starts its thread pool (braze's TVM build module reads it on import)
+        os.environ["TVM_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
+    sys.path.insert(0, ROOT)
+    result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
+              "cpu": _cpu_name(), "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()}
+    if not args.models_only:
+        print("== fused groups (median ms)")
+        result["groups"] = bench_groups(args.rounds * 4)
+    if not args.groups_only:
+        print("== models (median ms per forward)")
+        rows = bench_models(args.models.split(","), [int(b) for b in args.batches.split(",")], args.seq,
+                            args.rounds, args.greedy)
+        result["models"] = rows
+        summary = {}
+        for v in rows[0]["ms"]:
+            if v in ("eager",):
+                continue
+            summary[v] = {"vs_eager_geomean": geomean([r["ms"]["eager"] / r["ms"][v] for r in rows]),
+                          "vs_torch_compile_geomean": geomean([r["ms"]["torch.compile"] / r["ms"][v] for r in rows])}
+        result["summary"] = summary
+        print(f"\n{'variant':<20}{'x eager (geomean)':>20}{'x torch.compile':>18}")
+        for v, s in summary.items():
+            print(f"{v:<20}{s['vs_eager_geomean']:>20.3f}{s['vs_torch_compile_geomean']:>18.3f}")
+    result["loadavg_end"] = os.getloadavg()
+    out = args.out or (os.path.join(os.environ["OUT"], "cpu.json") if os.environ.get("OUT") else
+                       os.path.join(ROOT, "bench", "results", f"cpu-{time.strftime('%Y-%m-%d')}.json"))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {out}")
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,369 @@
+"""TVM kernels for fused groups: the :class:`~braze.compiler.kernels.Kernel`
+protocol, and the callable a compiled config becomes.
+
+Shapes: one kernel per group is **shape-generic** — symbolic dims stay TIR
+variables, passed as scalars, and TVM checks every buffer against them on
+each call; a config is compiled once for all sizes (the config itself is
+chosen per shape bucket by ``autotune/``).
+
+Calls are zero-copy: torch tensors go to the TVM function through DLPack
+(``tvm_ffi`` takes them as they are), outputs are allocated by torch and
+written in place. An operand that is not contiguous is passed as its
+storage (a 1-D view starting at its first element) plus its strides,
+through a variant compiled the first time that operand arrives strided
+(the contiguous variant stays the fast path).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from braze.autotune.space import Config, DeviceInfo, Space, pow2_bucket
+from braze.compiler.codegen.tvm.ops import GEMM, REDUCTION
+from braze.compiler.kernels import structural_key
+from braze.ir import Graph, Node
+from braze.ir.types import DTYPE_NAMES, Sym, eval_dim
+
+log = logging.getLogger("braze.codegen.tvm")
+
+KEY_VERSION = "tvm-1"
+
+# How many compiled configs were made callable (tests read it to see that TVM kernels ran).
+STATS = {"runners": 0, "fallbacks": 0}
+
+
+def _bucket(d, env) -> int:
+    return d if isinstance(d, int) else pow2_bucket(eval_dim(d, env))
+
+
+def _numel(dims, env) -> int:
+    out = 1
+    for d in dims:
+        out *= eval_dim(d, env)
+    return out
+
+
+@dataclass
+class TVMKernel:
+    """A fused group compiled by TVM (kind pointwise | reduction | gemm)."""
+
+    node: Node
+    kind: str
+    device_kind: str = "cpu"
+    name: str = ""
+    backend: str = "tvm"
+    space: Space = None
+    const_operands: frozenset = frozenset()  # operand positions that are graph constants (weights)
+    _sources: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        from braze.compiler.codegen.tvm import schedule_cpu, schedule_cuda
+
+        self.sub: Graph = self.node.attr("graph")
+        self.name = self.name or f"tvm_{self.node.attr('name') or self.kind}"
+        spaces = schedule_cuda.SPACES if self.device_kind == "cuda" else schedule_cpu.SPACES
+        if self.space is None:
+            self.space = spaces[self.kind]
+        self.input_types = [n.type for n in self.sub.inputs]
+        self._sym_sources = _sym_sources(self.input_types)
+
+    # --- Kernel protocol ----------------------------------------------------------
+    def key(self) -> str:
+        return structural_key(self.node, f"{KEY_VERSION}|{self.device_kind}|{self.kind}")
+
+    def problem(self, env: Mapping[str, int]) -> dict:
+        sub, out = self.sub, self.sub.outputs[0].type
+        dtype = DTYPE_NAMES.get(out.dtype, str(out.dtype))
+        if self.kind == "pointwise":
+            return {"numel": pow2_bucket(_numel(out.shape, env)) if out.symbols else _numel(out.shape, env),
+                    "last": _bucket(out.shape[-1], env) if out.rank else 1, "dtype": dtype}
+        if self.kind == "reduction":
+            x = [n for n in sub.nodes if n.op in REDUCTION][0].args[0].type
+            rows = _numel(x.shape[:-1], env)
+            return {"rows": pow2_bucket(rows) if x.symbols else rows, "N": _bucket(x.shape[-1], env),
+                    "dtype": DTYPE_NAMES.get(x.dtype, str(x.dtype))}
+        g = [n for n in sub.nodes if n.op in GEMM][0]
+        a = (g.args[1] if g.op == "addmm" else g.args[0]).type
+        b = (g.args[2] if g.op == "addmm" else g.args[1]).type
+        from braze.compiler.codegen.tvm.lower import prepack_operand
+
+        return {"batch": _bucket(a.shape[0], env) if a.rank == 3 else 1, "M": _bucket(a.shape[-2], env),
+                "N": _bucket(b.shape[-1], env), "K": _bucket(a.shape[-1], env),
+                "dtype": DTYPE_NAMES.get(a.dtype, str(a.dtype)),
+                "b_const": int(prepack_operand(sub) in self.const_operands)}
+
+    @property
+    def source(self) -> str:
+        """TVMScript of the kernel scheduled with its default config (for the report and dumps)."""
+        if "default" not in self._sources:
+            from braze.autotune.space import device_info
+
+            env = {s: 128 for s in _all_symbols(self.sub)}
+            dev = device_info("cpu") if self.device_kind == "cpu" else _cuda_info()
+            cfg = self.space.default_config(self.problem(env), dev)
+            self._sources["default"] = self.scheduled(cfg).script()
+        return self._sources["default"]
+
+    def compile(self, config: Config) -> Callable[..., Any]:
+        """The kernel compiled for ``config``. Should TVM fail to build it (a
+        bug: the checker accepted the group), the group runs through its
+        reference ops instead, with a warning, so the program stays correct."""
+        try:
+            return Runner(self, dict(config))
+        except Exception as e:  # noqa: BLE001 - logged, counted, and the reference runs
+            STATS["fallbacks"] += 1
+            log.warning("braze: TVM could not build %s with %s (%s: %s); it runs through torch",
+                        self.name, config, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            return self._reference()
+
+    def _reference(self) -> Callable[..., Any]:
+        from braze.compiler.kernels import LibraryKernel
+
+        return LibraryKernel(self.node).compile({})
+
+    # --- building ----------------------------------------------------------------
+    def lowered(self, config: Config, strided: frozenset = frozenset()):
+        from braze.compiler.codegen.tvm.lower import LowerOptions, lower_group
+
+        cuda = self.device_kind == "cuda"
+        opts = LowerOptions(
+            target_kind="cuda" if cuda else "llvm",
+            index_dtype="int32" if cuda and not _all_symbols(self.sub) else "int64",
+            strided=strided,
+            stage=bool(config.get("stage", True)),
+            mr=int(config.get("mr", 1)) if self.kind == "gemm" and not cuda else 1,
+            nr=int(config.get("nr", 1)) if self.kind == "gemm" and not cuda else 1,
+            pack=bool(config.get("pack", False)) if self.kind == "gemm" and not cuda else False,
+            prepack=bool(config.get("prepack", False)) and self.kind == "gemm" and not cuda and bool(
+                self.const_operands),
+            lanes=int(config.get("vec", 1)) if self.kind == "reduction" and not cuda else 1,
+            gemm_layout=str(config.get("layout", "nn")) if self.kind == "gemm" and not cuda else "nn",
+            tm=int(config.get("tm", 4)),
+            k_lanes=_k_lanes(self.input_types),
+        )
+        return lower_group(self.sub, self.kind, opts)
+
+    def schedule_module(self, low, config: Config):
+        from braze.compiler.codegen.tvm import schedule_cpu, schedule_cuda
+
+        sched = schedule_cuda if self.device_kind == "cuda" else schedule_cpu
+        return sched.schedule(low, config)
+
+    def scheduled(self, config: Config, strided: frozenset = frozenset()):
+        """The scheduled IRModule of one config."""
+        return self.schedule_module(self.lowered(config, strided), config)
+
+    def build(self, config: Config, strided: frozenset = frozenset()):
+        """(lowered, packed function) for one config and one set of strided operands."""
+        from braze.compiler.codegen.tvm import build as B
+
+        low = self.lowered(config, strided)
+        mod = self.schedule_module(low, config)
+        target = B.cuda_target(_cuda_arch()) if self.device_kind == "cuda" else B.cpu_target()
+        rt = B.build(mod, target)
+        return low, rt["main"]
+
+    def build_pack(self, config: Config, strided: frozenset = frozenset()):
+        """The prepacking function of a GEMM's constant B for one layout of B:
+        (lowered, packed function); its stride scalars are ``lowered.pack_stride_params``."""
+        from braze.compiler.codegen.tvm import build as B
+        from braze.compiler.codegen.tvm.schedule_cpu import schedule_pack
+
+        low = self.lowered(config, strided)
+        mod = schedule_pack(low.pack_func, bool(config.get("parallel", True)))
+        return low, B.build(mod, B.cpu_target())["main"]
+
+
+class Runner:
+    """The callable of one compiled config: ``(*operand tensors) -> output(s)``."""
+
+    def __init__(self, kernel: TVMKernel, config: Config):
+        STATS["runners"] += 1
+        self.kernel = kernel
+        self.config = config
+        self.variants: dict[frozenset, tuple] = {}
+        low, fn = kernel.build(config)
+        self.variants[frozenset()] = (low, fn)
+        self.fn = fn
+        self.outputs = low.outputs
+        # NOTE: a prepacked B (a graph constant) is packed on first use and kept
+        # while the operand is the same tensor at the same version
+        self.prepack = low.prepack_pos
+        self._pack_fns: dict = {}  # unit-stride dims of B (None: contiguous) -> (lowered, pack function)
+        self._packed, self._packed_key = None, None
+        self._pack_shape, self._pack_dtype = low.pack_shape, torch.float64 if any(
+            t.dtype == torch.float64 for t in kernel.input_types) else torch.float32
+        self.sym_names = low.sym_names
+        self.static = not low.sym_names
+        self.n_out = len(self.outputs)
+        self.single = self.n_out == 1
+        self.device = torch.device("cuda" if kernel.device_kind == "cuda" else "cpu")
+        # NOTE: alloc/view shapes are precomputed for static kernels (the hot path).
+        if self.static:
+            self._alloc = [tuple(s.alloc_dims) for s in self.outputs]
+            self._views = [tuple(s.view_dims) if tuple(s.view_dims) != tuple(s.alloc_dims) else None
+                           for s in self.outputs]
+        # NOTE: on the CPU, bf16 buffers are int16 views of the same memory (see lazy.storage_dtype).
+        bits = kernel.device_kind == "cpu"
+        self._bits_in = [i for i, t in enumerate(kernel.input_types) if bits and t.dtype == torch.bfloat16]
+        self._bits_out = [bits and s.dtype == torch.bfloat16 for s in self.outputs]
+        self._dtypes = [torch.int16 if b else s.dtype for s, b in zip(self.outputs, self._bits_out)]
+
+    def _env(self, xs) -> dict:
+        return {name: int(xs[pos].shape[d]) for name, (pos, d) in self.kernel._sym_sources.items()}
+
+    def __call__(self, *xs):
+        if self.static:
+            outs = [torch.empty(s, dtype=t, device=self.device) for s, t in zip(self._alloc, self._dtypes)]
+            views = self._views
+            syms = ()
+        else:
+            if any(x.numel() == 0 for x in xs):  # e.g. a reduction over 0 elements: torch's semantics
+                return self._empty(xs)
+            env = self._env(xs)
+            outs = [torch.empty([eval_dim(d, env) for d in s.alloc_dims], dtype=t, device=self.device)
+                    for s, t in zip(self.outputs, self._dtypes)]
+            views = [[eval_dim(d, env) for d in s.view_dims] for s in self.outputs]
+            syms = tuple(env[n] for n in self.sym_names)
+        if self._bits_in:
+            xs = list(xs)
+            for i in self._bits_in:
+                xs[i] = xs[i].view(torch.int16)
+        if self.prepack is not None:  # B goes packed (contiguous), whatever its own layout
+            xs = list(xs)
+            xs[self.prepack] = self._packed_operand(xs[self.prepack])
+        strided = [i for i, x in enumerate(xs) if not x.is_contiguous()]
+        if strided:
+            key = frozenset((i, tuple(d for d in range(xs[i].dim()) if xs[i].stride(d) == 1)) for i in strided)
+            self._call_strided(xs, outs, syms, key)
+        elif outs[0].numel():
+            self.fn(*xs, *outs, *syms)
+        res = [o if v is None else o.view(v) for o, v in zip(outs, views)]
+        for i, b in enumerate(self._bits_out):
+            if b:
+                res[i] = res[i].view(torch.bfloat16)
+        return res[0] if self.single else tuple(res)
+
+    def _packed_operand(self, x):
+        key = (x.data_ptr(), x._version, tuple(x.shape), tuple(x.stride()), x.dtype)
+        if key != self._packed_key:
+            unit = None if x.is_contiguous() else tuple(d for d in range(x.dim()) if x.stride(d) == 1)
+            entry = self._pack_fns.get(unit)
+            if entry is None:
+                strided = frozenset() if unit is None else frozenset({(self.prepack, unit)})
+                entry = self._pack_fns[unit] = self.kernel.build_pack(self.config, strided)
+            low, fn = entry
+            packed = torch.empty(self._pack_shape, dtype=self._pack_dtype, device=x.device)
+            if unit is None:
+                fn(x, packed)
+            else:
+                span = 1 + sum((s - 1) * st for s, st in zip(x.shape, x.stride()))
+                fn(x.as_strided((span,), (1,)), packed, *[x.stride(d) for _, d in low.pack_stride_params])
+            self._packed, self._packed_key = packed, key
+        return self._packed
+
+    def _empty(self, xs):
+        """Empty operands (symbolic sizes of 0) run through the reference ops."""
+        ref = getattr(self, "_ref", None)
+        if ref is None:
+            ref = self._ref = self.kernel._reference()
+        return ref(*xs)
+
+    def _call_strided(self, xs, outs, syms, key: frozenset) -> None:
+        var = self.variants.get(key)
+        if var is None:
+            var = self.kernel.build(self.config, key)
+            self.variants[key] = var
+        low, fn = var
+        positions = {pos for pos, _ in key}
+        args = []
+        for i, x in enumerate(xs):
+            if i in positions:
+                span = 1 + sum((s - 1) * st for s, st in zip(x.shape, x.stride())) if x.numel() else 0
+                args.append(x.as_strided((span,), (1,)))
+            else:
+                args.append(x)
+        strides = [xs[pos].stride(d) for pos, d in low.stride_params]
+        if outs[0].numel():
+            fn(*args, *outs, *syms, *strides)
+
+
+def _constant_data(v) -> bool:
+    """A graph constant, or a view of one (e.g. nn.Linear's transposed weight)."""
+    from braze.compiler.codegen.tvm.ops import LAYOUT
+
+    n = v.node
+    while n.op in LAYOUT and len(n.inputs) == 1:
+        n = n.inputs[0].node
+    return n.op == "constant"
+
+
+def _k_lanes(types) -> int:
+    """Vector lanes of the float32 (or float64) accumulation on this CPU."""
+    from braze.compiler.codegen.tvm.schedule_cpu import vector_bytes
+
+    wide = any(t.dtype == torch.float64 for t in types)
+    return max(2, vector_bytes() // (8 if wide else 4))
+
+
+def _all_symbols(sub: Graph) -> set:
+    out = set()
+    for n in sub.nodes:
+        for t in n.types:
+            out |= t.symbols
+    return out
+
+
+def _sym_sources(types) -> dict:
+    """symbol -> (operand position, dim) where it appears alone."""
+    out: dict = {}
+    for pos, t in enumerate(types):
+        for d, dim in enumerate(t.shape):
+            if isinstance(dim, Sym) and dim.expr in dim.symbols and dim.expr not in out:
+                out[dim.expr] = (pos, d)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _cuda_arch() -> str:
+    try:
+        major, minor = torch.cuda.get_device_capability()
+        return f"sm_{major}{minor}"
+    except Exception:  # noqa: BLE001 - building on a CPU machine: the lent GPU is an H100
+        return "sm_90"
+
+
+def _cuda_info() -> DeviceInfo:
+    if torch.cuda.is_available():
+        from braze.autotune.space import device_info
+
+        return device_info("cuda")
+    return DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 132, 227 * 1024, 65536, 50 * 1024 * 1024)
+
+
+def generate(node: Node, graph: Graph, options, device: DeviceInfo) -> list:
+    """The registered generator: TVM kernels for fused groups (and the CPU attention op)."""
+    from braze.compiler.codegen.tvm.support import supports_attention, why_not
+
+    if node.op == "fused":
+        kind = node.attr("kind")
+        sub = node.attr("graph")
+        reason = why_not(kind, sub, device.kind)
+        if reason is not None:
+            log.debug("tvm declines %s: %s", node.name, reason)
+            return []
+        consts = frozenset(i for i, v in enumerate(node.inputs) if _constant_data(v))
+        return [TVMKernel(node, kind, device.kind, const_operands=consts)]
+    if node.op == "attention":
+        if supports_attention(node, device.kind) is None:
+            from braze.compiler.codegen.tvm.attention import TVMAttentionKernel
+
+            return [TVMAttentionKernel(node)]
+    return []
+
+
+__all__ = ["TVMKernel", "Runner", "generate"]
