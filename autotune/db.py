@@ -231,11 +231,48 @@ def check_sqlite_file(path: str) -> None:
                             "$BRAZE_TUNING_DB / Options.tuning_db elsewhere")
 
 
+def precheck_sqlite(path: str) -> None:
+    """Look at an existing SQLite file read-only before braze writes to it (WAL
+    mode, schema): a foreign, newer or damaged file is refused untouched."""
+    import sqlite3
+
+    check_sqlite_file(path)
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+    except sqlite3.Error as e:
+        raise TuningDBError(f"tuning database {path} cannot be opened: {e}") from None
+    try:
+        names = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+        ours = {t.name for t in metadata.sorted_tables}
+        if "braze_schema" not in names:
+            if names - OPTUNA_TABLES or names & ours:
+                raise TuningDBError(
+                    f"{path} is a SQLite database but not a braze tuning database (it has tables "
+                    f"{', '.join(sorted(names)[:6])} and no braze_schema); braze leaves it untouched and runs "
+                    "with default configs")
+            return
+        rows = con.execute("select version from braze_schema").fetchall()
+        if len(rows) == 1 and isinstance(rows[0][0], int) and rows[0][0] > SCHEMA_VERSION:
+            raise TuningDBError(
+                f"{path} has tuning-database schema version {rows[0][0]}, newer than this braze understands "
+                f"({SCHEMA_VERSION}); braze leaves it untouched and runs with default configs (upgrade braze "
+                "or use another database)")
+        for t in ours & names:
+            con.execute(f"select count(*) from {t}").fetchone()
+    except sqlite3.DatabaseError as e:
+        raise TuningDBError(f"tuning database {path} cannot be used: {e} (it looks damaged); braze leaves it "
+                            "untouched and runs with default configs") from None
+    finally:
+        con.close()
+
+
 def _make_engine(url: str) -> sa.Engine:
     path = _sqlite_path(url)
     if url.startswith("sqlite"):
         if path:
-            check_sqlite_file(path)
+            precheck_sqlite(path)
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
             engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         else:

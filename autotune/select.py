@@ -175,26 +175,34 @@ _TUNERS_LOCK = threading.Lock()
 
 
 def tuner_for(db, device, software: str, options):
-    """The process's Tuner for this database and device (one measurement worker each)."""
+    """The process's Tuner for this database and device (one measurement worker each).
+
+    ``Options.extra`` may hold ``budget`` (a dict of ``autotune.tuner.Budget``
+    fields), ``study_storage`` (an Optuna storage: journal file or URL) and
+    ``measurer`` (a ``MeasureWorker`` to use, e.g. one shared by tests).
+    """
     from braze.autotune.tuner import Budget, Tuner
 
     extra = getattr(options, "extra", None) or {}
-    key = (db.url, device.key)
+    key = (db.url, device.key, extra.get("study_storage"), id(extra.get("measurer")))
     with _TUNERS_LOCK:
         t = _TUNERS.get(key)
         if t is None:
-            t = Tuner(db, device, software, budget=Budget(**extra.get("budget", {})),
-                      storage=extra.get("study_storage"))
+            t = Tuner(db, device, software, measurer=extra.get("measurer"), storage=extra.get("study_storage"))
+            t.owns_measurer = extra.get("measurer") is None
             _TUNERS[key] = t
+        t.budget = Budget(**extra.get("budget", {}))
         return t
 
 
 @atexit.register
-def _close_tuners() -> None:
+def close_tuners() -> None:
+    """Stop the measurement workers of the process's tuners."""
     with _TUNERS_LOCK:
         for t in _TUNERS.values():
             try:
-                t.close()
+                if getattr(t, "owns_measurer", True):
+                    t.close()
             except Exception:  # noqa: BLE001
                 pass
         _TUNERS.clear()

@@ -46,7 +46,9 @@ class Budget:
     warm starts included); seconds: per study; deadline: an absolute
     ``time.time()`` after which no new trial starts; patience: stop after
     this many finished trials without a better time (None: never);
-    trial_timeout: seconds one config may take to compile, check and time.
+    trial_timeout: seconds one config may take to compile, check and time;
+    give_up_after: stop searching a candidate whose first this many
+    measured configs all failed (a broken kernel, not a bad config).
     """
 
     trials: int = 40
@@ -54,6 +56,7 @@ class Budget:
     deadline: Optional[float] = None
     patience: Optional[int] = 16
     trial_timeout: float = 120.0
+    give_up_after: Optional[int] = 3
 
 
 @dataclass
@@ -231,7 +234,7 @@ class Tuner:
         _quiet_optuna()
         name = study_name(self.device, self.software, kernel.key(), problem, kernel.name)
         sampler = optuna.samplers.TPESampler(
-            multivariate=True, group=True, constant_liar=True, seed=self.seed, warn_independent_sampling=False,
+            multivariate=True, group=True, constant_liar=True, seed=self.seed,
             n_startup_trials=max(2, min(10, self.budget.trials // 4)))
         study = optuna.create_study(storage=self.storage, sampler=sampler, study_name=name, direction="minimize",
                                     load_if_exists=True)
@@ -239,9 +242,17 @@ class Tuner:
         known = self._known(kernel, problem)
         out = Outcome(kernel, None, None, study=name)
         t_start = time.time()
+        n_valid = _count_valid(space, problem, self.device)
+        seen: set[str] = set()
+        failed = 0
         bar = _bar(self.progress, self.budget.trials, kernel.name)
         try:
             while not self._stop(study, t_start):
+                if n_valid is not None and len(seen) >= n_valid:
+                    break  # every valid config has been tried
+                if self.budget.give_up_after and out.time_ms is None and failed >= self.budget.give_up_after:
+                    log.warning("braze: %s failed on its first %d configs; giving up on it", kernel.name, failed)
+                    break
                 trial = study.ask()
                 try:
                     config = suggest_config(trial, space)
@@ -265,6 +276,9 @@ class Tuner:
                     out.measured += 1
                     self._record(kernel, problem, config, m, "search", name)
                 known[cj] = (m.status, m.time_ms)
+                if m.status != "invalid":
+                    seen.add(cj)
+                    failed += not m.ok
                 out.trials += 1
                 out.statuses[m.status] = out.statuses.get(m.status, 0) + 1
                 if m.ok:
@@ -349,6 +363,13 @@ class Tuner:
 
     def close(self) -> None:
         self.measurer.close()
+
+
+def _count_valid(space: Space, problem, device, limit: int = 4096) -> Optional[int]:
+    """The number of valid configs of a small space (None for a large one)."""
+    if space.size() > limit:
+        return None
+    return sum(1 for _ in space.configs(problem, device))
 
 
 def _study_best(study) -> Optional[tuple[Config, float]]:

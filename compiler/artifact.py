@@ -88,9 +88,8 @@ class Artifact:
 
     def __call__(self, *args, **kwargs):
         m = self.manifest
-        if self.in_spec is not None and getattr(self.in_spec, "type", None) is tuple and \
-                len(self.in_spec.children_specs) == 2 and self.in_spec.children_specs[1].type is dict:
-            order = self.in_spec.children_specs[1].context
+        order = kwarg_order(self.in_spec)
+        if order is not None:
             unknown = sorted(set(kwargs) - set(order))
             if unknown:
                 raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}; this artifact takes "
@@ -141,6 +140,17 @@ class Artifact:
         """Write the artifact to a directory, or a zip file if ``path`` ends in ``.zip``."""
         write_files(path, self.files)
         return path
+
+
+def kwarg_order(in_spec) -> Optional[list[str]]:
+    """The keyword names of an (args, kwargs) TreeSpec, in the order it flattens them."""
+    if in_spec is None or getattr(in_spec, "type", None) is not tuple:
+        return None
+    get = getattr(in_spec, "children", None)
+    children = list(get()) if callable(get) else list(in_spec.children_specs)
+    if len(children) != 2 or children[1].type is not dict:
+        return None
+    return list(children[1].context)
 
 
 def _jsonable(v: Any) -> Any:
@@ -305,8 +315,8 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
     report = GraphReport(graph.name)
     program = compile_graph(graph, options, report)
     in_spec = ep.call_spec.in_spec
-    kw_order = in_spec.children_specs[1].context if len(in_spec.children_specs) == 2 else list(kwargs)
-    kwargs = {k: kwargs[k] for k in kw_order if k in kwargs}
+    kw_order = kwarg_order(in_spec)
+    kwargs = {k: kwargs[k] for k in (kw_order if kw_order is not None else list(kwargs)) if k in kwargs}
     leaves = pytree.tree_leaves((args, kwargs))
     user_pos = [i for i, s in enumerate(sig.input_specs) if s.kind == InputKind.USER_INPUT]
     if len(user_pos) != len(leaves):
