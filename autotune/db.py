@@ -64,6 +64,7 @@ trials_table = sa.Table(
     sa.Column("device", sa.Text, nullable=False),
     sa.Column("software", sa.Text, nullable=False),
     sa.Column("kernel_key", sa.Text, nullable=False),
+    sa.Column("family", sa.Text, nullable=False, default=""),
     sa.Column("kernel_name", sa.Text, nullable=False),
     sa.Column("backend", sa.Text, nullable=False),
     sa.Column("problem", sa.Text, nullable=False),
@@ -78,7 +79,7 @@ trials_table = sa.Table(
     sa.Column("study", sa.Text, nullable=False, default=""),
     sa.Column("host", sa.Text, nullable=False, default=""),
     sa.Column("created", sa.Float, nullable=False),
-    sa.Index("braze_trials_lookup", "device", "kernel_key", "skeleton"),
+    sa.Index("braze_trials_lookup", "device", "kernel_key", "problem"),
 )
 
 best_table = sa.Table(
@@ -89,6 +90,7 @@ best_table = sa.Table(
     sa.Column("kernel_key", sa.Text, nullable=False),
     sa.Column("problem", sa.Text, nullable=False),
     sa.Column("skeleton", sa.Text, nullable=False),
+    sa.Column("family", sa.Text, nullable=False, default=""),
     sa.Column("kernel_name", sa.Text, nullable=False),
     sa.Column("backend", sa.Text, nullable=False),
     sa.Column("config", sa.Text, nullable=False),
@@ -97,7 +99,7 @@ best_table = sa.Table(
     sa.Column("tuned", sa.Boolean, nullable=False, default=False),
     sa.Column("updated", sa.Float, nullable=False),
     sa.UniqueConstraint("device", "software", "kernel_key", "problem", name="braze_best_key"),
-    sa.Index("braze_best_lookup", "device", "kernel_key", "skeleton"),
+    sa.Index("braze_best_nearest", "device", "family", "skeleton"),
 )
 
 OPTUNA_TABLES = frozenset({
@@ -130,6 +132,7 @@ class Trial:
     error: str = ""
     origin: str = "search"       # "search" | "quick" | "import"
     study: str = ""
+    family: str = ""             # shape-free key: kernels of one template at any static shape
     host: str = field(default_factory=socket.gethostname)
     created: float = field(default_factory=time.time)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -154,7 +157,7 @@ class Trial:
         return Trial(r["device"], r["software"], r["kernel_key"], r["kernel_name"], r["backend"],
                      json.loads(r["problem"]), json.loads(r["config"]), r["status"], r["time_ms"],
                      json.loads(r["stats"] or "{}"), r["compile_ms"], r["error"] or "", r["origin"],
-                     r["study"] or "", r["host"] or "", r["created"], r["uid"])
+                     r["study"] or "", r["family"] or "", r["host"] or "", r["created"], r["uid"])
 
 
 @dataclass(frozen=True)
@@ -415,7 +418,8 @@ class TuningDB:
         if exists is None:
             conn.execute(best_table.insert().values(
                 device=r["device"], software=r["software"], kernel_key=r["kernel_key"], problem=r["problem"],
-                skeleton=r["skeleton"], kernel_name=r["kernel_name"], backend=r["backend"], config=r["config"],
+                skeleton=r["skeleton"], family=r["family"] or r["kernel_key"], kernel_name=r["kernel_name"],
+                backend=r["backend"], config=r["config"],
                 time_ms=r["time_ms"], trial_uid=r["uid"], tuned=tuned, updated=time.time()))
 
     # -- reading ---------------------------------------------------------------
@@ -428,14 +432,16 @@ class TuningDB:
                 (b.problem == problem_key(problem)))).mappings().first()
         return _best(r) if r else None
 
-    def nearest(self, device: str, kernel_key: str, problem: Mapping[str, Any], software: Optional[str] = None,
+    def nearest(self, device: str, family: str, problem: Mapping[str, Any], software: Optional[str] = None,
                 limit: int = 3) -> list[tuple[float, Best]]:
-        """Best configs of the nearest other shape buckets of the same kind
-        (closest first); ``software=None`` looks across software versions."""
+        """Best configs of the nearest other shape buckets of the same kernel
+        family (the kernel's template and structure at any static shape, see
+        ``recipe.family_key``; closest first); ``software=None`` looks across
+        software versions."""
         b = best_table.c
         skel = problem_signature(problem)[0]
         pk = problem_key(problem)
-        cond = (b.device == device) & (b.kernel_key == kernel_key) & (b.skeleton == skel)
+        cond = (b.device == device) & (b.family == family) & (b.skeleton == skel)
         if software is not None:
             cond = cond & (b.software == software)
         with self._read() as conn:

@@ -87,11 +87,26 @@ def make_recipe(kernel, node: Node, options, generators: Optional[Sequence[str]]
     return {
         "ir": print_graph(node_graph(node)),
         "key": kernel.key(),
+        "family": family_key(kernel, node),
         "name": kernel.name,
         "backend_option": getattr(options, "backend", "auto"),
         "generators": list(generators if generators is not None else current_generators(
             getattr(options, "backend", "auto"))),
     }
+
+
+def family_key(kernel, node: Node) -> str:
+    """A key shared by the kernels of one template and structure at any shape.
+
+    ``Kernel.key()`` tells static shapes apart (code specialised to a shape
+    is another kernel); the nearest-bucket lookup of the tuning database
+    needs what stays when shapes change: the kernel's name and backend and
+    the node's IR with every number blanked.
+    """
+    import re
+
+    text = re.sub(r"\d+", "#", print_graph(node_graph(node)))
+    return hashlib.sha256(f"{kernel.name}|{kernel.backend}|{text}".encode()).hexdigest()[:20]
 
 
 def recipe_digest(recipe: dict[str, Any]) -> str:
@@ -139,5 +154,5 @@ def _device_of(node: Node) -> str:
     return "cpu"
 
 
-__all__ = ["node_graph", "make_recipe", "rebuild", "candidates_for_node", "current_generators", "RecipeError",
+__all__ = ["node_graph", "make_recipe", "family_key", "rebuild", "candidates_for_node", "current_generators", "RecipeError",
            "resolve", "generator_ref", "recipe_digest"]

@@ -97,11 +97,14 @@ def _select(launcher, env: Mapping[str, int]):
             return choice
 
     # 3. nearest buckets, 4. measured defaults
+    from braze.autotune.recipe import family_key
+
     configs = []
     near_any = False
     for k in cands:
         cfg = None
-        for _, b in _safe(lambda: db.nearest(device.key, k.key(), k.problem(env), software=sw, limit=3), db) or ():
+        fam = family_key(k, launcher.node)
+        for _, b in _safe(lambda: db.nearest(device.key, fam, k.problem(env), software=sw, limit=3), db) or ():
             if _usable(k, b.config, env, device):
                 cfg, near_any = k.space.normalize(k.space.coerce(b.config)), True
                 break
@@ -156,7 +159,8 @@ def _quick(launcher, env, configs, db, sw):
     for k, cfg in configs:
         m = measure(k, cfg, bench, spec, device.l2_bytes)
         trials.append(Trial(device.key, sw, k.key(), k.name, k.backend, k.problem(env), cfg, m.status,
-                            m.time_ms if m.ok else None, m.stats, m.compile_ms, m.error, "quick"))
+                            m.time_ms if m.ok else None, m.stats, m.compile_ms, m.error, "quick",
+                            family=family_key(k, launcher.node)))
         if m.ok:
             results.append((m.time_ms, k, cfg))
         else:

@@ -184,9 +184,9 @@ class Tuner:
             self._storage = make_storage(self._storage_spec)
         return self._storage
 
-    def _record(self, kernel, problem, config, m: Measurement, origin: str, study: str) -> None:
+    def _record(self, kernel, problem, config, m: Measurement, origin: str, study: str, family: str = "") -> None:
         t = Trial(self.device.key, self.software, kernel.key(), kernel.name, kernel.backend, problem, config,
-                  m.status, m.time_ms if m.ok else None, m.stats, m.compile_ms, m.error, origin, study)
+                  m.status, m.time_ms if m.ok else None, m.stats, m.compile_ms, m.error, origin, study, family)
         try:
             self.db.record(t)
             self.recorded += 1
@@ -217,7 +217,7 @@ class Tuner:
             return Measurement(known[0], known[1])
         m = self.measurer.measure(recipe, config, env, self.spec, self.budget.trial_timeout)
         self.measured += 1
-        self._record(kernel, problem, config, m, "search", study)
+        self._record(kernel, problem, config, m, "search", study, recipe.get("family", ""))
         return m
 
     def tune_kernel(self, kernel, recipe: Mapping[str, Any], env: Mapping[str, int]) -> Outcome:
@@ -238,7 +238,8 @@ class Tuner:
             n_startup_trials=max(2, min(10, self.budget.trials // 4)))
         study = optuna.create_study(storage=self.storage, sampler=sampler, study_name=name, direction="minimize",
                                     load_if_exists=True)
-        self._warm_start(study, kernel, problem, space)
+        family = recipe.get("family", "")
+        self._warm_start(study, kernel, problem, space, family)
         known = self._known(kernel, problem)
         out = Outcome(kernel, None, None, study=name)
         t_start = time.time()
@@ -266,7 +267,7 @@ class Tuner:
                 if problems:
                     m = Measurement("invalid", error="; ".join(problems))
                     if cj not in known:
-                        self._record(kernel, problem, config, m, "search", name)
+                        self._record(kernel, problem, config, m, "search", name, family)
                 elif cj in known:
                     st, ms = known[cj]
                     m = Measurement(st, ms)
@@ -274,7 +275,7 @@ class Tuner:
                     m = self.measurer.measure(recipe, config, env, self.spec, self.budget.trial_timeout)
                     self.measured += 1
                     out.measured += 1
-                    self._record(kernel, problem, config, m, "search", name)
+                    self._record(kernel, problem, config, m, "search", name, family)
                 known[cj] = (m.status, m.time_ms)
                 if m.status != "invalid":
                     seen.add(cj)
@@ -326,7 +327,7 @@ class Tuner:
                 return True
         return False
 
-    def _warm_start(self, study, kernel, problem: Mapping[str, Any], space: Space) -> None:
+    def _warm_start(self, study, kernel, problem: Mapping[str, Any], space: Space, family: str) -> None:
         """Enqueue the default and the best configs of the nearest buckets (once per study)."""
         if study.user_attrs.get("warm_started"):
             return
@@ -337,7 +338,7 @@ class Tuner:
         except ValueError:
             pass
         try:
-            for _, b in self.db.nearest(self.device.key, kernel.key(), problem, software=None, limit=4):
+            for _, b in self.db.nearest(self.device.key, family or kernel.key(), problem, software=None, limit=4):
                 seeds.append(b.config)
         except Exception as e:  # noqa: BLE001
             log.warning("braze: cannot read warm starts from %s: %s", self.db.url, e)
