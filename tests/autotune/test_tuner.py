@@ -52,10 +52,10 @@ def test_tuning_records_every_trial_and_never_chooses_a_broken_candidate(db_path
     assert by[("broken_crashes", "runtime_error")] == 1
     assert by[("tvm_test_matmul_relu_skip_k", "wrong")] == 1
     assert by[("library_gemm_gemm_relu", "ok")] == 1
-    assert 3 <= by[("tvm_test_matmul_relu", "ok")] <= 6
-    ok = [t for t in trials if t.kernel_name == "tvm_test_matmul_relu"]
+    assert 3 <= by[("tvm_test_matmul_relu", "ok")] <= 6 - by[("tvm_test_matmul_relu", "invalid")]
+    ok = [t for t in trials if t.kernel_name == "tvm_test_matmul_relu" and t.status == "ok"]
     assert ok[0].config == tg.matmul_space().default_config({}, CPU)  # warm start: the default first
-    assert all(t.stats["reps"] >= 3 and t.compile_ms > 0 for t in ok)
+    assert all(t.stats.get("reps", 0) >= 3 and t.compile_ms > 0 for t in ok), [(t.stats, t.origin, t.compile_ms) for t in ok]
     best = min((t for t in trials if t.status == "ok"), key=lambda t: t.time_ms)
     assert rec.name == best.kernel_name and rec.config == best.config
 
