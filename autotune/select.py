@@ -12,11 +12,13 @@ The policy, in order:
 3. **database (nearest bucket)** — the best configs of the nearest shape
    bucket of the same kind (same software and device), one per candidate
    that has one; the choice among them is made as in step 4.
-4. **default, measured** — untuned, with a generated candidate and the
-   library candidate: each candidate's default config is compiled, checked
-   against the reference on random inputs and timed a few times, in this
-   process (the defaults are compiled anyway to run, and a default that
-   crashes would crash the run too, so a worker buys nothing here). The
+4. **default, measured** — untuned: the first candidate's config (its
+   template default, or the nearest bucket's) and the library candidate are
+   each compiled, checked against the reference on random inputs and timed
+   a few times, in this process (the first candidate is compiled and run
+   anyway when nothing is measured, so a worker would buy no safety here,
+   only seconds of start-up; other generated candidates run only in a
+   search, in a worker process). The
    fastest correct one wins and the measurements go to the database
    (``origin="quick"``), so the next compile of the same bucket is a
    database hit and costs nothing. Skipped where timings mean nothing
@@ -113,7 +115,10 @@ def _select(launcher, env: Mapping[str, int]):
         configs.append((k, cfg))
     source = "database" if near_any else "default"
     if mode == "measure" and _measurable(cands):
-        best = _quick(launcher, env, configs, db, sw)
+        # NOTE: only the first candidate (which runs anyway when nothing is
+        # measured) and the library (the reference) run in this process;
+        # other generated candidates are only run by a search, in a worker.
+        best = _quick(launcher, env, [configs[0], configs[-1]], db, sw)
         if best is not None:
             return Choice(best[0], best[1], source)
     return Choice(configs[0][0], configs[0][1], source)
@@ -146,6 +151,7 @@ def _quick(launcher, env, configs, db, sw):
     """Compile, check and time each candidate's config in this process; the fastest correct one."""
     from braze.autotune.db import Trial
     from braze.autotune.measure import Bench, MeasureSpec, measure
+    from braze.autotune.recipe import family_key
 
     device = launcher.device
     try:
