@@ -133,7 +133,7 @@ class Trial:
     origin: str = "search"       # "search" | "quick" | "import"
     study: str = ""
     family: str = ""             # shape-free key: kernels of one template at any static shape
-    host: str = field(default_factory=socket.gethostname)
+    host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # who measured it
     created: float = field(default_factory=time.time)
     uid: str = field(default_factory=lambda: uuid.uuid4().hex)
 
