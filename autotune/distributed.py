@@ -164,8 +164,13 @@ def run_workers(tasks: Sequence[Task], workers: str | int, db_url: str, budget, 
     worker's exit code and counts; a worker that died is reported, not raised.
     """
     n, pins = resolve_workers(workers)
+    from braze.autotune.tuner import make_storage
+
     tmp = tempfile.mkdtemp(prefix="braze-tune-")
     storage = storage or os.path.join(tmp, "studies.journal")
+    if "://" in storage:
+        make_storage(storage)  # create Optuna's schema once, before the workers race to
+
     task_file = os.path.join(tmp, "tasks.json")
     with open(task_file, "w") as f:
         json.dump([asdict(t) for t in tasks], f)
@@ -197,9 +202,10 @@ def run_workers(tasks: Sequence[Task], workers: str | int, db_url: str, budget, 
         if os.path.exists(out):
             with open(out) as f:
                 info.update(json.load(f))
-        else:
+        if code != 0:
             with open(errf.name, "rb") as f:
                 info["log_tail"] = f.read()[-2000:].decode(errors="replace")
+        if not os.path.exists(out):
             log.error("braze: tuning worker %d (pid %d) died (exit code %s); its finished trials are kept",
                       procs.index((p, out, errf, pin)), p.pid, code)
         summary["workers"].append(info)

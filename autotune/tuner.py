@@ -139,7 +139,16 @@ def make_storage(where: Optional[str]):
     if where is None:
         return optuna.storages.InMemoryStorage()
     if "://" in where:
-        return optuna.storages.RDBStorage(where, heartbeat_interval=None)
+        # NOTE: Optuna creates its schema on first use and two processes doing
+        # that at once collide (duplicate types/tables): retry, the second
+        # attempt finds the schema made by the other.
+        for attempt in range(6):
+            try:
+                return optuna.storages.RDBStorage(where, heartbeat_interval=None)
+            except Exception:  # noqa: BLE001
+                if attempt == 5:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     os.makedirs(os.path.dirname(os.path.abspath(where)) or ".", exist_ok=True)
