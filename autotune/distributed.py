@@ -76,10 +76,19 @@ class TaskResult:
     library_ms: Optional[float]
     candidates: list = field(default_factory=list)   # [{kernel, time_ms, trials, statuses}]
 
+    def _replace_name(self, name: str) -> "TaskResult":
+        self.name = name
+        return self
+
 
 def run_tasks(tasks: Sequence[Task], db, budget, storage: Optional[str] = None, seed: Optional[int] = None,
-              progress: Optional[bool] = None, trial_timeout: Optional[float] = None) -> tuple[list[TaskResult], Any]:
-    """Tune the tasks in this process (one measurement worker); returns results and the Tuner."""
+              progress: Optional[bool] = None, trial_timeout: Optional[float] = None, skip_tuned: bool = True
+              ) -> tuple[list[TaskResult], Any]:
+    """Tune the tasks in this process (one measurement worker); returns results and the Tuner.
+
+    ``skip_tuned``: a task whose every candidate already has a searched best
+    in the database (same device and software) is not tuned again.
+    """
     from braze.autotune.db import software_key
     from braze.autotune.recipe import candidates_for_node, make_recipe, the_node
     from braze.autotune.space import device_info
@@ -102,6 +111,13 @@ def run_tasks(tasks: Sequence[Task], db, budget, storage: Optional[str] = None, 
                 tuner = Tuner(db, device, software_key(), budget, storage=storage, seed=seed, progress=progress)
             options = Options(backend=task.backend)
             cands = candidates_for_node(node, graph, options, device, task.generators)
+            if skip_tuned:
+                done = _already_tuned(db, device, cands, task.env)
+                if done is not None:
+                    results.append(done._replace_name(task.name))
+                    if bar is not None:
+                        bar.update(1)
+                    continue
             recipes = [make_recipe(k, node, options, task.generators) for k in cands]
             outcomes = tuner.tune_candidates(node, cands, task.env, recipes)
             best = pick(outcomes)
@@ -117,6 +133,25 @@ def run_tasks(tasks: Sequence[Task], db, budget, storage: Optional[str] = None, 
         if bar is not None:
             bar.close()
     return results, tuner
+
+
+def _already_tuned(db, device, cands, env) -> Optional["TaskResult"]:
+    from braze.autotune.db import software_key
+
+    sw = software_key()
+    found = []
+    for k in cands:
+        try:
+            b = db.best(device.key, sw, k.key(), k.problem(env))
+        except Exception:  # noqa: BLE001
+            return None
+        if b is None or not b.tuned:
+            return None
+        found.append((k, b))
+    k, b = min(found, key=lambda f: f[1].time_ms)
+    return TaskResult("", k.name, b.config, b.time_ms, found[-1][1].time_ms,
+                      [{"kernel": k2.name, "time_ms": b2.time_ms, "trials": 0, "measured": 0, "statuses": {},
+                        "from_database": True} for k2, b2 in found])
 
 
 def _task_bar(progress: Optional[bool], total: int):

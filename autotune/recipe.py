@@ -54,6 +54,25 @@ def the_node(graph: Graph) -> Node:
     return nodes[0]
 
 
+def canonical_ir(text: str) -> str:
+    """IR text with value and graph names replaced by their order of first
+    appearance (%v0, %v1, @g0 ...): two nodes that differ only in names
+    (layer 3's ``mm_11`` and layer 4's ``mm_14``) get the same text."""
+    import re
+
+    names: dict[str, str] = {}
+
+    def sub(m):
+        sigil, name = m.group(1), m.group(2)
+        key = sigil + name
+        if key not in names:
+            names[key] = f"{sigil}{'v' if sigil == '%' else 'g'}{sum(k[0] == sigil for k in names)}"
+        return names[key]
+    text = re.sub(r"^graph\s+(\w+)", lambda m: "graph @" + m.group(1), text, flags=re.M)
+    text = re.sub(r"([%@])(\w+)", sub, text)
+    return re.sub(r"name='[^']*'", "name=''", text)
+
+
 def generator_ref(fn: Callable) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 
@@ -105,7 +124,7 @@ def family_key(kernel, node: Node) -> str:
     """
     import re
 
-    text = re.sub(r"\d+", "#", print_graph(node_graph(node)))
+    text = re.sub(r"\d+", "#", canonical_ir(print_graph(node_graph(node))))
     return hashlib.sha256(f"{kernel.name}|{kernel.backend}|{text}".encode()).hexdigest()[:20]
 
 

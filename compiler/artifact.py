@@ -381,7 +381,9 @@ def _choices(program, files: dict[str, bytes]) -> list[dict]:
     import re
 
     out = []
-    index = {n: i for i, n in enumerate(program.graph.nodes)}
+    # NOTE: nodes are numbered without the inputs: the printer puts inputs in
+    # the header, so a parsed graph lists them first wherever they were.
+    index = {n: i for i, n in enumerate(_body(program.graph))}
     for node, launcher in program.launchers.items():
         for pkey, ch in launcher.choices.items():
             k = ch.kernel
@@ -394,6 +396,10 @@ def _choices(program, files: dict[str, bytes]) -> list[dict]:
                 entry["source_file"] = fname
             out.append(entry)
     return sorted(out, key=lambda e: e["node"])
+
+
+def _body(graph) -> list:
+    return [n for n in graph.nodes if n.op != "input"]
 
 
 def _dumps_spec(spec) -> Optional[str]:
@@ -519,8 +525,9 @@ def load_artifact(path: str, options=None, retune: bool = False) -> Artifact:
 def _apply_choices(path: str, graph, launchers, kernels: list[dict]) -> None:
     from braze.compiler.kernels import Choice
 
+    body = _body(graph)
     for e in kernels:
-        node = graph.nodes[e["node"]] if e["node"] < len(graph.nodes) else None
+        node = body[e["node"]] if e["node"] < len(body) else None
         launcher = launchers.get(node) if node is not None else None
         if launcher is None:
             log.warning("braze: %s: no code generator here produces kernels for %s (chosen: %s, %s); it runs "

@@ -284,6 +284,7 @@ def cmd_compile(args) -> int:
         summary = tune_model(model, a, kw, _options(args, False), _budget(args), workers=args.workers,
                              storage=args.storage, seed=args.seed)
         _print_tuning(summary)
+        print(f"tuning: {summary['measured']} configs measured ({summary['db']})")
     art = compile_model(model, a, kw, _options(args, False), check=not args.no_check)
     art.save(args.output)
     srcs: dict[str, int] = {}

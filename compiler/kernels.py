@@ -54,8 +54,13 @@ class Kernel(Protocol):
 
 def structural_key(node: Node, extra: str = "") -> str:
     """Hash of a node's op, attributes and (for fused groups) subgraph text."""
+    from braze.autotune.recipe import canonical_ir, node_graph
+
     sub = node.attr("graph")
-    text = print_graph(sub) if isinstance(sub, Graph) else f"{node.op}.{node.overload}{node.args}{node.kwargs}"
+    # NOTE: printed IR with names canonicalised: the same across processes
+    # (never repr() of args, which holds object ids) and across layers
+    # (names like mm_11 / mm_14 do not count), so one tuning serves all.
+    text = canonical_ir(print_graph(sub if isinstance(sub, Graph) else node_graph(node)))
     sig = ",".join(str(v.type) for v in node.inputs)
     return hashlib.sha256(f"{text}|{sig}|{extra}".encode()).hexdigest()[:20]
 
