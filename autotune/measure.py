@@ -397,7 +397,9 @@ class MeasureWorker:
             self._kill()
             self.restarts += 1
             return Measurement("runtime_error", error="measurement worker died before the request")
-        line = self._readline(timeout)
+        line = self._readline(max(timeout, self.startup_timeout))
+        if line is not None and line.startswith(b'{"stage"'):
+            line = self._readline(timeout)
         if line is None:
             self._kill()
             self.restarts += 1

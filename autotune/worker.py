@@ -5,7 +5,8 @@ Protocol: one JSON object per line. The worker first writes
 writes one reply line:
 
 - ``{"op": "measure", "recipe": {...}, "config": {...}, "env": {...}, "spec": {...}}``
-  -> a :class:`braze.autotune.measure.Measurement` as a dict;
+  -> ``{"stage": "rebuilt"}`` once the kernel is rebuilt (imports done),
+  then a :class:`braze.autotune.measure.Measurement` as a dict;
 - ``{"op": "ping"}`` -> ``{"pong": true}``;
 - ``{"op": "exit"}`` -> exits.
 
@@ -62,6 +63,9 @@ def main() -> int:
                     proto.write(json.dumps(Measurement("compile_error", error=str(e)).to_dict()) + "\n")
                     continue
                 kernels[digest] = entry
+            # NOTE: rebuilding (importing generators and their compilers) is
+            # not the candidate's time; the parent's trial timeout starts now.
+            proto.write('{"stage": "rebuilt"}\n')
             kernel, node = entry
             spec = MeasureSpec(**msg["spec"])
             env = {k: int(v) for k, v in msg["env"].items()}

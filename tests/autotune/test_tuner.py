@@ -19,7 +19,7 @@ CPU = device_info("cpu")
 
 
 def tuned_options(measurer, **budget):
-    b = dict(trials=6, patience=4, trial_timeout=6.0, give_up_after=1)
+    b = dict(trials=6, patience=4, trial_timeout=10.0, give_up_after=1)
     b.update(budget)
     return Options(tune=True, extra={"budget": b, "measurer": measurer})
 

@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Mapping
 
 import torch
+import tvm  # noqa: F401  # NOTE: imported with the generator, so a worker's rebuild step pays for it
 
 from braze.autotune.space import Config, Constraint, Knob, Space
 from braze.compiler.kernels import problem_of, structural_key
