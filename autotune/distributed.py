@@ -213,6 +213,11 @@ def run_workers(tasks: Sequence[Task], workers: str | int, db_url: str, budget, 
     env0 = dict(os.environ)
     env0["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env0.setdefault("BRAZE_PROGRESS", "0")
+    if all(p is None for p in pins) and n > 1:
+        # NOTE: CPU workers on one machine would time kernels on the same
+        # cores and measure each other: they take turns measuring (a file
+        # lock); sampling and bookkeeping still overlap.
+        env0["BRAZE_MEASURE_LOCK"] = os.path.join(tmp, "measure.lock")
     for i, pin in enumerate(pins):
         env = dict(env0)
         if pin is not None:

@@ -385,7 +385,24 @@ class MeasureWorker:
     # -- requests -------------------------------------------------------------
     def measure(self, recipe: Mapping[str, Any], config: Mapping[str, Any], env: Mapping[str, int],
                 spec: MeasureSpec, timeout: float) -> Measurement:
-        """Measure one config; never raises for what the candidate does."""
+        """Measure one config; never raises for what the candidate does.
+
+        With ``$BRAZE_MEASURE_LOCK`` (a file path) set, measurements of all
+        processes sharing that lock take turns (CPU workers of one machine).
+        """
+        lock = os.environ.get("BRAZE_MEASURE_LOCK")
+        if not lock:
+            return self._measure(recipe, config, env, spec, timeout)
+        import fcntl
+
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                return self._measure(recipe, config, env, spec, timeout)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _measure(self, recipe, config, env, spec, timeout) -> Measurement:
         if self.proc is None or self.proc.poll() is not None:
             self._kill()
             self._start()
