@@ -38,7 +38,7 @@ from braze.autotune.space import bucket_distance, problem_key, problem_signature
 
 log = logging.getLogger("braze.autotune.db")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "compile_error", "runtime_error", "timeout", "wrong", "invalid")
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -107,10 +107,23 @@ OPTUNA_TABLES = frozenset({
     "trial_user_attributes", "trial_system_attributes", "trial_params", "trial_values",
     "trial_intermediate_values", "trial_heartbeats", "alembic_version"})
 
-# Schema migrations: version -> function(connection) bringing version-1 up to it.
-# NOTE: append here when the schema changes and bump SCHEMA_VERSION; never edit
-# an applied migration. Version 1 is created whole by ``metadata.create_all``.
-MIGRATIONS: dict[int, Any] = {}
+
+
+def _to_v2(conn) -> None:
+    """Version 2: the shape-free kernel ``family`` (nearest-bucket lookups across static shapes)."""
+    conn.exec_driver_sql("ALTER TABLE braze_trials ADD COLUMN family TEXT NOT NULL DEFAULT ''")
+    conn.exec_driver_sql("ALTER TABLE braze_best ADD COLUMN family TEXT NOT NULL DEFAULT ''")
+    conn.exec_driver_sql("UPDATE braze_best SET family = kernel_key")
+    conn.exec_driver_sql("DROP INDEX IF EXISTS braze_best_lookup")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS braze_best_nearest ON braze_best (device, family, skeleton)")
+
+
+# Schema migrations: version -> function(connection) bringing version-1 up to it,
+# run in order inside one transaction when an older database is opened.
+# NOTE: add one here when the schema changes and bump SCHEMA_VERSION; never edit
+# an applied migration. A new database is created at SCHEMA_VERSION whole by
+# ``metadata.create_all``.
+MIGRATIONS: dict[int, Any] = {2: _to_v2}
 
 
 # --- records ----------------------------------------------------------------

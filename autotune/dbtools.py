@@ -23,7 +23,7 @@ from braze.autotune.db import SCHEMA_VERSION, STATUSES, Trial, TuningDB, TuningD
 
 FORMAT = "braze-tuning-db"
 _FIELDS = ("device", "software", "kernel_key", "kernel_name", "backend", "problem", "config", "status", "time_ms",
-           "stats", "compile_ms", "error", "origin", "study", "host", "created", "uid")
+           "stats", "compile_ms", "error", "origin", "study", "family", "host", "created", "uid")
 
 
 def export_doc(db: TuningDB, **filters: Any) -> dict[str, Any]:

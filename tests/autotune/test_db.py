@@ -80,9 +80,9 @@ def test_a_bad_file_is_refused_clearly_and_left_untouched(tmp_path, caplog, kind
         c.close()
         want = "newer than this braze understands"
     else:
-        open_db(path).record(trial({"t": 1}, ms=1.0))
-        from braze.autotune.db import forget_open
-        forget_open()
+        first = open_db(path)
+        first.record(trial({"t": 1}, ms=1.0))
+        first.close()  # checkpoints the WAL into the file, which is then damaged
         for ext in ("-wal", "-shm"):
             if os.path.exists(path + ext):
                 os.remove(path + ext)
@@ -160,3 +160,27 @@ def test_prune_keeps_the_best(db_path):
 def test_software_key_names_the_versions():
     sw = software_key()
     assert f"torch {torch.__version__}" in sw and "triton" in sw and "apache-tvm" in sw and "cuda" in sw
+
+
+def test_an_older_schema_is_migrated_keeping_its_trials(db_path):
+    db = open_db(db_path)
+    db.record(trial({"t": 1}, ms=2.0))
+    from braze.autotune.db import forget_open
+    db.close()
+    forget_open()
+    # turn it into a version-1 database: no kernel family yet
+    c = sqlite3.connect(db_path)
+    c.execute("drop index braze_best_nearest")
+    c.execute("alter table braze_best drop column family")
+    c.execute("alter table braze_trials drop column family")
+    c.execute("create index braze_best_lookup on braze_best (device, kernel_key, skeleton)")
+    c.execute("update braze_schema set version = 1")
+    c.commit()
+    c.close()
+    db = open_db(db_path)
+    with sqlite3.connect(db_path) as c:
+        assert c.execute("select version from braze_schema").fetchone() == (SCHEMA_VERSION,)
+    assert [t.config for t in db.trials()] == [{"t": 1}]
+    assert db.nearest(DEV, "k1", {"shapes": "256x32;32x48", "dtypes": "f32,f32"})[0][1].config == {"t": 1}
+    db.record(trial({"t": 2}, ms=1.0))
+    assert db.best(DEV, SW, "k1", PROBLEM).config == {"t": 2}
