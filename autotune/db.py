@@ -34,6 +34,8 @@ from typing import Any, Iterable, Mapping, Optional
 
 import sqlalchemy as sa
 
+from braze.autotune.db_schema import (MIGRATIONS, OPTUNA_TABLES, SCHEMA_VERSION, best_table,  # noqa: F401
+                                      metadata, schema_table, trials_table)
 from braze.autotune.space import bucket_distance, problem_key, problem_signature
 
 log = logging.getLogger("braze.autotune.db")
@@ -44,10 +46,6 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 class TuningDBError(RuntimeError):
     """The tuning database cannot be used (foreign, corrupt, newer schema, unreachable)."""
-
-
-from braze.autotune.db_schema import (MIGRATIONS, OPTUNA_TABLES, SCHEMA_VERSION, best_table,  # noqa: E402,F401
-                                      metadata, schema_table, trials_table)
 
 
 # --- records ----------------------------------------------------------------
