@@ -79,6 +79,19 @@ class Measurement:
 
 
 # --- inputs and reference ----------------------------------------------------
+def node_device(node) -> str:
+    """The torch device a node's kernel runs on ("cpu", "cuda:1"); a GPU index
+    this process cannot see (a worker pinned with CUDA_VISIBLE_DEVICES) maps
+    to its one visible GPU."""
+    for t in tuple(v.type for v in node.inputs) + tuple(node.types):
+        if t.device.startswith("cuda"):
+            dev = torch.device(t.device)
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                return "cuda:0"
+            return str(dev)
+    return "cpu"
+
+
 def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0) -> list[torch.Tensor]:
     """Fresh random tensors (never zeros) for the node's operands at ``env``."""
     from braze.ir.interpreter import random_tensor
@@ -145,7 +158,8 @@ def check_outputs(node, env: Mapping[str, int], outs, refs: Sequence[torch.Tenso
 def time_callable(fn: Callable[[], Any], device: str, spec: MeasureSpec, l2_bytes: int = 0) -> tuple[float, dict]:
     """(median ms per call, statistics) of ``fn()``."""
     if device.startswith("cuda"):
-        return _time_cuda(fn, spec, l2_bytes)
+        with torch.cuda.device(torch.device(device)):
+            return _time_cuda(fn, spec, l2_bytes)
     return _time_cpu(fn, spec)
 
 
@@ -436,5 +450,5 @@ class MeasureWorker:
         return Measurement.from_dict(reply)
 
 
-__all__ = ["MeasureSpec", "Measurement", "MeasureWorker", "Bench", "measure", "check_outputs", "time_callable",
+__all__ = ["node_device", "MeasureSpec", "Measurement", "MeasureWorker", "Bench", "measure", "check_outputs", "time_callable",
            "reference_outputs", "random_operands", "TOLERANCE"]

@@ -150,12 +150,12 @@ def _measurable(cands) -> bool:
 def _quick(launcher, env, configs, db, sw):
     """Compile, check and time each candidate's config in this process; the fastest correct one."""
     from braze.autotune.db import Trial
-    from braze.autotune.measure import Bench, MeasureSpec, measure
+    from braze.autotune.measure import Bench, MeasureSpec, measure, node_device
     from braze.autotune.recipe import family_key
 
     device = launcher.device
     try:
-        bench = Bench(launcher.node, env, "cuda" if device.kind == "cuda" else "cpu", seed=0)
+        bench = Bench(launcher.node, env, node_device(launcher.node), seed=0)
     except Exception as e:  # noqa: BLE001
         log.warning("braze: cannot build inputs to compare candidates of %s: %s", launcher.node.name, e)
         return None

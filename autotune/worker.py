@@ -32,7 +32,7 @@ def main() -> int:
 
     import torch
 
-    from braze.autotune.measure import Bench, Measurement, MeasureSpec, measure
+    from braze.autotune.measure import Bench, Measurement, MeasureSpec, measure, node_device
     from braze.autotune.recipe import RecipeError, rebuild, recipe_digest
 
     torch.set_grad_enabled(False)
@@ -69,7 +69,7 @@ def main() -> int:
             kernel, node = entry
             spec = MeasureSpec(**msg["spec"])
             env = {k: int(v) for k, v in msg["env"].items()}
-            device = "cuda" if any(t.device.startswith("cuda") for t in node.types) else "cpu"
+            device = node_device(node)
             bkey = (msg["recipe"]["ir"], tuple(sorted(env.items())), spec.seed)
             bench = benches.get(bkey)
             if bench is None:
@@ -82,7 +82,7 @@ def main() -> int:
             result = Measurement("runtime_error", error=f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}")
         # NOTE: a CUDA error (illegal address, ...) poisons the context: the
         # worker says so and exits; the parent starts a fresh one.
-        exiting = result.status == "runtime_error" and device == "cuda"
+        exiting = result.status == "runtime_error" and device.startswith("cuda")
         proto.write(json.dumps(dict(result.to_dict(), exiting=exiting)) + "\n")
         if exiting:
             break
