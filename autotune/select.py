@@ -102,26 +102,26 @@ def _select(launcher, env: Mapping[str, int]):
     from braze.autotune.recipe import family_key
 
     configs = []
-    near_any = False
+    source: dict[int, str] = {}
     for k in cands:
         cfg = None
         fam = family_key(k, launcher.node)
         for _, b in _safe(lambda: db.nearest(device.key, fam, k.problem(env), software=sw, limit=3), db) or ():
             if _usable(k, b.config, env, device):
-                cfg, near_any = k.space.normalize(k.space.coerce(b.config)), True
+                cfg, source[id(k)] = k.space.normalize(k.space.coerce(b.config)), "database"
                 break
         if cfg is None:
             cfg = k.space.default_config(k.problem(env), device)
         configs.append((k, cfg))
-    source = "database" if near_any else "default"
     if mode == "measure" and _measurable(cands):
         # NOTE: only the first candidate (which runs anyway when nothing is
         # measured) and the library (the reference) run in this process;
         # other generated candidates are only run by a search, in a worker.
         best = _quick(launcher, env, [configs[0], configs[-1]], db, sw)
         if best is not None:
-            return Choice(best[0], best[1], source)
-    return Choice(configs[0][0], configs[0][1], source)
+            return Choice(best[0], best[1], source.get(id(best[0]), "default"))
+    k, cfg = configs[0]
+    return Choice(k, cfg, source.get(id(k), "default"))
 
 
 def _safe(fn, db):
