@@ -93,3 +93,20 @@ class DynamoEntry:
         outs = self.program(*(args[i] for i in spec.inputs), sym_values=[args[i] for i in spec.syms])
         leaves = [outs[x] if kind == "value" else x for kind, x in spec.leaves]
         return tuple(leaves) if spec.is_tuple else leaves[0]
+
+
+def capture_graphs(fn: Callable, *args, **kwargs) -> list:
+    """The braze graphs Dynamo captures from ``fn(*args, **kwargs)``, lowered
+    but not optimised (for tests and tools); ``fn`` runs eagerly."""
+    graphs: list = []
+
+    def backend(gm, example_inputs):
+        cap = capture_dynamo(gm, example_inputs)
+        graphs.append(lower(cap.gm, cap.placeholders, name=f"graph{len(graphs) + 1}")[0])
+        return gm.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(fn, backend=backend)(*args, **kwargs)
+    torch._dynamo.reset()
+    return graphs

@@ -19,9 +19,13 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
     report = report or GraphReport(graph.name)
     report.input_ir = print_graph(graph)
     optimized = run_pipeline(graph, PIPELINE, options, report)
+    from braze.passes.eliminate_padding import DECLINED
+
+    if graph.name in DECLINED:
+        report.notes.append(f"padding elimination declined: {DECLINED.pop(graph.name)}")
     launchers = build_launchers(optimized, options, report)
     report.compile_ms = (time.perf_counter() - t0) * 1e3
-    return CompiledProgram(optimized, launchers, report)
+    return CompiledProgram(optimized, launchers, report, cuda_graphs=options.cuda_graphs)
 
 
 def build_launchers(graph: Graph, options, report: GraphReport) -> dict:
@@ -31,9 +35,11 @@ def build_launchers(graph: Graph, options, report: GraphReport) -> dict:
     launchers = kernels_for(graph, options, report)
     for n in graph.compute_nodes:
         if n in launchers:
+            report.entries.append(launchers[n])
             continue
         cat = get_op(n.op).category
         if cat in (Category.VIEW,) and n.op not in ("cat", "stack", "repeat", "flip", "roll", "constant_pad_nd"):
             continue  # views launch nothing
-        report.kernels.append(KernelRecord(n.name or n.op, [n.op], "torch", {}, "n/a"))
+        report.entries.append(KernelRecord(n.name or n.op, [n.op], "torch", {}, "n/a"))
+    report.refresh()
     return launchers

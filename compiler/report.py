@@ -33,15 +33,26 @@ class GraphReport:
     notes: list[str] = field(default_factory=list)
     fallback: Optional[str] = None   # why the graph runs eagerly, if it does
     compile_ms: float = 0.0
+    # NOTE: the launches in order: KernelRecords, or launchers whose record is
+    # read when the report is shown (their config is chosen when a shape runs).
+    entries: list = field(default_factory=list, repr=False, compare=False)
+
+    def refresh(self) -> None:
+        if self.entries:
+            self.kernels = [e if isinstance(e, KernelRecord) else e.record() for e in self.entries]
 
     @property
     def final_ir(self) -> str:
         return self.passes[-1].ir if self.passes else self.input_ir
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        self.refresh()
+        d = asdict(self)
+        d.pop("entries", None)
+        return d
 
     def __str__(self) -> str:
+        self.refresh()
         lines = [f"== graph {self.name} ({self.compile_ms:.0f} ms to compile)"]
         if self.fallback:
             lines.append(f"   runs eagerly: {self.fallback}")

@@ -29,10 +29,14 @@ class CompiledProgram:
     """Callable running ``graph``; ``launchers`` maps fused/special nodes to
     objects with ``bind(env) -> callable(*tensors)``."""
 
-    def __init__(self, graph: Graph, launchers: Optional[Mapping[Node, Any]] = None, report=None):
+    def __init__(self, graph: Graph, launchers: Optional[Mapping[Node, Any]] = None, report=None,
+                 cuda_graphs: bool = False):
         self.graph = graph
         self.launchers = dict(launchers or {})
         self.report = report
+        # NOTE: run-time symbols (padding elimination's token count) need a
+        # host synchronisation inside the plan, which a CUDA graph cannot hold.
+        self.cuda_graphs = cuda_graphs and not graph.sym_bounds
         self._plans: "OrderedDict[tuple, Callable]" = OrderedDict()
 
     def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()) -> tuple[torch.Tensor, ...]:
@@ -48,7 +52,11 @@ class CompiledProgram:
 
     def _plan(self, inputs, sym_values, key) -> Callable:
         env = bind_symbols(self.graph, inputs, sym_values, check=True)
+        for s, bound in self.graph.sym_bounds:  # run-time symbols: planned at their upper bound
+            env[s] = bound if isinstance(bound, int) else bound.eval(env)
         plan = build_plan(self.graph, self.launchers, env)
+        if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs:
+            plan = CudaGraphPlan(plan, inputs)
         self._plans[key] = plan
         if len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)
@@ -58,6 +66,30 @@ class CompiledProgram:
     @property
     def num_plans(self) -> int:
         return len(self._plans)
+
+
+class CudaGraphPlan:
+    """A plan captured once in a CUDA graph and replayed: inputs are copied
+    into the graph's static buffers, outputs cloned out of its own."""
+
+    def __init__(self, plan: Callable, inputs: Sequence[torch.Tensor]):
+        self.static_in = [x.clone() for x in inputs]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # compile and autotune outside the capture
+                plan(self.static_in)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = plan(self.static_in)
+
+    def __call__(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        for dst, src in zip(self.static_in, inputs):
+            if dst.data_ptr() != src.data_ptr():
+                dst.copy_(src)
+        self.graph.replay()
+        return tuple(o.clone() for o in self.static_out)
 
 
 def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, int]) -> Callable:

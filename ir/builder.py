@@ -1,6 +1,7 @@
 """Building graphs and rewriting them node by node."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
@@ -17,6 +18,8 @@ class Builder:
         self.nodes: list[Node] = []
         self.inputs: list[Node] = []
         self.constants: dict[str, torch.Tensor] = dict(constants or {})
+        # NOTE: during ``rewrite``, the original (not remapped) node being visited.
+        self.current: Optional[Node] = None
 
     def input(self, name: str, type_or_shape, dtype: torch.dtype = torch.float32, device: str = "cpu") -> Value:
         t = type_or_shape if isinstance(type_or_shape, TensorType) else TensorType(
@@ -72,6 +75,7 @@ def rewrite(graph: Graph, rule: Rule, dce: bool = True) -> Graph:
             b.append(n)
             continue
         n2 = n.with_args(map_values(n.args, remap), map_values(n.kwargs, remap))
+        b.current = n
         repl = None if n.op == "constant" else rule(n2, b)
         if repl is None:
             b.append(n2)
@@ -84,8 +88,8 @@ def rewrite(graph: Graph, rule: Rule, dce: bool = True) -> Graph:
                 raise ValueError(f"rewrite of {n.op} gave {len(repl)} values for {len(n.types)} outputs")
             for i, r in enumerate(repl):
                 env[Value(n, i)] = r
-    out = Graph(tuple(b.nodes), tuple(b.inputs), tuple(remap(v) for v in graph.outputs), b.constants,
-                graph.sym_inputs, graph.name)
+    out = replace(graph, nodes=tuple(b.nodes), inputs=tuple(b.inputs), outputs=tuple(remap(v) for v in graph.outputs),
+                  constants=b.constants)
     return eliminate_dead(out) if dce else out
 
 
@@ -104,4 +108,4 @@ def eliminate_dead(graph: Graph) -> Graph:
         return graph
     used = {n.args[0] for n in nodes if n.op == "constant"}
     consts = {k: v for k, v in graph.constants.items() if k in used}
-    return Graph(nodes, graph.inputs, graph.outputs, consts, graph.sym_inputs, graph.name)
+    return replace(graph, nodes=nodes, constants=consts)

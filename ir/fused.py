@@ -31,6 +31,7 @@ groups to form is the fusion pass's decision (``passes/fuse.py``).
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Sequence
 
 from braze.ir.builder import eliminate_dead
@@ -160,6 +161,5 @@ def fuse_groups(graph: Graph, groups: Sequence[tuple[Sequence[Node], str]]) -> G
         if n2 is not u:
             for i in range(len(u.types)):
                 env[Value(u, i)] = Value(n2, i)
-    g = Graph(tuple(new_nodes), graph.inputs, tuple(remap(v) for v in graph.outputs), graph.constants,
-              graph.sym_inputs, graph.name)
+    g = replace(graph, nodes=tuple(new_nodes), outputs=tuple(remap(v) for v in graph.outputs))
     return eliminate_dead(g)

@@ -144,9 +144,12 @@ class Graph:
     constants: Mapping[str, torch.Tensor] = field(default_factory=dict)
     sym_inputs: tuple[str, ...] = ()
     name: str = "graph"
+    # Symbols a node defines at run time (e.g. the valid-token count of
+    # padding elimination), each with an upper bound used for planning.
+    sym_bounds: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
-        for f in ("nodes", "inputs", "outputs", "sym_inputs"):
+        for f in ("nodes", "inputs", "outputs", "sym_inputs", "sym_bounds"):
             v = getattr(self, f)
             if not isinstance(v, tuple):
                 object.__setattr__(self, f, tuple(v))

@@ -20,7 +20,32 @@ class ParseError(ValueError):
     pass
 
 
-_HEADER = re.compile(r"^graph\s+(\w+)\((.*)\)\s*(?:syms\(([^)]*)\))?\s*\{$")
+_HEADER = re.compile(r"^graph\s+(\w+)\((.*)\{$")
+_TAIL = re.compile(r"^\s*(?:syms\(([^)]*)\))?\s*(?:bounds\((.*)\))?\s*$")
+
+
+class _Header:
+    """name, params, syms, bounds of ``graph NAME(PARAMS) [syms(..)] [bounds(..)] {``."""
+
+    def __init__(self, line: str):
+        m = _HEADER.match(line)
+        if not m:
+            raise ParseError(f"expected 'graph NAME(...) {{', got {line!r}")
+        rest, depth = m.group(2), 1
+        for k, ch in enumerate(rest):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                break
+        else:
+            raise ParseError(f"unbalanced parentheses in {line!r}")
+        tail = _TAIL.match(rest[k + 1:])
+        if not tail:
+            raise ParseError(f"cannot parse {rest[k + 1:]!r} in {line!r}")
+        self.parts = (m.group(1), rest[:k], tail.group(1), tail.group(2))
+
+    def group(self, i: int):
+        return self.parts[i - 1]
 _NODE = re.compile(r"^(%\w+(?:\s*,\s*%\w+)*)\s*=\s*([\w:]+)(?:\.(\w+))?\((.*)\)\s*:\s*(.+)$")
 _TYPE = re.compile(r"^(\w+)\[(.*)\](?:@([\w:]+))?$")
 _REF = re.compile(r"%(\w+)")
@@ -80,9 +105,10 @@ def _blocks(text: str):
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("#")]
     blocks, i = [], 0
     while i < len(lines):
-        m = _HEADER.match(lines[i])
-        if not m:
-            raise ParseError(f"line {i + 1}: expected 'graph NAME(...) {{', got {lines[i]!r}")
+        try:
+            m = _Header(lines[i])
+        except ParseError as e:
+            raise ParseError(f"line {i + 1}: {e}") from None
         body = []
         i += 1
         while i < len(lines) and lines[i] != "}":
@@ -107,6 +133,8 @@ def _parse_block(name, header, body, subgraphs, constants) -> Graph:
         nodes.append(n)
         env[pname] = n.out()
     sym_inputs = tuple(s.strip() for s in (header.group(3) or "").split(",") if s.strip())
+    bounds = tuple((b.split("<=")[0].strip(), sym(b.split("<=")[1].strip())) for b in _split_top(header.group(4) or "")
+                   if b.strip())
     outputs: tuple = ()
     used_consts: dict[str, torch.Tensor] = {}
     for ln in body:
@@ -132,7 +160,7 @@ def _parse_block(name, header, body, subgraphs, constants) -> Graph:
         nodes.append(n)
         for i, nm in enumerate(lhs):
             env[nm] = Value(n, i)
-    return Graph(tuple(nodes), tuple(inputs), outputs, used_consts, sym_inputs, name)
+    return Graph(tuple(nodes), tuple(inputs), outputs, used_consts, sym_inputs, name, bounds)
 
 
 def _parse_args(text: str, env: dict[str, Value], subgraphs: dict[str, Graph]):

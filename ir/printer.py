@@ -127,6 +127,8 @@ def _print_one(g: Graph, name: str, subgraphs: dict) -> str:
     header = f"graph {name}({params})"
     if g.sym_inputs:
         header += " syms(" + ", ".join(g.sym_inputs) + ")"
+    if g.sym_bounds:
+        header += " bounds(" + ", ".join(f"{s} <= {b}" for s, b in g.sym_bounds) + ")"
     lines = [header + " {"]
     input_set = set(g.inputs)
     for n in g.nodes:

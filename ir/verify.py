@@ -31,7 +31,7 @@ def verify(graph: Graph, types: bool = True) -> Graph:
     members = set(graph.nodes)
     if len(members) != len(graph.nodes):
         raise VerificationError(f"graph {graph.name}: a node appears twice in the node list")
-    bound = set(graph.sym_inputs)
+    bound = set(graph.sym_inputs) | {s for s, _ in graph.sym_bounds}
     for n in graph.inputs:
         if n not in members:
             raise VerificationError(f"graph {graph.name}: input {n.args[0]!r} is not among its nodes")

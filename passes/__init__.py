@@ -6,6 +6,10 @@ from braze.passes.dce import dce
 from braze.passes.cse import cse
 from braze.passes.fold_constants import fold_constants
 from braze.passes.normalize_views import normalize_views
+from braze.passes.eliminate_padding import eliminate_padding
+from braze.passes.fuse_horizontal import fuse_horizontal
+from braze.passes.fuse import fuse
+from braze.passes.merge_parallel_groups import merge_parallel_groups
 
 PIPELINE: list[Pass] = [
     # canonicalize
@@ -13,4 +17,10 @@ PIPELINE: list[Pass] = [
     Pass("normalize_views", normalize_views),
     Pass("cse", cse),
     Pass("fold_constants", fold_constants),
+    # padding elimination
+    Pass("eliminate_padding", eliminate_padding),
+    # fuse
+    Pass("fuse_horizontal", fuse_horizontal),
+    Pass("fuse", fuse),
+    Pass("merge_parallel_groups", merge_parallel_groups),
 ]

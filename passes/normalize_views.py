@@ -101,6 +101,12 @@ def to_permute(n: Node, b: Builder):
     return b.append(Node("permute", (x, tuple(perm)), (), n.types, "default", n.name)).outputs
 
 
+def full_slice(n: Node, b: Builder):
+    step = n.args[4] if len(n.args) > 4 else 1
+    start = n.args[2] if len(n.args) > 2 else 0
+    return (n.args[0],) if step == 1 and start in (0, None) and _same_type(n.args[0], n) else None
+
+
 def expand_noop(n: Node, b: Builder):
     x = _x(n)
     return (x,) if _same_type(x, n) else None
@@ -131,6 +137,7 @@ RULES = [
     Rule.of("t|transpose|movedim(x) -> permute(x, p); permute(permute(x, p), q) -> permute(x, p[q])",
             {"t", "transpose", "movedim", "permute"}, to_permute),
     Rule.of("expand(x, shape(x)) -> x", {"expand", "expand_as"}, expand_noop),
+    Rule.of("slice(x, d, 0, >= size(x, d)) -> x", "slice", full_slice),
 ]
 
 

@@ -1,0 +1,1 @@
+"""temporary: varlen op only (until the attnkern branch is merged)"""

@@ -1,0 +1,77 @@
+"""The ``attention_varlen`` op: attention over packed sequences of uneven length.
+
+    attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *,
+                     scale, max_seqlen_q=None, max_seqlen_k=None,
+                     causal="none", window=None, groups=1) -> out
+
+Layouts: ``q [Tq, Hq, D]``, ``k [Tk, Hkv, D]``, ``v [Tk, Hkv, Dv]``,
+``out [Tq, Hq, Dv]`` in q's dtype; ``cu_seqlens_q`` and ``cu_seqlens_k`` are
+int32 prefix sums with B + 1 entries (``cu[0] = 0``). Sequence b is made of
+the query rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` and the key/value rows
+``cu_seqlens_k[b]:cu_seqlens_k[b+1]``; it attends exactly as the
+``attention`` op does (see ``braze.ir.attention``) on that one sequence:
+``causal`` "none" / "top_left" / "bottom_right" aligned per sequence (the
+padding-elimination pass uses "bottom_right", as flash-attention's varlen
+kernels do), ``window``, GQA ``groups`` = Hq / Hkv, ALiBi ``slopes [Hq]``.
+There is no mask operand: the sequences are the mask. Rows with no visible
+key, and query rows outside ``[cu_q[0], cu_q[B])``, produce zeros.
+
+``max_seqlen_q`` / ``max_seqlen_k`` bound the sequence lengths (ints, or
+None: the kernel then reads them off ``cu_seqlens``, a host sync).
+
+This op lives with its kernels (``braze.compiler.codegen.triton_attention``);
+importing this module registers it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from braze.ir.attention import CAUSAL, attention_reference
+from braze.ir.registry import REGISTRY, Category, OpDef, register
+from braze.ir.types import TensorType
+
+
+def attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, scale: float,
+                               max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
+                               causal: str = "none", window: Optional[int] = None,
+                               groups: int = 1) -> torch.Tensor:
+    """Loop over the sequences, each through ``attention_reference``."""
+    cq = [int(x) for x in cu_seqlens_q.tolist()]
+    ck = [int(x) for x in cu_seqlens_k.tolist()]
+    if len(cq) != len(ck):
+        raise ValueError(f"attention_varlen: cu_seqlens_q has {len(cq)} entries, cu_seqlens_k {len(ck)}")
+    out = torch.zeros(q.shape[0], q.shape[1], v.shape[-1], dtype=q.dtype, device=q.device)
+    for b in range(len(cq) - 1):
+        qb = q[cq[b]:cq[b + 1]].transpose(0, 1)[None]
+        kb = k[ck[b]:ck[b + 1]].transpose(0, 1)[None]
+        vb = v[ck[b]:ck[b + 1]].transpose(0, 1)[None]
+        if qb.shape[2] == 0:
+            continue
+        if kb.shape[2] == 0:
+            continue  # no key: zeros
+        ob = attention_reference(qb, kb, vb, None, slopes, scale=scale, causal=causal, window=window,
+                                 groups=groups)
+        out[cq[b]:cq[b + 1]] = ob[0].transpose(0, 1)
+    return out
+
+
+def _infer(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, scale, max_seqlen_q=None, max_seqlen_k=None,
+           causal="none", window=None, groups=1):
+    qt, kt, vt = q.type, k.type, v.type
+    if qt.rank != 3 or kt.rank != 3 or vt.rank != 3:
+        raise TypeError(f"attention_varlen takes [T, H, D] operands, got {qt}, {kt}, {vt}")
+    for name, c in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if c.type.rank != 1 or c.type.dtype != torch.int32:
+            raise TypeError(f"attention_varlen {name} must be int32 [B + 1], got {c.type}")
+    if causal not in CAUSAL:
+        raise TypeError(f"attention_varlen causal={causal!r}: expected one of {CAUSAL}")
+    if isinstance(qt.shape[1], int) and isinstance(kt.shape[1], int) and qt.shape[1] != groups * kt.shape[1]:
+        raise TypeError(f"attention_varlen: {qt.shape[1]} query heads != groups {groups} x {kt.shape[1]} K/V heads")
+    return (TensorType(qt.shape[:-1] + vt.shape[-1:], qt.dtype, qt.device),)
+
+
+if "attention_varlen" not in REGISTRY:
+    register(OpDef("attention_varlen", Category.ATTENTION, attention_varlen_reference, infer=_infer,
+                   doc="attention over packed sequences; see braze.compiler.codegen.triton_attention.varlen_op"))

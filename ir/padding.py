@@ -1,0 +1,75 @@
+"""Ops of padding elimination: the valid-token index, pack and unpack.
+
+    padding_index(mask, *, symbol) -> (idx i64[T], cu_seqlens i32[B + 1], pos i64[T], batch i64[T])
+
+``mask [B, S]`` (0/1 or bool, any padding side) marks the valid tokens;
+``T`` (the symbol named by ``symbol``) is their count, known only at run
+time: computing it is the one host synchronisation of a forward. ``idx``
+are the flat indices ``b * S + s`` of the valid tokens in row-major order
+(so each row's tokens are contiguous in packed order), ``cu_seqlens`` the
+prefix sums of the row lengths, ``pos`` and ``batch`` each token's ``s``
+and ``b``.
+
+    pack(x, idx) -> [T, F...]            x [B, S, F...]: the valid rows
+    unpack(xp, idx, *, batch, seq) -> [B, S, F...]: xp scattered back, zeros at padding
+
+NOTE: ``unpack`` writes zeros at padding positions: outputs of a graph
+whose padding was eliminated are zero there (documented behaviour).
+"""
+from __future__ import annotations
+
+import torch
+
+from braze.ir.registry import Category, OpDef, register
+from braze.ir.types import TensorType, sym
+
+
+def padding_index_ref(mask: torch.Tensor, *, symbol: str = "T"):
+    valid = mask.reshape(-1) != 0
+    idx = torch.nonzero(valid).reshape(-1)  # NOTE: the host synchronisation (T is data-dependent)
+    seq = mask.shape[1]
+    lengths = (mask != 0).sum(1, dtype=torch.int32)
+    cu = torch.zeros(mask.shape[0] + 1, dtype=torch.int32, device=mask.device)
+    cu[1:] = torch.cumsum(lengths, 0)
+    return idx, cu, idx % seq, torch.div(idx, seq, rounding_mode="floor")
+
+
+def _padding_index_infer(mask, *, symbol: str = "T"):
+    t = mask.type
+    if t.rank != 2:
+        raise TypeError(f"padding_index takes a [batch, seq] mask, got {t}")
+    T = sym(symbol)
+    dev = t.device
+    return (TensorType((T,), torch.int64, dev), TensorType((_plus1(t.shape[0]),), torch.int32, dev),
+            TensorType((T,), torch.int64, dev), TensorType((T,), torch.int64, dev))
+
+
+def _plus1(d):
+    return d + 1 if isinstance(d, int) else sym(f"{d} + 1")
+
+
+def pack_ref(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return x.reshape((-1,) + tuple(x.shape[2:])).index_select(0, idx)
+
+
+def _pack_infer(x, idx):
+    if x.type.rank < 2:
+        raise TypeError(f"pack takes [batch, seq, ...], got {x.type}")
+    return (TensorType(idx.type.shape + x.type.shape[2:], x.type.dtype, x.type.device),)
+
+
+def unpack_ref(xp: torch.Tensor, idx: torch.Tensor, *, batch: int, seq: int) -> torch.Tensor:
+    out = xp.new_zeros((batch * seq,) + tuple(xp.shape[1:]))
+    out.index_copy_(0, idx, xp)
+    return out.reshape((batch, seq) + tuple(xp.shape[1:]))
+
+
+def _unpack_infer(xp, idx, *, batch, seq):
+    return (TensorType((batch, seq) + xp.type.shape[1:], xp.type.dtype, xp.type.device),)
+
+
+register(OpDef("padding_index", Category.GATHER, padding_index_ref, infer=_padding_index_infer,
+               doc="valid-token index of a [batch, seq] padding mask; see braze.ir.padding"))
+register(OpDef("pack", Category.GATHER, pack_ref, infer=_pack_infer, doc="the valid tokens of [batch, seq, ...]"))
+register(OpDef("unpack", Category.GATHER, unpack_ref, infer=_unpack_infer,
+               doc="packed tokens back to [batch, seq, ...], zeros at padding"))

@@ -1,0 +1,294 @@
+"""Vertical fusion: partition the graph into fusion groups (``ir/fused.py``).
+
+Three kinds of group, formed in this order (earlier kinds claim nodes first):
+
+1. ``gemm``: a GEMM (mm, addmm, bmm) and its pointwise epilogue: bias,
+   activation, scaling, residual add, casts, and slices/reshapes of its
+   output (the gate/up halves of a horizontally fused MLP GEMM).
+2. ``reduction``: a reduction over the last dimension with its pointwise
+   prologue and epilogue on the same rows: softmax, LayerNorm, RMSNorm,
+   add + RMSNorm (whose sum is a second output).
+3. ``pointwise``: the remaining chains of pointwise ops (rotary embeddings,
+   activations, masks), with the layout ops between them.
+
+Legality: a group must stay convex: no path may leave it and come back
+(through single nodes or other groups); checked on the networkx view with a
+search bounded by the group's span in topological order. No group
+recomputes a large intermediate: a node whose shape differs from the
+group's domain joins only if nothing outside the group reads it. Layout
+ops at a group's boundary stay outside as views (free): kernels read
+strided operands. A group is formed only if a code generator accepts it
+(``compiler/codegen.supported``, "is this supported here?"); otherwise its
+ops run one by one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from braze.ir import Category, Graph, Node, get_op
+from braze.ir.fused import fuse_groups, subgraph_of
+from braze.ir.types import TensorType
+
+GEMMS = frozenset({"mm", "addmm", "bmm"})
+REDUCTIONS = frozenset({"sum", "mean", "amax", "amin", "var", "var_mean", "_softmax", "_log_softmax"})
+LAYOUT = frozenset({"reshape", "permute", "expand", "slice", "select", "cat"})
+# Layout ops that are free views at a group boundary (cat is not: it copies).
+VIEWS = LAYOUT - {"cat"}
+
+
+@dataclass(frozen=True)
+class FuseConfig:
+    """``check(kind, subgraph) -> bool``: can some backend generate this group?"""
+
+    check: Callable[[str, Graph], bool]
+    max_nodes: int = 96
+
+
+def _numel(t: TensorType):
+    from braze.ir.types import dim_mul
+
+    n = 1
+    for d in t.shape:
+        n = dim_mul(n, d)
+    return n
+
+
+def is_pointwise(n: Node) -> bool:
+    return get_op(n.op).category == Category.POINTWISE and bool(n.inputs)
+
+
+def is_layout(n: Node) -> bool:
+    return n.op in LAYOUT
+
+
+def last_dim_reduction(n: Node) -> bool:
+    """A reduction over exactly the last dimension of its input."""
+    if n.op not in REDUCTIONS or not n.inputs:
+        return False
+    rank = n.args[0].type.rank
+    if rank == 0:
+        return False
+    if n.op in ("_softmax", "_log_softmax"):
+        return n.args[1] % rank == rank - 1
+    dims = n.args[1] if len(n.args) > 1 else n.attr("dim")
+    if dims is None:
+        return False
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    return len(dims) == 1 and dims[0] % rank == rank - 1
+
+
+class _Partitioner:
+    def __init__(self, graph: Graph, config: FuseConfig):
+        self.g = graph
+        self.cfg = config
+        self.pos = {n: i for i, n in enumerate(graph.nodes)}
+        self.users = graph.users()
+        self.group_of: dict[Node, int] = {}
+        self.groups: list[tuple[set, str]] = []
+        self.outputs = {v.node for v in graph.outputs}
+
+    # --- legality ------------------------------------------------------------
+    def convex(self, s: set) -> bool:
+        """No path leaves ``s`` and comes back (other groups count as one node)."""
+        hi = max(self.pos[x] for x in s)
+        stack = [u for x in s for u in self.users[x] if u not in s and self.pos[u] < hi]
+        seen: set = set()
+        while stack:
+            y = stack.pop()
+            if y in seen:
+                continue
+            seen.add(y)
+            gi = self.group_of.get(y)
+            members = self.groups[gi][0] if gi is not None else (y,)
+            for m in members:
+                seen.add(m)
+                for z in self.users[m]:
+                    if z in s:
+                        return False
+                    if self.pos[z] < hi and z not in seen:
+                        stack.append(z)
+        return True
+
+    def free(self, n: Node, s: set) -> bool:
+        return n not in s and n not in self.group_of
+
+    def external_users(self, n: Node, s: set) -> bool:
+        return n in self.outputs or any(u not in s for u in self.users[n])
+
+    # --- growth --------------------------------------------------------------
+    def grow(self, s: set, accept_producer, accept_consumer) -> set:
+        changed = True
+        while changed and len(s) < self.cfg.max_nodes:
+            changed = False
+            frontier = sorted({v.node for x in s for v in x.inputs} | {u for x in s for u in self.users[x]},
+                              key=self.pos.get)
+            for m in frontier:
+                if not self.free(m, s):
+                    continue
+                is_prod = any(v.node is m for x in s for v in x.inputs)
+                ok = accept_producer(m, s) if is_prod else accept_consumer(m, s)
+                if ok and self.convex(s | {m}):
+                    s.add(m)
+                    changed = True
+        return s
+
+    def prune_boundary_views(self, s: set) -> set:
+        """Views whose operands all come from outside (input views) or whose
+        users are all outside (output views) stay outside the group."""
+        changed = True
+        while changed:
+            changed = False
+            for m in list(s):
+                if m.op not in VIEWS:
+                    continue
+                ins_outside = all(v.node not in s for v in m.inputs)
+                users_outside = all(u not in s for u in self.users[m])
+                if ins_outside or users_outside:
+                    s.discard(m)
+                    changed = True
+        return s
+
+    def commit(self, s: set, kind: str) -> bool:
+        nodes = [n for n in self.g.nodes if n in s]
+        if not nodes or not self.convex(s):
+            return False
+        _, sub, _ = subgraph_of(self.g, nodes, kind)
+        if not self.cfg.check(kind, sub):
+            return False
+        gi = len(self.groups)
+        self.groups.append((set(s), kind))
+        for n in s:
+            self.group_of[n] = gi
+        return True
+
+    # --- the three kinds -----------------------------------------------------
+    def gemm_groups(self) -> None:
+        for n in self.g.nodes:
+            if n.op not in GEMMS or n in self.group_of:
+                continue
+            total = _numel(n.type)
+
+            def consumer(m, s, total=total):
+                if not (is_pointwise(m) or m.op in ("reshape", "slice")):
+                    return False
+                if self.users[m] and all(last_dim_reduction(u) for u in self.users[m]):
+                    return False  # only a reduction's prologue: it belongs to that group
+                if not _le(_numel(m.type), total):
+                    return False
+                return all(v.node in s or _le(_numel(v.type), total) for v in m.inputs)
+
+            s = self.grow({n}, lambda m, s: False, consumer)
+            s = self.prune_boundary_views(s | {n}) | {n}
+            if any(is_pointwise(m) for m in s):
+                self._commit_shrinking(s, "gemm", anchor=n)
+
+    def reduction_groups(self) -> None:
+        for r in self.g.nodes:
+            if not last_dim_reduction(r) or r in self.group_of:
+                continue
+            row = r.args[0].type
+            row_numel = _numel(row)
+
+            def producer(m, s, row_numel=row_numel):
+                if not (is_pointwise(m) or is_layout(m)):
+                    return False
+                if _eq(_numel(m.type), row_numel):
+                    return True
+                return not self.external_users(m, s | {m}) and _le(_numel(m.type), row_numel)
+
+            def consumer(m, s, row=row, row_numel=row_numel):
+                if last_dim_reduction(m):
+                    return _eq(_numel(m.args[0].type), row_numel) and m.args[0].type.shape[-1] == row.shape[-1]
+                if not (is_pointwise(m) or is_layout(m)):
+                    return False
+                return _le(_numel(m.type), row_numel) and all(
+                    v.node in s or _le(_numel(v.type), row_numel) for v in m.inputs)
+
+            s = self.grow({r}, producer, consumer)
+            s = self.prune_boundary_views(s)
+            if r in s:
+                self._commit_shrinking(s, "reduction", anchor=r)
+
+    def pointwise_groups(self) -> None:
+        for n in self.g.nodes:
+            if not is_pointwise(n) or n in self.group_of:
+                continue
+            dom = _numel(n.type)
+
+            def producer(m, s, dom=dom):
+                if not (is_pointwise(m) or is_layout(m)):
+                    return False
+                if _eq(_numel(m.type), dom):
+                    return True
+                return not self.external_users(m, s | {m}) and _le(_numel(m.type), dom)
+
+            def consumer(m, s, dom=dom):
+                return (is_pointwise(m) or is_layout(m)) and _eq(_numel(m.type), dom)
+
+            s = self.prune_boundary_views(self.grow({n}, producer, consumer))
+            work = [m for m in s if m.op not in VIEWS]
+            if len(work) < 2 and not any(m.op == "cat" for m in s):
+                continue
+            outs = {tuple(m.types[0].shape) for m in s if self.external_users(m, s)}
+            if len(outs) > 1:
+                continue  # outputs of several shapes: not one iteration domain
+            self._commit_shrinking(s, "pointwise", anchor=n)
+
+    def _commit_shrinking(self, s: set, kind: str, anchor: Node) -> None:
+        """Commit ``s``; if no backend takes it, drop members farthest (in
+        topological order) from the anchor until one does or nothing is left."""
+        s = set(s)
+        while s and anchor in s:
+            if self.commit(s, kind):
+                return
+            if len(s) == 1:
+                return
+            far = max((m for m in s if m is not anchor), key=lambda m: abs(self.pos[m] - self.pos[anchor]))
+            s.discard(far)
+            s = self.prune_boundary_views(s) | ({anchor} if kind == "gemm" else set())
+            if kind == "gemm" and not any(is_pointwise(m) for m in s):
+                return
+
+    def run(self) -> list[tuple[list[Node], str]]:
+        self.gemm_groups()
+        self.reduction_groups()
+        self.pointwise_groups()
+        return [([n for n in self.g.nodes if n in s], kind) for s, kind in self.groups]
+
+
+def _eq(a, b) -> bool:
+    from braze.ir.types import dims_equal
+
+    return dims_equal(a, b)
+
+
+def _le(a, b) -> bool:
+    """a <= b for sizes; with symbols, checked at every symbol = 2 and = 4096
+    (sizes here are products and sums of dimensions, monotonic in them).
+    Only fusion choices depend on it, never correctness."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a <= b
+    from braze.ir.types import dim_symbols, eval_dim
+
+    names = dim_symbols(a) | dim_symbols(b)
+    return all(eval_dim(a, env) <= eval_dim(b, env) for env in ({s: 2 for s in names}, {s: 4096 for s in names}))
+
+
+def fuse_graph(graph: Graph, config: FuseConfig) -> Graph:
+    groups = _Partitioner(graph, config).run()
+    return fuse_groups(graph, groups) if groups else graph
+
+
+def fuse(graph: Graph, options) -> Graph:
+    """The pipeline entry: groups that a backend allowed by ``options`` accepts."""
+    if not options.fuse or options.backend == "torch":
+        return graph
+    from braze.compiler.codegen import supported
+    from braze.compiler.kernels import target_device
+
+    device_kind = "cuda" if target_device(graph).startswith("cuda") else "cpu"
+    return fuse_graph(graph, FuseConfig(lambda kind, sub: supported(kind, sub, device_kind, options.backend)))
+
+
+__all__ = ["fuse", "fuse_graph", "FuseConfig", "Optional"]

@@ -1,0 +1,195 @@
+"""GEMM Triton kernels with generated epilogues against the float64 reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from braze.ir import Builder
+from braze.ir.types import dim_mul
+from tests.codegen.triton_helpers import fused_node, rand, run_and_check
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+F32 = torch.float32
+BASE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1, "SPLIT_K": 1,
+        "TMA": 0}
+SPLIT = dict(BASE, BLOCK_K=16, SPLIT_K=3)
+DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
+TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2)}
+
+
+def linear(b, x, w, bias=None):
+    """HF nn.Linear after lowering: permute the [out, in] weight, mm or addmm."""
+    wt = b.call("permute", w, (1, 0))
+    return b.call("addmm", bias, x, wt) if bias is not None else b.call("mm", x, wt)
+
+
+@DTYPES
+@pytest.mark.parametrize("cfg", [BASE, SPLIT], ids=["tiles", "splitk"])
+def test_addmm_bias_gelu_transposed_weight(dtype, cfg, device):
+    b = Builder()
+    x = b.input("x", ("s0", 40), dtype)
+    w = b.input("w", (50, 40), dtype)
+    bias = b.input("bias", (50,), dtype)
+    h = linear(b, x, w, bias)
+    g = b.call("gelu", h)
+    node = fused_node(b, [g, h], "gemm")    # two outputs: pre- and post-activation
+    feed = {"x": rand(37, 40, dtype=dtype), "w": rand(50, 40, dtype=dtype), "bias": rand(50, dtype=dtype)}
+    run_and_check(node, feed, cfg, device, tol=TOL[dtype])
+
+
+@DTYPES
+def test_mm_scale_residual_add_cast_with_reshape(dtype, device):
+    """o_proj-like: [B, S, K] @ W^T viewed back as [B, S, N], scaled, + residual."""
+    b = Builder()
+    x = b.input("x", (2, "s0", 48), dtype)
+    w = b.input("w", (24, 48), dtype)
+    res = b.input("res", (2, "s0", 24), dtype)
+    s0 = x.type.shape[1]
+    h = linear(b, b.call("reshape", x, (dim_mul(2, s0), 48)), w)
+    y = b.call("add", b.call("mul", b.call("reshape", h, (2, s0, 24)), 0.5, overload="Tensor"), res,
+               overload="Tensor")
+    yf = b.call("_to_copy", y, dtype=F32)
+    node = fused_node(b, [y, yf], "gemm")
+    feed = {"x": rand(2, 9, 48, dtype=dtype), "w": rand(24, 48, dtype=dtype), "res": rand(2, 9, 24, dtype=dtype)}
+    run_and_check(node, feed, dict(BASE, GROUP_M=1), device, tol=TOL[dtype])
+
+
+@DTYPES
+@pytest.mark.parametrize("cfg", [BASE, dict(SPLIT, SPLIT_K=2)], ids=["tiles", "splitk"])
+def test_dual_silu_gate_times_up_on_concatenated_weight(dtype, cfg, device):
+    """Llama MLP as one GEMM on [Wg; Wu]: silu(mm[:, :I]) * mm[:, I:] in one kernel (two accumulators)."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    inter = 40
+    b = Builder()
+    x = b.input("x", (2, "s0", 32), dtype)
+    wgu = b.input("wgu", (2 * inter, 32), dtype)
+    s0 = x.type.shape[1]
+    mm = linear(b, b.call("reshape", x, (dim_mul(2, s0), 32)), wgu)
+    gate = b.call("slice", mm, 1, 0, inter)
+    up = b.call("slice", mm, 1, inter, 9223372036854775807)
+    y = b.call("reshape", b.call("mul", b.call("silu", gate), up, overload="Tensor"), (2, s0, inter))
+    node = fused_node(b, [y], "gemm")
+    k = kernel_for(node)
+    assert "acc1 = tl.dot(a, b1, acc1" in k.source           # gate and up share each A tile
+    feed = {"x": rand(2, 11, 32, dtype=dtype), "wgu": rand(2 * inter, 32, dtype=dtype)}
+    run_and_check(node, feed, cfg, device, tol=TOL[dtype], kernel=k)
+
+
+def test_dual_epilogue_with_cat_of_weights_in_the_group(device):
+    from braze.compiler.codegen.triton import kernel_for
+
+    inter = 24
+    b = Builder()
+    x = b.input("x", ("s0", 32), F32)
+    wg, wu = b.input("wg", (inter, 32), F32), b.input("wu", (inter, 32), F32)
+    mm = linear(b, x, b.call("cat", (wg, wu), 0))
+    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, inter)), b.call("slice", mm, 1, inter, 2 * inter),
+               overload="Tensor")
+    node = fused_node(b, [y], "gemm")
+    k = kernel_for(node)
+    assert "tl.where" not in k.source.split("for k0")[1].split("if SPLIT_K")[0]  # cat branches pruned statically
+    run_and_check(node, {"x": rand(19, 32), "wg": rand(inter, 32), "wu": rand(inter, 32)}, BASE, device, kernel=k)
+
+
+@pytest.mark.parametrize("cfg", [BASE, SPLIT], ids=["tiles", "splitk"])
+def test_bmm_attention_scores_with_permuted_operands(cfg, device):
+    """q @ k^T with heads split and transposed by views, * scale + mask."""
+    b = Builder()
+    q = b.input("q", (2, "s0", 3, 16), F32)
+    k = b.input("k", (2, "s0", 3, 16), F32)
+    mask = b.input("mask", (2, 1, "s0", "s0"), F32)
+    s0 = q.type.shape[1]
+    qv = b.call("reshape", b.call("permute", q, (0, 2, 1, 3)), (6, s0, 16))
+    kv = b.call("reshape", b.call("permute", k, (0, 2, 3, 1)), (6, 16, s0))
+    s = b.call("reshape", b.call("bmm", qv, kv), (2, 3, s0, s0))
+    out = b.call("add", b.call("mul", s, 0.25, overload="Tensor"), mask, overload="Tensor")
+    node = fused_node(b, [out], "gemm")
+    feed = {"q": rand(2, 11, 3, 16), "k": rand(2, 11, 3, 16), "mask": rand(2, 1, 11, 11)}
+    run_and_check(node, feed, cfg, device)
+
+
+def test_bmm_with_expanded_kv_heads(device):
+    """GQA: one K head expanded over two Q heads (stride-0 batch dim in B)."""
+    b = Builder()
+    p = b.input("p", (4, 9, 9), F32)          # [B*Hq, S, S] probabilities
+    v = b.input("v", (2, 1, 9, 16), F32)      # [B, Hkv, S, D]
+    ve = b.call("reshape", b.call("expand", v, (2, 2, 9, 16)), (4, 9, 16))
+    o = b.call("bmm", p, ve)
+    node = fused_node(b, [b.call("_to_copy", o, dtype=torch.float16)], "gemm")
+    run_and_check(node, {"p": torch.rand(4, 9, 9), "v": rand(2, 1, 9, 16)}, BASE, device, tol=(1e-2, 1e-2))
+
+
+def test_odd_sizes_and_non_contiguous_activation(device):
+    b = Builder()
+    x = b.input("x", (33, 47), F32)
+    w = b.input("w", (47, 29), F32)
+    node = fused_node(b, [b.call("relu", b.call("mm", x, w))], "gemm")
+    xin = rand(47, 33).t()
+    for cfg in (BASE, dict(BASE, BLOCK_M=32, BLOCK_N=16, BLOCK_K=64, GROUP_M=1), dict(SPLIT, SPLIT_K=4)):
+        run_and_check(node, {"x": xin, "w": rand(47, 29)}, cfg, device)
+
+
+def test_default_config_and_symbolic_m(device):
+    from braze.compiler.codegen.triton import kernel_for
+
+    b = Builder()
+    x = b.input("x", ("s0", 64), torch.bfloat16)
+    w = b.input("w", (48, 64), torch.bfloat16)
+    node = fused_node(b, [b.call("silu", linear(b, x, w))], "gemm")
+    k = kernel_for(node)
+    for m in (1, 5, 40):
+        run_and_check(node, {"x": rand(m, 64, dtype=torch.bfloat16), "w": rand(48, 64, dtype=torch.bfloat16)}, None,
+                      device, tol=TOL[torch.bfloat16], kernel=k)
+
+
+def test_declines_computed_operand_and_two_gemms():
+    from braze.compiler.codegen.triton import supports, why_not
+
+    b = Builder()
+    x = b.input("x", (8, 16), F32)
+    w = b.input("w", (16, 16), F32)
+    node = fused_node(b, [b.call("mm", b.call("exp", x), w)], "gemm")
+    assert "computed by exp" in why_not("gemm", node.attr("graph"), "cuda")
+    b = Builder()
+    x = b.input("x", (8, 16), F32)
+    w = b.input("w", (16, 16), F32)
+    node = fused_node(b, [b.call("mm", b.call("mm", x, w), w)], "gemm")
+    assert not supports("gemm", node.attr("graph"), "cuda")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["f32", "bf16"])
+def test_tma_path_for_plain_views_and_pointer_fallback(dtype, device):
+    """Row-major A and transposed or row-major B go through TMA descriptors (zero-filled edges);
+    operands that are not such views (unaligned strides) fall back to pointer loads."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    inter = 40
+    cfg = dict(BASE, TMA=1)
+    b = Builder()
+    x = b.input("x", ("s0", 32), dtype)
+    wgu = b.input("wgu", (2 * inter, 32), dtype)
+    bias = b.input("bias", (2 * inter,), dtype)
+    mm = b.call("addmm", bias, x, b.call("permute", wgu, (1, 0)))
+    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, inter)), b.call("slice", mm, 1, inter, 2 * inter),
+               overload="Tensor")
+    node = fused_node(b, [y], "gemm")
+    k = kernel_for(node)
+    assert "_tma(" in k.source and "b_desc.load" in k.source
+    feed = {"x": rand(37, 32, dtype=dtype), "wgu": rand(2 * inter, 32, dtype=dtype), "bias": rand(2 * inter, dtype=dtype)}
+    for c in (cfg, dict(cfg, SPLIT_K=2, BLOCK_K=16)):
+        run_and_check(node, feed, c, device, tol=TOL[dtype], kernel=k)
+        assert k.module()._LAST_PATH[0] == "tma"
+    b = Builder()
+    x = b.input("x", ("s0", 48), dtype)
+    w = b.input("w", (48, 24), dtype)       # B row-major [K, N]
+    node = fused_node(b, [b.call("relu", b.call("mm", x, w))], "gemm")
+    k = kernel_for(node)
+    run_and_check(node, {"x": rand(21, 48, dtype=dtype), "w": rand(48, 24, dtype=dtype)}, cfg, device,
+                  tol=TOL[dtype], kernel=k)
+    assert k.module()._LAST_PATH[0] == "tma"
+    # a column slice of a wider tensor: row stride 47 elements is not 16-byte aligned -> pointer kernel
+    run_and_check(node, {"x": rand(21, 47 + 48, dtype=dtype)[:, :48], "w": rand(48, 24, dtype=dtype)}, cfg, device,
+                  tol=TOL[dtype], kernel=k)
+    assert k.module()._LAST_PATH[0] == "pointer"

@@ -1,0 +1,118 @@
+"""Padding elimination: whole models equal eager on valid tokens, padding
+positions are zero, pack/unpack sit where expected, non-padding masks are
+declined with a reason."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from braze.compiler import hf_models
+from braze.compiler.backend import make_backend
+from braze.config import Options
+from braze.ir import parse_graph
+
+LENGTH_MIXES = {
+    "full_and_one": [12, 1, 7],
+    "uneven": [9, 12, 4],
+}
+
+
+def _run(model, family, inp):
+    with torch.no_grad():
+        return (model(**inp) if family == "bert" else model(**inp, use_cache=False))[0]
+
+
+def _ops(report):
+    g = parse_graph(report.final_ir)
+    ops = [n.op for n in g.compute_nodes]
+    sub = [m.op for n in g.compute_nodes if n.op == "fused" for m in n.attr("graph").compute_nodes]
+    return ops + sub
+
+
+@pytest.mark.parametrize("padding", ["right", "left"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "qwen2"])
+def test_model_equals_eager_on_valid_tokens_and_zero_on_padding(family, padding):
+    model = hf_models.build(family)
+    reports: list = []
+    compiled = torch.compile(model, backend=make_backend(Options(strict=True), reports))
+    for mix, lengths in LENGTH_MIXES.items():
+        seq = max(lengths) if mix == "full_and_one" else max(lengths) + 2
+        inp = hf_models.inputs(3, seq, padding=padding, lengths=lengths, seed=seq)
+        ref = _run(model, family, inp)
+        out = _run(compiled, family, inp)
+        valid = inp["attention_mask"].bool()
+        err = float((out - ref)[valid].abs().max() / ref[valid].abs().max())
+        assert err <= 1e-5, (mix, err)
+        assert torch.count_nonzero(out[~valid]) == 0, "padding positions must be zero"
+    for r in reports:
+        ops = _ops(r)
+        assert ops.count("padding_index") == 1 and ops.count("attention_varlen") == 2, r.notes
+
+
+def test_llama_structure():
+    model = hf_models.build("llama")
+    reports: list = []
+    compiled = torch.compile(model, backend=make_backend(Options(strict=True, fuse=False), reports))
+    _run(compiled, "llama", hf_models.inputs(2, 10, padding="right"))
+    g = parse_graph(reports[0].final_ir)
+    ops = [n.op for n in g.compute_nodes]
+    assert ops.count("padding_index") == 1
+    assert ops.count("pack") == 1            # input_ids, once, before the embedding
+    assert ops.count("unpack") == 1          # the logits, at the output
+    assert ops.count("attention_varlen") == 2
+    pack = next(n for n in g.compute_nodes if n.op == "pack")
+    emb = next(n for n in g.compute_nodes if n.op == "embedding")
+    assert emb.args[1] == pack.out()         # packed ids feed the embedding lookup
+    unpack = next(n for n in g.compute_nodes if n.op == "unpack")
+    assert g.outputs[0].node in (unpack,) or unpack.out() in {v for v in g.outputs} or \
+        any(v in unpack.outputs for n in g.compute_nodes if n.op == "reshape" for v in n.inputs)
+    # rotary cos/sin are gathered at each token's own position, not packed as tokens
+    assert ops.count("index_select") == 2    # cos and sin, shared by q and k and by both layers
+
+
+def test_bert_structure():
+    model = hf_models.build("bert")
+    reports: list = []
+    compiled = torch.compile(model, backend=make_backend(Options(strict=True, fuse=False), reports))
+    _run(compiled, "bert", hf_models.inputs(2, 10, padding="right"))
+    g = parse_graph(reports[0].final_ir)
+    ops = [n.op for n in g.compute_nodes]
+    # input ids and token-type ids enter packed; position embeddings are gathered by position
+    assert ops.count("pack") == 2 and ops.count("index_select") == 1
+    # last_hidden_state is unpacked once; the pooler reads token 0 of the unpacked value
+    assert ops.count("unpack") == 1 and ops.count("attention_varlen") == 2
+
+
+class ArbitraryMask(torch.nn.Module):
+    """Attention with a mask that is not a padding mask: a per-query pattern."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 48)
+
+    def forward(self, x, mask):
+        q, k, v = self.proj(x).view(x.shape[0], x.shape[1], 3, 2, 8).permute(2, 0, 3, 1, 4)
+        keep = (mask[:, None, :, None] * mask[:, None, None, :]).roll(1, dims=-1).bool()
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+
+
+def test_non_padding_mask_is_declined_with_a_reason():
+    import braze
+
+    m = ArbitraryMask().eval()
+    x = torch.randn(2, 6, 16)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    report = braze.explain(m, x, mask, strict=True)
+    notes = " ".join(n for g in report.graphs for n in g.notes)
+    assert "padding elimination declined" in notes and "not provably padding" in notes
+    with torch.no_grad():
+        torch.testing.assert_close(braze.jit(m, strict=True)(x, mask), m(x, mask), equal_nan=True)
+
+
+def test_disabled_pass_leaves_padding():
+    model = hf_models.build("gpt2")
+    reports: list = []
+    compiled = torch.compile(model, backend=make_backend(Options(strict=True, disable=("eliminate_padding",)),
+                                                         reports))
+    _run(compiled, "gpt2", hf_models.inputs(2, 8, padding="left"))
+    assert "pack" not in _ops(reports[0])
