@@ -118,7 +118,7 @@ def run_tasks(tasks: Sequence[Task], db, budget, storage: Optional[str] = None, 
                     if bar is not None:
                         bar.update(1)
                     continue
-            recipes = [make_recipe(k, node, options, task.generators) for k in cands]
+            recipes = [make_recipe(k, node, options, task.generators, i) for i, k in enumerate(cands)]
             outcomes = tuner.tune_candidates(node, cands, task.env, recipes)
             best = pick(outcomes)
             lib = outcomes[-1]

@@ -22,10 +22,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 from typing import Any, Callable, Optional, Sequence
 
 from braze.ir import Graph, Node, Value, parse_graph, print_graph
 from braze.ir.graph import map_values
+
+
+log = logging.getLogger("braze.autotune.recipe")
 
 
 class RecipeError(RuntimeError):
@@ -101,13 +105,18 @@ def current_generators(backend: str = "auto") -> list[str]:
     return [generator_ref(fn) for name, fn in GENERATORS if backend in ("auto", name)]
 
 
-def make_recipe(kernel, node: Node, options, generators: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """The recipe of one candidate of ``node``."""
+def make_recipe(kernel, node: Node, options, generators: Optional[Sequence[str]] = None,
+                index: Optional[int] = None) -> dict[str, Any]:
+    """The recipe of one candidate of ``node`` (``index``: its position among
+    the node's candidates, the fallback when its key cannot be matched)."""
     return {
         "ir": print_graph(node_graph(node)),
         "key": kernel.key(),
         "family": family_key(kernel, node),
         "name": kernel.name,
+        "backend": kernel.backend,
+        "knobs": list(kernel.space.names),
+        "index": index,
         "backend_option": getattr(options, "backend", "auto"),
         "generators": list(generators if generators is not None else current_generators(
             getattr(options, "backend", "auto"))),
@@ -159,11 +168,32 @@ def rebuild(recipe: dict[str, Any], device=None) -> tuple[Any, Node]:
     if device is None:
         device = device_info(_device_of(node))
     options = Options(backend=recipe.get("backend_option", "auto"))
-    for k in candidates_for_node(node, graph, options, device, recipe.get("generators", ())):
+    cands = candidates_for_node(node, graph, options, device, recipe.get("generators", ()))
+    for k in cands:
         if k.key() == recipe["key"]:
             return k, node
+    k = same_position(cands, recipe.get("index"), recipe.get("backend"), recipe.get("knobs"))
+    if k is not None:
+        log.info("rebuilt %s by its position (key %s here, %s there)", recipe.get("name"), k.key(), recipe["key"])
+        return k, node
     raise RecipeError(f"no generator rebuilds kernel {recipe.get('name')} (key {recipe['key']}) from its IR; "
                       f"generators: {', '.join(recipe.get('generators', ())) or 'none'}")
+
+
+def same_position(cands: Sequence, index: Optional[int], backend: Optional[str], knobs) -> Any:
+    """The candidate at ``index`` if it is of the same backend and has the same knobs.
+
+    NOTE: a generator whose output text depends on what it generated before
+    (e.g. a memo that keeps the first name it saw) gives the same kernel a
+    different key in another process; its position among the node's
+    candidates still identifies it.
+    """
+    if index is None or not 0 <= index < len(cands):
+        return None
+    k = cands[index]
+    if k.backend != backend or list(k.space.names) != list(knobs or ()):
+        return None
+    return k
 
 
 def _device_of(node: Node) -> str:

@@ -226,7 +226,7 @@ def _search(launcher, env, db, sw):
     options = launcher.options
     tuner = tuner_for(db, launcher.device, sw, options)
     gens = current_generators(options.backend)
-    recipes = [make_recipe(k, launcher.node, options, gens) for k in launcher.candidates]
+    recipes = [make_recipe(k, launcher.node, options, gens, i) for i, k in enumerate(launcher.candidates)]
     outcomes = tuner.tune_candidates(launcher.node, launcher.candidates, env, recipes)
     best = pick(outcomes)
     name = launcher.node.name or launcher.node.op

@@ -43,7 +43,8 @@ class Budget:
     """How much to search.
 
     trials: per study, all workers together (the default config and the
-    warm starts included); seconds: per study; deadline: an absolute
+    warm starts included; configs rejected by a constraint do not count);
+    seconds: per study; deadline: an absolute
     ``time.time()`` after which no new trial starts; patience: stop after
     this many finished trials without a better time (None: never);
     trial_timeout: seconds one config may take to compile, check and time;
@@ -324,7 +325,12 @@ class Tuner:
         if b.seconds is not None and now - t_start >= b.seconds:
             return True
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING))
-        if len(trials) >= b.trials:
+        # NOTE: a config that breaks a constraint costs nothing to reject: it
+        # is told to the sampler (FAIL) but does not use up the budget, up to
+        # a cap that stops a sampler stuck outside the valid region.
+        invalid = sum(t.user_attrs.get("status") == "invalid" for t in trials)
+        trials = [t for t in trials if t.user_attrs.get("status") != "invalid"]
+        if len(trials) >= b.trials or invalid >= 20 * max(b.trials, 1):
             return True
         if b.patience:
             done = sorted((t for t in trials if t.state != TrialState.RUNNING), key=lambda t: t.number)

@@ -342,6 +342,10 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
         "out_leaves": [[k, _jsonable(x)] for k, x in spec.leaves], "inputs": inputs,
         "in_spec": pytree.treespec_dumps(in_spec), "out_spec": _dumps_spec(ep.call_spec.out_spec),
     }
+    from braze.ir.interpreter import bind_symbols
+
+    manifest["env"] = bind_symbols(graph, [leaves[i] for i in input_leaves],
+                                   [int(leaves[leaf_of[p]]) for p in spec.syms])
     art = Artifact(program, manifest, {}, in_spec, ep.call_spec.out_spec)
     with torch.no_grad():
         got = art(*args, **kwargs)
@@ -388,7 +392,8 @@ def _choices(program, files: dict[str, bytes]) -> list[dict]:
         for pkey, ch in launcher.choices.items():
             k = ch.kernel
             entry = {"node": index[node], "node_name": node.name, "problem_key": pkey, "kernel": k.name,
-                     "key": k.key(), "backend": k.backend, "config": {a: _jsonable(b) for a, b in ch.config.items()},
+                     "key": k.key(), "backend": k.backend, "knobs": list(k.space.names),
+                     "candidate": next((i for i, c in enumerate(launcher.candidates) if c is k), None), "config": {a: _jsonable(b) for a, b in ch.config.items()},
                      "source": ch.source, "source_sha256": _sha(k.source.encode()) if k.source else ""}
             if k.source:
                 fname = f"kernels/{index[node]:04d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', k.name)[:80]}.txt"
@@ -516,13 +521,20 @@ def load_artifact(path: str, options=None, retune: bool = False) -> Artifact:
     report = GraphReport(graph.name)
     launchers = build_launchers(graph, options, report)
     if keep_choices:
-        _apply_choices(path, graph, launchers, manifest["kernels"])
+        _apply_choices(path, graph, launchers, manifest["kernels"], manifest.get("env", {}))
     program = CompiledProgram(graph, launchers, report)
     return Artifact(program, manifest, files, pytree.treespec_loads(manifest["in_spec"]),
                     _loads_spec(manifest.get("out_spec")))
 
 
-def _apply_choices(path: str, graph, launchers, kernels: list[dict]) -> None:
+def _valid(kernel, config, env, device) -> bool:
+    try:
+        return kernel.space.valid(kernel.space.normalize(config), kernel.problem(env), device)
+    except Exception:  # noqa: BLE001 - a space that cannot judge this: the generator will say at compile
+        return True
+
+
+def _apply_choices(path: str, graph, launchers, kernels: list[dict], env: Mapping[str, int]) -> None:
     from braze.compiler.kernels import Choice
 
     body = _body(graph)
@@ -533,14 +545,26 @@ def _apply_choices(path: str, graph, launchers, kernels: list[dict]) -> None:
             log.warning("braze: %s: no code generator here produces kernels for %s (chosen: %s, %s); it runs "
                         "through its reference implementation", path, e["node_name"], e["kernel"], e["backend"])
             continue
+        from braze.autotune.recipe import same_position
+
         cand = next((k for k in launcher.candidates if k.key() == e["key"]), None)
+        by_position = False
+        if cand is None:
+            cand = same_position(launcher.candidates, e.get("candidate"), e["backend"], e.get("knobs"))
+            by_position = cand is not None
         if cand is None:
             log.warning("braze: %s: kernel %s of %s is not generated here; re-selecting", path, e["kernel"],
                         e["node_name"])
             continue
-        if e["source_sha256"] and _sha(cand.source.encode()) != e["source_sha256"]:
+        if by_position:
+            log.info("braze: %s: kernel %s of %s found by its position (its generator names it %s here)", path,
+                     e["kernel"], e["node_name"], cand.name)
+        elif e["source_sha256"] and _sha(cand.source.encode()) != e["source_sha256"]:
             log.warning("braze: %s: the generator of %s now writes different code than when the artifact was built; "
                         "re-selecting its config", path, e["kernel"])
             continue
         config = cand.space.coerce(e["config"])
+        if not _valid(cand, config, env, launcher.device):
+            log.warning("braze: %s: the recorded config of %s is not valid here; re-selecting", path, e["kernel"])
+            continue
         launcher.choices[e["problem_key"]] = Choice(cand, config, "artifact")

@@ -72,3 +72,15 @@ def test_worker_measures_and_survives_bad_candidates(measurer):
     m = measurer.measure(r, cfg, {}, spec, timeout=60)
     assert m.status == "compile_error" and "no generator rebuilds" in m.error
     assert measurer.restarts == 0
+
+
+def test_a_kernel_whose_key_changes_between_processes_is_rebuilt_by_position(measurer):
+    node = tg.fused_node(tg.gemm_graph())
+    (k,) = tg.gen_unstable(node, None, Options(), CPU)
+    spec = MeasureSpec(reps=3, max_seconds=0.3)
+    cfg = k.space.default_config({}, CPU)
+    gens = ["tvm_testgen:gen_unstable"]
+    m = measurer.measure(make_recipe(k, node, Options(), gens, index=0), cfg, {}, spec, timeout=120)
+    assert m.status == "ok", m.error
+    m = measurer.measure(make_recipe(k, node, Options(), gens), cfg, {}, spec, timeout=120)
+    assert m.status == "compile_error" and "no generator rebuilds" in m.error

@@ -52,7 +52,7 @@ def test_tuning_records_every_trial_and_never_chooses_a_broken_candidate(db_path
     assert by[("broken_crashes", "runtime_error")] == 1
     assert by[("tvm_test_matmul_relu_skip_k", "wrong")] == 1
     assert by[("library_gemm_gemm_relu", "ok")] == 1
-    assert 3 <= by[("tvm_test_matmul_relu", "ok")] <= 6 - by[("tvm_test_matmul_relu", "invalid")]
+    assert 3 <= by[("tvm_test_matmul_relu", "ok")] <= 6  # constraint-rejected configs do not use the budget
     ok = [t for t in trials if t.kernel_name == "tvm_test_matmul_relu" and t.status == "ok"]
     assert ok[0].config == tg.matmul_space().default_config({}, CPU)  # warm start: the default first
     assert all(t.stats.get("reps", 0) >= 3 and t.compile_ms > 0 for t in ok), [(t.stats, t.origin, t.compile_ms) for t in ok]
@@ -115,7 +115,7 @@ def test_search_loop_budgets(db_path, case):
         fake = FakeMeasurer(lambda c: Measurement("ok", 1.0 + c["tile_m"] + c["tile_n"] / 100))
         t = Tuner(db, CPU, "sw", Budget(trials=10, patience=None), measurer=fake, seed=0, progress=False)
         out = t.tune_kernel(k, recipe, {})
-        assert len(fake.calls) == 10 and out.trials == 10 and db.count() == 10
+        assert len(fake.calls) == 10 and db.count() - db.count(status="invalid") == 10
     elif case == "patience":
         fake = FakeMeasurer(lambda c: Measurement("ok", 5.0 if c == k.space.default_config({}, CPU) else 9.0))
         t = Tuner(db, CPU, "sw", Budget(trials=100, patience=5), measurer=fake, seed=0, progress=False)
