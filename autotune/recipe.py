@@ -99,10 +99,11 @@ def resolve(ref: str) -> Callable:
 
 def current_generators(backend: str = "auto") -> list[str]:
     """The registered generators (as refs) that ``backend`` allows, in order."""
-    from braze.compiler.kernels import GENERATORS, _load_generators
+    from braze.compiler import kernels
 
-    _load_generators()
-    return [generator_ref(fn) for name, fn in GENERATORS if backend in ("auto", name)]
+    kernels._load_generators()
+    allows = getattr(kernels, "backend_allows", lambda b, n: b in ("auto", n))
+    return [generator_ref(fn) for name, fn in kernels.GENERATORS if allows(backend, name)]
 
 
 def make_recipe(kernel, node: Node, options, generators: Optional[Sequence[str]] = None,

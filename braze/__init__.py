@@ -7,8 +7,16 @@
     art = braze.compile(model, args, kwargs, output="model.braze")   # ahead of time
     art = braze.load("model.braze")               # run it later, no tuning
 """
-from braze.config import Options  # noqa: F401
-from braze.api import compile, explain, jit, load  # noqa: F401,A004
+import os as _os
+
+# NOTE: a source checkout that is not installed (the GPU machine) maps the
+# top-level folders onto the namespace like pyproject.toml does: braze.ir -> ir/.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_root, "ir", "__init__.py")) and _root not in __path__:
+    __path__.append(_root)
+
+from braze.config import Options  # noqa: E402,F401
+from braze.api import compile, explain, jit, load  # noqa: E402,F401,A004
 
 __version__ = "0.1.0"
 __all__ = ["jit", "explain", "compile", "load", "Options", "__version__"]

@@ -94,9 +94,17 @@ class LibraryKernel:
                 return outs if len(outs) > 1 else outs[0]
             return run
         from braze.ir import get_op
+        from braze.ir.graph import map_values
 
         fn = get_op(self.node.op).resolve(self.node.overload)
-        return fn
+        node = self.node
+        slots = {v: i for i, v in enumerate(node.inputs)}
+
+        def run(*xs):
+            def put(v):
+                return xs[slots[v]]
+            return fn(*map_values(node.args, put), **{k: map_values(a, put) for k, a in node.kwargs})
+        return run
 
 
 def problem_of(node: Node, env: Mapping[str, int]) -> dict:
@@ -190,6 +198,11 @@ def _load_generators() -> None:
     _load()
 
 
+def backend_allows(backend: str, name: str) -> bool:
+    """``backend="triton"`` admits the generators "triton" and "triton_*"."""
+    return backend == "auto" or name == backend or name.startswith(backend + "_")
+
+
 def target_device(graph: Graph) -> str:
     for n in graph.nodes:
         for t in n.types:
@@ -210,7 +223,7 @@ def kernels_for(graph: Graph, options, report: GraphReport) -> dict[Node, Launch
     for n in graph.compute_nodes:
         cands: list = []
         for name, gen in GENERATORS:
-            if options.backend not in ("auto", name):
+            if not backend_allows(options.backend, name):
                 continue
             cands.extend(gen(n, graph, options, dev) or ())
         if not cands:

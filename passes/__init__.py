@@ -6,6 +6,7 @@ from braze.passes.dce import dce
 from braze.passes.cse import cse
 from braze.passes.fold_constants import fold_constants
 from braze.passes.normalize_views import normalize_views
+from braze.passes.specialize_attention import specialize_attention
 from braze.passes.eliminate_padding import eliminate_padding
 from braze.passes.fuse_horizontal import fuse_horizontal
 from braze.passes.fuse import fuse
@@ -17,6 +18,8 @@ PIPELINE: list[Pass] = [
     Pass("normalize_views", normalize_views),
     Pass("cse", cse),
     Pass("fold_constants", fold_constants),
+    # attention specialization
+    Pass("specialize_attention", specialize_attention),
     # padding elimination
     Pass("eliminate_padding", eliminate_padding),
     # fuse

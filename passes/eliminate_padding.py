@@ -514,6 +514,11 @@ def _fresh_symbol(graph: Graph) -> str:
     return f"t{i}"
 
 
+def _scores(n: Node) -> tuple:
+    """(Sq, Sk) of an attention node's scores."""
+    return n.args[0].type.shape[-2], n.args[1].type.shape[-2]
+
+
 def _attention_masks(graph: Graph, pads: set):
     """Every attention-like node and the class of its mask (None: not provable)."""
     out = {}
@@ -523,11 +528,12 @@ def _attention_masks(graph: Graph, pads: set):
             if m is None:
                 out[n] = None
                 continue
-            out[n] = classify(m, "bool" if m.type.dtype == torch.bool else "additive", graph, pads)
+            out[n] = classify(m, "bool" if m.type.dtype == torch.bool else "additive", graph, pads,
+                              _scores(n))
         elif n.op == "attention":
             m = n.args[3] if len(n.args) > 3 else n.attr("mask")
             kind = n.attr("mask_kind", "none")
-            out[n] = classify(m, kind, graph, pads) if m is not None else None
+            out[n] = classify(m, kind, graph, pads, _scores(n)) if m is not None else None
         elif get_op(n.op).category == Category.ATTENTION:
             out[n] = None  # attention braze has not specialised: its mask is unknown
     return out

@@ -247,8 +247,11 @@ class _Eval:
         return e.xreplace(subs), s
 
 
-def classify(mask: Value, mask_kind: str, graph: Graph, padding_inputs: set) -> Optional[MaskClass]:
-    """The MaskClass of an attention ``mask`` operand ([.., Sq, Sk]), or None if unproven."""
+def classify(mask: Value, mask_kind: str, graph: Graph, padding_inputs: set,
+             scores: Optional[tuple] = None) -> Optional[MaskClass]:
+    """The MaskClass of an attention ``mask`` operand (broadcastable to the
+    scores ``[B, H, Sq, Sk]``; ``scores`` = (Sq, Sk), default the mask's own),
+    or None if unproven."""
     ev = _Eval(graph, padding_inputs)
     try:
         e, shape = ev.value(mask)
@@ -270,6 +273,8 @@ def classify(mask: Value, mask_kind: str, graph: Graph, padding_inputs: set) -> 
     f = cond.xreplace({Pad(b, j): q})
     if f.atoms(Pad) or f.free_symbols - {q, b, h, i, j}:
         return None
+    if scores is not None:
+        shape = tuple(shape[:2]) + tuple(scores)
     return _decide(f, q, (b, h, i, j), shape, ev.pad_source if pads else None)
 
 

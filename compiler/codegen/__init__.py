@@ -19,7 +19,8 @@ def register_checker(backend: str, fn: Callable) -> None:
 
 
 def _load() -> None:
-    for mod in ("braze.compiler.codegen.triton", "braze.compiler.codegen.tvm"):
+    for mod in ("braze.compiler.codegen.triton", "braze.compiler.codegen.triton_attention",
+                "braze.compiler.codegen.tvm"):
         try:
             __import__(mod)
         except ImportError as e:  # pragma: no cover - depends on the machine
@@ -31,8 +32,10 @@ def supported(kind: str, subgraph, device_kind: str, backend: str = "auto") -> b
     if backend == "torch":
         return False
     _load()
+    from braze.compiler.kernels import backend_allows
+
     for name, check in CHECKERS.items():
-        if backend not in ("auto", name):
+        if not backend_allows(backend, name):
             continue
         try:
             if check(kind, subgraph, device_kind):

@@ -19,6 +19,7 @@ from torch.utils import _pytree as pytree
 from braze.compiler.decompositions import decomposition_table
 from braze.compiler.lower import LoweringError, Placeholder, lower
 from braze.ir import REGISTRY, Builder, Category, Sym, infer_types, interpret, verify
+import braze.compiler.codegen.triton_attention.varlen_op  # noqa: F401 - registers attention_varlen
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool)
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-3}
@@ -126,6 +127,9 @@ DIRECT = [
     ("sdpa", "", lambda: (_t(1, 4, 5, 8), _t(1, 2, 5, 8), _t(1, 2, 5, 8)), {"is_causal": True, "enable_gqa": True}),
     ("attention", "", lambda: (_t(1, 4, 5, 8), _t(1, 2, 7, 8), _t(1, 2, 7, 8)),
      {"scale": 0.3, "causal": "bottom_right", "groups": 2, "window": 3}),
+    ("attention_varlen", "", lambda: (_t(9, 4, 8), _t(11, 2, 8), _t(11, 2, 8), torch.tensor([0, 4, 9], dtype=torch.int32),
+                                      torch.tensor([0, 5, 11], dtype=torch.int32)),
+     {"scale": 0.35, "causal": "bottom_right", "groups": 2}),
     ("padding_index", "", lambda: (torch.tensor([[1, 1, 0], [0, 1, 1]]),), {"symbol": "t0"}),
     ("pack", "", lambda: (_t(2, 3, 4), torch.tensor([0, 1, 4, 5])), {}),
     ("unpack", "", lambda: (_t(4, 5), torch.tensor([0, 1, 4, 5])), {"batch": 2, "seq": 3}),

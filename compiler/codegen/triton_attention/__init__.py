@@ -1,1 +1,37 @@
-"""temporary: varlen op only (until the attnkern branch is merged)"""
+"""Fused attention kernels: one Triton flash-attention template (prefill,
+decode with split-KV, varlen) and the SDPA library candidate.
+
+Importing this package registers the ``attention_varlen`` op (always), and,
+where Triton is installed, the code generator ``"triton_attention"`` (in
+``braze.compiler.kernels``) and its checker (in ``braze.compiler.codegen``).
+
+- ``template.py``: the Triton kernels (forward, split-KV combine)
+- ``launch.py``: host side (checks, layouts, grids): ``attention_dense``, ``attention_varlen``
+- ``space.py``: search spaces and per-device defaults
+- ``spec.py``: reading an attention node, "is this supported here?"
+- ``candidates.py``: the Kernel objects, the generator and the checker
+- ``sdpa.py``: the SDPA library candidate
+- ``varlen_op.py``: the ``attention_varlen`` IR op
+"""
+from __future__ import annotations
+
+import logging
+
+from braze.compiler.codegen.triton_attention import varlen_op  # noqa: F401  (registers attention_varlen)
+
+log = logging.getLogger("braze.codegen.attention")
+
+try:
+    import triton  # noqa: F401
+except ImportError as e:  # pragma: no cover - depends on the machine
+    log.info("triton_attention unavailable: %s", e)
+else:
+    from braze.compiler.codegen import register_checker
+    from braze.compiler.codegen.triton_attention.candidates import (SdpaAttention, TritonAttention,  # noqa: F401
+                                                                    TritonAttentionVarlen, check, generate)
+    from braze.compiler.codegen.triton_attention.launch import attention_dense, attention_varlen  # noqa: F401
+    from braze.compiler.kernels import GENERATORS, register_generator
+
+    if not any(name == "triton_attention" for name, _ in GENERATORS):
+        register_generator("triton_attention", generate)
+    register_checker("triton_attention", check)

@@ -1,0 +1,90 @@
+"""The library candidate of an ``attention`` node: torch's
+``scaled_dot_product_attention`` (flash / memory-efficient / cuDNN on CUDA,
+the fused CPU kernel on the CPU), wherever the node's attributes map to it.
+
+Mapping: causal "top_left" is SDPA's ``is_causal``; "bottom_right" is too
+when Sq == Sk or Sq == 1 (a lone query sees every key), otherwise (and for a
+window) the causal/window rule becomes a bool mask, combined with the
+node's own mask. GQA goes through ``enable_gqa``. ALiBi does not map (a
+materialised bias loses precision in 16-bit types): no candidate. Rows
+with no visible key give zeros (``nan`` from a backend is replaced).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
+
+import torch
+
+from braze.autotune.space import EMPTY, Config, Space
+from braze.ir.attention import visible
+
+from braze.compiler.codegen.triton_attention.spec import AttentionSpec
+
+
+def sdpa_maps(spec: AttentionSpec) -> bool:
+    """Whether SDPA computes this node exactly (up to rounding)."""
+    return not spec.varlen and not spec.has("slopes")
+
+
+def sdpa_attention(q, k, v, mask=None, *, scale: float, causal: str = "none", window: Optional[int] = None,
+                   groups: int = 1, mask_kind: str = "none") -> torch.Tensor:
+    """The ``attention`` op (no ALiBi) through ``scaled_dot_product_attention``."""
+    sq, sk = q.shape[-2], k.shape[-2]
+    plain_causal = causal == "top_left" or (causal == "bottom_right" and sq == sk)
+    is_causal = mask is None and window is None and plain_causal
+    rule = None
+    if not is_causal and (window is not None or (causal != "none" and not (causal == "bottom_right" and sq == 1))):
+        rule = visible(sq, sk, causal, window, q.device)
+    attn_mask = None
+    if mask is not None and mask_kind == "bool":
+        attn_mask = mask if rule is None else (mask & rule)
+    elif mask is not None:
+        attn_mask = _additive(mask, q.dtype)
+        if rule is not None:
+            attn_mask = attn_mask.masked_fill(~rule, -math.inf)
+    elif rule is not None:
+        attn_mask = rule
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=groups > 1)
+    if attn_mask is not None or (causal == "bottom_right" and sq > sk):
+        out = torch.nan_to_num(out, nan=0.0, posinf=math.inf, neginf=-math.inf)
+    return out
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if mask.dtype == dtype:
+        return mask
+    # NOTE: keep -inf as -inf but clamp finite values into the narrower type: finfo(f32).min
+    # would round to -inf in f16 and empty a row that the op keeps (uniform weights).
+    fmin = torch.finfo(dtype).min
+    return torch.where(mask == -math.inf, mask, mask.clamp_min(fmin)).to(dtype)
+
+
+@dataclass
+class SdpaAttention:
+    """Library candidate: ``torch.nn.functional.scaled_dot_product_attention``."""
+
+    spec: AttentionSpec = field(repr=False)
+    name: str = "library_sdpa_attention"
+    backend: str = "library"
+    space: Space = field(default=EMPTY, repr=False)
+    source: str = ""
+
+    def key(self) -> str:
+        return self.spec.key("sdpa")
+
+    def problem(self, env: Mapping[str, int]) -> dict:
+        return self.spec.problem(env)
+
+    def compile(self, config: Config) -> Callable[..., Any]:
+        spec = self.spec
+        attrs = dict(scale=float(spec.scale), causal=spec.causal, window=spec.window, groups=spec.groups,
+                     mask_kind=spec.mask_kind)
+
+        def run(*xs):
+            return sdpa_attention(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
+                                  spec.pick(xs, "mask"), **attrs)
+
+        return run

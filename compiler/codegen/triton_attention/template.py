@@ -1,0 +1,322 @@
+"""The Triton attention template: flash-attention forward with online softmax.
+
+One kernel, specialised by constexpr, serves every form braze runs:
+
+- dense prefill: one program per (query block, batch x query head);
+- GQA packing (``PACK_GQA``): one program per (row block, batch x K/V head)
+  whose rows are the (token, group head) pairs that share one K/V head, so
+  K/V are read once for all of them (decode, and an option for prefill);
+- split-KV (``SPLIT``): the keys of one program are further cut into chunks
+  over grid axis 2; each chunk writes its normalised partial output and its
+  log-sum-exp to a float32 workspace, and :func:`attention_combine_kernel`
+  merges them (decode against a long cache);
+- varlen (``VARLEN``): packed tokens ``[T, H, D]`` with ``cu_seqlens``.
+
+Scores live in log2 units: ``qk_scale = scale * log2(e)`` is folded into
+one multiply and ``exp2`` replaces ``exp``. The key range of a program is
+cut into three segments: a masked prefix (window lower edge, split start),
+an unmasked middle (no causal/window/bounds tests at all) and a masked
+suffix (the causal diagonal, the last partial block, split end). Blocks
+outside the causal/window range are never visited.
+
+NOTE: this module is reloaded when ``TRITON_INTERPRET`` changes after import
+(see ``launch._template``); keep module state out of it. It uses core
+``triton.language`` builtins and its own ``@triton.jit`` helpers only, never the
+``@jit`` functions of ``triton.language.standard`` (``tl.zeros``, ``tl.max``,
+``tl.sum``): those are decorated when Triton is imported and cannot run under an
+interpreter switched on later (tests).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+FLT_MAX = tl.constexpr(3.4028234663852886e38)
+
+
+@triton.jit
+def _fmax(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _fadd(a, b):
+    return a + b
+
+
+@triton.jit
+def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, key_lo, key_hi, len_k, pos, row_ok,
+                 m_off, slope2, qk_scale, window, skn, skd, svn, svd, smk, offs_d, offs_dv,
+                 MASKED: tl.constexpr, USE_TMA: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                 MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr, HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr,
+                 BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr):
+    """Online softmax over key blocks [lo, hi) (lo a multiple of BLOCK_N).
+
+    MASKED: apply the key range [key_lo, key_hi), the causal and the window
+    rules per element; otherwise every key of every block is visible
+    (the caller guarantees it) and only the mask operand / ALiBi apply.
+    USE_TMA: K/V blocks come through tensor descriptors ``[B, Hkv, Sk, D]``
+    (the copy engine on Hopper; out-of-bounds rows and columns read as zero).
+    """
+    NEED_SAFE: tl.constexpr = MASKED or (MASK_KIND != 0)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k_ptrs = K + offs_n[:, None] * skn + offs_d[None, :] * skd
+        v_ptrs = V + offs_n[:, None] * svn + offs_dv[None, :] * svd
+        if MASKED:
+            n_ok = offs_n < len_k
+        if USE_TMA:
+            k = DESC_K.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
+        elif MASKED:
+            k = tl.load(k_ptrs, mask=n_ok[:, None] & (offs_d[None, :] < HEAD_D), other=0.0)
+        elif HEAD_D == BLOCK_D:
+            k = tl.load(k_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_D, other=0.0)
+        if DOT_F32:
+            qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
+        else:
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        if (not NEED_SAFE) and (not HAS_ALIBI):
+            # NOTE: needs qk_scale > 0 (the launcher checks scale > 0).
+            m_new = tl.maximum(m_i, tl.reduce(qk, 1, _fmax) * qk_scale)
+            qk = qk * qk_scale - m_new[:, None]
+            alpha = tl.math.exp2(m_i - m_new)
+        else:
+            qk = qk * qk_scale
+            if HAS_ALIBI:
+                qk += slope2[:, None] * (offs_n[None, :] - pos[:, None]).to(tl.float32)
+            if MASK_KIND != 0:
+                mk_ptrs = MASK + m_off[:, None] + offs_n[None, :] * smk
+                if MASKED:
+                    mk_ok = row_ok[:, None] & n_ok[None, :]
+                else:
+                    mk_ok = row_ok[:, None]
+                if MASK_KIND == 1:
+                    mv = tl.load(mk_ptrs, mask=mk_ok, other=0)
+                    qk = tl.where(mv != 0, qk, float("-inf"))
+                else:
+                    mv = tl.load(mk_ptrs, mask=mk_ok, other=0.0).to(tl.float32)
+                    # NOTE: scaling -FLT_MAX by log2(e) would overflow to -inf and turn an
+                    # HF "finfo.min" row into an empty one; clamp finite values instead.
+                    mv = tl.where(mv == float("-inf"), mv, tl.maximum(mv * LOG2E, -FLT_MAX))
+                    qk += mv
+            if MASKED:
+                ok = (offs_n >= key_lo) & (offs_n < key_hi)
+                vis = ok[None, :]
+                if CAUSAL != 0:
+                    vis = vis & (offs_n[None, :] <= pos[:, None])
+                if HAS_WINDOW:
+                    vis = vis & (pos[:, None] - offs_n[None, :] < window)
+                qk = tl.where(vis, qk, float("-inf"))
+            m_new = tl.maximum(m_i, tl.reduce(qk, 1, _fmax))
+            if NEED_SAFE:
+                # NOTE: a row may see no key in this block: keep exp2 away from (-inf) - (-inf).
+                m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
+            else:
+                m_sub = m_new
+            qk = qk - m_sub[:, None]
+            alpha = tl.math.exp2(m_i - m_sub)
+        p = tl.math.exp2(qk)
+        l_i = l_i * alpha + tl.reduce(p, 1, _fadd)
+        acc = acc * alpha[:, None]
+        if USE_TMA:
+            v = DESC_V.load([b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_DV)
+        elif MASKED:
+            v = tl.load(v_ptrs, mask=n_ok[:, None] & (offs_dv[None, :] < HEAD_DV), other=0.0)
+        elif HEAD_DV == BLOCK_DV:
+            v = tl.load(v_ptrs)
+        else:
+            v = tl.load(v_ptrs, mask=offs_dv[None, :] < HEAD_DV, other=0.0)
+        if DOT_F32:
+            acc = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), acc, input_precision="ieee")
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def attention_fwd_kernel(
+        Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K, DESC_K, DESC_V,
+        qk_scale,
+        sqb, sqh, sqs, sqd,
+        skb, skh, sks, skd,
+        svb, svh, svs, svd,
+        sob, soh, sos, sod, sosp,
+        smb, smh, smq, smk,
+        slb, slh, slq, slsp,
+        n_heads_q, groups, seq_q, seq_k, window, chunk_k,
+        HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
+        VARLEN: tl.constexpr, PACK_GQA: tl.constexpr, SPLIT: tl.constexpr, DOT_PREC: tl.constexpr,
+        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr):
+    """Attention forward. CAUSAL: 0 none, 1 top_left, 2 bottom_right.
+    MASK_KIND: 0 none, 1 bool (uint8, nonzero = visible), 2 additive.
+    DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8)."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    if PACK_GQA:
+        n_kv = n_heads_q // groups
+        b = pid_bh // n_kv
+        hk = pid_bh % n_kv
+        hq0 = hk * groups
+    else:
+        b = pid_bh // n_heads_q
+        hq0 = pid_bh % n_heads_q
+        hk = hq0 // groups
+    if VARLEN:
+        q_start = tl.load(CU_Q + b)
+        len_q = tl.load(CU_Q + b + 1) - q_start
+        k_start = tl.load(CU_K + b)
+        len_k = tl.load(CU_K + b + 1) - k_start
+    else:
+        q_start = 0
+        len_q = seq_q
+        k_start = 0
+        len_k = seq_k
+    if PACK_GQA:
+        n_rows = len_q * groups
+    else:
+        n_rows = len_q
+    if CAUSAL != 0:
+        start_m = tl.num_programs(0) - 1 - pid_m  # the longest rows first
+    else:
+        start_m = pid_m
+    row0 = start_m * BLOCK_M
+    if row0 >= n_rows:
+        return
+
+    offs_m = row0 + tl.arange(0, BLOCK_M)
+    row_ok = offs_m < n_rows
+    if PACK_GQA:
+        tok = offs_m // groups
+        head = hq0 + offs_m % groups
+        tok_lo = row0 // groups
+        tok_hi = tl.minimum((row0 + BLOCK_M - 1) // groups, len_q - 1)
+    else:
+        tok = offs_m
+        head = hq0
+        tok_lo = row0
+        tok_hi = tl.minimum(row0 + BLOCK_M - 1, len_q - 1)
+    if CAUSAL == 2:
+        shift = len_k - len_q
+    else:
+        shift = 0
+    pos = tok + shift
+    p_lo = tok_lo + shift
+    p_hi = tok_hi + shift
+
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    b64 = b.to(tl.int64)
+    Q += b64 * sqb
+    K += b64 * skb + hk.to(tl.int64) * skh
+    V += b64 * svb + hk.to(tl.int64) * svh
+    O += b64 * sob
+    if VARLEN:
+        Q += q_start.to(tl.int64) * sqs
+        K += k_start.to(tl.int64) * sks
+        V += k_start.to(tl.int64) * svs
+        O += q_start.to(tl.int64) * sos
+    q_ptrs = Q + (tok * sqs + head * sqh)[:, None] + offs_d[None, :] * sqd
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_D), other=0.0)
+
+    if MASK_KIND != 0:
+        MASK += b64 * smb
+        m_off = tok * smq + head * smh
+    else:
+        m_off = tok
+    if HAS_ALIBI:
+        slope2 = tl.load(SLOPES + head + tl.full([BLOCK_M], 0, tl.int32)).to(tl.float32) * LOG2E
+    else:
+        slope2 = tl.full([BLOCK_M], 0, tl.float32)
+
+    # Key range of this program, then its unmasked middle [fl, fh).
+    lo = len_k * 0
+    hi = len_k + 0
+    if CAUSAL != 0:
+        hi = tl.minimum(hi, p_hi + 1)
+    if HAS_WINDOW:
+        lo = tl.maximum(lo, p_lo - window + 1)
+    if SPLIT:
+        lo = tl.maximum(lo, pid_s * chunk_k)
+        hi = tl.minimum(hi, (pid_s + 1) * chunk_k)
+    full_lo = lo
+    full_hi = hi
+    if CAUSAL != 0:
+        full_hi = tl.minimum(full_hi, p_lo + 1)
+    if HAS_WINDOW:
+        full_lo = tl.maximum(full_lo, p_hi - window + 1)
+    # NOTE: lo, full_lo >= 0; full_hi and hi may be negative (no visible key), then
+    # every segment below is empty. Integer division of negatives differs between the
+    # compiler (truncation) and the interpreter (floor); the maxima make both agree.
+    lo_a = (lo // BLOCK_N) * BLOCK_N
+    fl = tl.maximum(((full_lo + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, lo_a)
+    fh = tl.maximum((full_hi // BLOCK_N) * BLOCK_N, fl)
+
+    m_i = tl.full([BLOCK_M], 0, tl.float32) - float("inf")
+    l_i = tl.full([BLOCK_M], 0, tl.float32)
+    acc = tl.full([BLOCK_M, BLOCK_DV], 0, tl.float32)
+    # NOTE: the three segments partition [lo_a, hi): masked prefix, unmasked middle, masked suffix.
+    for seg in tl.static_range(3):
+        if seg == 0:
+            s_lo = lo_a
+            s_hi = tl.minimum(fl, hi)
+        elif seg == 1:
+            s_lo = fl
+            s_hi = fh
+        else:
+            s_lo = fh
+            s_hi = hi
+        acc, l_i, m_i = _attn_blocks(
+            acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, s_lo, s_hi, lo, hi, len_k, pos, row_ok, m_off,
+            slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv, seg != 1, USE_TMA, CAUSAL,
+            HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV, BLOCK_N, DOT_PREC, DOT_F32)
+
+    # Rows that saw no key: l == 0 and acc == 0 -> zeros.
+    empty = l_i == 0.0
+    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    o_off = tok * sos + head * soh
+    if SPLIT:
+        O += pid_s.to(tl.int64) * sosp
+        lse = tl.where(empty, float("-inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
+        LSE += b64 * slb + pid_s.to(tl.int64) * slsp
+        tl.store(LSE + tok * slq + head * slh, lse, mask=row_ok)
+    o_ptrs = O + o_off[:, None] + offs_dv[None, :] * sod
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DV))
+
+
+@triton.jit
+def attention_combine_kernel(WS, LSE, O, n_heads, seq_q, n_splits,
+                             swsp, slsp, sob, soh, sos, sod,
+                             HEAD_DV: tl.constexpr, BLOCK_DV: tl.constexpr, SPLITS_P2: tl.constexpr):
+    """Merge split-KV partials of one output row: the log-sum-exp weighted mean.
+
+    WS: float32 ``[splits, rows, HEAD_DV]`` (normalised partial outputs),
+    LSE: float32 ``[splits, rows]`` (log2 units, -inf for a chunk with no key);
+    row = (b * n_heads + h) * seq_q + i.
+    """
+    r = tl.program_id(0)
+    b = r // (n_heads * seq_q)
+    h = (r // seq_q) % n_heads
+    i = r % seq_q
+    offs_s = tl.arange(0, SPLITS_P2)
+    lse = tl.load(LSE + offs_s * slsp + r, mask=offs_s < n_splits, other=float("-inf"))
+    mx = tl.reduce(lse, 0, _fmax)
+    mx = tl.where(mx == float("-inf"), 0.0, mx)
+    den = tl.reduce(tl.math.exp2(lse - mx), 0, _fadd)
+    offs_d = tl.arange(0, BLOCK_DV)
+    d_ok = offs_d < HEAD_DV
+    acc = tl.full([BLOCK_DV], 0, tl.float32)
+    r64 = r.to(tl.int64)
+    for s in range(0, n_splits):
+        w = tl.math.exp2(tl.load(LSE + s * slsp + r64) - mx)
+        o = tl.load(WS + s * swsp + r64 * HEAD_DV + offs_d, mask=d_ok, other=0.0)
+        acc += w * o
+    out = acc / tl.where(den > 0.0, den, 1.0)
+    o_ptrs = O + b.to(tl.int64) * sob + h * soh + i * sos + offs_d * sod
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=d_ok)

@@ -1,0 +1,237 @@
+"""The Triton attention template under TRITON_INTERPRET=1, against the
+float64 reference: every constexpr variant (causal alignments, window, GQA
+with and without packing, bool/additive masks with broadcast strides,
+ALiBi, head dims, dtypes, split-KV decode, varlen), on ragged small shapes
+with non-contiguous inputs.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+# NOTE: tests/codegen/conftest.py switches TRITON_INTERPRET on for each test (CPU tensors);
+# the launcher rebuilds the template when that switch differs from its import.
+
+from braze.compiler.codegen.triton_attention.launch import attention_dense, attention_varlen  # noqa: E402
+from braze.compiler.codegen.triton_attention.varlen_op import attention_varlen_reference  # noqa: E402
+from braze.ir.attention import attention_reference  # noqa: E402
+
+TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def cfg(bm=16, bn=16, pack=False, splits=1, warps=4, stages=1, tma=False):
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages, "PACK_GQA": pack, "TMA": tma,
+            "SPLITS": splits}
+
+
+def qkv(B, Hq, Hkv, Sq, Sk, D, dtype, Dv=None, permuted=True):
+    """Random q/k/v; permuted: [B, S, H, D] storage seen as [B, H, S, D] (as models do)."""
+    Dv = Dv or D
+    if permuted:
+        q = torch.randn(B, Sq, Hq, D).to(dtype).transpose(1, 2)
+        k = torch.randn(B, Sk, Hkv, D).to(dtype).transpose(1, 2)
+        v = torch.randn(B, Sk, Hkv, Dv).to(dtype).transpose(1, 2)
+    else:
+        q, k, v = (torch.randn(B, Hq, Sq, D).to(dtype), torch.randn(B, Hkv, Sk, D).to(dtype),
+                   torch.randn(B, Hkv, Sk, Dv).to(dtype))
+    return q, k, v
+
+
+def check(out, ref, dtype):
+    assert out.dtype == dtype and out.shape == ref.shape
+    assert torch.isfinite(out).all(), "non-finite output"
+    err = ((out.double() - ref.double()).norm() / ref.double().norm().clamp_min(1e-30)).item()
+    assert err <= TOL[dtype], f"relative error {err:.3e} > {TOL[dtype]}"
+
+
+def run_dense(B=1, Hq=2, Hkv=2, Sq=37, Sk=37, D=64, dtype=torch.float32, Dv=None, causal="none", window=None,
+              mask=None, mask_kind="none", slopes=None, config=None, permuted=True, scale=None):
+    q, k, v = qkv(B, Hq, Hkv, Sq, Sk, D, dtype, Dv, permuted)
+    scale = scale or 1 / math.sqrt(D)
+    attrs = dict(scale=scale, causal=causal, window=window, groups=Hq // Hkv, mask_kind=mask_kind)
+    out = attention_dense(q, k, v, mask, slopes, config=config or cfg(), **attrs)
+    ref = attention_reference(q.double(), k.double(), v.double(),
+                              mask.double() if mask is not None and mask.is_floating_point() else mask,
+                              slopes, **attrs)
+    check(out, ref, dtype)
+    return out, ref
+
+
+# ---- causal alignments, windows, ragged and Sq != Sk ------------------------------------------
+
+@pytest.mark.parametrize("causal,sq,sk,window", [
+    ("none", 37, 37, None),
+    ("none", 20, 45, None),
+    ("top_left", 37, 37, None),
+    ("top_left", 20, 45, None),
+    ("top_left", 45, 20, None),
+    ("bottom_right", 20, 45, None),
+    ("bottom_right", 45, 20, None),   # the first 25 rows see no key: zeros
+    ("bottom_right", 40, 40, 7),
+    ("top_left", 33, 40, 5),
+    ("none", 30, 40, 9),              # window alone: future keys stay visible
+])
+def test_causal_and_window(causal, sq, sk, window):
+    out, ref = run_dense(Sq=sq, Sk=sk, causal=causal, window=window)
+    if causal == "bottom_right" and sq > sk:
+        assert torch.equal(out[:, :, :sq - sk], torch.zeros_like(out[:, :, :sq - sk]))
+
+
+@pytest.mark.parametrize("bm,bn", [(32, 16), (16, 32), (64, 64)])
+def test_block_shapes_causal(bm, bn):
+    # Diagonal blocks of several widths; the unmasked middle segment is exercised when bn < Sq.
+    run_dense(Sq=70, Sk=75, causal="bottom_right", config=cfg(bm, bn))
+
+
+# ---- GQA -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pack", [False, True])
+def test_gqa(pack):
+    run_dense(B=2, Hq=6, Hkv=2, Sq=23, Sk=29, causal="bottom_right", config=cfg(32, 16, pack=pack))
+
+
+def test_mqa_packed_rows_span_blocks():
+    # 8 query heads on one K/V head: 8 * 9 rows cut into 16-row blocks across tokens.
+    run_dense(Hq=8, Hkv=1, Sq=9, Sk=30, causal="top_left", config=cfg(16, 16, pack=True))
+
+
+# ---- masks ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(37,), (1, 1, 21, 37), (2, 1, 1, 37), (4, 21, 37)])
+def test_bool_mask_broadcasts(shape):
+    mask = torch.rand(*shape) > 0.3
+    run_dense(B=2, Hq=4, Hkv=2, Sq=21, Sk=37, mask=mask, mask_kind="bool", config=cfg(16, 16, pack=True))
+
+
+def test_bool_padding_mask_rows_without_keys_are_zero():
+    B, Sq, Sk = 2, 19, 26
+    mask = torch.rand(B, 1, Sq, Sk) > 0.5
+    mask[0, 0, 3] = False          # a row that sees no key
+    mask[1, 0, 10:] = False        # padding query rows
+    out, _ = run_dense(B=B, Sq=Sq, Sk=Sk, causal="bottom_right", mask=mask, mask_kind="bool")
+    assert torch.equal(out[0, :, 3], torch.zeros_like(out[0, :, 3]))
+    assert torch.equal(out[1, :, 10:], torch.zeros_like(out[1, :, 10:]))
+
+
+def test_additive_mask_with_inf_and_finfo_min_rows():
+    B, Sq, Sk = 2, 17, 33
+    mask = torch.randn(B, 1, Sq, Sk)
+    mask[..., ::4] = -math.inf
+    mask[0, 0, 2] = -math.inf                          # empty row -> zeros
+    mask[1, 0, 5] = torch.finfo(torch.float32).min     # HF padding: a uniform row, not an empty one
+    out, ref = run_dense(B=B, Sq=Sq, Sk=Sk, mask=mask, mask_kind="additive")
+    assert torch.equal(out[0, :, 2], torch.zeros_like(out[0, :, 2]))
+    assert ref[1, :, 5].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_additive_mask_low_precision(dtype):
+    mask = torch.randn(1, 1, 1, 30).to(dtype)
+    run_dense(Sq=12, Sk=30, dtype=dtype, mask=mask, mask_kind="additive", causal="bottom_right")
+
+
+# ---- ALiBi ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("causal,pack", [("bottom_right", False), ("none", True)])
+def test_alibi(causal, pack):
+    slopes = torch.rand(4) * 0.5
+    run_dense(Hq=4, Hkv=2, Sq=18, Sk=35, causal=causal, slopes=slopes, config=cfg(16, 16, pack=pack))
+
+
+# ---- head dims and dtypes ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("d,dtype", [(64, torch.float16), (64, torch.bfloat16), (80, torch.float32),
+                                     (96, torch.bfloat16), (128, torch.float16), (256, torch.float32)])
+def test_head_dims_and_dtypes(d, dtype):
+    run_dense(Sq=19, Sk=21, D=d, dtype=dtype, causal="top_left", config=cfg(16, 16))
+
+
+def test_value_head_dim_differs_and_contiguous_inputs():
+    run_dense(Sq=13, Sk=22, D=64, Dv=40, permuted=False)
+
+
+# ---- decode: split-KV + combine ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sq,splits,causal,dtype", [
+    (1, 3, "bottom_right", torch.float32),
+    (1, 4, "none", torch.bfloat16),
+    (4, 2, "bottom_right", torch.float16),
+    (3, 5, "top_left", torch.float32),      # most rows see one or two keys; many chunks are empty
+])
+def test_decode_split_kv(sq, splits, causal, dtype):
+    run_dense(B=2, Hq=8, Hkv=2, Sq=sq, Sk=77, dtype=dtype, causal=causal, config=cfg(16, 16, pack=True,
+                                                                                      splits=splits))
+
+
+def test_decode_split_kv_with_window_mask_and_alibi():
+    mask = torch.rand(2, 1, 1, 61) > 0.2
+    run_dense(B=2, Hq=4, Hkv=1, Sq=2, Sk=61, causal="bottom_right", window=20, mask=mask, mask_kind="bool",
+              slopes=torch.rand(4), config=cfg(16, 16, pack=True, splits=4))
+
+
+def test_decode_split_kv_without_packing():
+    run_dense(B=1, Hq=2, Hkv=2, Sq=1, Sk=50, config=cfg(16, 16, pack=False, splits=3))
+
+
+# ---- varlen -----------------------------------------------------------------------------------
+
+def run_varlen(lens_q, lens_k, Hq=4, Hkv=2, D=64, dtype=torch.float32, causal="bottom_right", window=None,
+               slopes=None, config=None, max_seqlen=True):
+    cq = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32)
+    ck = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32)
+    tq, tk = int(cq[-1]), int(ck[-1])
+    q = torch.randn(tq, Hq * 2, D).to(dtype)[:, ::2]   # strided heads: non-contiguous
+    k = torch.randn(tk, Hkv, D).to(dtype)
+    v = torch.randn(Hkv, tk, D).to(dtype).transpose(0, 1)
+    attrs = dict(scale=D ** -0.5, causal=causal, window=window, groups=Hq // Hkv)
+    bounds = dict(max_seqlen_q=max(lens_q), max_seqlen_k=max(lens_k)) if max_seqlen else {}
+    out = attention_varlen(q, k, v, cq, ck, slopes, config=config or cfg(), **bounds, **attrs)
+    ref = attention_varlen_reference(q.double(), k.double(), v.double(), cq, ck, slopes, **attrs)
+    check(out, ref, dtype)
+    return out
+
+
+@pytest.mark.parametrize("causal,pack", [("bottom_right", False), ("bottom_right", True), ("none", False)])
+def test_varlen_uneven(causal, pack):
+    run_varlen([5, 17, 1, 33], [5, 17, 9, 40], causal=causal, config=cfg(16, 16, pack=pack))
+
+
+def test_varlen_empty_sequences_window_alibi_bf16():
+    out = run_varlen([3, 0, 21], [7, 4, 0], dtype=torch.bfloat16, window=6, slopes=torch.rand(4),
+                     max_seqlen=False)
+    assert torch.equal(out[3:], torch.zeros_like(out[3:]))   # the third sequence has no key
+
+
+# ---- bad input --------------------------------------------------------------------------------
+
+def test_bad_inputs_name_the_problem():
+    q, k, v = qkv(1, 4, 2, 5, 6, 64, torch.float32)
+    with pytest.raises(ValueError, match="query heads != groups"):
+        attention_dense(q, k, v, scale=0.1, groups=3, config=cfg())
+    with pytest.raises(ValueError, match="does not broadcast"):
+        attention_dense(q, k, v, torch.ones(7, dtype=torch.bool), scale=0.1, groups=2, mask_kind="bool",
+                        config=cfg())
+    with pytest.raises(ValueError, match="dtypes"):
+        attention_dense(q, k.half(), v, scale=0.1, groups=2, config=cfg())
+    with pytest.raises(ValueError, match="head dims"):
+        attention_dense(q, k[..., :32], v, scale=0.1, groups=2, config=cfg())
+    with pytest.raises(ValueError, match="scale"):
+        attention_dense(q, k, v, scale=-1.0, groups=2, config=cfg())
+
+
+# ---- K/V through tensor descriptors (TMA on Hopper) -------------------------------------------
+
+@pytest.mark.parametrize("d,dtype,causal,pack,splits", [
+    (64, torch.float32, "bottom_right", False, 1),
+    (80, torch.bfloat16, "top_left", True, 1),     # head dim padded by the descriptor's zero fill
+    (64, torch.float16, "bottom_right", True, 3),  # decode form
+])
+def test_tma_descriptor_loads(d, dtype, causal, pack, splits):
+    sq = 2 if splits > 1 else 21
+    run_dense(B=2, Hq=4, Hkv=2, Sq=sq, Sk=45, D=d, dtype=dtype, causal=causal,
+              config=cfg(16, 16, pack=pack, splits=splits, tma=True))
+

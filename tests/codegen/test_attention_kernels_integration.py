@@ -1,0 +1,224 @@
+"""Attention kernels inside braze: the generator's candidates for attention
+nodes, the checker, the SDPA library candidate, the attention_varlen op,
+search spaces and defaults, and a compiled graph end to end (CPU, under
+TRITON_INTERPRET=1).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+# NOTE: tests/codegen/conftest.py switches TRITON_INTERPRET on for each test (CPU tensors).
+
+import braze  # noqa: E402
+from braze.autotune.space import DeviceInfo  # noqa: E402
+from braze.compiler.codegen import CHECKERS, supported  # noqa: E402
+from braze.compiler.codegen.triton_attention import candidates, space  # noqa: E402
+from braze.compiler.codegen.triton_attention.sdpa import sdpa_attention  # noqa: E402
+from braze.compiler.codegen.triton_attention.varlen_op import attention_varlen_reference  # noqa: E402
+from braze.compiler.driver import compile_graph  # noqa: E402
+from braze.compiler.kernels import GENERATORS, LibraryKernel, kernels_for  # noqa: E402
+from braze.compiler.report import GraphReport  # noqa: E402
+from braze.ir import Builder, get_op, verify  # noqa: E402
+from braze.ir.attention import attention_reference  # noqa: E402
+
+H100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 132, 232448, 65536, 50 * 2 ** 20)
+CPU = DeviceInfo("cpu", "x86_64", cores=2)
+
+
+def _rel(out, ref):
+    return ((out.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def attention_graph(sq="s0", sk="s1", d=64, hq=4, hkv=2, dtype=torch.float32, mask_shape=None, mask_dtype=None,
+                    slopes=False, **attrs):
+    b = Builder()
+    q = b.input("q", (2, hq, sq, d), dtype)
+    k = b.input("k", (2, hkv, sk, d), dtype)
+    v = b.input("v", (2, hkv, sk, d), dtype)
+    kw = dict(scale=d ** -0.5, groups=hq // hkv, **attrs)
+    args = [q, k, v]
+    if mask_shape is not None:
+        args.append(b.input("m", mask_shape, mask_dtype))
+    if slopes:
+        kw["slopes"] = b.input("slopes", (hq,), torch.float32)
+    out = b.call("attention", *args, **kw)
+    return b.graph([out], name="attn")
+
+
+def test_generator_and_checker_are_registered():
+    kernels_for(attention_graph(), braze.Options(), GraphReport("x"))  # loads the code generators
+    assert "triton_attention" in [name for name, _ in GENERATORS]
+    assert "triton_attention" in CHECKERS
+
+
+def test_candidates_triton_sdpa_library_and_compiled_graph():
+    g = attention_graph(mask_shape=(2, 1, 1, "s1"), mask_dtype=torch.bool, causal="bottom_right", mask_kind="bool")
+    verify(g, types=True)
+    launchers = kernels_for(g, braze.Options(), GraphReport("attn"))
+    (launcher,) = launchers.values()
+    kinds = [type(c) for c in launcher.candidates]
+    assert kinds == [candidates.TritonAttention, candidates.SdpaAttention, LibraryKernel]
+    assert launcher.primary.backend == "triton" and "gqa2" in launcher.primary.name
+    prog = compile_graph(g, braze.Options())
+    for sq, sk in ((21, 30), (1, 45)):   # prefill and decode bindings of one program
+        xs = (torch.randn(2, 4, sq, 64), torch.randn(2, 2, sk, 64), torch.randn(2, 2, sk, 64),
+              torch.rand(2, 1, 1, sk) > 0.3)
+        out = prog(*xs)[0]
+        ref = attention_reference(*(x.double() if x.is_floating_point() else x for x in xs), scale=0.125,
+                                  causal="bottom_right", groups=2, mask_kind="bool")
+        assert _rel(out, ref) < 1e-5
+    (launcher,) = prog.launchers.values()
+    configs = [c.config for c in launcher.choices.values()]
+    assert {c["PACK_GQA"] for c in configs} == {False, True}  # the decode binding packs the GQA heads
+
+
+@pytest.mark.parametrize("attrs,mask", [
+    (dict(causal="top_left"), None),
+    (dict(causal="bottom_right"), None),          # Sq < Sk: an explicit lower-right mask
+    (dict(causal="bottom_right", window=5), "bool"),
+    (dict(causal="none"), "additive"),
+])
+def test_every_candidate_matches_the_reference(attrs, mask):
+    sq, sk = 9, 23
+    shape = (2, 1, sq, sk)
+    g = attention_graph(sq, sk, mask_shape=shape if mask else None,
+                        mask_dtype=torch.bool if mask == "bool" else torch.float32,
+                        mask_kind=mask or "none", **attrs)
+    xs = [torch.randn(2, 4, sq, 64), torch.randn(2, 2, sk, 64), torch.randn(2, 2, sk, 64)]
+    if mask == "bool":
+        xs.append(torch.rand(shape) > 0.3)
+    elif mask:
+        m = torch.randn(shape)
+        m[..., ::3] = -math.inf
+        xs.append(m)
+    node = g.compute_nodes[0]
+    ref = attention_reference(*(x.double() for x in xs[:3]), *(xs[3:] if mask == "bool" else
+                                                               [x.double() for x in xs[3:]]),
+                              scale=0.125, groups=2, mask_kind=mask or "none", **attrs)
+    cands = candidates.generate(node, g, braze.Options(), CPU)
+    assert len(cands) == 2
+    for c in cands:
+        fn = c.compile(c.space.default_config(c.problem({}), CPU))
+        out = fn(*xs)
+        assert _rel(out, ref) < 1e-5, c.name
+
+
+def test_sdpa_zeros_for_rows_without_keys():
+    q, k, v = torch.randn(1, 2, 7, 16), torch.randn(1, 2, 4, 16), torch.randn(1, 2, 4, 16)
+    out = sdpa_attention(q, k, v, scale=0.25, causal="bottom_right")
+    ref = attention_reference(q, k, v, scale=0.25, causal="bottom_right")
+    assert torch.isfinite(out).all() and torch.equal(out[:, :, :3], torch.zeros_like(out[:, :, :3]))
+    torch.testing.assert_close(out, ref)
+
+
+def test_alibi_has_no_sdpa_candidate():
+    g = attention_graph(slopes=True, causal="bottom_right")
+    cands = candidates.generate(g.compute_nodes[0], g, braze.Options(), CPU)
+    assert [type(c) for c in cands] == [candidates.TritonAttention]
+
+
+def test_unsupported_nodes_are_declined_cleanly():
+    big = attention_graph(d=512)
+    node = big.compute_nodes[0]
+    assert [type(c) for c in candidates.generate(node, big, braze.Options(), CPU)] == [candidates.SdpaAttention]
+    assert not candidates.check("attention", node, "cpu")
+    assert not candidates.check("attention", big, "cpu") or False
+    ok = attention_graph()
+    assert candidates.check("attention", ok, "cpu") and candidates.check("attention", ok.compute_nodes[0], "cuda")
+    assert supported("attention", ok, "cpu")
+    assert not candidates.check("pointwise", attention_graph().with_nodes(()), "cpu")
+    b = Builder()
+    x = b.input("x", (4, 4))
+    relu = b.graph([b.call("relu", x)])
+    assert candidates.generate(relu.compute_nodes[0], relu, braze.Options(), CPU) == []
+    assert not candidates.check("pointwise", relu, "cuda")
+
+
+def test_keys_are_stable_and_distinguish_attributes():
+    a1 = candidates.generate(attention_graph(causal="top_left").compute_nodes[0], None, braze.Options(), CPU)[0]
+    a2 = candidates.generate(attention_graph(causal="top_left").compute_nodes[0], None, braze.Options(), CPU)[0]
+    a3 = candidates.generate(attention_graph(causal="bottom_right").compute_nodes[0], None, braze.Options(), CPU)[0]
+    assert a1.key() == a2.key() != a3.key()
+    assert "attention_fwd_kernel" in a1.source
+
+
+# ---- the attention_varlen op ------------------------------------------------------------------
+
+def test_varlen_op_graph_type_rule_and_candidate():
+    b = Builder()
+    q = b.input("q", ("t", 4, 32))
+    k = b.input("k", ("u", 2, 32))
+    v = b.input("v", ("u", 2, 32))
+    cq = b.input("cq", (3,), torch.int32)
+    ck = b.input("ck", (3,), torch.int32)
+    out = b.call("attention_varlen", q, k, v, cq, ck, scale=32 ** -0.5, causal="bottom_right", groups=2)
+    g = b.graph([out], name="varlen")
+    verify(g, types=True)
+    assert out.type.shape[1:] == (4, 32)
+    cuq, cuk = torch.tensor([0, 6, 17], dtype=torch.int32), torch.tensor([0, 9, 20], dtype=torch.int32)
+    xs = (torch.randn(17, 4, 32), torch.randn(20, 2, 32), torch.randn(20, 2, 32), cuq, cuk)
+    ref = attention_varlen_reference(*(x.double() if x.is_floating_point() else x for x in xs), scale=32 ** -0.5,
+                                     causal="bottom_right", groups=2)
+    prog = compile_graph(g, braze.Options())
+    (launcher,) = prog.launchers.values()
+    assert isinstance(launcher.primary, candidates.TritonAttentionVarlen)
+    assert _rel(prog(*xs)[0], ref) < 1e-5
+    # The reference equals attention per sequence (sequence 1: 11 queries on its 11 keys).
+    one = attention_reference(xs[0][6:].transpose(0, 1)[None].double(), xs[1][9:].transpose(0, 1)[None].double(),
+                              xs[2][9:].transpose(0, 1)[None].double(), scale=32 ** -0.5, causal="bottom_right",
+                              groups=2)
+    torch.testing.assert_close(ref[6:], one[0].transpose(0, 1))
+
+
+def test_varlen_type_rule_rejects_bad_operands():
+    b = Builder()
+    q = b.input("q", (8, 4, 32))
+    cq = b.input("cq", (3,), torch.int64)
+    with pytest.raises(Exception, match="int32"):
+        b.call("attention_varlen", q, q, q, cq, cq, scale=0.1)
+    assert get_op("attention_varlen").category.value == "attention"
+
+
+# ---- spaces and defaults ----------------------------------------------------------------------
+
+def _problem(**kw):
+    p = dict(B=4, Hq=32, Hkv=32, groups=1, Sq=4096, Sk=4096, D=128, Dv=128, dtype="bf16", causal="none",
+             window=0, mask="none", alibi=False, varlen=False)
+    p.update(kw)
+    return p
+
+
+@pytest.mark.parametrize("problem", [
+    _problem(), _problem(causal="bottom_right"), _problem(B=8, Hkv=8, groups=4, Sq=2048, Sk=2048, D=64, Dv=64),
+    _problem(B=8, Hkv=8, groups=4, Sq=1, Sk=4096), _problem(B=1, Hkv=8, groups=4, Sq=1, Sk=32768),
+    _problem(D=256, Dv=256), _problem(dtype="f32", D=80, Dv=80),
+])
+def test_defaults_are_valid_on_h100_and_cpu(problem):
+    for dev in (H100, CPU):
+        cfg = space.ATTENTION_SPACE.default_config(problem, dev)
+        assert space.ATTENTION_SPACE.valid(cfg, problem, dev), space.ATTENTION_SPACE.violations(cfg, problem, dev)
+    cfg = space.default_config(problem, H100)
+    assert space.ATTENTION_SPACE.valid(cfg, problem, H100)  # the table itself, not a fallback
+    if problem["Sq"] == 1:
+        # about half a wave of programs over the SMs (what measured best on an H100)
+        assert cfg["PACK_GQA"] and cfg["TMA"]
+        assert H100.sm_count // 4 <= problem["B"] * problem["Hkv"] * cfg["SPLITS"] <= H100.sm_count
+        assert cfg["SPLITS"] == (1 if problem["B"] == 8 else 8)
+
+
+def test_constraints_reject_what_does_not_fit():
+    p = _problem(D=256, Dv=256)
+    big = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 5, "PACK_GQA": False, "TMA": False,
+           "SPLITS": 1}
+    assert "shared memory: Q tile + num_stages K/V tiles" in space.ATTENTION_SPACE.violations(big, p, H100)
+    assert space.ATTENTION_SPACE.violations(dict(big, SPLITS=4, num_stages=1, BLOCK_N=32, BLOCK_M=64,
+                                                 num_warps=8), p, H100) == \
+        ["SPLITS > 1 only for decode (Sq <= 16), >= one block per split"]
+    assert "PACK_GQA needs groups > 1" in space.ATTENTION_SPACE.violations(dict(big, PACK_GQA=True), p, H100)
+    n = sum(1 for _ in space.ATTENTION_SPACE.configs(_problem(B=8, Hkv=8, groups=4, Sq=1), H100))
+    assert 0 < n < space.ATTENTION_SPACE.size()

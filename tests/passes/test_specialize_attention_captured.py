@@ -1,0 +1,154 @@
+"""The attention pass on hand-written attention captured through Dynamo.
+
+Unlike the Builder graphs, these go through braze's real capture, lowering
+and canonicalisation (ATen's decomposition of matmul, repeat_interleave,
+buffers sliced to the sequence length, symbolic lengths), then the whole
+compiled function is checked against eager (fp32, 1e-5).
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from braze.compiler.backend import make_backend
+from braze.config import Options
+
+B, H, HKV, D = 2, 4, 2, 16
+
+
+def compile_and_check(fn, calls):
+    """Compile ``fn`` with braze, check each call against eager; the attention nodes of the last graph."""
+    entries: list = []
+    inner = make_backend(Options(strict=True))
+
+    def backend(gm, example_inputs):
+        entries.append(inner(gm, example_inputs))
+        return entries[-1]
+
+    torch._dynamo.reset()
+    compiled = torch.compile(fn, backend=backend)
+    with torch.no_grad():
+        for args in calls:
+            ref, out = fn(*args), compiled(*args)
+            err = float((out - ref).abs().max() / ref.abs().max())
+            assert err <= 1e-5, err
+    g = entries[-1].program.graph
+    return [n for n in g.compute_nodes if n.op == "attention"], g
+
+
+def _qkv(S, hkv=H, Sk=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, H, S, D, generator=g), torch.randn(B, hkv, Sk or S, D, generator=g),
+            torch.randn(B, hkv, Sk or S, D, generator=g))
+
+
+class NanoGPT(torch.nn.Module):
+    """nanoGPT's attention: a tril buffer sliced to T, ``== 0`` masked_fill, scale on the scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("bias", torch.tril(torch.ones(32, 32)).view(1, 1, 32, 32))
+
+    def forward(self, q, k, v):
+        T = q.size(-2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+        att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float("-inf"))
+        return F.softmax(att, dim=-1) @ v
+
+
+def test_nanogpt_buffer_mask_is_causal_static_and_dynamic():
+    attn, _ = compile_and_check(NanoGPT().eval(), [_qkv(7), _qkv(11, seed=1)])
+    assert len(attn) == 1
+    assert (attn[0].attr("causal"), attn[0].attr("mask_kind"), attn[0].attr("scale")) == ("top_left", "none", 0.25)
+
+
+def test_repeat_interleave_gqa_scaled_q_additive_triu_float_softmax():
+    def fn(q, k, v):
+        S = q.shape[-2]
+        k = k.repeat_interleave(H // HKV, dim=1)
+        v = v.repeat_interleave(H // HKV, dim=1)
+        causal = torch.triu(torch.full((S, S), float("-inf")), diagonal=1)
+        s = (q / math.sqrt(D)) @ k.transpose(-1, -2) + causal
+        return torch.softmax(s.float(), dim=-1).to(q.dtype) @ v
+
+    attn, g = compile_and_check(fn, [_qkv(6, HKV), _qkv(9, HKV, seed=1)])
+    a = attn[0]
+    assert a.kw == dict(scale=0.25, causal="top_left", window=None, groups=2, mask_kind="none")
+    assert not {"expand", "div", "triu", "full"} & {n.op for n in g.compute_nodes}
+
+
+def test_explicit_head_indexing_is_grouped():
+    def fn(q, k, v):
+        idx = torch.arange(H) // (H // HKV)
+        s = torch.matmul(q, k[:, idx].transpose(-1, -2)) * 0.125
+        return torch.matmul(torch.softmax(s, -1), v[:, idx])
+
+    attn, _ = compile_and_check(fn, [_qkv(5, HKV)])
+    assert (attn[0].attr("groups"), attn[0].attr("scale")) == (2, 0.125)
+
+
+def test_mqa_by_broadcasting_matmul():
+    def fn(q, k, v):
+        s = torch.matmul(q, k.transpose(-1, -2)) / 4.0
+        return torch.matmul(torch.softmax(s, -1), v)
+
+    attn, g = compile_and_check(fn, [_qkv(6, 1), _qkv(8, 1, seed=1)])
+    assert (attn[0].attr("groups"), attn[0].attr("scale")) == (4, 0.25)
+    assert attn[0].args[1].type.shape[1] == 1 and "expand" not in {n.op for n in g.compute_nodes}
+
+
+def test_sdpa_is_causal_with_gqa_and_bool_padding_mask():
+    def causal(q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+
+    def padded(q, k, v, m):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=m[:, None, None, :].bool())
+
+    attn, _ = compile_and_check(causal, [_qkv(6, HKV), _qkv(10, HKV, seed=1)])
+    assert attn[0].kw == dict(scale=0.25, causal="top_left", window=None, groups=2, mask_kind="none")
+    m = torch.ones(B, 6)
+    m[1, 4:] = 0
+    attn, _ = compile_and_check(padded, [_qkv(6) + (m,)])
+    assert (attn[0].attr("causal"), attn[0].attr("mask_kind")) == ("none", "bool")
+    assert attn[0].args[3] is not None
+
+
+def test_decoding_step_against_a_cache_is_bottom_right():
+    """Queries are the last Sq of Sk positions: HF's mask from cache positions."""
+    def fn(q, k, v):
+        Sq, Sk = q.shape[-2], k.shape[-2]
+        qpos = torch.arange(Sk - Sq, Sk)[:, None]
+        kpos = torch.arange(Sk)[None, :]
+        bias = torch.zeros(Sq, Sk).masked_fill(kpos > qpos, torch.finfo(torch.float32).min)
+        return torch.softmax(q @ k.transpose(-1, -2) * 0.25 + bias, -1) @ v
+
+    attn, _ = compile_and_check(fn, [_qkv(3, Sk=8), _qkv(4, Sk=11, seed=1)])
+    assert (attn[0].attr("causal"), attn[0].attr("mask_kind")) == ("bottom_right", "none")
+
+
+def test_softcapped_scores_are_not_attention():
+    """Gemma-2-style tanh soft-capping is no sum of q@k^T and a mask: declined, still correct."""
+    def fn(q, k, v):
+        s = torch.tanh(q @ k.transpose(-1, -2) * 0.25 / 30.0) * 30.0
+        return torch.softmax(s, -1) @ v
+
+    attn, _ = compile_and_check(fn, [_qkv(5)])
+    assert attn == []
+
+
+@pytest.mark.parametrize("window", [3, 5])
+def test_sliding_window_written_with_abs_distance_keeps_a_mask(window):
+    """|i - j| < w is two-sided (no causal): a bool window without the causal bound is still proven."""
+    def fn(q, k, v):
+        S = q.shape[-2]
+        i = torch.arange(S)[:, None]
+        j = torch.arange(S)[None, :]
+        keep = (i - j < window) & (j <= i)
+        s = (q @ k.transpose(-1, -2)).masked_fill(~keep, float("-inf"))
+        return torch.softmax(s * 0.25, -1) @ v
+
+    attn, _ = compile_and_check(fn, [_qkv(9)])
+    assert (attn[0].attr("causal"), attn[0].attr("window"), attn[0].attr("mask_kind")) == ("top_left", window, "none")
