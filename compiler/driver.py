@@ -23,9 +23,20 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
 
     if graph.name in DECLINED:
         report.notes.append(f"padding elimination declined: {DECLINED.pop(graph.name)}")
-    launchers = build_launchers(optimized, options, report)
+    split = None
+    if options.cuda_graphs and optimized.sym_bounds:
+        from braze.compiler.padded_program import split_padding_prologue
+
+        split = split_padding_prologue(optimized)
+    target = split.body if split is not None else optimized
+    launchers = build_launchers(target, options, report)
     report.compile_ms = (time.perf_counter() - t0) * 1e3
-    return CompiledProgram(optimized, launchers, report, cuda_graphs=options.cuda_graphs)
+    program = CompiledProgram(target, launchers, report, cuda_graphs=options.cuda_graphs)
+    if split is not None:
+        from braze.compiler.padded_program import PaddedProgram
+
+        return PaddedProgram(optimized, split, program)
+    return program
 
 
 def build_launchers(graph: Graph, options, report: GraphReport) -> dict:

@@ -56,7 +56,12 @@ class CompiledProgram:
             env[s] = bound if isinstance(bound, int) else bound.eval(env)
         plan = build_plan(self.graph, self.launchers, env)
         if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs:
-            plan = CudaGraphPlan(plan, inputs)
+            try:
+                plan = CudaGraphPlan(plan, inputs)
+            except Exception as e:  # noqa: BLE001 - e.g. a kernel that synchronises: run uncaptured
+                log.warning("braze: %s cannot be captured in a CUDA graph (%s: %s); running it uncaptured",
+                            self.graph.name, type(e).__name__, e)
+                torch.cuda.synchronize()
         self._plans[key] = plan
         if len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)

@@ -1,6 +1,6 @@
 """Ops of padding elimination: the valid-token index, pack and unpack.
 
-    padding_index(mask, *, symbol) -> (idx i64[T], cu_seqlens i32[B + 1], pos i64[T], batch i64[T])
+    padding_index(mask, *, symbol) -> (idx i64[T], cu_seqlens i32[B + 1], pos i64[T], batch i64[T], dst i64[T])
 
 ``mask [B, S]`` (0/1 or bool, any padding side) marks the valid tokens;
 ``T`` (the symbol named by ``symbol``) is their count, known only at run
@@ -8,10 +8,15 @@ time: computing it is the one host synchronisation of a forward. ``idx``
 are the flat indices ``b * S + s`` of the valid tokens in row-major order
 (so each row's tokens are contiguous in packed order), ``cu_seqlens`` the
 prefix sums of the row lengths, ``pos`` and ``batch`` each token's ``s``
-and ``b``.
+and ``b``, ``dst`` where ``unpack`` writes each packed row.
+
+The runtime may round T up to a bucket (to replay one CUDA graph for many
+token counts): the extra rows read row 0 (``idx`` = ``pos`` = ``batch`` = 0),
+lie outside ``cu_seqlens[B]`` (attention gives them zeros) and are written
+by ``unpack`` to a discarded row (``dst`` = B * S).
 
     pack(x, idx) -> [T, F...]            x [B, S, F...]: the valid rows
-    unpack(xp, idx, *, batch, seq) -> [B, S, F...]: xp scattered back, zeros at padding
+    unpack(xp, dst, *, batch, seq) -> [B, S, F...]: xp scattered back, zeros at padding
 
 NOTE: ``unpack`` writes zeros at padding positions: outputs of a graph
 whose padding was eliminated are zero there (documented behaviour).
@@ -24,14 +29,21 @@ from braze.ir.registry import Category, OpDef, register
 from braze.ir.types import TensorType, sym
 
 
-def padding_index_ref(mask: torch.Tensor, *, symbol: str = "T"):
+def padding_index_ref(mask: torch.Tensor, *, symbol: str = "T", bucket=1):
+    """``bucket``: round T up to a multiple of it (an int, or a function of T)."""
     valid = mask.reshape(-1) != 0
     idx = torch.nonzero(valid).reshape(-1)  # NOTE: the host synchronisation (T is data-dependent)
     seq = mask.shape[1]
     lengths = (mask != 0).sum(1, dtype=torch.int32)
     cu = torch.zeros(mask.shape[0] + 1, dtype=torch.int32, device=mask.device)
     cu[1:] = torch.cumsum(lengths, 0)
-    return idx, cu, idx % seq, torch.div(idx, seq, rounding_mode="floor")
+    dst = idx
+    step = bucket(idx.numel()) if callable(bucket) else bucket
+    extra = (-idx.numel()) % step
+    if extra:
+        dst = torch.cat([idx, idx.new_full((extra,), mask.numel())])
+        idx = torch.cat([idx, idx.new_zeros(extra)])
+    return idx, cu, idx % seq, torch.div(idx, seq, rounding_mode="floor"), dst
 
 
 def _padding_index_infer(mask, *, symbol: str = "T"):
@@ -41,7 +53,8 @@ def _padding_index_infer(mask, *, symbol: str = "T"):
     T = sym(symbol)
     dev = t.device
     return (TensorType((T,), torch.int64, dev), TensorType((_plus1(t.shape[0]),), torch.int32, dev),
-            TensorType((T,), torch.int64, dev), TensorType((T,), torch.int64, dev))
+            TensorType((T,), torch.int64, dev), TensorType((T,), torch.int64, dev),
+            TensorType((T,), torch.int64, dev))
 
 
 def _plus1(d):
@@ -58,10 +71,10 @@ def _pack_infer(x, idx):
     return (TensorType(idx.type.shape + x.type.shape[2:], x.type.dtype, x.type.device),)
 
 
-def unpack_ref(xp: torch.Tensor, idx: torch.Tensor, *, batch: int, seq: int) -> torch.Tensor:
-    out = xp.new_zeros((batch * seq,) + tuple(xp.shape[1:]))
-    out.index_copy_(0, idx, xp)
-    return out.reshape((batch, seq) + tuple(xp.shape[1:]))
+def unpack_ref(xp: torch.Tensor, dst: torch.Tensor, *, batch: int, seq: int) -> torch.Tensor:
+    out = xp.new_zeros((batch * seq + 1,) + tuple(xp.shape[1:]))  # the last row takes bucket padding
+    out.index_copy_(0, dst, xp)
+    return out[:-1].reshape((batch, seq) + tuple(xp.shape[1:]))
 
 
 def _unpack_infer(xp, idx, *, batch, seq):

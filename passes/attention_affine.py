@@ -79,7 +79,7 @@ def fit_affine(t: torch.Tensor) -> Optional[Affine]:
     """The exact affine form of an integer constant, or None."""
     if t.is_floating_point() or t.dtype == torch.bool or t.numel() == 0 or t.numel() > (1 << 22):
         return None
-    t = t.to(torch.int64)
+    t = t.to("cpu", torch.int64)  # NOTE: constants may live on the GPU; the analysis runs on the CPU
     base = int(t.reshape(-1)[0]) if t.dim() else int(t)
     coeffs, grid = {}, torch.full(t.shape, base, dtype=torch.int64)
     for d in range(t.dim()):

@@ -248,7 +248,7 @@ def un_repeat_indexed(x: Operand, constants) -> tuple[Operand, int]:
     if not (isinstance(hkv, int) and isinstance(hq, int)) or hq % hkv or t.dim() != 1 or t.numel() != hq:
         return x, 1
     g = hq // hkv
-    if not torch.equal(t.to(torch.int64), torch.arange(hq) // g):
+    if not torch.equal(t.to("cpu", torch.int64), torch.arange(hq) // g):
         return x, 1
     return src, g
 

@@ -115,7 +115,7 @@ def fit_band(vis: torch.Tensor) -> Optional[Pred]:
     """``vis [..., n, m]`` (leading dims 1) as ``lo <= j - i <= hi`` atoms, exactly, or None."""
     if vis.dim() < 2 or any(s != 1 for s in vis.shape[:-2]) or vis.numel() > (1 << 24):
         return None
-    m2 = vis.reshape(vis.shape[-2:])
+    m2 = vis.reshape(vis.shape[-2:]).cpu()
     if bool(m2.all()):
         return TRUE
     if not bool(m2.any()):
@@ -145,7 +145,9 @@ class MaskAnalysis:
 
     def constant(self, v: Operand) -> Optional[torch.Tensor]:
         if isinstance(v, Value) and v.node.op == "constant":
-            return self.constants[v.node.args[0]]
+            t = self.constants[v.node.args[0]]
+            # NOTE: constants may live on the GPU; the analysis runs on the CPU.
+            return t.cpu() if t.numel() <= (1 << 24) else t
         return None
 
     # ---- integers ----

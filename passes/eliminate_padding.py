@@ -92,8 +92,8 @@ class _Packer:
         return v  # inputs and constants
 
     def unpack(self, pv: Value, lay: Layout, t: TensorType) -> Value:
-        idx = self.idx()[0]
-        up = self.b.call("unpack", pv, idx, batch=self.B, seq=self.S)  # [B, S, F...]
+        dst = self.idx()[4]
+        up = self.b.call("unpack", pv, dst, batch=self.B, seq=self.S)  # [B, S, F...]
         if lay.merged is not None:
             return self.b.call("reshape", up, tuple(t.shape))
         rank = t.rank
@@ -405,7 +405,7 @@ class _Packer:
             slopes = None
         if window is not None:
             raise _Decline("sliding-window attention (a row with holes would shift the window)")
-        _, cu, _, _ = self.idx()
+        cu = self.idx()[1]
         out = self.b.call("attention_varlen", *packed, cu, cu, slopes, scale=scale, max_seqlen_q=self.S,
                           max_seqlen_k=self.S, causal=causal, window=window, groups=groups)
         return [out], [Layout(0, 2)]

@@ -191,7 +191,9 @@ def merge_parallel_groups(graph: Graph, options=None) -> Graph:
         if orig not in plans:
             return None
         f2, (hpos, *pairs) = plans[orig]
-        operands = [v if p is None else _merged_view(b, *p) for v, p in zip(n.inputs, pairs)]
+        # NOTE: re-read the head views from the remapped operands: the root
+        # tensor may have been rebuilt upstream by this very rewrite.
+        operands = [v if p is None else _merged_view(b, _head_view(v), p[1]) for v, p in zip(n.inputs, pairs)]
         sub = _retype(orig.attr("graph"), [v.type for v in operands])
         node = b.append(Node("fused", tuple(operands), (("graph", sub), ("kind", "pointwise"),
                                                          ("name", sub.name + "_x2")),

@@ -132,7 +132,7 @@ DIRECT = [
      {"scale": 0.35, "causal": "bottom_right", "groups": 2}),
     ("padding_index", "", lambda: (torch.tensor([[1, 1, 0], [0, 1, 1]]),), {"symbol": "t0"}),
     ("pack", "", lambda: (_t(2, 3, 4), torch.tensor([0, 1, 4, 5])), {}),
-    ("unpack", "", lambda: (_t(4, 5), torch.tensor([0, 1, 4, 5])), {"batch": 2, "seq": 3}),
+    ("unpack", "", lambda: (_t(4, 5), torch.tensor([0, 1, 4, 6])), {"batch": 2, "seq": 3}),
     ("addcdiv", "default", lambda: (_t(3, 4), _t(3, 4), _t(3, 4).abs() + 1), {"value": 0.5}),
     ("addcmul", "default", lambda: (_t(3, 4), _t(3, 4), _t(3, 4)), {"value": 0.5}),
     ("alias", "default", lambda: (_t(3, 4),), {}),

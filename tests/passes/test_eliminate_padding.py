@@ -116,3 +116,25 @@ def test_disabled_pass_leaves_padding():
                                                          reports))
     _run(compiled, "gpt2", hf_models.inputs(2, 8, padding="left"))
     assert "pack" not in _ops(reports[0])
+
+
+def test_bucketed_prologue_program_equals_eager():
+    """The CUDA-graph layout of a padding-eliminated program (prologue + body
+    per token bucket), run here without graph capture."""
+    from braze.compiler.driver import compile_graph
+    from braze.compiler.backend import capture_graphs
+    from braze.compiler.padded_program import PaddedProgram, token_bucket
+
+    model = hf_models.build("llama")
+    inp = hf_models.inputs(3, 12, padding="left", lengths=[12, 1, 7])
+    (g,) = capture_graphs(lambda **a: model(**a, use_cache=False), **inp)
+    prog = compile_graph(g, Options(strict=True, cuda_graphs=True))
+    assert isinstance(prog, PaddedProgram)
+    assert not prog.body.graph.sym_bounds and len(prog.body.graph.inputs) == len(g.inputs) + 5
+    xs = [inp[n.args[0].split(".")[-1]] for n in g.inputs]
+    out = prog(*xs)[0]
+    ref = _run(model, "llama", inp)
+    valid = inp["attention_mask"].bool()
+    assert float((out - ref)[valid].abs().max() / ref[valid].abs().max()) <= 1e-5
+    assert torch.count_nonzero(out[~valid]) == 0
+    assert token_bucket(20) == 64 and token_bucket(1000) == 64 and token_bucket(5000) == 512
