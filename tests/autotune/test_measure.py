@@ -9,7 +9,8 @@ from braze.autotune.recipe import make_recipe, node_graph, rebuild
 from braze.autotune.space import device_info
 from braze.config import Options
 
-import tvm_testgen as tg
+pytest.importorskip("tvm", reason="these tests tune real TVM/LLVM kernels")
+import tvm_testgen as tg  # noqa: E402
 
 CPU = device_info("cpu")
 GENS = ["tvm_testgen:gen_tvm", "tvm_testgen:gen_broken"]

@@ -2,6 +2,7 @@
 measured defaults, and a database that cannot be used."""
 import logging
 
+import pytest
 import torch
 
 from braze.autotune.db import Trial, get_db, software_key
@@ -10,7 +11,8 @@ from braze.autotune.space import device_info
 from braze.compiler.driver import compile_graph
 from braze.config import Options
 
-import tvm_testgen as tg
+pytest.importorskip("tvm", reason="these tests tune real TVM/LLVM kernels")
+import tvm_testgen as tg  # noqa: E402
 
 CPU = device_info("cpu")
 

@@ -22,7 +22,11 @@ import time
 from typing import Any, Callable, Mapping
 
 import torch
-import tvm  # noqa: F401  # NOTE: imported with the generator, so a worker's rebuild step pays for it
+
+try:
+    import tvm  # noqa: F401  # NOTE: imported with the generator, so a worker's rebuild step pays for it
+except ImportError:  # pragma: no cover - a machine without TVM (the GPU machine): the tests using it skip
+    tvm = None
 
 from braze.autotune.space import Config, Constraint, Knob, Space
 from braze.compiler.kernels import problem_of, structural_key
