@@ -15,9 +15,19 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[test]"
 	touch $@
 
-.PHONY: demo test
+.PHONY: demo test postgres
 demo: $(VENV)/.installed
 	$(VENV)/bin/braze demo
 
-test: $(VENV)/.installed
+# The tuning-database tests start a throwaway PostgreSQL server (initdb +
+# pg_ctl on loopback); install the server when it is missing and we may
+# (root with apt-get, as on CI); otherwise those tests skip and say why.
+postgres:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL for the tuning-database tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "note: PostgreSQL is not installed and cannot be here (not root or no apt-get): its tests will skip"; fi
+
+test: $(VENV)/.installed postgres
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)

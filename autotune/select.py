@@ -1,19 +1,238 @@
 """Choosing a kernel and config for one node and shape bucket.
 
-Order: the tuning database (exact bucket, then nearest bucket), a search
-when tuning is on, else the first candidate's template default.
+The policy, in order:
+
+1. **database** — the tuning database knows this exact key (device,
+   software, kernel, shape bucket) for one or more candidates: the fastest
+   of them with its best config. With ``Options.tune`` only results of a
+   search count here (a quick measurement, step 4, does not stop a search).
+2. **search** — ``Options.tune``: every candidate is tuned (Optuna, in a
+   worker process, ``autotune/tuner.py``), every trial stored; the fastest
+   correct candidate wins.
+3. **database (nearest bucket)** — the best configs of the nearest shape
+   bucket of the same kind (same software and device), one per candidate
+   that has one; the choice among them is made as in step 4.
+4. **default, measured** — untuned: the first candidate's config (its
+   template default, or the nearest bucket's) and the library candidate are
+   each compiled, checked against the reference on random inputs and timed
+   a few times, in this process (the first candidate is compiled and run
+   anyway when nothing is measured, so a worker would buy no safety here,
+   only seconds of start-up; other generated candidates run only in a
+   search, in a worker process). The
+   fastest correct one wins and the measurements go to the database
+   (``origin="quick"``), so the next compile of the same bucket is a
+   database hit and costs nothing. Skipped where timings mean nothing
+   (Triton under ``TRITON_INTERPRET=1``) and with ``select="first"``.
+5. **default** — the first candidate's template default.
+
+``Options.extra["select"]`` (or ``$BRAZE_SELECT``): ``"measure"`` (default,
+as above), ``"first"`` (no measurement in steps 3-4: the first candidate),
+``"library"`` (the library candidate, for debugging). Selection never
+raises: any failure of the database or the tuner is logged and the default
+is used.
 """
 from __future__ import annotations
 
+import atexit
 import logging
-from typing import Any, Mapping
+import os
+import threading
+from typing import Any, Mapping, Optional
 
 log = logging.getLogger("braze.autotune")
 
+QUICK_SPEC = dict(warmup=1, reps=5, min_rep_ms=0.2, max_seconds=0.2, check=True, flush_l2=False)
+
 
 def select(launcher, problem: Mapping[str, Any], env: Mapping[str, int]):
+    """The Choice for ``launcher`` at the symbol values ``env`` (``problem``:
+    the primary candidate's problem, used for messages)."""
     from braze.compiler.kernels import Choice
 
-    kernel = launcher.primary
-    config = kernel.space.default_config(problem, launcher.device)
-    return Choice(kernel, config, "default")
+    try:
+        return _select(launcher, env)
+    except Exception as e:  # noqa: BLE001 - selection must never stop the program
+        log.error("braze: choosing a kernel for %s failed (%s: %s); using the default",
+                  launcher.node.name or launcher.node.op, type(e).__name__, e)
+        kernel = launcher.primary
+        return Choice(kernel, kernel.space.default_config(kernel.problem(env), launcher.device), "default")
+
+
+def policy(options) -> str:
+    extra = getattr(options, "extra", None) or {}
+    mode = extra.get("select") or os.environ.get("BRAZE_SELECT") or "measure"
+    if mode not in ("measure", "first", "library"):
+        raise ValueError(f"select policy {mode!r}: expected measure, first or library")
+    return mode
+
+
+def _select(launcher, env: Mapping[str, int]):
+    from braze.autotune.db import get_db, software_key
+    from braze.compiler.kernels import Choice
+
+    options, device = launcher.options, launcher.device
+    cands = list(launcher.candidates)
+    mode = policy(options)
+    if mode == "library" or len(cands) == 1:
+        k = cands[-1] if mode == "library" else cands[0]
+        return Choice(k, k.space.default_config(k.problem(env), device), "default")
+    db = get_db(getattr(options, "tuning_db", None))
+    sw = software_key()
+    tune = bool(getattr(options, "tune", False))
+
+    # 1. exact hits
+    hits = []
+    for k in cands:
+        b = _safe(lambda: db.best(device.key, sw, k.key(), k.problem(env)), db)
+        if b is not None and _usable(k, b.config, env, device):
+            hits.append((b, k))
+    if hits and (not tune or any(b.tuned for b, _ in hits)):
+        if tune:
+            hits = [(b, k) for b, k in hits if b.tuned]
+        b, k = min(hits, key=lambda h: h[0].time_ms)
+        return Choice(k, k.space.normalize(k.space.coerce(b.config)), "database")
+
+    # 2. search
+    if tune:
+        choice = _search(launcher, env, db, sw)
+        if choice is not None:
+            return choice
+
+    # 3. nearest buckets, 4. measured defaults
+    from braze.autotune.recipe import family_key
+
+    configs = []
+    source: dict[int, str] = {}
+    for k in cands:
+        cfg = None
+        fam = family_key(k, launcher.node)
+        for _, b in _safe(lambda: db.nearest(device.key, fam, k.problem(env), software=sw, limit=3), db) or ():
+            if _usable(k, b.config, env, device):
+                cfg, source[id(k)] = k.space.normalize(k.space.coerce(b.config)), "database"
+                break
+        if cfg is None:
+            cfg = k.space.default_config(k.problem(env), device)
+        configs.append((k, cfg))
+    if mode == "measure" and _measurable(cands):
+        # NOTE: only the first candidate (which runs anyway when nothing is
+        # measured) and the library (the reference) run in this process;
+        # other generated candidates are only run by a search, in a worker.
+        best = _quick(launcher, env, [configs[0], configs[-1]], db, sw)
+        if best is not None:
+            return Choice(best[0], best[1], source.get(id(best[0]), "default"))
+    k, cfg = configs[0]
+    return Choice(k, cfg, source.get(id(k), "default"))
+
+
+def _safe(fn, db):
+    try:
+        return fn()
+    except Exception as e:  # noqa: BLE001 - a database failing mid-run: defaults, said once
+        if not getattr(db, "_warned", False):
+            log.error("braze: tuning database %s failed (%s: %s); using defaults", db.url, type(e).__name__, e)
+            db._warned = True
+        return None
+
+
+def _usable(kernel, config: Mapping[str, Any], env, device) -> bool:
+    try:
+        return kernel.space.valid(kernel.space.normalize(kernel.space.coerce(config)), kernel.problem(env), device)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _measurable(cands) -> bool:
+    """Timing the candidates is meaningful (not an interpreter) and there is a choice."""
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return not (interpreted and any(getattr(k, "backend", "") == "triton" for k in cands))
+
+
+def _quick(launcher, env, configs, db, sw):
+    """Compile, check and time each candidate's config in this process; the fastest correct one."""
+    from braze.autotune.db import Trial
+    from braze.autotune.measure import Bench, MeasureSpec, measure, node_device
+    from braze.autotune.recipe import family_key
+
+    device = launcher.device
+    try:
+        bench = Bench(launcher.node, env, node_device(launcher.node), seed=0)
+    except Exception as e:  # noqa: BLE001
+        log.warning("braze: cannot build inputs to compare candidates of %s: %s", launcher.node.name, e)
+        return None
+    spec = MeasureSpec(**QUICK_SPEC)
+    results = []
+    trials = []
+    for k, cfg in configs:
+        m = measure(k, cfg, bench, spec, device.l2_bytes)
+        trials.append(Trial(device.key, sw, k.key(), k.name, k.backend, k.problem(env), cfg, m.status,
+                            m.time_ms if m.ok else None, m.stats, m.compile_ms, m.error, "quick",
+                            family=family_key(k, launcher.node)))
+        if m.ok:
+            results.append((m.time_ms, k, cfg))
+        else:
+            log.warning("braze: candidate %s of %s is %s with its default config: %s", k.name,
+                        launcher.node.name or launcher.node.op, m.status, m.error.splitlines()[0] if m.error else "")
+    _safe(lambda: db.record_many(trials), db)
+    if not results:
+        return None
+    t, k, cfg = min(results, key=lambda r: r[0])
+    return k, cfg
+
+
+# --- search -------------------------------------------------------------------
+_TUNERS: dict[tuple, Any] = {}
+_TUNERS_LOCK = threading.Lock()
+
+
+def tuner_for(db, device, software: str, options):
+    """The process's Tuner for this database and device (one measurement worker each).
+
+    ``Options.extra`` may hold ``budget`` (a dict of ``autotune.tuner.Budget``
+    fields), ``study_storage`` (an Optuna storage: journal file or URL) and
+    ``measurer`` (a ``MeasureWorker`` to use, e.g. one shared by tests).
+    """
+    from braze.autotune.tuner import Budget, Tuner
+
+    extra = getattr(options, "extra", None) or {}
+    key = (db.url, device.key, extra.get("study_storage"), id(extra.get("measurer")))
+    with _TUNERS_LOCK:
+        t = _TUNERS.get(key)
+        if t is None:
+            t = Tuner(db, device, software, measurer=extra.get("measurer"), storage=extra.get("study_storage"))
+            t.owns_measurer = extra.get("measurer") is None
+            _TUNERS[key] = t
+        t.budget = Budget(**extra.get("budget", {}))
+        return t
+
+
+@atexit.register
+def close_tuners() -> None:
+    """Stop the measurement workers of the process's tuners."""
+    with _TUNERS_LOCK:
+        for t in _TUNERS.values():
+            try:
+                if getattr(t, "owns_measurer", True):
+                    t.close()
+            except Exception:  # noqa: BLE001
+                pass
+        _TUNERS.clear()
+
+
+def _search(launcher, env, db, sw):
+    from braze.autotune.recipe import current_generators, make_recipe
+    from braze.autotune.tuner import pick
+    from braze.compiler.kernels import Choice
+
+    options = launcher.options
+    tuner = tuner_for(db, launcher.device, sw, options)
+    gens = current_generators(options.backend)
+    recipes = [make_recipe(k, launcher.node, options, gens, i) for i, k in enumerate(launcher.candidates)]
+    outcomes = tuner.tune_candidates(launcher.node, launcher.candidates, env, recipes)
+    best = pick(outcomes)
+    name = launcher.node.name or launcher.node.op
+    if best is None:
+        log.error("braze: no candidate of %s passed tuning (%s); using the default", name,
+                  "; ".join(f"{o.kernel.name}: {o.statuses}" for o in outcomes))
+        return None
+    log.info("braze: tuned %s: %s %s %.4g ms", name, best.kernel.name, best.config, best.time_ms)
+    return Choice(best.kernel, best.kernel.space.normalize(best.kernel.space.coerce(best.config)), "search")

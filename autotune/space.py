@@ -12,6 +12,8 @@ constraints and defaults read it together with a :class:`DeviceInfo`.
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -58,12 +60,33 @@ def device_info(device: str = "cuda") -> DeviceInfo:
 
 @dataclass(frozen=True)
 class Knob:
+    """A named knob with its ordered choices.
+
+    ``when=(parent, values)`` makes the knob conditional: it only matters
+    when ``config[parent]`` is one of ``values`` (e.g. ``vector_width`` only
+    when ``vectorize`` is True). An inactive knob may be left out of a
+    config; :meth:`Space.normalize` pins it to its first choice.
+    """
+
     name: str
     choices: tuple
+    when: Optional[tuple[str, tuple]] = None
 
     def __post_init__(self):
+        if not isinstance(self.choices, tuple):
+            object.__setattr__(self, "choices", tuple(self.choices))
         if not self.choices:
             raise ValueError(f"knob {self.name} has no choices")
+        if self.when is not None:
+            parent, values = self.when
+            object.__setattr__(self, "when", (parent, tuple(values)))
+
+    def active(self, config: Mapping[str, Any]) -> bool:
+        """Whether the knob matters for ``config`` (always, unless conditional)."""
+        if self.when is None:
+            return True
+        parent, values = self.when
+        return config.get(parent) in values
 
 
 @dataclass(frozen=True)
@@ -91,24 +114,69 @@ class Space:
         raise KeyError(name)
 
     def violations(self, config: Config, problem: Problem, device: DeviceInfo) -> list[str]:
-        """Names of the constraints ``config`` breaks (unknown or missing knobs too)."""
+        """Names of the constraints ``config`` breaks (unknown or missing knobs too).
+
+        An inactive conditional knob may be missing; constraints see the
+        normalised config (inactive knobs at their first choice).
+        """
         out = [f"unknown knob {k}" for k in config if k not in self.names]
         for k in self.knobs:
             if k.name not in config:
-                out.append(f"missing knob {k.name}")
-            elif config[k.name] not in k.choices:
+                if k.active(config):
+                    out.append(f"missing knob {k.name}")
+            elif config[k.name] not in k.choices and k.active(config):
                 out.append(f"{k.name}={config[k.name]} not among {k.choices}")
         if out:
             return out
-        return [c.name for c in self.constraints if not c.check(config, problem, device)]
+        cfg = self.normalize(config)
+        return [c.name for c in self.constraints if not c.check(cfg, problem, device)]
+
+    def normalize(self, config: Mapping[str, Any]) -> Config:
+        """``config`` with every inactive conditional knob at its first choice,
+        in the order of the knobs (two configs that differ only in inactive
+        knobs normalise to the same dict)."""
+        out: Config = {}
+        for k in self.knobs:
+            if k.active(config) and k.name in config:
+                out[k.name] = config[k.name]
+            else:
+                out[k.name] = k.choices[0]
+        return out
+
+    def coerce(self, config: Mapping[str, Any]) -> Config:
+        """A config read back from JSON (lists for tuples) with each value as
+        the knob declares it; unknown keys are kept (``violations`` names them)."""
+        out: Config = {}
+        for name, v in config.items():
+            if isinstance(v, list) and name in self.names:
+                t = _as_tuple(v)
+                v = t if t in self.knob(name).choices else v
+            out[name] = v
+        return out
+
+    def active_knobs(self, config: Mapping[str, Any]) -> tuple[Knob, ...]:
+        return tuple(k for k in self.knobs if k.active(config))
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description of the knobs (for reports and the database)."""
+        return {"knobs": [{"name": k.name, "choices": [_jsonable(c) for c in k.choices],
+                           **({"when": [k.when[0], [_jsonable(v) for v in k.when[1]]]} if k.when else {})}
+                          for k in self.knobs],
+                "constraints": [c.name for c in self.constraints]}
 
     def valid(self, config: Config, problem: Problem, device: DeviceInfo) -> bool:
         return not self.violations(config, problem, device)
 
     def configs(self, problem: Problem, device: DeviceInfo) -> Iterator[Config]:
-        """Every valid config (for small spaces and tests)."""
+        """Every valid config (for small spaces and tests), each once
+        (configs differing only in inactive knobs are the same config)."""
+        seen = set()
         for values in itertools.product(*(k.choices for k in self.knobs)):
-            cfg = dict(zip(self.names, values))
+            cfg = self.normalize(dict(zip(self.names, values)))
+            key = tuple(cfg.items())
+            if key in seen:
+                continue
+            seen.add(key)
             if self.valid(cfg, problem, device):
                 yield cfg
 
@@ -123,7 +191,7 @@ class Space:
         if self.default is not None:
             cfg = self.default(problem, device)
             if self.valid(cfg, problem, device):
-                return cfg
+                return self.normalize(cfg)
         for cfg in self.configs(problem, device):
             return cfg
         raise ValueError(f"no valid config for problem {dict(problem)} on {device.name}")
@@ -138,3 +206,73 @@ def pow2_bucket(n: int, lo: int = 1) -> int:
     while b < n:
         b *= 2
     return b
+
+
+def _as_tuple(v: Any) -> Any:
+    return tuple(_as_tuple(x) for x in v) if isinstance(v, list) else v
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return v
+    if isinstance(v, (tuple, list)):
+        return [_jsonable(x) for x in v]
+    return str(v)
+
+
+def problem_key(problem: Problem) -> str:
+    """Canonical text of a problem (sorted JSON): the database key of a shape bucket."""
+    import json
+
+    return json.dumps({str(k): _jsonable(v) for k, v in problem.items()}, sort_keys=True, separators=(",", ":"))
+
+
+# A size inside a text field: digits not glued to a name ("f32", "bf16" are
+# dtypes, not sizes); "x" separates the dims of a shape ("128x32").
+_INT = re.compile(r"(?<![A-Za-wyz_\d])\d+")
+
+
+def problem_signature(problem: Problem) -> tuple[str, tuple[int, ...]]:
+    """Split a problem into its skeleton (everything but the sizes) and its sizes.
+
+    Two problems are buckets of the same kind when their skeletons are equal
+    (same fields, dtypes, ranks); their distance is then measured on the sizes.
+    """
+    sizes: list[int] = []
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, bool) or v is None:
+            return v
+        if isinstance(v, int):
+            sizes.append(v)
+            return "#"
+        if isinstance(v, str):
+            sizes.extend(int(x) for x in _INT.findall(v))
+            return _INT.sub("#", v)
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        if isinstance(v, float):
+            return v
+        return str(v)
+
+    skel = {str(k): walk(problem[k]) for k in sorted(problem, key=str)}
+    import json
+
+    return json.dumps(skel, sort_keys=True, separators=(",", ":")), tuple(sizes)
+
+
+def bucket_distance(a: Problem, b: Problem) -> Optional[float]:
+    """Distance between two shape buckets (sum of |log2| size ratios), or
+    None when they are not buckets of the same kind of problem."""
+    sa, na = problem_signature(a)
+    sb, nb = problem_signature(b)
+    if sa != sb or len(na) != len(nb):
+        return None
+    d = 0.0
+    for x, y in zip(na, nb):
+        if x <= 0 or y <= 0:
+            if x != y:
+                d += 64.0
+            continue
+        d += abs(math.log2(x) - math.log2(y))
+    return d

@@ -50,3 +50,37 @@ def explain(model: Callable, *example_inputs: Any, **options: Any):
     breaks = max(len(reports) - 1, 0)
     torch._dynamo.reset()
     return Report(reports, graph_breaks=breaks)
+
+
+def compile(model: torch.nn.Module, args: tuple = (), kwargs: Optional[dict] = None, *, output: Optional[str] = None,
+            check: bool = True, **options: Any):
+    """Compile ``model`` ahead of time for the example ``args``/``kwargs``.
+
+    The model is captured with ``torch.export`` (whole graph, the example's
+    shapes, dtypes and device), optimised, and its kernels chosen: from the
+    tuning database, by a search with ``tune=True``, else measured defaults.
+    The result is checked against eager on the example. Returns a
+    :class:`braze.compiler.artifact.Artifact`, called like the model;
+    ``output`` (a directory, or a ``.zip`` file) also saves it for
+    :func:`load`. Options are the fields of :class:`braze.Options`.
+    """
+    from braze.compiler.artifact import compile_model
+
+    art = compile_model(model, tuple(args), kwargs or {}, Options.from_dict(options), check=check)
+    if output is not None:
+        art.save(output)
+    return art
+
+
+def load(path: str, *, retune: bool = False, **options: Any):
+    """Load an artifact written by :func:`compile` or ``braze compile``.
+
+    It runs with the kernels and configs chosen when it was compiled, with
+    no tuning. An artifact that was tampered with, comes from another braze
+    release or needs a GPU this machine lacks is refused with an
+    ``ArtifactError`` saying why; one tuned on another device runs with its
+    kernels re-selected here (``retune=True``: searched again).
+    """
+    from braze.compiler.artifact import load_artifact
+
+    return load_artifact(path, Options.from_dict(options), retune=retune)

@@ -54,14 +54,13 @@ class Kernel(Protocol):
 
 def structural_key(node: Node, extra: str = "") -> str:
     """Hash of a node's op, attributes and (for fused groups) subgraph text."""
-    from braze.ir.graph import map_values
+    from braze.autotune.recipe import canonical_ir, node_graph
 
     sub = node.attr("graph")
-    if isinstance(sub, Graph):
-        text = print_graph(sub)
-    else:  # operands by type, not by identity: the key must be stable across processes
-        text = f"{node.op}.{node.overload}{map_values(node.args, lambda v: str(v.type))}" \
-               f"{map_values(node.kwargs, lambda v: str(v.type))}"
+    # NOTE: printed IR with names canonicalised: the same across processes
+    # (never repr() of args, which holds object ids) and across layers
+    # (names like mm_11 / mm_14 do not count), so one tuning serves all.
+    text = canonical_ir(print_graph(sub if isinstance(sub, Graph) else node_graph(node)))
     sig = ",".join(str(v.type) for v in node.inputs)
     return hashlib.sha256(f"{text}|{sig}|{extra}".encode()).hexdigest()[:20]
 

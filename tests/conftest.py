@@ -1,10 +1,15 @@
 import logging
 import os
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never read or write the user's tuning database (~/.cache/braze/tuning.db):
+# each test process gets its own, so results cannot leak between runs.
+os.environ.setdefault("BRAZE_TUNING_DB", os.path.join(tempfile.mkdtemp(prefix="braze-test-db-"), "tuning.db"))
+os.environ.setdefault("BRAZE_PROGRESS", "0")
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
 

@@ -1,0 +1,454 @@
+"""Measuring one config of one kernel: compile, check against the reference, time.
+
+The reference is the node's library implementation (``LibraryKernel``: the
+subgraph interpreter over ATen ops) run on the same random inputs in higher
+precision (float64 for floating inputs). A candidate whose output differs
+beyond the tolerance of its dtype is ``wrong`` and can never win.
+
+Timing:
+
+- CPU (TVM/LLVM kernels, the library): warm-up, then ``reps`` repetitions of
+  an inner loop long enough to be timed by ``perf_counter``; the median.
+- CUDA: CUDA events around each call, with the L2 cache flushed before each
+  repetition (a write of twice its size), the median; kernels shorter than
+  ``graph_below_us`` are timed as a CUDA graph of many calls replayed, which
+  removes launch overhead from what is a device-side number.
+
+Each measurement runs in a worker process (:class:`MeasureWorker`, protocol
+in ``autotune/worker.py``) so that a candidate that crashes, hangs or leaks
+cannot hurt the caller: a dead worker is a ``runtime_error``, a worker that
+does not answer in time is killed and the config is a ``timeout``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+
+log = logging.getLogger("braze.autotune.measure")
+
+# Relative tolerance (max |out - ref| / max |ref|) per output dtype.
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 2e-2}
+FP8_TOLERANCE = 1.5e-1
+
+
+@dataclass
+class MeasureSpec:
+    """How to measure (JSON-able: it crosses to the worker)."""
+
+    warmup: int = 2
+    reps: int = 10
+    min_rep_ms: float = 1.0        # CPU: inner loop at least this long per repetition
+    max_seconds: float = 3.0       # cap on timing one config (reps shrink to fit)
+    check: bool = True
+    flush_l2: bool = True
+    graph_below_us: float = 20.0   # CUDA: time shorter kernels as a CUDA graph
+    seed: int = 0
+
+
+@dataclass
+class Measurement:
+    status: str                    # ok | compile_error | runtime_error | timeout | wrong | invalid
+    time_ms: Optional[float] = None
+    stats: dict = field(default_factory=dict)
+    compile_ms: Optional[float] = None
+    error: str = ""
+    max_err: Optional[float] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "Measurement":
+        return Measurement(**{k: d[k] for k in ("status", "time_ms", "stats", "compile_ms", "error", "max_err")
+                              if k in d})
+
+
+# --- inputs and reference ----------------------------------------------------
+def node_device(node) -> str:
+    """The torch device a node's kernel runs on ("cpu", "cuda:1"); a GPU index
+    this process cannot see (a worker pinned with CUDA_VISIBLE_DEVICES) maps
+    to its one visible GPU."""
+    for t in tuple(v.type for v in node.inputs) + tuple(node.types):
+        if t.device.startswith("cuda"):
+            dev = torch.device(t.device)
+            if dev.index is not None and dev.index >= torch.cuda.device_count():
+                return "cuda:0"
+            return str(dev)
+    return "cpu"
+
+
+def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0) -> list[torch.Tensor]:
+    """Fresh random tensors (never zeros) for the node's operands at ``env``."""
+    from braze.ir.interpreter import random_tensor
+
+    g = torch.Generator().manual_seed(seed)
+    return [random_tensor(v.type, env, device, g) for v in node.inputs]
+
+
+def reference_outputs(node, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The library implementation on the inputs in higher precision (float64
+    for floating inputs), falling back to native precision if an op refuses."""
+    from braze.compiler.kernels import LibraryKernel
+
+    fn = LibraryKernel(node).compile({})
+    hi = [x.double() if x.is_floating_point() else x for x in inputs]
+    try:
+        with torch.no_grad():
+            out = fn(*hi)
+    except Exception:  # noqa: BLE001 - e.g. an op with a fixed dtype; the native reference then
+        with torch.no_grad():
+            out = fn(*inputs)
+    return as_tuple(out)
+
+
+def as_tuple(out) -> tuple:
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def check_outputs(node, env: Mapping[str, int], outs, refs: Sequence[torch.Tensor]) -> tuple[Optional[str], float]:
+    """(None, max error) when ``outs`` match the reference, else (what is wrong, error)."""
+    outs = as_tuple(outs)
+    if len(outs) != len(node.types):
+        return f"returned {len(outs)} outputs, expected {len(node.types)}", math.inf
+    worst = 0.0
+    for i, (o, r, t) in enumerate(zip(outs, refs, node.types)):
+        if not isinstance(o, torch.Tensor):
+            return f"output {i} is a {type(o).__name__}, not a tensor", math.inf
+        want = t.concrete_shape(env)
+        if tuple(o.shape) != tuple(want):
+            return f"output {i} has shape {list(o.shape)}, expected {list(want)}", math.inf
+        if o.dtype != t.dtype:
+            return f"output {i} has dtype {o.dtype}, expected {t.dtype}", math.inf
+        if not o.dtype.is_floating_point:
+            if not torch.equal(o.cpu(), r.to(o.dtype).cpu()):
+                return f"output {i} ({o.dtype}) differs from the reference", math.inf
+            continue
+        od, rd = o.double().cpu(), r.double().cpu()
+        finite = torch.isfinite(rd)
+        if not torch.equal(torch.isfinite(od), finite) or not torch.equal(torch.isnan(od), torch.isnan(rd)):
+            return f"output {i} has non-finite values where the reference has none (or vice versa)", math.inf
+        if not finite.any():
+            continue
+        scale = float(rd[finite].abs().max())
+        err = float((od[finite] - rd[finite]).abs().max()) / max(scale, 1e-30) if scale > 0 else \
+            float((od[finite] - rd[finite]).abs().max())
+        tol = TOLERANCE.get(o.dtype, FP8_TOLERANCE)
+        worst = max(worst, err)
+        if not err <= tol:
+            return f"output {i} differs from the reference: max relative error {err:.3g} > {tol:g}", err
+    return None, worst
+
+
+# --- timing ------------------------------------------------------------------
+def time_callable(fn: Callable[[], Any], device: str, spec: MeasureSpec, l2_bytes: int = 0) -> tuple[float, dict]:
+    """(median ms per call, statistics) of ``fn()``."""
+    if device.startswith("cuda"):
+        with torch.cuda.device(torch.device(device)):
+            return _time_cuda(fn, spec, l2_bytes)
+    return _time_cpu(fn, spec)
+
+
+def _stats(times_ms: list[float], method: str, inner: int) -> dict:
+    ts = sorted(times_ms)
+    mean = sum(ts) / len(ts)
+    std = math.sqrt(sum((t - mean) ** 2 for t in ts) / len(ts))
+    return {"method": method, "reps": len(ts), "inner": inner, "min": ts[0], "max": ts[-1], "mean": mean,
+            "std": std, "median": _median(ts)}
+
+
+def _median(ts: list[float]) -> float:
+    ts = sorted(ts)
+    n = len(ts)
+    return ts[n // 2] if n % 2 else 0.5 * (ts[n // 2 - 1] + ts[n // 2])
+
+
+def _time_cpu(fn, spec: MeasureSpec) -> tuple[float, dict]:
+    for _ in range(max(spec.warmup, 1)):
+        t0 = time.perf_counter()
+        fn()
+        one = time.perf_counter() - t0
+    inner = max(1, min(10000, math.ceil(spec.min_rep_ms * 1e-3 / max(one, 1e-7))))
+    reps = max(3, min(spec.reps, int(spec.max_seconds / max(one * inner, 1e-9))))
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        ts.append((time.perf_counter() - t0) / inner * 1e3)
+    st = _stats(ts, "cpu-perf-counter", inner)
+    return st["median"], st
+
+
+def _time_cuda(fn, spec: MeasureSpec, l2_bytes: int) -> tuple[float, dict]:
+    sync = torch.cuda.synchronize
+    for _ in range(max(spec.warmup, 1)):
+        fn()
+    sync()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    sync()
+    one_ms = start.elapsed_time(end)
+    if one_ms * 1e3 < spec.graph_below_us:
+        try:
+            return _time_cuda_graph(fn, spec, one_ms)
+        except Exception as e:  # noqa: BLE001 - not capturable: time with events
+            log.debug("CUDA graph timing failed (%s); timing with events", e)
+            sync()
+    flush = torch.empty(max(2 * l2_bytes, 64 << 20), dtype=torch.int8, device="cuda") if spec.flush_l2 else None
+    reps = max(3, min(spec.reps, int(spec.max_seconds * 1e3 / max(one_ms, 1e-3))))
+    evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for s, e in evs:
+        if flush is not None:
+            flush.zero_()
+        s.record()
+        fn()
+        e.record()
+    sync()
+    st = _stats([s.elapsed_time(e) for s, e in evs], "cuda-events" + ("-l2flush" if flush is not None else ""), 1)
+    return st["median"], st
+
+
+def _time_cuda_graph(fn, spec: MeasureSpec, one_ms: float) -> tuple[float, dict]:
+    inner = max(1, min(1000, math.ceil(0.5 / max(one_ms, 1e-4))))   # ~0.5 ms of work per replay
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(inner):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(spec.reps)]
+    for s, e in evs:
+        s.record()
+        g.replay()
+        e.record()
+    torch.cuda.synchronize()
+    st = _stats([s.elapsed_time(e) / inner for s, e in evs], "cuda-graph", inner)
+    del g
+    return st["median"], st
+
+
+# --- one measurement, in this process ------------------------------------------
+class Bench:
+    """Inputs and reference of one (node, env), kept for all configs measured on it."""
+
+    def __init__(self, node, env: Mapping[str, int], device: str, seed: int = 0, reference: bool = True):
+        self.node, self.env, self.device = node, dict(env), device
+        self.inputs = random_operands(node, env, device, seed)
+        self.refs = reference_outputs(node, self.inputs) if reference else None
+
+
+def measure(kernel, config: Mapping[str, Any], bench: Bench, spec: MeasureSpec, l2_bytes: int = 0) -> Measurement:
+    """Compile ``kernel`` for ``config``, check it and time it (in this process)."""
+    t0 = time.perf_counter()
+    try:
+        fn = kernel.compile(dict(config))
+    except Exception as e:  # noqa: BLE001 - a candidate failing to compile is data
+        return Measurement("compile_error", error=_err(e))
+    compile_ms = (time.perf_counter() - t0) * 1e3
+    inputs = bench.inputs
+    try:
+        with torch.no_grad():
+            out = fn(*inputs)
+            if bench.device.startswith("cuda"):
+                torch.cuda.synchronize()
+    except Exception as e:  # noqa: BLE001
+        return Measurement("runtime_error", compile_ms=compile_ms, error=_err(e))
+    max_err = None
+    if spec.check and bench.refs is not None:
+        problem, max_err = check_outputs(bench.node, bench.env, out, bench.refs)
+        if problem:
+            return Measurement("wrong", compile_ms=compile_ms, error=problem,
+                               max_err=None if math.isinf(max_err) else max_err)
+    del out
+    try:
+        with torch.no_grad():
+            ms, st = time_callable(lambda: fn(*inputs), bench.device, spec, l2_bytes)
+    except Exception as e:  # noqa: BLE001
+        return Measurement("runtime_error", compile_ms=compile_ms, error=_err(e))
+    if not (ms > 0 and math.isfinite(ms)):
+        ms = 1e-6
+    return Measurement("ok", ms, st, compile_ms, "", max_err)
+
+
+def _err(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:2000]
+
+
+# --- measuring in a worker process ----------------------------------------------
+class MeasureWorker:
+    """A ``python -m braze.autotune.worker`` process answering measurement
+    requests; restarted after a crash or a timeout.
+
+    ``cuda_device``: pin the worker to one GPU (CUDA_VISIBLE_DEVICES).
+    """
+
+    def __init__(self, cuda_device: Optional[str] = None, startup_timeout: float = 180.0,
+                 extra_env: Optional[Mapping[str, str]] = None):
+        self.cuda_device = cuda_device
+        self.startup_timeout = startup_timeout
+        self.extra_env = dict(extra_env or {})
+        self.proc: Optional[subprocess.Popen] = None
+        self._buf = b""
+        self._log = None
+        self.restarts = 0
+
+    # -- process ------------------------------------------------------------
+    def _start(self) -> None:
+        env = dict(os.environ)
+        # NOTE: the worker imports what the parent can import (test generators,
+        # plugins): it gets the parent's sys.path, never a pickled object.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        if self.cuda_device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(self.cuda_device)
+        env.update(self.extra_env)
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, "-m", "braze.autotune.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._log, env=env, close_fds=True)
+        self._buf = b""
+        reply = self._readline(self.startup_timeout)
+        if reply is None or not json.loads(reply).get("ready"):
+            tail = self._stderr_tail()
+            self._kill()
+            raise RuntimeError(f"measurement worker did not start: {tail or 'no output'}")
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                pass
+            for f in (self.proc.stdin, self.proc.stdout):
+                try:
+                    f.close()
+                except Exception:  # noqa: BLE001
+                    pass
+        self.proc = None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(b'{"op": "exit"}\n')
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001
+                pass
+        self._kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __del__(self):  # pragma: no cover - best effort
+        try:
+            self._kill()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _stderr_tail(self, n: int = 1500) -> str:
+        if self._log is None:
+            return ""
+        try:
+            self._log.seek(0, os.SEEK_END)
+            size = self._log.tell()
+            self._log.seek(max(0, size - n))
+            return self._log.read().decode(errors="replace").strip()
+        except Exception:  # noqa: BLE001
+            return ""
+
+    def _readline(self, timeout: float) -> Optional[bytes]:
+        """One line from the worker, or None on timeout; b"" when it died."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                return None
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b""
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line
+
+    # -- requests -------------------------------------------------------------
+    def measure(self, recipe: Mapping[str, Any], config: Mapping[str, Any], env: Mapping[str, int],
+                spec: MeasureSpec, timeout: float) -> Measurement:
+        """Measure one config; never raises for what the candidate does.
+
+        With ``$BRAZE_MEASURE_LOCK`` (a file path) set, measurements of all
+        processes sharing that lock take turns (CPU workers of one machine).
+        """
+        lock = os.environ.get("BRAZE_MEASURE_LOCK")
+        if not lock:
+            return self._measure(recipe, config, env, spec, timeout)
+        import fcntl
+
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                return self._measure(recipe, config, env, spec, timeout)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _measure(self, recipe, config, env, spec, timeout) -> Measurement:
+        if self.proc is None or self.proc.poll() is not None:
+            self._kill()
+            self._start()
+        msg = {"op": "measure", "recipe": recipe, "config": dict(config), "env": dict(env), "spec": asdict(spec)}
+        try:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._kill()
+            self.restarts += 1
+            return Measurement("runtime_error", error="measurement worker died before the request")
+        line = self._readline(max(timeout, self.startup_timeout))
+        if line is not None and line.startswith(b'{"stage"'):
+            line = self._readline(timeout)
+        if line is None:
+            self._kill()
+            self.restarts += 1
+            return Measurement("timeout", error=f"no result within {timeout:g} s (compile + check + timing); "
+                                                "the worker was killed")
+        if line == b"":
+            code = self.proc.wait()
+            tail = self._stderr_tail(600)
+            self._kill()
+            self.restarts += 1
+            how = f"signal {-code}" if code < 0 else f"exit code {code}"
+            return Measurement("runtime_error", error=f"the measurement worker died ({how}) running this config"
+                                                      + (f": {tail.splitlines()[-1]}" if tail else ""))
+        reply = json.loads(line)
+        if reply.get("exiting"):
+            self._kill()
+        return Measurement.from_dict(reply)
+
+
+__all__ = ["node_device", "MeasureSpec", "Measurement", "MeasureWorker", "Bench", "measure", "check_outputs", "time_callable",
+           "reference_outputs", "random_operands", "TOLERANCE"]

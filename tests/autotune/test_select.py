@@ -1,0 +1,107 @@
+"""The selection policy without tuning: database hits, nearest buckets,
+measured defaults, and a database that cannot be used."""
+import logging
+
+import pytest
+import torch
+
+from braze.autotune.db import Trial, get_db, software_key
+from braze.autotune.recipe import family_key
+from braze.autotune.space import device_info
+from braze.compiler.driver import compile_graph
+from braze.config import Options
+
+pytest.importorskip("tvm", reason="these tests tune real TVM/LLVM kernels")
+import tvm_testgen as tg  # noqa: E402
+
+CPU = device_info("cpu")
+
+
+def only_launcher(prog):
+    (launcher,) = prog.launchers.values()
+    return launcher
+
+
+def run(g, opts, *shape_pairs):
+    prog = compile_graph(g, opts)
+    xs = [torch.randn(*s) for s in shape_pairs]
+    (out,) = prog(*xs)
+    return prog, xs, out
+
+
+def test_untuned_compile_measures_the_defaults_once_then_hits_the_database(db_path, generators):
+    generators("tvm")
+    g = tg.gemm_graph(40, 24, 30)
+    prog, (x, w), out = run(g, Options(), (40, 24), (24, 30))
+    torch.testing.assert_close(out, torch.relu(x @ w), rtol=1e-5, atol=1e-5)
+    launcher = only_launcher(prog)
+    choice = next(iter(launcher.choices.values()))
+    assert choice.source == "default"
+    db = get_db()
+    quick = db.trials(origin="quick")
+    assert sorted(t.kernel_name for t in quick) == ["library_gemm_gemm_relu", "tvm_test_matmul_relu"]
+    assert all(t.status == "ok" for t in quick)
+    fastest = min(quick, key=lambda t: t.time_ms)
+    assert choice.kernel.name == fastest.kernel_name  # chosen by measurement, not assumed
+    prog2, _, _ = run(g, Options(), (40, 24), (24, 30))
+    assert next(iter(only_launcher(prog2).choices.values())).source == "database"
+    assert db.count() == 2  # nothing measured the second time
+
+
+def test_select_first_measures_nothing(db_path, generators):
+    generators("tvm")
+    prog, _, _ = run(tg.gemm_graph(16, 8, 8), Options(extra={"select": "first"}), (16, 8), (8, 8))
+    ch = next(iter(only_launcher(prog).choices.values()))
+    assert ch.kernel.name == "tvm_test_matmul_relu" and ch.source == "default"
+    assert get_db().count() == 0
+
+
+def wrong_first(node, graph, options, device):
+    return [tg.TvmMatmul(node, bug="skip_k")] if node.op == "fused" else []
+
+
+def test_a_wrong_default_loses_to_the_library(db_path, generators, monkeypatch, caplog):
+    from braze.compiler import kernels
+
+    generators()
+    monkeypatch.setattr(kernels, "GENERATORS", [("tvm", wrong_first)])
+    caplog.set_level(logging.WARNING)
+    prog, (x, w), out = run(tg.gemm_graph(20, 12, 10), Options(), (20, 12), (12, 10))
+    torch.testing.assert_close(out, torch.relu(x @ w))
+    assert next(iter(only_launcher(prog).choices.values())).kernel.backend == "library"
+    assert any("is wrong" in r.getMessage() for r in caplog.records)
+    assert get_db().count(status="wrong") == 1
+
+
+def test_nearest_bucket_config_is_used_untuned(db_path, generators):
+    generators("tvm")
+    g_near = tg.gemm_graph(64, 24, 30)
+    node = tg.fused_node(g_near)
+    k = tg.TvmMatmul(node)
+    cfg = {"tile_m": 32, "tile_n": 4, "k_outer": True, "parallel": False, "vectorize": False, "unroll": False}
+    db = get_db()
+    db.record(Trial(CPU.key, software_key(), k.key(), k.name, k.backend, k.problem({}), cfg, "ok", 1e-4,
+                    origin="search", family=family_key(k, node)))
+    prog, _, _ = run(tg.gemm_graph(48, 24, 30), Options(), (48, 24), (24, 30))
+    launcher = only_launcher(prog)
+    ch = next(iter(launcher.choices.values()))
+    assert ch.source == ("database" if ch.kernel.backend == "tvm" else "default")
+    tvm_cfg = [t.config for t in db.trials(origin="quick") if t.kernel_name == k.name]
+    assert tvm_cfg == [cfg]  # the nearest bucket's config was the TVM candidate's config
+
+
+def test_a_corrupt_database_still_runs_with_defaults(tmp_path, generators, caplog):
+    from braze.autotune import db as dbmod
+
+    generators("tvm")
+    path = tmp_path / "corrupt.db"
+    junk = b"\x00garbage that is not sqlite\x00" * 50
+    path.write_bytes(junk)
+    dbmod.forget_open()
+    caplog.set_level(logging.ERROR)
+    prog, (x, w), out = run(tg.gemm_graph(20, 12, 10), Options(tuning_db=str(path)), (20, 12), (12, 10))
+    torch.testing.assert_close(out, torch.relu(x @ w), rtol=1e-5, atol=1e-5)
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("is not a SQLite file" in m and str(path) in m for m in msgs)
+    assert path.read_bytes() == junk
+    dbmod.forget_open()
