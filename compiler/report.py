@@ -1,7 +1,7 @@
 """What braze did to a graph: the IR after each pass and the kernels it runs."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 
@@ -47,9 +47,9 @@ class GraphReport:
 
     def to_dict(self) -> dict[str, Any]:
         self.refresh()
-        d = asdict(self)
-        d.pop("entries", None)
-        return d
+        # Not asdict(self): it would deep-copy the launchers in ``entries``
+        # (compiled modules among them) only to drop them.
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "entries"}
 
     def __str__(self) -> str:
         self.refresh()
@@ -66,6 +66,14 @@ class GraphReport:
         for n in self.notes:
             lines.append(f"   note: {n}")
         return "\n".join(lines)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, (PassRecord, KernelRecord)):
+        return asdict(v)
+    return v
 
 
 @dataclass

@@ -36,6 +36,7 @@ from typing import Sequence
 
 from braze.ir.builder import eliminate_dead
 from braze.ir.graph import Graph, Node, Value, map_values
+from braze.ir.types import Sym
 
 KINDS = ("pointwise", "reduction", "gemm")
 
@@ -83,6 +84,26 @@ def subgraph_of(graph: Graph, nodes: Sequence[Node], name: str = "fused") -> tup
             env[Value(n, i)] = Value(m, i)
     sub = Graph(tuple(sub_nodes), tuple(sub_inputs), tuple(env[v] for v in outs), {}, (), name)
     return operands, sub, outs
+
+
+def unbound_symbols(sub: Graph) -> set:
+    """Symbols the subgraph uses (in its types or as scalar arguments, e.g. a
+    SymInt argument of the model) that no input's dimension carries alone: a
+    kernel of the group could not learn their values from its operands."""
+    used: set = set()
+    stack: list = []
+    for n in sub.nodes:
+        for t in n.types:
+            used |= t.symbols
+        stack.extend((*n.args, *(v for _, v in n.kwargs)))
+    while stack:
+        a = stack.pop()
+        if isinstance(a, Sym):
+            used |= a.symbols
+        elif isinstance(a, (list, tuple)):
+            stack.extend(a)
+    bound = {d.expr for n in sub.inputs for d in n.type.shape if isinstance(d, Sym) and d.expr in d.symbols}
+    return used - bound
 
 
 def group_name(nodes: Sequence[Node], kind: str) -> str:

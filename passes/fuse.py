@@ -23,11 +23,12 @@ ops run one by one.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from braze.ir import Category, Graph, Node, get_op
-from braze.ir.fused import fuse_groups, subgraph_of
+from braze.ir.fused import fuse_groups, subgraph_of, unbound_symbols
 from braze.ir.types import TensorType
 
 GEMMS = frozenset({"mm", "addmm", "bmm"})
@@ -35,6 +36,7 @@ REDUCTIONS = frozenset({"sum", "mean", "amax", "amin", "var", "var_mean", "_soft
 LAYOUT = frozenset({"reshape", "permute", "expand", "slice", "select", "cat"})
 # Layout ops that are free views at a group boundary (cat is not: it copies).
 VIEWS = LAYOUT - {"cat"}
+log = logging.getLogger("braze.passes")
 
 
 @dataclass(frozen=True)
@@ -276,8 +278,19 @@ def _le(a, b) -> bool:
 
 
 def fuse_graph(graph: Graph, config: FuseConfig) -> Graph:
-    groups = _Partitioner(graph, config).run()
+    groups = [(nodes, kind) for nodes, kind in _Partitioner(graph, config).run() if _self_contained(graph, nodes)]
     return fuse_groups(graph, groups) if groups else graph
+
+
+def _self_contained(graph: Graph, nodes) -> bool:
+    """The group's kernel can learn every symbol it uses from its operands
+    (a SymInt argument of the model may not be any operand's dimension)."""
+    _, sub, _ = subgraph_of(graph, nodes)
+    missing = unbound_symbols(sub)
+    if missing:
+        log.debug("fuse: a %d-node group stays unfused: symbols %s are no operand's dimension",
+                  len(nodes), ", ".join(sorted(map(str, missing))))
+    return not missing
 
 
 def fuse(graph: Graph, options) -> Graph:

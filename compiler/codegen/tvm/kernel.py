@@ -105,7 +105,11 @@ class TVMKernel:
             env = {s: 128 for s in _all_symbols(self.sub)}
             dev = device_info("cpu") if self.device_kind == "cpu" else _cuda_info()
             cfg = self.space.default_config(self.problem(env), dev)
-            self._sources["default"] = self.scheduled(cfg).script()
+            try:
+                self._sources["default"] = self.scheduled(cfg).script()
+            except Exception as e:  # noqa: BLE001 - compile() falls back to torch the same way
+                self._sources["default"] = f"# TVM could not schedule {self.name}: {type(e).__name__}: " + \
+                    (str(e).splitlines()[0] if str(e) else "")
         return self._sources["default"]
 
     def compile(self, config: Config) -> Callable[..., Any]:
@@ -355,6 +359,12 @@ def generate(node: Node, graph: Graph, options, device: DeviceInfo) -> list:
         reason = why_not(kind, sub, device.kind)
         if reason is not None:
             log.debug("tvm declines %s: %s", node.name, reason)
+            return []
+        from braze.ir.fused import unbound_symbols
+
+        unbound = unbound_symbols(sub)
+        if unbound:  # e.g. a SymInt argument of the graph: no operand's shape carries it
+            log.debug("tvm declines %s: symbols %s are no operand's dimension", node.name, sorted(map(str, unbound)))
             return []
         consts = frozenset(i for i, v in enumerate(node.inputs) if _constant_data(v))
         return [TVMKernel(node, kind, device.kind, const_operands=consts)]
