@@ -241,7 +241,9 @@ def _load_constants(data: bytes, aliases: Mapping[str, str], device_of: Mapping[
     tensors = load(data)
     for key, src in aliases.items():
         tensors[key] = tensors[src]
-    return {k: v.to(device_of.get(k, "cpu")) for k, v in tensors.items()}
+    # copies: tensors viewing the file's bytes may sit at any offset, and
+    # kernels (TVM's) assume allocator-aligned buffers
+    return {k: torch.empty_like(v, device=device_of.get(k, "cpu")).copy_(v) for k, v in tensors.items()}
 
 
 # --- compiling -------------------------------------------------------------------------
@@ -504,6 +506,9 @@ def load_artifact(path: str, options=None, retune: bool = False) -> Artifact:
                     "`braze compile --tune` to tune)")
     if retune:
         options = options.replace(tune=True)
+    from braze.compiler.kernels import _load_generators
+
+    _load_generators()  # codegen packages register the ops they run (attention_varlen) before parsing
     try:
         graph = parse_graph(files["graph.ir"].decode())
     except Exception as e:  # noqa: BLE001

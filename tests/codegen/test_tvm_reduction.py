@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip("tvm")
 
-from tvm_groups import check, group, kernel_of, random_like  # noqa: E402
+from tests.codegen.tvm_groups import check, group, kernel_of, random_like  # noqa: E402
 
 f32, f16, bf16 = torch.float32, torch.float16, torch.bfloat16
 

@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("tvm")
 
-from tvm_groups import check, group, kernel_of  # noqa: E402
+from tests.codegen.tvm_groups import check, group, kernel_of  # noqa: E402
 
 from braze.autotune.space import device_info  # noqa: E402
 

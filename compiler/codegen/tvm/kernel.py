@@ -47,6 +47,11 @@ def _numel(dims, env) -> int:
     return out
 
 
+# Byte alignment TVM's generated code assumes of every buffer (its runtime's
+# allocation alignment); torch's own allocations meet it.
+ALIGN = 64
+
+
 @dataclass
 class TVMKernel:
     """A fused group compiled by TVM (kind pointwise | reduction | gemm)."""
@@ -233,6 +238,10 @@ class Runner:
                     for s, t in zip(self.outputs, self._dtypes)]
             views = [[eval_dim(d, env) for d in s.view_dims] for s in self.outputs]
             syms = tuple(env[n] for n in self.sym_names)
+        if any(x.data_ptr() % ALIGN for x in xs):
+            # TVM's kernels assume aligned buffers (a misaligned one faults): a
+            # view at an odd offset, or weights read from a file, are copied
+            xs = [x.clone() if x.data_ptr() % ALIGN else x for x in xs]
         if self._bits_in:
             xs = list(xs)
             for i in self._bits_in:
