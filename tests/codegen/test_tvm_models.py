@@ -43,7 +43,7 @@ def _fused_count(reports) -> int:
 
 
 def _check(model, compiled, family, seqs, reports, greedy):
-    before = tvm_kernel.STATS["runners"]
+    before, fallbacks = tvm_kernel.STATS["runners"], tvm_kernel.STATS["fallbacks"]
     for seq in seqs:
         inp = hf_models.inputs(batch=2, seq=seq, padding="right")
         ref = _run(model, family, inp)
@@ -59,7 +59,7 @@ def _check(model, compiled, family, seqs, reports, greedy):
         assert used == 0
     if greedy:
         assert fused >= 4, f"the greedy grouping formed only {fused} groups"
-    assert tvm_kernel.STATS["fallbacks"] == 0
+    assert tvm_kernel.STATS["fallbacks"] == fallbacks, "a TVM kernel failed to build (see the warning)"
 
 
 @pytest.mark.parametrize("family", FAMILIES)
