@@ -33,7 +33,13 @@ import statistics
 import sys
 import time
 
-import torch
+# NOTE: every variant runs in this one process under one OpenMP wait policy.
+# PASSIVE (braze's own default when it is imported before torch) keeps torch's
+# OpenMP threads from spin-waiting over TVM's workers; set OMP_WAIT_POLICY=ACTIVE
+# to measure the other way (results/README.md has both).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -254,7 +260,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, ROOT)
     result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
               "cpu": _cpu_name(), "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "loadavg_start": os.getloadavg()}
+              "threads": torch.get_num_threads(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+              "loadavg_start": os.getloadavg()}
     if not args.models_only:
         print("== fused groups (median ms)")
         result["groups"] = bench_groups(args.rounds * 4)

@@ -8,6 +8,14 @@
     art = braze.load("model.braze")               # run it later, no tuning
 """
 import os as _os
+import sys as _sys
+
+# NOTE: OpenMP threads that spin-wait after each torch op starve TVM's CPU
+# workers (10-30x slower TVM kernels measured on 2 cores). The policy is read
+# when torch loads OpenMP, so it can only be chosen here, when braze is
+# imported before torch (the CLI, the demo); otherwise a warning says it.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # NOTE: a source checkout that is not installed (the GPU machine) maps the
 # top-level folders onto the namespace like pyproject.toml does: braze.ir -> ir/.

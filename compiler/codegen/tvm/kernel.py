@@ -192,6 +192,8 @@ class Runner:
 
     def __init__(self, kernel: TVMKernel, config: Config):
         STATS["runners"] += 1
+        if kernel.device_kind == "cpu":
+            _warn_spinning_openmp()
         self.kernel = kernel
         self.config = config
         self.variants: dict[frozenset, tuple] = {}
@@ -303,6 +305,21 @@ class Runner:
         strides = [xs[pos].stride(d) for pos, d in low.stride_params]
         if outs[0].numel():
             fn(*args, *outs, *syms, *strides)
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_spinning_openmp() -> None:
+    """Once per process: TVM's CPU thread pool and torch's OpenMP threads
+    take turns on the same cores; OpenMP threads that spin-wait after each
+    torch op (the default) starve TVM's workers, measured 10-30x slower TVM
+    kernels on 2 cores (bench/results/README.md). OMP_WAIT_POLICY is read
+    when OpenMP starts, so braze can only say it."""
+    import os
+
+    if torch.get_num_threads() > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        log.warning("braze: TVM CPU kernels share the cores with torch's OpenMP threads, which spin after each "
+                    "op unless OMP_WAIT_POLICY=PASSIVE is set before Python starts (TVM kernels then run many "
+                    "times slower); set it, or torch.set_num_threads(1)")
 
 
 def _constant_data(v) -> bool:
