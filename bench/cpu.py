@@ -2,7 +2,7 @@
 fused groups against the ops they replace.
 
     python bench/cpu.py [--models gpt2,bert] [--batches 1,8] [--seq 128] [--rounds 5]
-                        [--groups-only | --models-only] [--greedy] [--threads N] [--out PATH]
+                        [--groups-only | --models-only] [--greedy] [--tune TRIALS] [--threads N] [--out PATH]
 
 Models (fp32, random weights, ``compiler/hf_models.py``): eager PyTorch,
 ``torch.compile`` (default), ``braze.jit(backend="auto")`` and
@@ -189,7 +189,7 @@ def _variants(space, prob, dev, default, limit: int = 6) -> list[dict]:
 
 # --- models ---------------------------------------------------------------------------
 
-def bench_models(models, batches, seq: int, rounds: int, greedy: bool) -> list[dict]:
+def bench_models(models, batches, seq: int, rounds: int, greedy: bool, tune: int = 0) -> list[dict]:
     import braze
     from braze.compiler import driver, hf_models
 
@@ -207,6 +207,9 @@ def bench_models(models, batches, seq: int, rounds: int, greedy: bool) -> list[d
             torch._dynamo.reset()
             variants = {"eager": model, "torch.compile": torch.compile(model),
                         "braze auto": braze.jit(model, backend="auto"), "braze tvm": braze.jit(model, backend="tvm")}
+            if tune:  # every candidate of every kernel searched (tuning time is in compile_s)
+                variants["braze tuned"] = braze.jit(model, backend="auto", tune=True,
+                                                    extra={"budget": {"trials": tune, "patience": max(4, tune // 2)}})
             compile_s = {}
             ref = call(model)
             for name, m in variants.items():
@@ -250,6 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--groups-only", action="store_true")
     p.add_argument("--models-only", action="store_true")
     p.add_argument("--greedy", action="store_true")
+    p.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                   help="add 'braze tuned': tune=True with this many trials per kernel candidate")
     p.add_argument("--threads", type=int, default=0, help="threads for torch and TVM (default: all cores)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -268,7 +273,7 @@ def main(argv=None) -> int:
     if not args.groups_only:
         print("== models (median ms per forward)")
         rows = bench_models(args.models.split(","), [int(b) for b in args.batches.split(",")], args.seq,
-                            args.rounds, args.greedy)
+                            args.rounds, args.greedy, args.tune)
         result["models"] = rows
         summary = {}
         for v in rows[0]["ms"]:
