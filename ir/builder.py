@@ -93,16 +93,22 @@ def rewrite(graph: Graph, rule: Rule, dce: bool = True) -> Graph:
     return eliminate_dead(out) if dce else out
 
 
-def eliminate_dead(graph: Graph) -> Graph:
-    """Drop nodes no output depends on (inputs always stay), and unused constants."""
-    live: set[Node] = set()
-    stack = [v.node for v in graph.outputs]
+def ancestors(values: Iterable[Value]) -> set[Node]:
+    """The nodes of ``values`` and every node they depend on."""
+    seen: set[Node] = set()
+    stack = [v.node for v in values]
     while stack:
         n = stack.pop()
-        if n in live:
+        if n in seen:
             continue
-        live.add(n)
+        seen.add(n)
         stack.extend(v.node for v in n.inputs)
+    return seen
+
+
+def eliminate_dead(graph: Graph) -> Graph:
+    """Drop nodes no output depends on (inputs always stay), and unused constants."""
+    live = ancestors(graph.outputs)
     nodes = tuple(n for n in graph.nodes if n in live or n.op == "input")
     if len(nodes) == len(graph.nodes):
         return graph

@@ -140,6 +140,17 @@ def lower_attention(node: Node, strided: frozenset, bq: int, lanes: int) -> Lowe
                    LowerOptions(strided=strided, lanes=lanes))
 
 
+def _register_tile(sch, block, vec: int) -> None:
+    """A block whose last loops are (rows, columns, reduction) as a rows x vec
+    register tile per column chunk, accumulated over the reduction."""
+    i, j, r = sch.get_loops(block)[-3:]
+    jo, jv = sch.split(j, [None, vec])
+    sch.reorder(jo, r, i, jv)
+    sch.vectorize(jv)
+    init = sch.decompose_reduction(block, r)
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
 def schedule_attention(low: Lowered, cfg: dict) -> tvm.IRModule:
     sch = s_tir.Schedule(tvm.IRModule({"main": low.func}))
     nest = low.nests[0]
@@ -158,14 +169,7 @@ def schedule_attention(low: Lowered, cfg: dict) -> tvm.IRModule:
     kl = sch.get_loops(kt)
     sch.reorder(kl[-1], kl[-2])
     # scores: for each key chunk, a bq x vec register tile accumulated over d
-    qk = sch.get_sblock("qk")
-    ql = sch.get_loops(qk)
-    qi, qj, qd = ql[-3], ql[-2], ql[-1]
-    jo, jv = sch.split(qj, [None, vec])
-    sch.reorder(jo, qd, qi, jv)
-    sch.vectorize(jv)
-    init = sch.decompose_reduction(qk, qd)
-    sch.vectorize(sch.get_loops(init)[-1])
+    _register_tile(sch, sch.get_sblock("qk"), vec)
     for T in nest.inter:
         if T.op.name.endswith("_lanes"):
             _vectorize_lanes(sch, sch.get_sblock(T.op.name))
@@ -176,14 +180,7 @@ def schedule_attention(low: Lowered, cfg: dict) -> tvm.IRModule:
     _, pv_ = sch.split(sch.get_loops(pr)[-1], [None, vec])
     sch.vectorize(pv_)
     # P V: for each value chunk, a bq x vec register tile accumulated over keys
-    pvb = sch.get_sblock("pv")
-    pl = sch.get_loops(pvb)
-    pi, pe, pj = pl[-3], pl[-2], pl[-1]
-    eo, ev = sch.split(pe, [None, vec])
-    sch.reorder(eo, pj, pi, ev)
-    sch.vectorize(ev)
-    init = sch.decompose_reduction(pvb, pj)
-    sch.vectorize(sch.get_loops(init)[-1])
+    _register_tile(sch, sch.get_sblock("pv"), vec)
     _, ov = sch.split(e, [None, vec])
     sch.vectorize(ov)
     return sch.mod

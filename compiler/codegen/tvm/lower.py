@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
+import tvm
 from tvm import te, tirx
 
 from braze.compiler.codegen.tvm import layout as L
@@ -38,6 +39,7 @@ from braze.compiler.codegen.tvm.lower_gemm import GemmLowering
 from braze.compiler.codegen.tvm.pointwise import lower_pointwise
 from braze.ir import Graph, Node, Value
 from braze.ir.graph import map_values
+from braze.ir.builder import ancestors
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,19 @@ class Lowered:
     prepack_pos: Optional[int] = None            # the operand the main function takes packed
     pack_shape: tuple = ()                       # static shape of the packed B
     pack_stride_params: list = field(default_factory=list)  # (pos, dim) stride scalars of pack_func
+
+    def schedule(self, cfg: dict, pointwise, rows, gemm):
+        """The scheduled IRModule: each nest scheduled by the function for its
+        role (``fn(sch, nest, cfg)``); the CPU and CUDA schedules share this."""
+        from tvm import s_tir
+
+        by_role = {"pointwise": pointwise, "rows": rows, "reduced": rows, "gemm": gemm}
+        sch = s_tir.Schedule(tvm.IRModule({"main": self.func}))
+        for nest in self.nests:
+            fn = by_role.get(nest.role)
+            if fn is not None:
+                fn(sch, nest, cfg)
+        return sch.mod
 
 
 
@@ -231,7 +246,7 @@ class GroupLowering(GemmLowering):
     # --- values ------------------------------------------------------------------
     def evaluate(self, targets: Sequence[Value], nest: Nest) -> dict[Value, Lazy]:
         """Lazies of ``targets`` (and everything they need) with a fresh memo for ``nest``."""
-        needed = _ancestors(targets)
+        needed = ancestors(targets)
         stage = self._stage_set(needed) if self.opts.stage and self.kind == "reduction" else set()
         memo: dict[Value, Lazy] = dict(self.input_lazy)
         for n in self.sub.nodes:
@@ -485,18 +500,6 @@ def prepack_operand(sub: Graph) -> Optional[int]:
     if sum(1 for u in g[0].inputs if u.node in chain or u == v) != 1:
         return None
     return list(sub.inputs).index(v.node)
-
-
-def _ancestors(targets: Sequence[Value]) -> set:
-    seen: set = set()
-    stack = [v.node for v in targets]
-    while stack:
-        n = stack.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        stack.extend(v.node for v in n.inputs)
-    return seen
 
 
 def lower_group(sub: Graph, kind: str, opts: LowerOptions) -> Lowered:

@@ -58,12 +58,11 @@ def _pw_default(problem, device: DeviceInfo) -> dict:
             "flat": last < lanes or last % lanes != 0}
 
 
-POINTWISE_SPACE = Space(
-    (Knob("vec", (4, 8, 16, 32, 64)), Knob("unroll", (1, 2, 4)), Knob("parallel", (False, True)),
-     Knob("flat", (False, True))),
-    (Constraint("vec <= 4 vector registers", lambda c, p, d: c["vec"] <= 4 * _lanes(p)),),
-    _pw_default,
-)
+# Knobs and constraint shared by the row-wise kinds (pointwise, reduction).
+_ROW_KNOBS = (Knob("vec", (4, 8, 16, 32, 64)), Knob("unroll", (1, 2, 4)), Knob("parallel", (False, True)))
+_ROW_CONSTRAINTS = (Constraint("vec <= 4 vector registers", lambda c, p, d: c["vec"] <= 4 * _lanes(p)),)
+
+POINTWISE_SPACE = Space(_ROW_KNOBS + (Knob("flat", (False, True)),), _ROW_CONSTRAINTS, _pw_default)
 
 
 def _red_default(problem, device: DeviceInfo) -> dict:
@@ -72,12 +71,7 @@ def _red_default(problem, device: DeviceInfo) -> dict:
             problem.get("rows", 1) * problem.get("N", 1) >= 1 << 13, "stage": True}
 
 
-REDUCTION_SPACE = Space(
-    (Knob("vec", (4, 8, 16, 32, 64)), Knob("unroll", (1, 2, 4)), Knob("parallel", (False, True)),
-     Knob("stage", (True, False))),
-    (Constraint("vec <= 4 vector registers", lambda c, p, d: c["vec"] <= 4 * _lanes(p)),),
-    _red_default,
-)
+REDUCTION_SPACE = Space(_ROW_KNOBS + (Knob("stage", (True, False)),), _ROW_CONSTRAINTS, _red_default)
 
 
 def _gemm_default(problem, device: DeviceInfo) -> dict:
@@ -332,15 +326,8 @@ def schedule_pack(func, parallel: bool = True) -> tvm.IRModule:
 
 def schedule(lowered: Lowered, cfg: dict[str, Any]) -> tvm.IRModule:
     """The scheduled module of ``lowered`` for one config of its kind's Space."""
-    sch = s_tir.Schedule(tvm.IRModule({"main": lowered.func}))
-    for nest in lowered.nests:
-        if nest.role == "pointwise":
-            _schedule_pointwise(sch, nest, cfg)
-        elif nest.role in ("rows", "reduced"):
-            _schedule_rows(sch, nest, cfg)
-        elif nest.role == "gemm":
-            if nest.gemm.get("layout") == "nt":
-                _schedule_gemm_nt(sch, nest, cfg)
-            else:
-                _schedule_gemm(sch, nest, cfg)
-    return sch.mod
+    return lowered.schedule(cfg, _schedule_pointwise, _schedule_rows, _schedule_any_gemm)
+
+
+def _schedule_any_gemm(sch, nest: Nest, cfg: dict) -> None:
+    (_schedule_gemm_nt if nest.gemm.get("layout") == "nt" else _schedule_gemm)(sch, nest, cfg)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
-from tvm import s_tir
 
 from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
 from braze.compiler.codegen.tvm.lower import Lowered, Nest
@@ -181,12 +180,4 @@ def _schedule_gemm(sch, nest: Nest, cfg: dict) -> None:
 
 def schedule(lowered: Lowered, cfg: dict[str, Any]) -> tvm.IRModule:
     """The scheduled module of ``lowered`` for one config of its kind's CUDA Space."""
-    sch = s_tir.Schedule(tvm.IRModule({"main": lowered.func}))
-    for nest in lowered.nests:
-        if nest.role == "pointwise":
-            _schedule_pointwise(sch, nest, cfg)
-        elif nest.role in ("rows", "reduced"):
-            _schedule_rows(sch, nest, cfg)
-        elif nest.role == "gemm":
-            _schedule_gemm(sch, nest, cfg)
-    return sch.mod
+    return lowered.schedule(cfg, _schedule_pointwise, _schedule_rows, _schedule_gemm)
