@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from braze.compiler import profile
 from braze.ir import Graph, Node, Value, get_op
 from braze.ir.graph import map_values
 from braze.ir.interpreter import BindError, bind_symbols, concretize
@@ -55,7 +56,7 @@ class CompiledProgram:
         for s, bound in self.graph.sym_bounds:  # run-time symbols: planned at their upper bound
             env[s] = bound if isinstance(bound, int) else bound.eval(env)
         plan = build_plan(self.graph, self.launchers, env)
-        if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs:
+        if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs and not profile.enabled():
             try:
                 plan = CudaGraphPlan(plan, inputs)
             except Exception as e:  # noqa: BLE001 - e.g. a kernel that synchronises: run uncaptured
@@ -109,6 +110,7 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
         for v in n.inputs:
             last_use[v] = i
     keep = set(graph.outputs)
+    profiling = profile.enabled()
 
     def ref(obj):
         if isinstance(obj, Value):
@@ -129,9 +131,13 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
         launcher = launchers.get(n)
         if launcher is not None:
             fn = launcher.bind(env)
+            if profiling:
+                fn = profile.timed(_label(launcher, n), fn)
             call = f"{_glob(glb, fn)}({', '.join(ref(v) for v in n.inputs)})"
         else:
             fn = get_op(n.op).resolve(n.overload)
+            if profiling:
+                fn = profile.timed(f"aten.{n.op}", fn)
             args = concretize(n.args, env)
             kwargs = [(k, concretize(v, env)) for k, v in n.kwargs]
             parts = [ref(a) for a in args] + [f"{k}={ref(v)}" for k, v in kwargs]
@@ -163,6 +169,13 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
     plan = glb["plan"]
     plan.source = src
     return plan
+
+
+def _label(launcher, n: Node) -> str:
+    try:
+        return launcher.record().name
+    except Exception:  # noqa: BLE001 - a launcher without a record (a test double)
+        return getattr(launcher, "name", n.op)
 
 
 def _returns_sequence(n: Node) -> bool:

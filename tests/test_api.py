@@ -79,3 +79,17 @@ def test_export_path_compiles_and_matches():
             ref = model(input_ids=ids, use_cache=False).logits
         out = prog(ids)[0]
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_braze_profile_times_every_node_of_a_plan(monkeypatch):
+    from braze.compiler import profile
+
+    monkeypatch.setenv("BRAZE_PROFILE", "1")
+    profile.reset()
+    fast = braze.jit(lambda x, w: torch.nn.functional.linear(x, w).relu() + 1, strict=True)
+    x, w = torch.randn(5, 8), torch.randn(6, 8)
+    for _ in range(3):
+        torch.testing.assert_close(fast(x, w), torch.nn.functional.linear(x, w).relu() + 1)
+    rows = profile.totals()
+    assert rows and all(calls == 3 and seconds > 0 for calls, seconds in rows.values()), rows
+    assert profile.table().splitlines()[0].split()[:2] == ["ms", "total"]
