@@ -93,11 +93,15 @@ def node_device(node) -> str:
 
 
 def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0) -> list[torch.Tensor]:
-    """Fresh random tensors (never zeros) for the node's operands at ``env``."""
+    """Fresh random tensors (never zeros) for the node's operands at ``env``;
+    operands with an invariant (``OpDef.sample``) keep it."""
+    from braze.ir import REGISTRY
     from braze.ir.interpreter import random_tensor
 
     g = torch.Generator().manual_seed(seed)
-    return [random_tensor(v.type, env, device, g) for v in node.inputs]
+    op = REGISTRY.get(node.op)
+    special = op.sample(node, env, g) if op is not None and op.sample is not None else {}
+    return [special[v].to(device) if v in special else random_tensor(v.type, env, device, g) for v in node.inputs]
 
 
 def reference_outputs(node, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:

@@ -39,6 +39,9 @@ class OpDef:
     infer: Optional[Callable[..., tuple]] = None
     packet: Any = None  # torch.ops OpOverloadPacket for ATen ops
     doc: str = ""
+    # sample(node, env, generator) -> {Value: tensor}: random operands that must keep an
+    # invariant of the op (e.g. prefix sums of sequence lengths); the others are plain random.
+    sample: Optional[Callable[..., dict]] = None
     _overloads: dict = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, overload: str = "") -> Callable[..., Any]:

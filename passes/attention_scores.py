@@ -292,12 +292,27 @@ def _cast(an, args, kw, v, frame):
 
 def _reshape(an, args, kw, v, frame):
     s = an.sum(args[0])
+    if s is not None and s.qk is None and _unit_lead_only(shape_of(args[0]), frame.shape):
+        # a mask given leading unit dims (``mask[None, None]``) or losing them: its
+        # terms broadcast into either shape alike, its predicates are over (i, j)
+        return s.anchored(frame)
     if s is None or s.qk is None:
-        return None  # a reshaped mask stays a tensor term
+        return None  # any other reshape of a mask keeps it a tensor term
     old, new = shape_of(args[0]), frame.shape
     if len(new) < 2 or not all(dims_equal(a, b) for a, b in zip(old[-2:], new[-2:])):
         return None
     return replace(s, frame=Frame(new, len(new) == 3))
+
+
+def _unit_lead_only(old, new) -> bool:
+    """``old`` and ``new`` differ only in leading dims of size 1."""
+    def core(shape):
+        shape = list(shape)
+        while shape and shape[0] == 1:
+            shape.pop(0)
+        return shape
+    a, b = core(old), core(new)
+    return len(a) == len(b) and all(dims_equal(x, y) for x, y in zip(a, b))
 
 
 def _expand(an, args, kw, v, frame):

@@ -4,7 +4,8 @@ Three kinds of group, formed in this order (earlier kinds claim nodes first):
 
 1. ``gemm``: a GEMM (mm, addmm, bmm) and its pointwise epilogue: bias,
    activation, scaling, residual add, casts, and slices/reshapes of its
-   output (the gate/up halves of a horizontally fused MLP GEMM).
+   output (the gate/up halves of a horizontally fused MLP GEMM); a GEMM
+   with no epilogue is a group of its own.
 2. ``reduction``: a reduction over the last dimension with its pointwise
    prologue and epilogue on the same rows: softmax, LayerNorm, RMSNorm,
    add + RMSNorm (whose sum is a second output).
@@ -182,8 +183,10 @@ class _Partitioner:
 
             s = self.grow({n}, lambda m, s: False, consumer)
             s = self.prune_boundary_views(s | {n}) | {n}
-            if any(is_pointwise(m) for m in s):
-                self._commit_shrinking(s, "gemm", anchor=n)
+            # NOTE: a GEMM with no epilogue is a group too: its generated kernel
+            # competes with the library call by measurement (on the CPU, TVM's
+            # GEMM beat MKL at GPT-2's shapes, LM head included).
+            self._commit_shrinking(s, "gemm", anchor=n)
 
     def reduction_groups(self) -> None:
         for r in self.g.nodes:
@@ -249,8 +252,6 @@ class _Partitioner:
             far = max((m for m in s if m is not anchor), key=lambda m: abs(self.pos[m] - self.pos[anchor]))
             s.discard(far)
             s = self.prune_boundary_views(s) | ({anchor} if kind == "gemm" else set())
-            if kind == "gemm" and not any(is_pointwise(m) for m in s):
-                return
 
     def run(self) -> list[tuple[list[Node], str]]:
         self.gemm_groups()

@@ -185,6 +185,50 @@ def test_varlen_type_rule_rejects_bad_operands():
     assert get_op("attention_varlen").category.value == "attention"
 
 
+@pytest.mark.parametrize("lens_q,lens_k,rows,attrs", [
+    ([5, 17, 0, 33], [5, 17, 9, 40], 55, dict(causal="bottom_right")),      # uneven, an empty sequence
+    ([12, 12, 12], [12, 12, 12], 36, dict(causal="bottom_right", window=4)),  # one length: one batched call
+    ([7, 7], [7, 7], 16, dict(causal="none")),                               # bucket rows past cu[B]: zeros
+])
+def test_varlen_sdpa_candidate_on_the_cpu_only(lens_q, lens_k, rows, attrs):
+    b = Builder()
+    ins = [b.input("q", ("t", 4, 32)), b.input("k", ("u", 2, 32)), b.input("v", ("u", 2, 32)),
+           b.input("cq", (len(lens_q) + 1,), torch.int32), b.input("ck", (len(lens_k) + 1,), torch.int32)]
+    g = b.graph([b.call("attention_varlen", *ins, scale=32 ** -0.5, groups=2, **attrs)], name="varlen")
+    node = g.compute_nodes[0]
+    cands = candidates.generate(node, g, braze.Options(), CPU)
+    assert type(cands[-1]) is candidates.SdpaAttention
+    assert not any(type(c) is candidates.SdpaAttention for c in candidates.generate(node, g, braze.Options(), H100))
+    cq = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32)
+    ck = torch.tensor([0] + list(torch.tensor(lens_k).cumsum(0)), dtype=torch.int32)
+    xs = (torch.randn(rows, 4, 32), torch.randn(int(ck[-1]), 2, 32), torch.randn(int(ck[-1]), 2, 32), cq, ck)
+    ref = attention_varlen_reference(*(x.double() if x.is_floating_point() else x for x in xs), scale=32 ** -0.5,
+                                     groups=2, **attrs)
+    out = cands[-1].compile({})(*xs)
+    assert out.shape == ref.shape and _rel(out, ref) < 1e-5
+    assert torch.equal(out[int(cq[-1]):], torch.zeros_like(out[int(cq[-1]):]))
+
+
+def test_varlen_candidates_are_measured_on_valid_sequence_lengths():
+    from braze.autotune.measure import Bench, MeasureSpec, measure
+
+    b = Builder()
+    q, k, v = b.input("q", ("t", 4, 32)), b.input("k", ("t", 2, 32)), b.input("v", ("t", 2, 32))
+    cu = b.input("cu", (5,), torch.int32)
+    g = b.graph([b.call("attention_varlen", q, k, v, cu, cu, scale=32 ** -0.5, groups=2, causal="bottom_right",
+                        max_seqlen_q=20, max_seqlen_k=20)], name="varlen")
+    node = g.compute_nodes[0]
+    bench = Bench(node, {"t": 64}, "cpu", seed=3)
+    cq, ck = bench.inputs[3], bench.inputs[4]
+    assert cq is ck and cq[0] == 0 and cq[-1] <= 64
+    lengths = cq.diff()
+    assert (lengths >= 0).all() and (lengths <= 20).all() and lengths.sum() > 0
+    for c in candidates.generate(node, g, braze.Options(), CPU):
+        m = measure(c, c.space.default_config(c.problem({"t": 64}), CPU), bench,
+                    MeasureSpec(warmup=0, reps=1, min_rep_ms=0, max_seconds=1, check=True, flush_l2=False))
+        assert m.status == "ok", (c.name, m.error)
+
+
 # ---- spaces and defaults ----------------------------------------------------------------------
 
 def _problem(**kw):

@@ -47,7 +47,7 @@ def test_llama_block_groups():
     layer = groups[groups.index(RMSNORM):]
     assert layer == [
         RMSNORM,                                                 # input_layernorm
-        "mm",                                                    # q/k/v in one GEMM (horizontal)
+        ("gemm", ("mm",)),                                       # q/k/v in one GEMM (horizontal)
         ROTARY, ROTARY,                                          # rotary on q and on k
         "attention",                                             # causal, GQA, padding mask operand
         ("gemm", ("mm", "add")),                                 # o_proj + residual
@@ -55,7 +55,7 @@ def test_llama_block_groups():
         ("gemm", ("mm", "silu", "mul")),                         # gate/up GEMM + SiLU(g) * u
         ("gemm", ("mm", "add")),                                 # down_proj + residual
         RMSNORM,                                                 # final norm
-        "mm",                                                    # lm_head
+        ("gemm", ("mm",)),                                       # lm_head: a GEMM alone is a group too
     ]
     # numerics: the fused graph (groups run by the reference interpreter) equals the unfused one
     x = [inp["input_ids"], inp["attention_mask"]][: len(g.inputs)]
@@ -88,14 +88,14 @@ def test_gpt2_block_groups():
     start = next(i for i, x in enumerate(groups) if isinstance(x, tuple) and x[0] == "reduction")
     assert groups[start:] == [
         ("reduction", ("add",) + ln[1]),                         # wte + wpe, ln_1
-        "addmm",                                                 # c_attn (already one GEMM in GPT-2)
+        ("gemm", ("addmm",)),                                    # c_attn (already one GEMM in GPT-2)
         "attention",
         ("gemm", ("addmm", "add")),                              # c_proj + residual
         ln,                                                      # ln_2
         ("gemm", ("addmm", "mul", "pow", "mul", "add", "mul", "tanh", "add", "mul")),  # c_fc + NewGELU
         ("gemm", ("addmm", "add")),                              # mlp c_proj + residual
         ln,                                                      # ln_f
-        "mm",                                                    # lm_head
+        ("gemm", ("mm",)),                                       # lm_head
     ]
 
 

@@ -237,6 +237,36 @@ def test_only_the_exact_causal_band_is_causal(offset, expect):
     _same(g, g2, rows=slice(1, None) if offset < 0 else slice(None))   # row 0 sees no key at offset -1
 
 
+@pytest.mark.parametrize("view", [(1, 1, 6, 6), (1, 6, 6)])
+def test_2d_mask_given_unit_dims_is_still_proven_causal(view):
+    """HF-eager style: where(j > i, finfo.min, 0) on [S, S], cast, viewed [1, 1, S, S], added."""
+    b = Builder()
+    q, k, v = _qkv(b, Sq=6, Sk=6)
+    pos = _arange(b, 6)
+    cond = b.call("gt", b.call("reshape", pos, (1, 6)), b.call("reshape", pos, (6, 1)), overload="Tensor")
+    low = b.constant(torch.tensor(torch.finfo(torch.bfloat16).min), "low")
+    zero = b.constant(torch.tensor(0.0), "zero")
+    m = b.call("_to_copy", b.call("where", cond, low, zero, overload="self"), dtype=torch.bfloat16)
+    m = b.call("_to_copy", b.call("reshape", m, view), dtype=F32)
+    g = b.graph([_finish(b, b.call("add", _scores(b, q, k), m, overload="Tensor"), v)])
+    g2 = specialize_attention(g)
+    a = _attention(g2)
+    assert (a.attr("causal"), a.attr("mask_kind"), a.args[3]) == ("top_left", "none", None)
+    _same(g, g2)
+
+
+def test_mask_reshaped_across_its_last_dims_stays_an_operand():
+    """A [36] mask viewed as [6, 6]: the reshape moves elements between (i, j): kept as a tensor."""
+    b = Builder()
+    q, k, v = _qkv(b, Sq=6, Sk=6)
+    flat = b.call("full", (36,), float("-inf"), dtype=F32)
+    m = b.call("reshape", b.call("triu", b.call("reshape", flat, (6, 6)), 1), (36,))
+    m = b.call("reshape", m, (6, 6))
+    g = b.graph([_finish(b, b.call("add", _scores(b, q, k), m, overload="Tensor"), v)])
+    a = _attention(specialize_attention(g))
+    assert a.attr("causal") == "none" and a.attr("mask_kind") != "none"
+
+
 def test_bottom_right_causal_with_past_keys_symbolic():
     """Queries at positions past..past+Sq-1 over Sk = past + Sq keys: HF's cache_position mask."""
     b = Builder()

@@ -148,7 +148,7 @@ def generate(node: Node, graph: Graph, options, device) -> list:
         log.info("triton_attention declines %s: %s", node.name or node.op, reason)
     elif device_ok(device.kind):
         out.append(TritonAttentionVarlen(spec) if spec.varlen else TritonAttention(spec))
-    if sdpa_maps(spec):
+    if sdpa_maps(spec, device.kind):
         out.append(SdpaAttention(spec))
     return out
 

@@ -1,6 +1,10 @@
 """The library candidate of an ``attention`` node: torch's
 ``scaled_dot_product_attention`` (flash / memory-efficient / cuDNN on CUDA,
 the fused CPU kernel on the CPU), wherever the node's attributes map to it.
+On the CPU an ``attention_varlen`` node has one too: SDPA per sequence
+(one batched call when every sequence has the same length), reading
+``cu_seqlens`` on the host, which costs nothing there; on a GPU that read
+would be a synchronisation per call, and the Triton varlen kernel serves.
 
 Mapping: causal "top_left" is SDPA's ``is_causal``; "bottom_right" is too
 when Sq == Sk or Sq == 1 (a lone query sees every key), otherwise (and for a
@@ -23,9 +27,10 @@ from braze.ir.attention import visible
 from braze.compiler.codegen.triton_attention.spec import AttentionSpec
 
 
-def sdpa_maps(spec: AttentionSpec) -> bool:
-    """Whether SDPA computes this node exactly (up to rounding)."""
-    return not spec.varlen and not spec.has("slopes")
+def sdpa_maps(spec: AttentionSpec, device_kind: str = "cuda") -> bool:
+    """Whether SDPA computes this node exactly (up to rounding), without a
+    host synchronisation on ``device_kind``."""
+    return not spec.has("slopes") and (not spec.varlen or device_kind == "cpu")
 
 
 def sdpa_attention(q, k, v, mask=None, *, scale: float, causal: str = "none", window: Optional[int] = None,
@@ -50,6 +55,32 @@ def sdpa_attention(q, k, v, mask=None, *, scale: float, causal: str = "none", wi
         q, k, v, attn_mask=attn_mask, is_causal=is_causal, scale=scale, enable_gqa=groups > 1)
     if attn_mask is not None or (causal == "bottom_right" and sq > sk):
         out = torch.nan_to_num(out, nan=0.0, posinf=math.inf, neginf=-math.inf)
+    return out
+
+
+def sdpa_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale: float, causal: str = "none",
+                          window: Optional[int] = None, groups: int = 1) -> torch.Tensor:
+    """The ``attention_varlen`` op (no ALiBi) through SDPA, one sequence at a time."""
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    attrs = dict(scale=scale, causal=causal, window=window, groups=groups)
+    n = len(cq) - 1
+    shape = q.shape[:-1] + v.shape[-1:]
+    if n > 0 and len({b - a for a, b in zip(cq, cq[1:])}) == 1 and len({b - a for a, b in zip(ck, ck[1:])}) == 1:
+        # every sequence of one length: one batched call on [B, H, S, D] views
+        def batched(x, c):
+            return x[c[0]:c[-1]].unflatten(0, (n, -1)).transpose(1, 2)
+        ob = sdpa_attention(batched(q, cq), batched(k, ck), batched(v, ck), **attrs).transpose(1, 2)
+        if (cq[0], cq[-1]) == (0, q.shape[0]):
+            return ob.reshape(shape)
+        out = q.new_zeros(shape)  # NOTE: rows outside every sequence (bucket padding) are zero
+        out[cq[0]:cq[-1]] = ob.flatten(0, 1)
+        return out
+    out = q.new_zeros(shape)
+    for b in range(n):
+        if cq[b + 1] == cq[b] or ck[b + 1] == ck[b]:
+            continue  # no query, or no key: zeros
+        qb, kb, vb = (x[c[b]:c[b + 1]].transpose(0, 1)[None] for x, c in ((q, cq), (k, ck), (v, ck)))
+        out[cq[b]:cq[b + 1]] = sdpa_attention(qb, kb, vb, **attrs)[0].transpose(0, 1)
     return out
 
 
@@ -80,8 +111,13 @@ class SdpaAttention:
 
     def compile(self, config: Config) -> Callable[..., Any]:
         spec = self.spec
-        attrs = dict(scale=float(spec.scale), causal=spec.causal, window=spec.window, groups=spec.groups,
-                     mask_kind=spec.mask_kind)
+        attrs = dict(scale=float(spec.scale), causal=spec.causal, window=spec.window, groups=spec.groups)
+        if spec.varlen:
+            def run_varlen(*xs):
+                return sdpa_attention_varlen(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
+                                             spec.pick(xs, "cu_seqlens_q"), spec.pick(xs, "cu_seqlens_k"), **attrs)
+            return run_varlen
+        attrs["mask_kind"] = spec.mask_kind
 
         def run(*xs):
             return sdpa_attention(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),

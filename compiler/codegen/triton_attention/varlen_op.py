@@ -72,6 +72,28 @@ def _infer(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, scale, max_seqle
     return (TensorType(qt.shape[:-1] + vt.shape[-1:], qt.dtype, qt.device),)
 
 
+def _sample(node, env, generator) -> dict:
+    """Valid ``cu_seqlens`` for random inputs: B random lengths within the rows
+    and the ``max_seqlen`` bounds, some rows past ``cu[B]`` (bucket rows)."""
+    import inspect
+
+    bound = inspect.signature(attention_varlen_reference).bind(*node.args, **dict(node.kwargs)).arguments
+    out = {}
+    for rows_of, cu_name, bound_name in (("q", "cu_seqlens_q", "max_seqlen_q"), ("k", "cu_seqlens_k", "max_seqlen_k")):
+        cu = bound[cu_name]
+        if cu in out:
+            continue  # one operand for both
+        rows = bound[rows_of].type.concrete_shape(env)[0]
+        n = cu.type.concrete_shape(env)[0] - 1
+        limit = bound.get(bound_name)
+        limit = limit.eval(env) if hasattr(limit, "eval") else limit
+        limit = min(rows, int(limit)) if limit is not None else rows
+        w = torch.rand(max(n, 0), generator=generator) + 0.05
+        lengths = (w / w.sum() * rows).floor().clamp(max=limit).to(torch.int32) if n > 0 else w.to(torch.int32)
+        out[cu] = torch.cat([torch.zeros(1, dtype=torch.int32), lengths.cumsum(0, dtype=torch.int32)])
+    return out
+
+
 if "attention_varlen" not in REGISTRY:
-    register(OpDef("attention_varlen", Category.ATTENTION, attention_varlen_reference, infer=_infer,
+    register(OpDef("attention_varlen", Category.ATTENTION, attention_varlen_reference, infer=_infer, sample=_sample,
                    doc="attention over packed sequences; see braze.compiler.codegen.triton_attention.varlen_op"))
