@@ -24,7 +24,11 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# NOTE: run as a script, this folder is first on sys.path, and its kernels.py would
+# shadow the ``kernels`` package that transformers probes for: the repository root
+# takes its place.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lengths_for(batch: int, seq: int, fraction: float, gen: torch.Generator) -> list[int]:
