@@ -288,7 +288,11 @@ class _Packer:
             if lay.merged is not None:  # [.., B*S, ..] -> [.., B*S, ..] or [.., B, S, ..]
                 if real_in != [lay.merged]:
                     raise _Decline("reshape mixing the merged token dim with features")
-                if len(real_out) == 1:
+                unit = [d for d in outs if dst[d] == 1 and d < real_out[0]] if real_out else []
+                if len(real_out) == 1 and unit and self.is_b(1):
+                    # NOTE: a batch of one: [S] -> [1, S] splits the merged dim into (b, s)
+                    new_b, new_s = unit[-1], real_out[0]
+                elif len(real_out) == 1:
                     new_m = real_out[0]
                 elif len(real_out) == 2 and self.is_b(dst[real_out[0]]) and self.is_s(dst[real_out[1]]):
                     new_b, new_s = real_out
@@ -298,11 +302,12 @@ class _Packer:
                 new_m = real_out[0]
             elif real_in == [lay.b, lay.s] and len(real_out) == 2:
                 new_b, new_s = real_out
-            elif len(real_in) == 1 and len(real_out) == 1:
+            elif len(real_in) == 1 and (len(real_out) == 1 or (not real_out and len(outs) == 1)):
+                tgt = real_out[0] if real_out else outs[0]  # a batch dim of one maps to a unit dim
                 if real_in[0] == lay.b:
-                    new_b = real_out[0]
+                    new_b = tgt
                 else:
-                    new_s = real_out[0]
+                    new_s = tgt
             else:
                 raise _Decline("reshape mixing token and feature dims")
         new = Layout(merged=new_m) if new_m is not None else Layout(new_b, new_s)

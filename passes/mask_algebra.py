@@ -285,6 +285,11 @@ def classify(mask: Value, mask_kind: str, graph: Graph, padding_inputs: set,
         cond = e if isinstance(e, sympy.logic.boolalg.Boolean) else sympy.Ne(e, 0)
     b, h, i, j = _vars(4)
     pads = cond.atoms(Pad)
+    if pads and ev.pad_source.type.shape[0] == 1:
+        # NOTE: a batch of one: the only row index is 0, so Pad(0, j) is Pad(b, j)
+        # (a lookup with a constant row 0, as Dynamo writes it for a static batch of 1).
+        cond = cond.xreplace({p: Pad(b, p.args[1]) for p in pads if p.args[0] == 0})
+        pads = cond.atoms(Pad)
     if any(p.args != (b, j) for p in pads):
         return None
     q = sympy.Symbol("q", integer=True)

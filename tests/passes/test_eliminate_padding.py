@@ -49,6 +49,22 @@ def test_model_equals_eager_on_valid_tokens_and_zero_on_padding(family, padding)
         assert ops.count("padding_index") == 1 and ops.count("attention_varlen") == 2, r.notes
 
 
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_a_batch_of_one_is_packed_too(family):
+    """Dynamo specialises a batch of 1: the mask is looked up at a constant row 0 and
+    [S] -> [1, S] reshapes split the merged token dim; both are still token-wise."""
+    model = hf_models.build(family)
+    reports: list = []
+    compiled = torch.compile(model, backend=make_backend(Options(strict=True), reports))
+    for padding, lengths in (("left", [5]), ("right", [9]), (None, None)):
+        inp = hf_models.inputs(1, 11, padding=padding, lengths=lengths, seed=3)
+        ref, out = _run(model, family, inp), _run(compiled, family, inp)
+        valid = inp["attention_mask"].bool()
+        assert float((out - ref)[valid].abs().max() / ref[valid].abs().max()) <= 1e-5, padding
+        assert torch.count_nonzero(out[~valid]) == 0
+    assert reports and all(_ops(r).count("attention_varlen") == 2 for r in reports), [r.notes for r in reports]
+
+
 def test_llama_structure():
     model = hf_models.build("llama")
     reports: list = []
