@@ -24,6 +24,7 @@ importing this module registers it.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import torch
@@ -75,8 +76,6 @@ def _infer(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, scale, max_seqle
 def _sample(node, env, generator) -> dict:
     """Valid ``cu_seqlens`` for random inputs: B random lengths within the rows
     and the ``max_seqlen`` bounds, some rows past ``cu[B]`` (bucket rows)."""
-    import inspect
-
     bound = inspect.signature(attention_varlen_reference).bind(*node.args, **dict(node.kwargs)).arguments
     out = {}
     for rows_of, cu_name, bound_name in (("q", "cu_seqlens_q", "max_seqlen_q"), ("k", "cu_seqlens_k", "max_seqlen_k")):
