@@ -65,7 +65,7 @@ class Trial:
     stats: Mapping[str, Any] = field(default_factory=dict)
     compile_ms: Optional[float] = None
     error: str = ""
-    origin: str = "search"       # "search" | "quick" | "import"
+    origin: str = "search"       # "search" | "confirm" | "quick" | "import"
     study: str = ""
     family: str = ""             # shape-free key: kernels of one template at any static shape
     host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")  # who measured it
@@ -341,10 +341,13 @@ class TuningDB:
         b = best_table.c
         key = (b.device == r["device"]) & (b.software == r["software"]) & (b.kernel_key == r["kernel_key"]) & \
               (b.problem == r["problem"])
-        tuned = r["origin"] == "search"
+        tuned = r["origin"] in ("search", "confirm")
         if tuned:
             conn.execute(best_table.update().where(key).values(tuned=True))
-        res = conn.execute(best_table.update().where(key & (b.time_ms > r["time_ms"])).values(
+        # NOTE: a confirmation (a winner and the default re-timed in alternation,
+        # see tuner._confirm) decides the best whatever faster single timing came before.
+        beats = b.time_ms > r["time_ms"] if r["origin"] != "confirm" else sa.true()
+        res = conn.execute(best_table.update().where(key & beats).values(
             config=r["config"], time_ms=r["time_ms"], trial_uid=r["uid"], kernel_name=r["kernel_name"],
             updated=time.time()))
         if res.rowcount:

@@ -2,8 +2,8 @@
 with a small budget through the real tuner: the default schedule is measured
 first (warm start), every config the search measured computed the right
 values (the measurer checks each one against the reference), and the
-schedule the tuner chose is the fastest it measured, so it is no slower than
-the default in the same measurements. No test asserts a wall-clock timing of
+schedule the tuner chose is the default or the search's fastest, kept only
+after it and the default were re-timed in alternation and it was no slower. No test asserts a wall-clock timing of
 its own: the speed of tuned against default schedules is measured by
 ``bench/cpu.py --tune``."""
 import pytest
@@ -50,6 +50,13 @@ def test_tuned_tvm_gemm_is_the_fastest_measured_and_no_slower_than_the_default(d
     space = TVMKernel(node, "gemm", "cpu").space
     default = space.default_config(ok[0].problem, device_info("cpu"))
     assert ok[0].config == default  # the default is the first schedule measured
-    best = min(ok, key=lambda t: t.time_ms)
-    assert rec.config == best.config
-    assert best.time_ms <= ok[0].time_ms
+    search = [t for t in ok if t.origin == "search"]
+    confirms = [t for t in ok if t.origin == "confirm"]
+    fastest = min(search, key=lambda t: t.time_ms)
+    if fastest.config == default:
+        assert not confirms and rec.config == default
+    else:
+        # the search's fastest and the default re-timed in alternation: the kept one is recorded
+        # last, and its median is no slower than the other's
+        assert len(confirms) == 2 and {str(c.config) for c in confirms} == {str(fastest.config), str(default)}
+        assert rec.config == confirms[-1].config and confirms[-1].time_ms <= confirms[0].time_ms
