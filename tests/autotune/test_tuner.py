@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 import torch
 
-from braze.autotune.db import get_db, software_key
+from braze.autotune.db import config_json, get_db, software_key
 from braze.autotune.measure import Measurement
 from braze.autotune.space import device_info
 from braze.autotune.tuner import Budget, Tuner
@@ -161,7 +161,7 @@ def test_a_winner_must_beat_the_default_when_both_are_re_timed(db_path, lucky):
     def timing(c):
         if c == default:
             return Measurement("ok", 1.0)
-        n = seen[str(c)] = seen.get(str(c), 0) + 1
+        n = seen[config_json(c)] = seen.get(config_json(c), 0) + 1
         return Measurement("ok", 0.5 if (n == 1 or not lucky) else 1.5)
 
     fake = FakeMeasurer(timing)

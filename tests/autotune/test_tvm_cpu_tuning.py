@@ -9,7 +9,7 @@ its own: the speed of tuned against default schedules is measured by
 import pytest
 import torch
 
-from braze.autotune.db import get_db
+from braze.autotune.db import config_json, get_db
 from braze.autotune.space import device_info
 from braze.compiler.driver import compile_graph
 from braze.config import Options
@@ -58,5 +58,6 @@ def test_tuned_tvm_gemm_is_the_fastest_measured_and_no_slower_than_the_default(d
     else:
         # the search's fastest and the default re-timed in alternation: the kept one is recorded
         # last, and its median is no slower than the other's
-        assert len(confirms) == 2 and {str(c.config) for c in confirms} == {str(fastest.config), str(default)}
+        assert len(confirms) == 2 and {config_json(c.config) for c in confirms} == {config_json(fastest.config),
+                                                                          config_json(default)}
         assert rec.config == confirms[-1].config and confirms[-1].time_ms <= confirms[0].time_ms
