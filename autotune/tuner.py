@@ -25,6 +25,7 @@ import hashlib
 import logging
 import math
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -344,7 +345,7 @@ class Tuner:
                 runs[cj].append(self.measurer.measure(recipe, cfg, env, self.spec, self.budget.trial_timeout))
                 self.measured += 1
                 out.measured += 1
-        med = {cj: (_median([m.time_ms for m in ms]) if all(m.ok for m in ms) else math.inf)
+        med = {cj: (statistics.median([m.time_ms for m in ms]) if all(m.ok for m in ms) else math.inf)
                for cj, ms in runs.items()}
         if med[dj] == math.inf:
             return  # the default failed now: nothing to compare with
@@ -354,7 +355,7 @@ class Tuner:
             bad = next((m for m in ms if not m.ok), None)
             m = bad or Measurement("ok", med[cj], {"method": "confirm", "reps": len(ms),
                                                    "times": [x.time_ms for x in ms]},
-                                   _median([x.compile_ms or 0.0 for x in ms]))
+                                   statistics.median([x.compile_ms or 0.0 for x in ms]))
             self._record(kernel, problem, cfg, m, "confirm", study, family)
         if keep == dj:
             log.info("braze: %s: the search's winner %s (%.4g ms) did not beat the default when re-timed "
@@ -426,12 +427,6 @@ class Tuner:
 
     def close(self) -> None:
         self.measurer.close()
-
-
-def _median(xs: Sequence[float]) -> float:
-    ys = sorted(xs)
-    n = len(ys)
-    return ys[n // 2] if n % 2 else 0.5 * (ys[n // 2 - 1] + ys[n // 2])
 
 
 def _count_valid(space: Space, problem, device, limit: int = 4096) -> Optional[int]:
