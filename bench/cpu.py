@@ -41,11 +41,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-# NOTE: run as a script, this folder is first on sys.path, and its kernels.py would
-# shadow the ``kernels`` package that transformers probes for: the repository root
-# takes its place.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_root  # noqa: E402,F401 - before transformers: keeps bench/kernels.py from shadowing `kernels`
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -21,17 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 
 import torch
 
-# NOTE: run as a script, this folder is first on sys.path, and its kernels.py would
-# shadow the ``kernels`` package that transformers probes for: the repository root
-# takes its place.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_root  # noqa: E402,F401 - before transformers: keeps bench/kernels.py from shadowing `kernels`
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -149,8 +146,6 @@ def bench_kernels(args, db, device) -> list[dict]:
 
 def _interleaved(default_fn, tuned_fn, bench, dev, spec, l2_bytes, rounds: int = 7) -> dict:
     """Default and tuned timed in alternation (drift of a shared machine hits both alike): medians."""
-    import statistics
-
     from braze.autotune.measure import time_callable
 
     times: dict = {"default_ms": [], "tuned_ms": []}

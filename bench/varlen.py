@@ -20,15 +20,10 @@ import datetime
 import json
 import os
 import statistics
-import sys
 
 import torch
 
-# NOTE: run as a script, this folder is first on sys.path, and its kernels.py would
-# shadow the ``kernels`` package that transformers probes for: the repository root
-# takes its place.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import repo_root  # noqa: E402,F401 - before transformers: keeps bench/kernels.py from shadowing `kernels`
 
 
 def lengths_for(batch: int, seq: int, fraction: float, gen: torch.Generator) -> list[int]:

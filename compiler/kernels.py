@@ -125,16 +125,14 @@ def _direct_call(sub: Graph):
     alone, say) as a direct call of that op, or None. The interpreter's work per
     call (binding symbols, walking the graph: ~10 us on the CPU) would be a
     launch overhead the op never had when it ran unfused."""
-    from braze.ir.graph import map_syms
+    from braze.ir.graph import has_syms
 
     nodes = sub.compute_nodes
     if len(nodes) != 1 or sub.outputs != (nodes[0].out(),) or len(nodes[0].types) != 1:
         return None
     n = nodes[0]
     slots = {inp.out(): i for i, inp in enumerate(sub.inputs)}
-    syms: list = []
-    map_syms((n.args, n.kwargs), syms.append)
-    if syms or any(v not in slots for v in n.inputs):
+    if has_syms((n.args, n.kwargs)) or any(v not in slots for v in n.inputs):
         return None
     return _op_call(n, slots)
 
