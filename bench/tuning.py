@@ -225,6 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--no-model", action="store_true", help="skip the 1B-model warm compile")
+    ap.add_argument("--no-kernels", action="store_true", help="only the 1B-model tuning and warm compile")
     ap.add_argument("--peer-compile", action="store_true", help="also time torch.compile (default) on the model")
     ap.add_argument("--quick", action="store_true", help="small shapes: a smoke run")
     ap.add_argument("--db", default=None, help="tuning database (default: a fresh one in a temporary folder)")
@@ -242,7 +243,7 @@ def main(argv=None) -> int:
     result = {"device": device.key, "versions": versions(), "software": software_key(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S"), "args": vars(args)}
     print(f"tuning bench on {device.key}", file=sys.stderr)
-    result["kernels"] = bench_kernels(args, db, device)
+    result["kernels"] = [] if args.no_kernels else bench_kernels(args, db, device)
     if not args.no_model:
         result["model"] = warm_compile(args, db_path)
     out_dir = os.environ.get("OUT") or os.path.join(HERE, "results")

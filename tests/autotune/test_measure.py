@@ -85,3 +85,27 @@ def test_a_kernel_whose_key_changes_between_processes_is_rebuilt_by_position(mea
     assert m.status == "ok", m.error
     m = measurer.measure(make_recipe(k, node, Options(), gens), cfg, {}, spec, timeout=120)
     assert m.status == "compile_error" and "no generator rebuilds" in m.error
+
+
+def test_tolerance_follows_the_least_precise_type_a_group_computes_in():
+    """A float16 GEMM whose result is cast to float32 rounds like float16: its candidates
+    (the library's included) must not be held to float32's tolerance, and a real error
+    is still caught."""
+    from braze.autotune.measure import TOLERANCE, compute_tolerance
+    from braze.ir.builder import Builder
+    from braze.ir.fused import fuse_groups
+
+    b = Builder()
+    x, w = b.input("x", (16, 64), torch.float16, "cpu"), b.input("w", (64, 32), torch.float16, "cpu")
+    r = b.input("r", (16, 32), torch.float32, "cpu")
+    y = b.call("add", b.call("_to_copy", b.call("mm", x, w), dtype=torch.float32), r, overload="Tensor")
+    g = b.graph([y])
+    fg = fuse_groups(g, [([n for n in g.nodes if n.op not in ("input", "constant")], "gemm")])
+    node = next(n for n in fg.nodes if n.op == "fused")
+    assert node.types[0].dtype == torch.float32
+    assert compute_tolerance(node) == TOLERANCE[torch.float16]
+    bench = Bench(node, {}, "cpu")
+    xs = bench.inputs
+    fp16_result = (xs[0] @ xs[1]).float() + xs[2]          # float16 GEMM rounding, then float32
+    assert check_outputs(node, {}, fp16_result, bench.refs)[0] is None
+    assert "relative error" in check_outputs(node, {}, fp16_result * 1.05, bench.refs)[0]
