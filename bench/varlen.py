@@ -100,7 +100,10 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
+    ap.add_argument("--only", default="bert,curve,llama", help="comma list of: bert (the 55%% batch), "
+                    "curve (BERT at 10%% ... 100%% valid), llama")
     args = ap.parse_args(argv)
+    only = set(args.only.split(","))
     out_dir = os.environ.get("OUT", "bench/results")
     os.makedirs(out_dir, exist_ok=True)
     dev = "cuda"
@@ -114,27 +117,33 @@ def main(argv=None):
         return m(**inp, use_cache=False).logits
 
     bs, seq = (4, 128) if args.quick else (32, 512)
-    bert = variants_of(hf_models.build("bert", dtype=torch.float16, device=dev, **hf_models.BERT_BASE))
+    if only & {"bert", "curve"}:
+        bert = variants_of(hf_models.build("bert", dtype=torch.float16, device=dev, **hf_models.BERT_BASE))
     lens = [int(x) for x in torch.randint(seq // 8, seq + 1, (bs,), generator=gen)]
-    run_workload("BERT-base fp16 B32 S512 uniform[64,512]", bert, enc,
-                 batch_inputs(bs, seq, lens, 30522, dev), 2e-2, results)
+    if "bert" in only:
+        run_workload("BERT-base fp16 B32 S512 uniform[64,512]", bert, enc,
+                     batch_inputs(bs, seq, lens, 30522, dev), 2e-2, results)
     curve = []
-    for frac in ([0.5, 1.0] if args.quick else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]):
-        lens = [seq] * bs if frac == 1.0 else lengths_for(bs, seq, frac, gen)
+    fracs = [0.5, 1.0] if args.quick else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    for frac in fracs:
+        lens = [seq] * bs if frac == 1.0 else lengths_for(bs, seq, frac, gen)  # drawn always: same Llama lengths
+        if "curve" not in only:
+            continue
         row = run_workload(f"BERT-base fp16 valid {frac:.0%}", bert, enc, batch_inputs(bs, seq, lens, 30522, dev),
                            2e-2, results)
         curve.append(row)
-    del bert
+    bert = None
     torch._dynamo.reset()
     torch.cuda.empty_cache()
     b, s = (2, 256) if args.quick else (8, 2048)
     llama_cfg = dict(hf_models.LLAMA_1B)
     if args.quick:
         llama_cfg.update(num_hidden_layers=2)
-    llama = variants_of(hf_models.build("llama", dtype=torch.bfloat16, device=dev, **llama_cfg))
     lens = [int(x) for x in torch.randint(s // 16, s + 1, (b,), generator=gen)]
-    run_workload("Llama-3.2-1B shape bf16 prefill B8 uniform[128,2048]", llama, dec,
-                 batch_inputs(b, s, lens, llama_cfg["vocab_size"], dev), 3e-2, results)
+    if "llama" in only:
+        llama = variants_of(hf_models.build("llama", dtype=torch.bfloat16, device=dev, **llama_cfg))
+        run_workload("Llama-3.2-1B shape bf16 prefill B8 uniform[128,2048]", llama, dec,
+                     batch_inputs(b, s, lens, llama_cfg["vocab_size"], dev), 3e-2, results)
 
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "date": datetime.date.today().isoformat()}
@@ -146,6 +155,8 @@ def main(argv=None):
     with open(os.path.join(out_dir, "varlen.json"), "w") as f:
         json.dump({"meta": meta, "rows": results}, f, indent=1)
     try:
+        if not curve:
+            raise ImportError("no curve measured")
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -161,8 +172,8 @@ def main(argv=None):
         plt.legend()
         plt.tight_layout()
         plt.savefig(os.path.join(out_dir, "varlen_speedup.png"), dpi=120)
-    except ImportError:
-        print("matplotlib missing: no plot")
+    except ImportError as e:
+        print(f"no plot: {e}")
     print(f"\n{'workload':<54} {'valid':>5} {'eager':>7} {'t.comp':>7} {'tc-ro':>7} {'braze':>7} {'no-pe':>7} "
           f"{'vs tc':>6} {'vs ro':>6} {'pe cost':>7}")
     for r in results:

@@ -65,6 +65,14 @@ def is_layout(n: Node) -> bool:
     return n.op in LAYOUT
 
 
+def is_widening_cast(n: Node) -> bool:
+    """A float cast to a wider float type (``h.float()`` before a norm)."""
+    if n.op != "_to_copy" or not n.inputs:
+        return False
+    a, b = n.args[0].type.dtype, n.type.dtype
+    return a.is_floating_point and b.is_floating_point and b.itemsize > a.itemsize
+
+
 def last_dim_reduction(n: Node) -> bool:
     """A reduction over exactly the last dimension of its input."""
     if n.op not in REDUCTIONS or not n.inputs:
@@ -152,6 +160,22 @@ class _Partitioner:
                     changed = True
         return s
 
+    def prune_widening_outputs(self, s: set) -> set:
+        """A widening cast whose result only leaves the group for ops that fuse
+        (a norm upcasting the residual sum) stays outside: the group then writes
+        the narrow value and the consumer's group casts it on load, instead of
+        the GEMM writing (and the norm reading) twice the bytes."""
+        changed = True
+        while changed:
+            changed = False
+            for m in list(s):
+                if not is_widening_cast(m) or m in self.outputs or any(u in s for u in self.users[m]):
+                    continue
+                if all(is_pointwise(u) or is_layout(u) or last_dim_reduction(u) for u in self.users[m]):
+                    s.discard(m)
+                    changed = True
+        return s
+
     def commit(self, s: set, kind: str) -> bool:
         nodes = [n for n in self.g.nodes if n in s]
         if not nodes or not self.convex(s):
@@ -182,7 +206,7 @@ class _Partitioner:
                 return all(v.node in s or _le(_numel(v.type), total) for v in m.inputs)
 
             s = self.grow({n}, lambda m, s: False, consumer)
-            s = self.prune_boundary_views(s | {n}) | {n}
+            s = self.prune_boundary_views(self.prune_widening_outputs(s | {n})) | {n}
             # NOTE: a GEMM with no epilogue is a group too: its generated kernel
             # competes with the library call by measurement (on the CPU, TVM's
             # GEMM beat MKL at GPT-2's shapes, LM head included).

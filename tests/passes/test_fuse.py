@@ -63,6 +63,23 @@ def test_llama_block_groups():
         torch.testing.assert_close(a, b)
 
 
+def test_a_residual_gemm_writes_the_narrow_sum_and_the_norm_upcasts_it():
+    """bf16 Llama: the norm's float32 upcast of the residual sum joins the norm's group;
+    the GEMM + residual group would otherwise write (and the norm read) float32."""
+    g, model, inp = _prepared("llama", num_hidden_layers=1, dtype=torch.bfloat16)
+    fg = fuse_graph(g, ANY)
+    verify(fg, types=True)
+    groups = _groups(fg)
+    upcast_norm = ("reduction", ("_to_copy",) + RMSNORM[1][:-1] + ("_to_copy", "mul"))
+    assert groups.count(("gemm", ("mm", "add"))) == 2 and groups.count(upcast_norm) == 3
+    for n in fg.compute_nodes:
+        if n.op == "fused" and n.attr("kind") == "gemm":
+            assert all(t.dtype == torch.bfloat16 for t in n.types), n
+    x = [inp["input_ids"], inp["attention_mask"]][: len(g.inputs)]
+    for a, b in zip(interpret(g, *x), interpret(fg, *x)):
+        torch.testing.assert_close(a, b)
+
+
 def test_rotary_on_q_and_k_becomes_one_group():
     from braze.passes.merge_parallel_groups import merge_parallel_groups
 
