@@ -12,7 +12,6 @@ def model_tasks(model, args: tuple, kwargs: Mapping[str, Any], options) -> tuple
     """Capture and compile ``model`` (no kernel selection work) and list its tuning tasks."""
     from braze.autotune.distributed import tasks_for
     from braze.compiler.artifact import compile_model
-    from braze.ir.interpreter import bind_symbols
 
     extra = dict(getattr(options, "extra", None) or {}, select="first")
     art = compile_model(model, args, kwargs, options.replace(tune=False, extra=extra), check=False)
@@ -20,8 +19,22 @@ def model_tasks(model, args: tuple, kwargs: Mapping[str, Any], options) -> tuple
     leaves = _leaves(art, args, kwargs)
     inputs = [leaves[i] for i in m["input_leaves"]]
     syms = [int(leaves[i]) for i in m["sym_leaves"]]
-    env = bind_symbols(art.program.graph, inputs, syms)
-    return tasks_for(art.program, env, options), art
+    program, env = plan_binding(art.program, inputs, syms)
+    return tasks_for(program, env, options), art
+
+
+def plan_binding(program, inputs, syms) -> tuple[Any, dict]:
+    """(the program, its symbols) for these inputs as its runs plan them: the
+    token count of a padding-eliminated graph (a run-time symbol) at its upper
+    bound, as ``CompiledProgram`` plans it, so tuning fills the database entries
+    that the run looks up."""
+    from braze.ir.interpreter import bind_symbols
+
+    graph = program.graph
+    env = bind_symbols(graph, inputs, syms)
+    for s, bound in graph.sym_bounds:
+        env.setdefault(s, bound if isinstance(bound, int) else bound.eval(env))
+    return program, env
 
 
 def _leaves(art, args, kwargs):

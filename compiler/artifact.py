@@ -304,6 +304,11 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
     from braze.ir import DTYPE_NAMES, print_graph
 
     options = options or Options()
+    if options.cuda_graphs:
+        # NOTE: an artifact holds one plain program (load_artifact rebuilds it so);
+        # compiling a CUDA-graph program here crashed on padding-eliminated graphs.
+        log.info("braze: artifacts run without CUDA graphs; cuda_graphs ignored")
+        options = options.replace(cuda_graphs=False)
     kwargs = dict(kwargs or {})
     args = tuple(args)
     t0 = time.perf_counter()

@@ -6,6 +6,7 @@ before forming a group ("is this supported here?"), and a generator in
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Callable
 
 log = logging.getLogger("braze.codegen")
@@ -41,5 +42,9 @@ def supported(kind: str, subgraph, device_kind: str, backend: str = "auto") -> b
             if check(kind, subgraph, device_kind):
                 return True
         except Exception as e:  # noqa: BLE001 - a checker must decline, never crash compilation
-            log.warning("checker of %s raised on a %s group: %s", name, kind, e)
+            tb = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+            where = f" ({tb.filename.rsplit('/', 2)[-1]}:{tb.lineno}, in {tb.name})" if tb else ""
+            log.warning("checker of %s raised on %s group %s: %s: %s%s", name, kind, getattr(subgraph, "name", "?"),
+                        type(e).__name__, e, where)
+            log.debug("the group the checker raised on:\n%s", subgraph, exc_info=True)
     return False
