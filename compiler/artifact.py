@@ -21,14 +21,13 @@ else measured defaults, or a search with ``retune=True``), which is logged.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
 import time
 import zipfile
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 import torch.utils._pytree as pytree
@@ -78,6 +77,9 @@ class Artifact:
 
     ``manifest`` describes it; ``program`` is the braze program that runs;
     ``files`` holds the artifact's files (name -> bytes) for :meth:`save`.
+    A freshly compiled artifact serialises its constants (the model's
+    weights) and seals its manifest only when first saved (``finish``): a
+    compile that is only run never copies the weights to the host.
     """
 
     program: Any
@@ -85,6 +87,14 @@ class Artifact:
     files: dict = field(default_factory=dict, repr=False)
     in_spec: Any = field(default=None, repr=False)
     out_spec: Any = field(default=None, repr=False)
+    finish: Optional[Callable[[], None]] = field(default=None, repr=False)
+
+    def materialize(self) -> dict:
+        """The artifact's files, complete (constants and sealed manifest included)."""
+        if self.finish is not None:
+            done, self.finish = self.finish, None
+            done()
+        return self.files
 
     def __call__(self, *args, **kwargs):
         m = self.manifest
@@ -138,7 +148,7 @@ class Artifact:
 
     def save(self, path: str) -> str:
         """Write the artifact to a directory, or a zip file if ``path`` ends in ``.zip``."""
-        write_files(path, self.files)
+        write_files(path, self.materialize())
         return path
 
 
@@ -369,15 +379,18 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
                           "sm_count": dev.sm_count, "cores": dev.cores, "key": dev.key}
     files: dict[str, bytes] = {"graph.ir": print_graph(program.graph).encode(),
                                "input.ir": print_graph(graph).encode()}
-    consts, aliases = _save_constants(program.graph.constants)
-    files["constants.safetensors"] = consts
-    manifest["constant_aliases"] = aliases
     manifest["kernels"] = _choices(program, files)
     manifest["compile_s"] = time.perf_counter() - t0
-    manifest["files"] = {n: _sha(b) for n, b in sorted(files.items())}
-    manifest["manifest_sha256"] = _manifest_digest(manifest)
-    files["manifest.json"] = json.dumps(manifest, indent=1, sort_keys=True).encode()
     art.files = files
+
+    def finish(constants=program.graph.constants):
+        consts, aliases = _save_constants(constants)
+        files["constants.safetensors"] = consts
+        manifest["constant_aliases"] = aliases
+        manifest["files"] = {n: _sha(b) for n, b in sorted(files.items())}
+        manifest["manifest_sha256"] = _manifest_digest(manifest)
+        files["manifest.json"] = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    art.finish = finish
     program.report = report
     return art
 

@@ -250,3 +250,24 @@ def test_help_documents_the_factory_convention(capsys):
     assert "MODULE:FACTORY names a Python callable" in FACTORY_HELP
     assert main(["compile", "nonexistent_module_xyz:f", "-o", "/tmp/x"]) == 2
     assert "cannot import nonexistent_module_xyz" in capsys.readouterr().err
+
+
+def test_a_compiled_artifact_serialises_its_weights_only_when_saved(tmp_path):
+    """Compiling and running never copies the weights to the host; saving writes
+    them, seals the manifest, and the saved artifact loads and matches."""
+    from braze.compiler import hf_models
+
+    model = hf_models.build("llama", num_hidden_layers=1)
+    model.config.use_cache = False
+    inp = hf_models.inputs(2, 8)
+    art = braze.compile(model, (), inp, backend="torch")
+    assert "constants.safetensors" not in art.files and "manifest_sha256" not in art.manifest
+    with torch.no_grad():
+        want = model(**inp).logits
+        torch.testing.assert_close(art(**inp).logits, want)
+        model.lm_head.weight.mul_(2.0)          # the artifact shares the model's weights
+        want = model(**inp).logits
+    out = art.save(str(tmp_path / "a"))
+    assert "constants.safetensors" in art.files and art.manifest["manifest_sha256"]
+    with torch.no_grad():
+        torch.testing.assert_close(braze.load(out)(**inp).logits, want)
