@@ -19,22 +19,20 @@ def model_tasks(model, args: tuple, kwargs: Mapping[str, Any], options) -> tuple
     leaves = _leaves(art, args, kwargs)
     inputs = [leaves[i] for i in m["input_leaves"]]
     syms = [int(leaves[i]) for i in m["sym_leaves"]]
-    program, env = plan_binding(art.program, inputs, syms)
-    return tasks_for(program, env, options), art
+    return tasks_for(art.program, planned_symbols(art.program.graph, inputs, syms), options), art
 
 
-def plan_binding(program, inputs, syms) -> tuple[Any, dict]:
-    """(the program, its symbols) for these inputs as its runs plan them: the
-    token count of a padding-eliminated graph (a run-time symbol) at its upper
-    bound, as ``CompiledProgram`` plans it, so tuning fills the database entries
-    that the run looks up."""
+def planned_symbols(graph, inputs, syms) -> dict:
+    """The symbols of ``graph`` for these inputs as its runs plan them: the token
+    count of a padding-eliminated graph (a run-time symbol) at its upper bound,
+    as ``CompiledProgram`` plans it, so tuning fills the database entries that
+    the run looks up."""
     from braze.ir.interpreter import bind_symbols
 
-    graph = program.graph
     env = bind_symbols(graph, inputs, syms)
     for s, bound in graph.sym_bounds:
         env.setdefault(s, bound if isinstance(bound, int) else bound.eval(env))
-    return program, env
+    return env
 
 
 def _leaves(art, args, kwargs):
