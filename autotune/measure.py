@@ -133,8 +133,7 @@ def compute_tolerance(node) -> float:
     sub = node.attr("graph") if node.op == "fused" else None
     if sub is not None:
         types += [t for n in sub.nodes for t in n.types]
-    tols = [TOLERANCE.get(t.dtype, FP8_TOLERANCE) for t in types if getattr(t, "dtype", None) is not None
-            and t.dtype.is_floating_point]
+    tols = [TOLERANCE.get(t.dtype, FP8_TOLERANCE) for t in types if t.dtype.is_floating_point]
     return max(tols, default=TOLERANCE[torch.float32])
 
 

@@ -2,13 +2,10 @@
 the token count its runs plan for (found on the GPU: the packed token count was
 unbound and ``braze tune`` of a padded batch raised KeyError)."""
 import pytest
-import torch
 
 from braze.autotune.model import model_tasks
 from braze.compiler import hf_models
 from braze.config import Options
-
-pytest.importorskip("tvm", reason="tasks list the CPU code generators")
 
 
 @pytest.mark.parametrize("cuda_graphs", [False, True])
