@@ -1,6 +1,6 @@
 """Attention kernels on the GPU: braze's Triton template vs SDPA, same run.
 
-    python bench/attention.py [--quick] [--only prefill,gqa,decode,hf]
+    python bench/attention.py [--quick] [--only prefill,gqa,decode,mask,hf]
 
 For each shape: check against a float64 reference (a slice of heads) and
 SDPA, search a small set of configs (valid in the template's space), print
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import sys
 import time
@@ -72,7 +71,7 @@ def prefill_candidates(problem, dev) -> list[dict]:
         for pack in ((False, True) if problem["groups"] > 1 else (False,)):
             for tma in (False, True):
                 out.append({"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s, "PACK_GQA": pack,
-                            "TMA": tma, "SPLITS": 1})
+                            "TMA": tma, "SPLITS": 1, "MASK_SKIP": problem["mask"] != "none"})
     return [c for c in out if ATTENTION_SPACE.valid(c, problem, dev)]
 
 
@@ -223,6 +222,56 @@ class HFEagerAttention(torch.nn.Module):
         return torch.matmul(w, v)
 
 
+MASKED = [  # name, B, Hq, Hkv, S, D: the HF-eager shapes with the causal mask given as data
+    ("mask_gqa", 8, 32, 8, 2048, 64),
+    ("mask_llama8b", 4, 32, 8, 4096, 128),
+]
+
+
+def run_mask(spec, dev, quick):
+    """A causal mask given as data ([B, 1, S, S] additive, finfo.min, batch-broadcast):
+    the template with MASK_SKIP (block summary), without it, and with the mask proven
+    causal (no operand), against SDPA given the same mask. TFLOP/s count the causal half."""
+    name, B, Hq, Hkv, S, D = spec
+    g = Hq // Hkv
+    q = torch.randn(B, Hq, S, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, Hkv, S, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, Hkv, S, D, device="cuda", dtype=torch.bfloat16)
+    mask = torch.full((S, S), torch.finfo(torch.bfloat16).min, device="cuda", dtype=torch.bfloat16).triu(1)
+    mask = mask[None, None].expand(B, 1, S, S)
+    scale = D ** -0.5
+    problem = dict(problem_of(B, Hq, Hkv, S, S, D, "none"), mask="additive")
+    cfg = default_config(problem, dev)
+    causal_cfg = default_config(problem_of(B, Hq, Hkv, S, S, D, "bottom_right"), dev)
+
+    def run(skip):
+        return attention_dense(q, k, v, mask, config=dict(cfg, MASK_SKIP=skip), scale=scale, mask_kind="additive",
+                               groups=g)
+
+    def causal():
+        return attention_dense(q, k, v, config=causal_cfg, scale=scale, causal="bottom_right", groups=g)
+
+    kr, vr = (k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)) if g > 1 else (k, v)
+
+    def sdpa():
+        return torch.nn.functional.scaled_dot_product_attention(q, kr, vr, attn_mask=mask, scale=scale)
+
+    want = causal()
+    errs = {"skip": rel_err(run(True), want), "no_skip": rel_err(run(False), want), "sdpa": rel_err(sdpa(), want)}
+    assert max(errs.values()) < 1e-2, f"{name}: errors {errs}"
+    flops = 4 * B * Hq * S * S * D * 0.5
+    ms = {"skip": bench_ms(lambda: run(True)), "no_skip": bench_ms(lambda: run(False)),
+          "causal_attr": bench_ms(causal), "sdpa_mask": bench_ms(sdpa)}
+    row = {"name": name, "kind": "mask", "shape": f"B{B} H{Hq}/{Hkv} S{S} D{D} bf16 causal mask as data",
+           **{f"{k}_ms": v for k, v in ms.items()}, **{f"{k}_tflops": flops / v / 1e9 for k, v in ms.items()},
+           "ratio_skip_vs_no_skip": ms["no_skip"] / ms["skip"], "ratio_vs_sdpa": ms["sdpa_mask"] / ms["skip"],
+           "config": cfg, "errors_vs_causal": errs}
+    print(f"{name}: mask skip {row['skip_tflops']:.0f} TFLOP/s, no skip {row['no_skip_tflops']:.0f}, "
+          f"causal attribute {row['causal_attr_tflops']:.0f}, SDPA with the mask {row['sdpa_mask_tflops']:.0f}",
+          flush=True)
+    return row
+
+
 def run_hf(dev, quick):
     import braze
 
@@ -267,7 +316,7 @@ def run_hf(dev, quick):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="time the default config only")
-    ap.add_argument("--only", default="prefill,gqa,decode,hf")
+    ap.add_argument("--only", default="prefill,gqa,decode,mask,hf")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/attention.py needs a CUDA GPU")
@@ -284,6 +333,9 @@ def main() -> None:
     if "decode" in only:
         for spec in DECODE:
             rows.append(run_decode(spec, dev, args.quick))
+    if "mask" in only:
+        for spec in MASKED:
+            rows.append(run_mask(spec, dev, args.quick))
     if "hf" in only:
         try:
             rows.extend(run_hf(dev, args.quick))
@@ -309,6 +361,10 @@ def main() -> None:
                   f"{r['target_tbs']:>7.1f}*  TB/s K/V, CUDA graph (*target in TB/s)")
             print(f"{r['name'] + ' eager':<18}{r['braze_eager_tbs']:>10.2f}{r['sdpa_eager_tbs']:>11.2f}"
                   f"{r['sdpa_eager_ms'] / r['braze_eager_ms']:>8.2f}{'':>8}  TB/s K/V, plain launches")
+        elif r["kind"] == "mask":
+            print(f"{r['name']:<18}{r['skip_tflops']:>10.0f}{r['sdpa_mask_tflops']:>11.0f}{r['ratio_vs_sdpa']:>8.2f}"
+                  f"{'':>8}  TFLOP/s vs SDPA with the mask (no skip {r['no_skip_tflops']:.0f}, "
+                  f"causal attribute {r['causal_attr_tflops']:.0f})")
         else:
             print(f"{r['name']:<18}{r['braze_tflops']:>10.0f}{r['torch_compile_tflops']:>11.0f}"
                   f"{r['ratio_vs_torch_compile']:>8.2f}{r['target_ratio']:>8.2f}  TFLOP/s vs torch.compile")

@@ -71,7 +71,8 @@ def test_compiled_variants(case):
     slopes = torch.rand(Hq, device=dev) * 0.1 if alibi else None
     attrs = dict(scale=D ** -0.5, causal=causal, window=window, groups=Hq // Hkv, mask_kind=mask_kind or "none")
     problem = {"B": B, "Hq": Hq, "Hkv": Hkv, "groups": Hq // Hkv, "Sq": Sq, "Sk": Sk, "D": D, "Dv": D,
-               "dtype": {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}[dtype]}
+               "dtype": {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}[dtype],
+               "mask": mask_kind or "none"}
     cfg = dict(default_config(problem, device_info(dev)), **(over or {}))
     out = attention_dense(q, k, v, mask, slopes, config=cfg, **attrs)
     ref = attention_reference(q.double(), k.double(), v.double(),
@@ -79,6 +80,39 @@ def test_compiled_variants(case):
                               slopes, **attrs)
     assert torch.isfinite(out).all()
     assert _rel(out, ref) <= TOL[dtype], (cfg, _rel(out, ref))
+
+
+@pytest.mark.parametrize("left,groups,D", [(False, 1, 128), (True, 4, 64)])
+def test_mask_skip_compiled(left, groups, D):
+    """An HF causal + padding mask given as data: block skipping on and off against float64."""
+    from braze.autotune.space import device_info
+    from braze.compiler.codegen.triton_attention.launch import attention_dense
+    from braze.compiler.codegen.triton_attention.space import default_config
+
+    B, Hkv, S = 3, 4, 700
+    lengths = [700, 333, 1]
+    i = torch.arange(S, device="cuda")
+    keep = (i[None, :] <= i[:, None]).expand(B, S, S).clone()
+    for b, n in enumerate(lengths):
+        if left:
+            keep[b, :, :S - n] = False
+        else:
+            keep[b, :, n:] = False
+    mask = torch.zeros(B, 1, S, S, device="cuda", dtype=torch.bfloat16)
+    mask = mask.masked_fill(~keep[:, None], torch.finfo(torch.bfloat16).min)
+    q = torch.randn(B, S, Hkv * groups, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+    k = torch.randn(B, S, Hkv, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+    v = torch.randn(B, S, Hkv, D, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+    attrs = dict(scale=D ** -0.5, groups=groups, mask_kind="additive")
+    problem = {"B": B, "Hq": Hkv * groups, "Hkv": Hkv, "groups": groups, "Sq": S, "Sk": S, "D": D, "Dv": D,
+               "dtype": "bf16", "mask": "additive"}
+    cfg = default_config(problem, device_info("cuda"))
+    assert cfg["MASK_SKIP"]
+    ref = attention_reference(q.double(), k.double(), v.double(), mask.double(), None, **attrs)
+    for skip in (True, False):
+        out = attention_dense(q, k, v, mask, None, config=dict(cfg, MASK_SKIP=skip), **attrs)
+        assert torch.isfinite(out).all()
+        assert _rel(out, ref) <= TOL[torch.bfloat16], (skip, _rel(out, ref))
 
 
 def test_compiled_varlen():

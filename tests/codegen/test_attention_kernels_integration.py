@@ -259,11 +259,16 @@ def test_defaults_are_valid_on_h100_and_cpu(problem):
 def test_constraints_reject_what_does_not_fit():
     p = _problem(D=256, Dv=256)
     big = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 5, "PACK_GQA": False, "TMA": False,
-           "SPLITS": 1}
+           "SPLITS": 1, "MASK_SKIP": False}
     assert "shared memory: Q tile + num_stages K/V tiles" in space.ATTENTION_SPACE.violations(big, p, H100)
     assert space.ATTENTION_SPACE.violations(dict(big, SPLITS=4, num_stages=1, BLOCK_N=32, BLOCK_M=64,
                                                  num_warps=8), p, H100) == \
         ["SPLITS > 1 only for decode (Sq <= 16), >= one block per split"]
     assert "PACK_GQA needs groups > 1" in space.ATTENTION_SPACE.violations(dict(big, PACK_GQA=True), p, H100)
+    assert "MASK_SKIP needs a mask operand" in space.ATTENTION_SPACE.violations(dict(big, MASK_SKIP=True), p, H100)
+    # a mask operand's tiles are pipelined with K and V: they count in shared memory
+    fits = dict(big, BLOCK_M=128, BLOCK_N=64, num_stages=3, num_warps=8)
+    assert not space.ATTENTION_SPACE.violations(fits, _problem(), H100)
+    assert space.smem_bytes(fits, _problem(mask="additive")) == space.smem_bytes(fits, _problem()) + 3 * 128 * 64 * 2
     n = sum(1 for _ in space.ATTENTION_SPACE.configs(_problem(B=8, Hkv=8, groups=4, Sq=1), H100))
     assert 0 < n < space.ATTENTION_SPACE.size()

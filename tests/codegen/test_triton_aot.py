@@ -87,3 +87,42 @@ def test_bmm_epilogue_with_views_compiles():
     cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "num_warps": 4, "num_stages": 2, "SPLIT_K": 1, "TMA": 0}
     (c,) = _compile(node, feed, cfg)
     assert c.features.get("wgmma", 0) > 0
+
+
+@pytest.mark.parametrize("case", ["causal", "mask_skip", "gqa_packed", "decode_split_tma"])
+def test_attention_template_compiles_for_hopper(case):
+    import math
+
+    from braze.compiler.codegen.triton.aot import compile_attention_for_target
+
+    B, Hq, Hkv, S, D, Sk = 2, 8, 2, 256, 128, 256
+    cfg = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "PACK_GQA": False, "TMA": False,
+           "SPLITS": 1}
+    mask, attrs = None, dict(causal="bottom_right", mask_kind="none")
+    if case == "mask_skip":
+        mask = torch.full((S, S), torch.finfo(BF16).min, dtype=BF16).triu(1)[None, None].expand(B, 1, S, S)
+        attrs = dict(causal="none", mask_kind="additive")
+        cfg["MASK_SKIP"] = True
+    elif case == "gqa_packed":
+        D = 64
+        cfg["PACK_GQA"] = True
+    elif case == "decode_split_tma":
+        S, Sk = 1, 4096
+        cfg.update(BLOCK_M=16, BLOCK_N=128, num_warps=4, PACK_GQA=True, TMA=True, SPLITS=8)
+    q = torch.empty(B, S, Hq, D, dtype=BF16).transpose(1, 2)
+    k = torch.empty(B, Sk, Hkv, D, dtype=BF16).transpose(1, 2)
+    v = torch.empty(B, Sk, Hkv, D, dtype=BF16).transpose(1, 2)
+    if case == "decode_split_tma":
+        k, v = k.contiguous(), v.contiguous()
+    out = compile_attention_for_target(q, k, v, mask, config=cfg, scale=1 / math.sqrt(D), groups=Hq // Hkv, **attrs)
+    names = [c.name for c in out]
+    want = {"causal": ["attention_fwd_kernel"], "gqa_packed": ["attention_fwd_kernel"],
+            "mask_skip": ["mask_tile_flags_kernel", "mask_block_summary_kernel", "attention_fwd_kernel"],
+            "decode_split_tma": ["attention_fwd_kernel", "attention_combine_kernel"]}[case]
+    assert names == want
+    main = out[names.index("attention_fwd_kernel")]
+    if case == "decode_split_tma":
+        assert main.features.get("cp.async.bulk.tensor", 0) > 0, main.features
+    else:
+        assert main.features.get("wgmma", 0) > 0, main.features
+    assert main.resources.get("LOCAL", 0) == 0

@@ -12,6 +12,7 @@ Used by the tests and by developers; the runtime never needs it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import os
 import re
@@ -126,34 +127,64 @@ def resources(cubin: bytes) -> dict:
     return {k: int(v) for k, v in re.findall(r"(REG|STACK|SHARED|LOCAL|CONSTANT\[\d+\]):(\d+)", text)}
 
 
-def compile_for_target(kernel, config: Mapping[str, Any], inputs: Sequence, arch: int = 90,
-                       warp_size: int = 32) -> list[Compiled]:
-    """Compile every launch of ``kernel.compile(config)(*inputs)`` for ``cuda`` sm_``arch``."""
+@contextlib.contextmanager
+def compiling_for(module, arch: int = 90, warp_size: int = 32):
+    """Within the block, every public ``@triton.jit`` function of ``module`` compiles for
+    ``cuda`` sm_``arch`` when launched (``fn[grid](...)``) instead of running; the list
+    yielded collects one :class:`Compiled` per launch."""
     from triton.backends.compiler import GPUTarget
     from triton.runtime import driver
     from triton.runtime.jit import JITFunction
 
-    mod = _fresh_module(kernel, f"sm{arch}")
-    out: list = []
-    for name, obj in list(vars(mod).items()):
-        if isinstance(obj, JITFunction) and not name.startswith("_"):
-            setattr(mod, name, _Intercept(obj, out))
+    raw: list = []
+    saved = {name: obj for name, obj in vars(module).items()
+             if isinstance(obj, JITFunction) and not name.startswith("_")}
+    for name, obj in saved.items():
+        setattr(module, name, _Intercept(obj, raw))
     # NOTE: restore the previous active driver as it was (possibly unset):
     # reset_active() would create the default driver, which fails without a GPU.
     prev = getattr(driver, "_active", None)
     driver.set_active(_FakeDriver(GPUTarget("cuda", arch, warp_size)))
+    result: list = []
     try:
         with _env(TRITON_INTERPRET="0", TRITON_CACHE_DIR=os.environ.get("TRITON_CACHE_DIR") or
                   str(Path(tempfile.gettempdir()) / "braze-aot-triton-cache")):
-            mod.launch(*inputs, **{k: config[k] for k in kernel.space.names})
+            yield result
     finally:
         driver._active = prev
-    result = []
-    for name, cfg, ck in out:
-        asm = ck.asm
-        result.append(Compiled(name, dict(config), asm.get("ptx", ""), int(getattr(ck.metadata, "shared", 0)),
-                               resources(asm.get("cubin", b""))))
-    return result
+        for name, obj in saved.items():
+            setattr(module, name, obj)
+        for name, cfg, ck in raw:
+            asm = ck.asm
+            result.append(Compiled(name, cfg, asm.get("ptx", ""), int(getattr(ck.metadata, "shared", 0)),
+                                   resources(asm.get("cubin", b""))))
+
+
+def compile_for_target(kernel, config: Mapping[str, Any], inputs: Sequence, arch: int = 90,
+                       warp_size: int = 32) -> list[Compiled]:
+    """Compile every launch of ``kernel.compile(config)(*inputs)`` for ``cuda`` sm_``arch``."""
+    mod = _fresh_module(kernel, f"sm{arch}")
+    with compiling_for(mod, arch, warp_size) as out:
+        mod.launch(*inputs, **{k: config[k] for k in kernel.space.names})
+    return [dataclasses.replace(c, config=dict(config)) for c in out]
+
+
+def compile_attention_for_target(q, k, v, mask=None, slopes=None, *, config: Mapping[str, Any], arch: int = 90,
+                                 **attrs) -> list[Compiled]:
+    """Compile the attention template's launches of ``attention_dense(q, k, v, ...)`` (CPU
+    tensors of the real shapes and strides) for ``cuda`` sm_``arch``."""
+    from braze.compiler.codegen.triton_attention import launch
+
+    with _env(TRITON_INTERPRET="0"):
+        tpl = launch._template(interp=False)
+        plan = launch._plan_dense(q, k, v, mask, slopes, attrs.pop("scale"), attrs.pop("causal", "none"),
+                                  attrs.pop("window", None), attrs.pop("groups", 1), attrs.pop("mask_kind", "none"),
+                                  dict(config))
+    if attrs:
+        raise TypeError(f"unknown attention attributes {sorted(attrs)}")
+    with compiling_for(tpl, arch) as out:
+        launch._run_dense(plan, q, k, v, mask, slopes)
+    return out
 
 
 def available() -> Optional[str]:

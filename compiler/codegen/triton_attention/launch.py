@@ -148,6 +148,15 @@ class _DensePlan:
     combine_ints: tuple = ()
     combine_consts: dict = field(default_factory=dict)
     tma_blocks: Optional[tuple] = None
+    summary_shape: tuple = ()     # the mask's block summary (MASK_SKIP), empty when not used
+    flags_shape: tuple = ()
+    row_vis_shape: tuple = ()
+    flags_grid: tuple = ()
+    summary_grid: tuple = ()
+    flags_ints: tuple = ()
+    flags_consts: dict = field(default_factory=dict)
+    summary_ints: tuple = ()
+    summary_consts: dict = field(default_factory=dict)
     slopes_cast: bool = False
     config: dict = field(default_factory=dict)
     interp: bool = False          # NOTE: TRITON_INTERPRET as read when planned (tensors keep their device)
@@ -237,14 +246,15 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
     m_strides = m.stride() if m is not None else (0, 0, 0, 0)
     bd, bdv = pow2(D), pow2(Dv)
     use_tma = bool(config.get("TMA", False)) and tma_ok(k, bd) and tma_ok(v, bdv)
+    summary = _summary_plan(m, mask_kind, config, B, Sq, Sk, bm, bn, groups if pack else 1)
     ints = (*q.stride(), *k.stride(), *v.stride(), *ko_strides, *m_strides, *l_strides,
-            Hq, groups, Sq, Sk, int(window or 0), chunk)
+            Hq, groups, Sq, Sk, int(window or 0), chunk, summary.pop("ssum", 0))
     consts = dict(HEAD_D=D, HEAD_DV=Dv, BLOCK_D=bd, BLOCK_DV=bdv, BLOCK_M=bm, BLOCK_N=bn,
                   CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
                   HAS_ALIBI=slopes is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1,
                   DOT_PREC=_dot_prec(q.dtype), DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma,
-                  num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
-    plan = _DensePlan(trivial="", grid=(triton_cdiv(rows, bm), n_prog, splits), ints=ints, consts=consts,
+                  HAS_SUMMARY=bool(summary), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+    plan = _DensePlan(trivial="", grid=(triton_cdiv(rows, bm), n_prog, splits), ints=ints, consts=consts, **summary,
                       scale2=float(scale) * LOG2E, splits=splits,
                       tma_blocks=([1, 1, bn, bd], [1, 1, bn, bdv]) if use_tma else None,
                       slopes_cast=slopes is not None and (slopes.dtype != torch.float32 or not slopes.is_contiguous()
@@ -256,6 +266,65 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
         plan.combine_consts = dict(HEAD_DV=Dv, BLOCK_DV=bdv, SPLITS_P2=pow2(splits, 2),
                                    num_warps=4 if Dv >= 128 else 2)
     return plan
+
+
+# Additive mask values at or below this are "masked" for block skipping (HF writes
+# finfo(dtype).min, older models -inf): exp2 of such a score next to a visible one is 0.
+VISIBLE_ABOVE = -1e30
+
+
+def _summary_plan(m, mask_kind: str, config: Mapping, B: int, Sq: int, Sk: int, bm: int, bn: int,
+                  groups: int) -> dict:
+    """The launches that summarise a mask operand per block (``MASK_SKIP``, on by default):
+    ``mask_tile_flags_kernel`` over every (key block, query block, batch) tile, then
+    ``mask_block_summary_kernel`` per query block. ``{}`` without a mask, or when packed
+    GQA rows do not cut into whole tokens (BLOCK_M not a multiple of the group)."""
+    if m is None or not config.get("MASK_SKIP", True) or bm % groups:
+        return {}
+    tb = bm // groups                      # query tokens per row block
+    smb, smh, smq, smk = m.stride()
+    bs = B if smb else 1
+    hm = m.shape[1] if smh else 1
+    n_qb, n_kb = triton_cdiv(Sq, tb), triton_cdiv(Sk, bn)
+    ssum = n_qb * 4 if smb else 0
+    sfb, srb, srh = n_qb * n_kb, hm * Sq, Sq
+    rows = pow2(tb)
+    return dict(summary_shape=(bs, n_qb, 4), flags_shape=(bs, n_qb, n_kb), row_vis_shape=(bs, hm, Sq),
+                flags_grid=(n_kb, n_qb, bs), summary_grid=(n_qb, bs),
+                flags_ints=(smb, smh, smq, smk, hm, Sq, Sk, sfb, srb, srh),
+                flags_consts=dict(TOK_BLOCK=tb, ROWS=rows, BLOCK_N=bn, MASK_KIND=MASK_CODES[mask_kind],
+                                  VISIBLE_ABOVE=VISIBLE_ABOVE, num_warps=4 if rows * bn >= 4096 else 2),
+                summary_ints=(hm, Sq, n_kb, sfb, srb, srh, ssum),
+                summary_consts=dict(TOK_BLOCK=tb, ROWS=rows, num_warps=1),
+                ssum=ssum)
+
+
+def _summarise(tpl, plan, mask: torch.Tensor) -> torch.Tensor:
+    """Launch the two summary kernels of ``plan`` (a dict or a _DensePlan) on ``mask``
+    (bool masks viewed as uint8)."""
+    get = plan.get if isinstance(plan, dict) else lambda k: getattr(plan, k)
+    dev = mask.device
+    flags = torch.empty(get("flags_shape"), dtype=torch.int8, device=dev)
+    row_vis = torch.zeros(get("row_vis_shape"), dtype=torch.int32, device=dev)
+    summary = torch.empty(get("summary_shape"), dtype=torch.int32, device=dev)
+    tpl.mask_tile_flags_kernel[get("flags_grid")](mask, flags, row_vis, *get("flags_ints"), **get("flags_consts"))
+    tpl.mask_block_summary_kernel[get("summary_grid")](flags, row_vis, summary, *get("summary_ints"),
+                                                       **get("summary_consts"))
+    return summary
+
+
+def mask_summary(mask: torch.Tensor, mask_kind: str, shape: tuple, block_m: int, block_n: int,
+                 groups: int = 1) -> torch.Tensor:
+    """The block summary the attention kernel reads for ``mask`` broadcast to ``shape``
+    ``(B, Hq, Sq, Sk)`` with row blocks of ``block_m`` (``block_m // groups`` tokens when
+    GQA rows are packed): int32 ``[B or 1, row blocks, 4]`` (for tests and inspection)."""
+    m = _mask4(mask, mask_kind, shape)
+    B, _, Sq, Sk = shape
+    plan = _summary_plan(m, mask_kind, {}, B, Sq, Sk, block_m, block_n, groups)
+    if not plan:
+        raise ValueError(f"braze triton attention: no mask summary for BLOCK_M {block_m} and {groups} packed heads")
+    check_device(m)
+    return _summarise(_template(), plan, mask.view(torch.uint8) if mask.dtype == torch.bool else mask)
 
 
 def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
@@ -276,9 +345,10 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
         lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=plan.device)
     else:
         o_t, lse = out, q  # q: placeholder pointer, never read
+    summary = _summarise(tpl, plan, mask) if plan.summary_shape else q
     tpl.attention_fwd_kernel[plan.grid](
         q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, desc_k, desc_v,
-        plan.scale2, *plan.ints, **plan.consts)
+        summary, plan.scale2, *plan.ints, **plan.consts)
     if plan.splits > 1:
         tpl.attention_combine_kernel[plan.combine_grid](o_t, lse, out, *plan.combine_ints, **plan.combine_consts)
     return out
@@ -343,15 +413,15 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_s
     # [T, H, D] is [B=1, H, T, D] with batch stride 0 and the token offset from cu_seqlens.
     qs, ks, vs, os_ = q.stride(), k.stride(), v.stride(), out.stride()
     tpl.attention_fwd_kernel[grid](
-        q, k, v, out, q, sl if sl is not None else q, q, cq, ck, None, None,
+        q, k, v, out, q, sl if sl is not None else q, q, cq, ck, None, None, q,
         float(scale) * LOG2E,
         0, qs[1], qs[0], qs[2], 0, ks[1], ks[0], ks[2], 0, vs[1], vs[0], vs[2], 0, os_[1], os_[0], os_[2], 0,
         0, 0, 0, 0, 0, 0, 0, 0,
-        Hq, groups, max_seqlen_q, int(max_seqlen_k or 0), int(window or 0), 0,
+        Hq, groups, max_seqlen_q, int(max_seqlen_k or 0), int(window or 0), 0, 0,
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, num_warps=int(config["num_warps"]),
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, HAS_SUMMARY=False, num_warps=int(config["num_warps"]),
         num_stages=int(config["num_stages"]))
     return out
 

@@ -3,8 +3,10 @@
 Knobs: BLOCK_M (query rows per program), BLOCK_N (keys per inner step),
 num_warps, num_stages (software pipelining of the K/V loads), PACK_GQA (the
 query heads sharing one K/V head in one program), TMA (K/V through tensor
-descriptors, Hopper) and SPLITS (split-KV chunks, merged by the combine
-kernel; decode). The problem is the dict of
+descriptors, Hopper), SPLITS (split-KV chunks, merged by the combine
+kernel; decode) and MASK_SKIP (with a mask operand: a summary kernel reads the
+mask once, and each row block then visits only the key blocks the mask leaves
+visible and skips the mask load where it adds nothing; on by default). The problem is the dict of
 ``problem()`` in ``candidates.py``: B, Hq, Hkv, groups, Sq, Sk (pow2
 buckets), D, Dv, dtype, causal, window, mask, alibi.
 
@@ -34,10 +36,12 @@ def _rows(config: Config, problem: Problem) -> int:
 
 
 def smem_bytes(config: Config, problem: Problem) -> int:
-    """Shared memory of one program: the Q tile plus num_stages K and V tiles."""
+    """Shared memory of one program: the Q tile plus num_stages K and V tiles (and mask
+    tiles, pipelined as well, when there is a mask operand)."""
     bd, bdv, e = _pow2(problem["D"]), _pow2(problem["Dv"]), _elt(problem)
     stages = max(1, config["num_stages"])
-    return (config["BLOCK_M"] * bd + stages * config["BLOCK_N"] * (bd + bdv)) * e
+    mask_tile = config["BLOCK_M"] if _has_mask(problem) else 0
+    return (config["BLOCK_M"] * bd + stages * config["BLOCK_N"] * (bd + bdv + mask_tile)) * e
 
 
 def regs_per_thread(config: Config, problem: Problem) -> float:
@@ -65,6 +69,14 @@ def _tma_on_device(c: Config, p: Problem, d: DeviceInfo) -> bool:
 
 def _split_for_decode(c: Config, p: Problem, d: DeviceInfo) -> bool:
     return c["SPLITS"] == 1 or (p["Sq"] <= DECODE_MAX_SQ and c["SPLITS"] * c["BLOCK_N"] <= max(p["Sk"], 1))
+
+
+def _has_mask(p: Problem) -> bool:
+    return p.get("mask", "none") != "none"
+
+
+def _skip_needs_mask(c: Config, p: Problem, d: DeviceInfo) -> bool:
+    return not c["MASK_SKIP"] or _has_mask(p)
 
 
 def _block_m_fits_rows(c: Config, p: Problem, d: DeviceInfo) -> bool:
@@ -100,7 +112,7 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         pack = decode and groups > 1
         bm = min(32, _pow2(problem["Sq"] * (groups if pack else 1)))
         return {"BLOCK_M": bm, "BLOCK_N": min(32, _pow2(problem["Sk"])), "num_warps": 4, "num_stages": 1,
-                "PACK_GQA": pack, "TMA": False, "SPLITS": 1}
+                "PACK_GQA": pack, "TMA": False, "SPLITS": 1, "MASK_SKIP": _has_mask(problem)}
     hopper = device.capability[0] >= 9
     if decode:
         # measured on an H100 (bench/attention.py, CUDA graphs): BLOCK_N 128 through TMA,
@@ -111,6 +123,7 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4, "num_stages": 3 if hopper else 2, "PACK_GQA": pack,
                "TMA": hopper and d <= 128}
         cfg["SPLITS"] = decode_splits(problem, device, bm, bn, pack)
+        cfg["MASK_SKIP"] = _has_mask(problem)
         return cfg
     if hopper:
         # measured on an H100 (bench/attention.py): 128 x 128 tiles, 8 warps, 3 stages for
@@ -129,8 +142,9 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         cfg.update(BLOCK_M=min(cfg["BLOCK_M"], 64), BLOCK_N=32, num_stages=2)
     cfg["BLOCK_M"] = min(cfg["BLOCK_M"], _pow2(problem["Sq"]))
     cfg["BLOCK_N"] = min(cfg["BLOCK_N"], _pow2(problem["Sk"]))
-    cfg.update(PACK_GQA=groups > 1 and d <= 64, TMA=False, SPLITS=1)
+    cfg.update(PACK_GQA=groups > 1 and d <= 64, TMA=False, SPLITS=1, MASK_SKIP=_has_mask(problem))
     return cfg
+
 
 
 _COMMON_KNOBS = (
@@ -151,14 +165,15 @@ _COMMON_CONSTRAINTS = (
 )
 
 ATTENTION_SPACE = Space(
-    _COMMON_KNOBS + (_TMA, Knob("SPLITS", (1, 2, 4, 8, 16, 32, 64, 128))),
+    _COMMON_KNOBS + (_TMA, Knob("SPLITS", (1, 2, 4, 8, 16, 32, 64, 128)), Knob("MASK_SKIP", (False, True))),
     _COMMON_CONSTRAINTS + (Constraint("SPLITS > 1 only for decode (Sq <= 16), >= one block per split",
-                                      _split_for_decode),),
+                                      _split_for_decode),
+                           Constraint("MASK_SKIP needs a mask operand", _skip_needs_mask)),
     default=default_config,
 )
 
 VARLEN_SPACE = Space(
-    _COMMON_KNOBS + (Knob("TMA", (False,)), Knob("SPLITS", (1,))),
+    _COMMON_KNOBS + (Knob("TMA", (False,)), Knob("SPLITS", (1,)), Knob("MASK_SKIP", (False,))),
     _COMMON_CONSTRAINTS,
     default=default_config,
 )

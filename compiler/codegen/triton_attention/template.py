@@ -139,7 +139,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
 
 @triton.jit
 def attention_fwd_kernel(
-        Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K, DESC_K, DESC_V,
+        Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K, DESC_K, DESC_V, SUMMARY,
         qk_scale,
         sqb, sqh, sqs, sqd,
         skb, skh, sks, skd,
@@ -147,15 +147,19 @@ def attention_fwd_kernel(
         sob, soh, sos, sod, sosp,
         smb, smh, smq, smk,
         slb, slh, slq, slsp,
-        n_heads_q, groups, seq_q, seq_k, window, chunk_k,
+        n_heads_q, groups, seq_q, seq_k, window, chunk_k, ssum,
         HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
         VARLEN: tl.constexpr, PACK_GQA: tl.constexpr, SPLIT: tl.constexpr, DOT_PREC: tl.constexpr,
-        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr):
+        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr, HAS_SUMMARY: tl.constexpr):
     """Attention forward. CAUSAL: 0 none, 1 top_left, 2 bottom_right.
     MASK_KIND: 0 none, 1 bool (uint8, nonzero = visible), 2 additive.
-    DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8)."""
+    DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8).
+    HAS_SUMMARY: SUMMARY (int32 ``[B or 1, row blocks, 4]``, batch stride ``ssum``, written
+    by :func:`mask_block_summary_kernel`) narrows the key range of each row block to the
+    key blocks its mask leaves visible, and the unmasked middle to the blocks where the
+    mask adds nothing (no mask load there)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -242,6 +246,10 @@ def attention_fwd_kernel(
         hi = tl.minimum(hi, p_hi + 1)
     if HAS_WINDOW:
         lo = tl.maximum(lo, p_lo - window + 1)
+    if HAS_SUMMARY:
+        s_ptr = SUMMARY + b * ssum + start_m * 4
+        lo = tl.maximum(lo, tl.load(s_ptr) * BLOCK_N)
+        hi = tl.minimum(hi, tl.load(s_ptr + 1) * BLOCK_N)
     if SPLIT:
         lo = tl.maximum(lo, pid_s * chunk_k)
         hi = tl.minimum(hi, (pid_s + 1) * chunk_k)
@@ -257,6 +265,10 @@ def attention_fwd_kernel(
     lo_a = (lo // BLOCK_N) * BLOCK_N
     fl = tl.maximum(((full_lo + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, lo_a)
     fh = tl.maximum((full_hi // BLOCK_N) * BLOCK_N, fl)
+    if HAS_SUMMARY:
+        # NOTE: the middle runs without the mask operand: keep it inside the mask's zero blocks.
+        fl = tl.maximum(fl, tl.load(s_ptr + 2) * BLOCK_N)
+        fh = tl.maximum(tl.minimum(fh, tl.load(s_ptr + 3) * BLOCK_N), fl)
 
     m_i = tl.full([BLOCK_M], 0, tl.float32) - float("inf")
     l_i = tl.full([BLOCK_M], 0, tl.float32)
@@ -275,7 +287,7 @@ def attention_fwd_kernel(
         acc, l_i, m_i = _attn_blocks(
             acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, s_lo, s_hi, lo, hi, len_k, pos, row_ok, m_off,
             slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv, seg != 1, USE_TMA, CAUSAL,
-            HAS_WINDOW, MASK_KIND, HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV, BLOCK_N, DOT_PREC, DOT_F32)
+            HAS_WINDOW, MASK_KIND * (1 - HAS_SUMMARY * (seg == 1)), HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV, BLOCK_N, DOT_PREC, DOT_F32)
 
     # Rows that saw no key: l == 0 and acc == 0 -> zeros.
     empty = l_i == 0.0
@@ -288,6 +300,109 @@ def attention_fwd_kernel(
         tl.store(LSE + tok * slq + head * slh, lse, mask=row_ok)
     o_ptrs = O + o_off[:, None] + offs_dv[None, :] * sod
     tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DV))
+
+
+@triton.jit
+def _imax(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def _imin(a, b):
+    return tl.minimum(a, b)
+
+
+@triton.jit
+def mask_tile_flags_kernel(MASK, FLAGS, ROW_VIS, smb, smh, smq, smk, n_heads_m, seq_q, seq_k, sfb, srb, srh,
+                           TOK_BLOCK: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
+                           MASK_KIND: tl.constexpr, VISIBLE_ABOVE: tl.constexpr):
+    """One program per (key block, block of TOK_BLOCK query tokens, batch) of the mask
+    operand: FLAGS ``[b, query block, key block]`` (int8) gets bit 0 when some key of
+    the tile is visible in some head, bit 1 when the mask adds nothing to any entry of
+    the tile in any head; ROW_VIS ``[b, head, token]`` (int32, zeroed) is raised to 1
+    for each row that sees a key in this tile.
+
+    Visible: bool nonzero; additive above VISIBLE_ABOVE (HF's ``finfo.min`` counts as
+    masked: its exp2 is 0 next to any visible key). "Adds nothing": bool all visible,
+    additive all 0. A tile reaching past ``seq_k`` never adds nothing (the kernel's
+    masked path bounds those keys).
+    """
+    kb = tl.program_id(0)
+    qb = tl.program_id(1)
+    b = tl.program_id(2)
+    offs_t = tl.arange(0, ROWS)
+    offs_r = qb * TOK_BLOCK + offs_t
+    r_ok = (offs_t < TOK_BLOCK) & (offs_r < seq_q)
+    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = offs_n < seq_k
+    ok = r_ok[:, None] & n_ok[None, :]
+    MASK += b.to(tl.int64) * smb
+    ROW_VIS += b.to(tl.int64) * srb
+    any_vis = n_heads_m * 0
+    all_zero = n_heads_m * 0 + 1
+    for h in range(0, n_heads_m):
+        ptrs = MASK + h * smh + offs_r[:, None] * smq + offs_n[None, :] * smk
+        if MASK_KIND == 1:
+            mv = tl.load(ptrs, mask=ok, other=0)
+            vis = mv != 0
+            zero = vis
+        else:
+            mv = tl.load(ptrs, mask=ok, other=0.0).to(tl.float32)
+            vis = mv > VISIBLE_ABOVE
+            zero = mv == 0.0
+        vis = (vis & ok).to(tl.int32)
+        # NOTE: rows past the block do not count; keys past seq_k make a tile not zero.
+        zero = ((zero | (r_ok[:, None] == 0)) & n_ok[None, :]).to(tl.int32)
+        row_vis = tl.reduce(vis, 1, _imax)
+        tl.atomic_max(ROW_VIS + h * srh + offs_r, row_vis, mask=r_ok & (row_vis > 0))
+        any_vis = tl.maximum(any_vis, tl.reduce(row_vis, 0, _imax))
+        all_zero = tl.minimum(all_zero, tl.reduce(tl.reduce(zero, 1, _imin), 0, _imin))
+    n_kb = tl.num_programs(0)
+    tl.store(FLAGS + b * sfb + qb * n_kb + kb, (any_vis + 2 * all_zero).to(tl.int8))
+
+
+@triton.jit
+def mask_block_summary_kernel(FLAGS, ROW_VIS, SUMMARY, n_heads_m, seq_q, n_kb, sfb, srb, srh, ssum,
+                              TOK_BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    """Per (block of TOK_BLOCK query tokens, batch), from :func:`mask_tile_flags_kernel`:
+    four int32 key-block indices ``[first visible, last visible + 1, zero run start,
+    zero run end)``; the zero run is the first contiguous run of tiles that add nothing.
+    If a row of the block sees no key in some head (eager gives such a row a uniform
+    average over every key), the summary is the whole range without a zero run: that
+    block keeps the full masked path.
+    """
+    qb = tl.program_id(0)
+    b = tl.program_id(1)
+    offs_t = tl.arange(0, ROWS)
+    offs_r = qb * TOK_BLOCK + offs_t
+    r_ok = (offs_t < TOK_BLOCK) & (offs_r < seq_q)
+    rows_ok = n_kb * 0 + 1
+    for h in range(0, n_heads_m):
+        rv = tl.load(ROW_VIS + b.to(tl.int64) * srb + h * srh + offs_r, mask=r_ok, other=1)
+        rows_ok = tl.minimum(rows_ok, tl.reduce(rv, 0, _imin))
+    first = n_kb + 0
+    last = n_kb * 0 - 1
+    z_lo = n_kb * 0
+    z_hi = n_kb * 0
+    started = n_kb * 0
+    flags = FLAGS + b * sfb + qb * n_kb
+    for kb in range(0, n_kb):
+        f = tl.load(flags + kb).to(tl.int32)
+        vis = (f & 1) != 0
+        zero = (f & 2) != 0
+        first = tl.where(vis, tl.minimum(first, kb), first)
+        last = tl.where(vis, kb, last)
+        start = zero & (started == 0)
+        grow = zero & (started != 0) & (z_hi == kb)
+        z_lo = tl.where(start, kb, z_lo)
+        z_hi = tl.where(start | grow, kb + 1, z_hi)
+        started = tl.where(start, 1, started)
+    full = rows_ok == 0
+    out = SUMMARY + b * ssum + qb * 4
+    tl.store(out, tl.where(full, 0, first))
+    tl.store(out + 1, tl.where(full, n_kb, last + 1))
+    tl.store(out + 2, tl.where(full, 0, z_lo))
+    tl.store(out + 3, tl.where(full, 0, z_hi))
 
 
 @triton.jit
