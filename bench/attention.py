@@ -228,16 +228,16 @@ MASKED = [  # name, B, Hq, Hkv, S, D: the HF-eager shapes with the causal mask g
 ]
 
 
-def run_mask(spec, dev, quick):
+def run_mask(spec, dev, quick, device="cuda"):
     """A causal mask given as data ([B, 1, S, S] additive, finfo.min, batch-broadcast):
     the template with MASK_SKIP (block summary), without it, and with the mask proven
     causal (no operand), against SDPA given the same mask. TFLOP/s count the causal half."""
     name, B, Hq, Hkv, S, D = spec
     g = Hq // Hkv
-    q = torch.randn(B, Hq, S, D, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(B, Hkv, S, D, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(B, Hkv, S, D, device="cuda", dtype=torch.bfloat16)
-    mask = torch.full((S, S), torch.finfo(torch.bfloat16).min, device="cuda", dtype=torch.bfloat16).triu(1)
+    q = torch.randn(B, Hq, S, D, device=device, dtype=torch.bfloat16)
+    k = torch.randn(B, Hkv, S, D, device=device, dtype=torch.bfloat16)
+    v = torch.randn(B, Hkv, S, D, device=device, dtype=torch.bfloat16)
+    mask = torch.full((S, S), torch.finfo(torch.bfloat16).min, device=device, dtype=torch.bfloat16).triu(1)
     mask = mask[None, None].expand(B, 1, S, S)
     scale = D ** -0.5
     problem = dict(problem_of(B, Hq, Hkv, S, S, D, "none"), mask="additive")
