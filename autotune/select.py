@@ -13,12 +13,13 @@ The policy, in order:
    bucket of the same kind (same software and device), one per candidate
    that has one; the choice among them is made as in step 4.
 4. **default, measured** — untuned: the first candidate's config (its
-   template default, or the nearest bucket's) and the library candidate are
-   each compiled, checked against the reference on random inputs and timed
-   a few times, in this process (the first candidate is compiled and run
-   anyway when nothing is measured, so a worker would buy no safety here,
-   only seconds of start-up; other generated candidates run only in a
-   search, in a worker process). The
+   template default, or the nearest bucket's) and every library candidate
+   (the op's torch reference, and e.g. SDPA for attention) are each
+   compiled, checked against the reference on random inputs and timed a few
+   times, in this process (the first candidate is compiled and run anyway
+   when nothing is measured, so a worker would buy no safety here, only
+   seconds of start-up; library calls compile nothing; other generated
+   candidates run only in a search, in a worker process). The
    fastest correct one wins and the measurements go to the database
    (``origin="quick"``), so the next compile of the same bucket is a
    database hit and costs nothing. Skipped where timings mean nothing
@@ -115,9 +116,10 @@ def _select(launcher, env: Mapping[str, int]):
         configs.append((k, cfg))
     if mode == "measure" and _measurable(cands):
         # NOTE: only the first candidate (which runs anyway when nothing is
-        # measured) and the library (the reference) run in this process;
-        # other generated candidates are only run by a search, in a worker.
-        best = _quick(launcher, env, [configs[0], configs[-1]], db, sw)
+        # measured) and the library calls run in this process; other
+        # generated candidates are only run by a search, in a worker.
+        picked = [configs[0]] + [(k, c) for k, c in configs[1:] if getattr(k, "backend", "") == "library"]
+        best = _quick(launcher, env, picked, db, sw)
         if best is not None:
             return Choice(best[0], best[1], source.get(id(best[0]), "default"))
     k, cfg = configs[0]

@@ -105,3 +105,36 @@ def test_a_corrupt_database_still_runs_with_defaults(tmp_path, generators, caplo
     assert any("is not a SQLite file" in m and str(path) in m for m in msgs)
     assert path.read_bytes() == junk
     dbmod.forget_open()
+
+
+def test_every_library_candidate_is_measured_untuned(db_path, generators, monkeypatch):
+    # An attention node's candidates are [Triton template, SDPA (a library call), the op's
+    # reference]: the library call in the middle must be measured too, or braze could keep a
+    # slower generated kernel than the library it is meant never to lose to.
+    from braze.compiler import kernels
+    from braze.compiler.kernels import LibraryKernel
+
+    class SlowFirst(tg.TvmMatmul):
+        def compile(self, config):
+            fast = super().compile(config)
+
+            def run(*xs):
+                for _ in range(20):
+                    out = fast(*xs)
+                return out
+            return run
+
+    def three(node, graph, options, device):
+        if node.op != "fused":
+            return []
+        return [SlowFirst(node), LibraryKernel(node, name="library_alternative")]
+
+    generators()
+    monkeypatch.setattr(kernels, "GENERATORS", [("tvm", three)])
+    prog, (x, w), out = run(tg.gemm_graph(64, 48, 40), Options(), (64, 48), (48, 40))
+    torch.testing.assert_close(out, torch.relu(x @ w), rtol=1e-5, atol=1e-5)
+    quick = get_db().trials(origin="quick")
+    assert sorted(t.kernel_name for t in quick) == sorted(
+        ["tvm_test_matmul_relu", "library_alternative", "library_gemm_gemm_relu"])
+    choice = next(iter(only_launcher(prog).choices.values()))
+    assert choice.kernel.backend == "library"
