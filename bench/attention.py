@@ -291,6 +291,7 @@ def run_hf(dev, quick):
         args = (q, k, v) if in_graph else (q, k, v, mask)
         report = braze.explain(mod, *args)
         found = any("attention(" in gr.final_ir for gr in report.graphs)
+        chosen = [k.name for k in report.kernels if "attention" in k.name]
         if not found:
             print(f"{name}: skipped: braze produced no attention node for the HF-eager module "
                   f"(the attention pass has not landed)", flush=True)
@@ -309,7 +310,8 @@ def run_hf(dev, quick):
         rows.append({"name": name, "kind": "hf", "shape": f"B{B} H{Hq}/{Hkv} S{S} D{D} bf16 causal mask",
                      "braze_ms": ms_b, "torch_compile_ms": ms_t, "ratio_vs_torch_compile": ms_t / ms_b,
                      "target_ratio": 8.0, "braze_tflops": flops / ms_b / 1e9,
-                     "torch_compile_tflops": flops / ms_t / 1e9, "err_vs_torch_compile": err})
+                     "torch_compile_tflops": flops / ms_t / 1e9, "err_vs_torch_compile": err,
+                     "braze_attention_kernel": chosen})
     return rows
 
 
