@@ -295,7 +295,7 @@ def _summary_plan(m, mask_kind: str, config: Mapping, B: int, Sq: int, Sk: int, 
                 flags_consts=dict(TOK_BLOCK=tb, ROWS=rows, BLOCK_N=bn, MASK_KIND=MASK_CODES[mask_kind],
                                   VISIBLE_ABOVE=VISIBLE_ABOVE, num_warps=4 if rows * bn >= 4096 else 2),
                 summary_ints=(hm, Sq, n_kb, sfb, srb, srh, ssum),
-                summary_consts=dict(TOK_BLOCK=tb, ROWS=rows, num_warps=1),
+                summary_consts=dict(TOK_BLOCK=tb, ROWS=rows, KB_P2=pow2(n_kb), num_warps=4 if n_kb > 256 else 1),
                 ssum=ssum)
 
 

@@ -363,13 +363,14 @@ def mask_tile_flags_kernel(MASK, FLAGS, ROW_VIS, smb, smh, smq, smk, n_heads_m, 
 
 @triton.jit
 def mask_block_summary_kernel(FLAGS, ROW_VIS, SUMMARY, n_heads_m, seq_q, n_kb, sfb, srb, srh, ssum,
-                              TOK_BLOCK: tl.constexpr, ROWS: tl.constexpr):
+                              TOK_BLOCK: tl.constexpr, ROWS: tl.constexpr, KB_P2: tl.constexpr):
     """Per (block of TOK_BLOCK query tokens, batch), from :func:`mask_tile_flags_kernel`:
     four int32 key-block indices ``[first visible, last visible + 1, zero run start,
     zero run end)``; the zero run is the first contiguous run of tiles that add nothing.
     If a row of the block sees no key in some head (eager gives such a row a uniform
     average over every key), the summary is the whole range without a zero run: that
-    block keeps the full masked path.
+    block keeps the full masked path. KB_P2: the key blocks rounded up to a power of 2
+    (the flags of a row block are read as one vector).
     """
     qb = tl.program_id(0)
     b = tl.program_id(1)
@@ -380,29 +381,21 @@ def mask_block_summary_kernel(FLAGS, ROW_VIS, SUMMARY, n_heads_m, seq_q, n_kb, s
     for h in range(0, n_heads_m):
         rv = tl.load(ROW_VIS + b.to(tl.int64) * srb + h * srh + offs_r, mask=r_ok, other=1)
         rows_ok = tl.minimum(rows_ok, tl.reduce(rv, 0, _imin))
-    first = n_kb + 0
-    last = n_kb * 0 - 1
-    z_lo = n_kb * 0
-    z_hi = n_kb * 0
-    started = n_kb * 0
-    flags = FLAGS + b * sfb + qb * n_kb
-    for kb in range(0, n_kb):
-        f = tl.load(flags + kb).to(tl.int32)
-        vis = (f & 1) != 0
-        zero = (f & 2) != 0
-        first = tl.where(vis, tl.minimum(first, kb), first)
-        last = tl.where(vis, kb, last)
-        start = zero & (started == 0)
-        grow = zero & (started != 0) & (z_hi == kb)
-        z_lo = tl.where(start, kb, z_lo)
-        z_hi = tl.where(start | grow, kb + 1, z_hi)
-        started = tl.where(start, 1, started)
+    kb = tl.arange(0, KB_P2)
+    f = tl.load(FLAGS + b * sfb + qb * n_kb + kb, mask=kb < n_kb, other=0).to(tl.int32)
+    vis = (f & 1) != 0
+    zero = (f & 2) != 0
+    first = tl.reduce(tl.where(vis, kb, n_kb), 0, _imin)
+    last = tl.reduce(tl.where(vis, kb, -1), 0, _imax)
+    z_lo = tl.reduce(tl.where(zero, kb, n_kb), 0, _imin)
+    z_hi = tl.reduce(tl.where((kb > z_lo) & (zero == 0), kb, n_kb), 0, _imin)
     full = rows_ok == 0
+    none = full | (z_lo >= n_kb)  # no zero run: written as the empty run [0, 0)
     out = SUMMARY + b * ssum + qb * 4
     tl.store(out, tl.where(full, 0, first))
     tl.store(out + 1, tl.where(full, n_kb, last + 1))
-    tl.store(out + 2, tl.where(full, 0, z_lo))
-    tl.store(out + 3, tl.where(full, 0, z_hi))
+    tl.store(out + 2, tl.where(none, 0, z_lo))
+    tl.store(out + 3, tl.where(none, 0, z_hi))
 
 
 @triton.jit
