@@ -94,6 +94,11 @@ def test_gqa(pack):
     run_dense(B=2, Hq=6, Hkv=2, Sq=23, Sk=29, causal="bottom_right", config=cfg(32, 16, pack=pack))
 
 
+def test_packed_gqa_rows_in_256_row_blocks():
+    # 70 tokens x 4 heads = 280 rows: a full 256-row block and a ragged one.
+    run_dense(Hq=8, Hkv=2, Sq=70, Sk=75, causal="bottom_right", config=cfg(256, 32, pack=True))
+
+
 def test_mqa_packed_rows_span_blocks():
     # 8 query heads on one K/V head: 8 * 9 rows cut into 16-row blocks across tokens.
     run_dense(Hq=8, Hkv=1, Sq=9, Sk=30, causal="top_left", config=cfg(16, 16, pack=True))

@@ -148,7 +148,7 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
 
 
 _COMMON_KNOBS = (
-    Knob("BLOCK_M", (16, 32, 64, 128)),
+    Knob("BLOCK_M", (16, 32, 64, 128, 256)),
     Knob("BLOCK_N", (16, 32, 64, 128)),
     Knob("num_warps", (2, 4, 8)),
     Knob("num_stages", (1, 2, 3, 4, 5)),
