@@ -148,15 +148,7 @@ class _DensePlan:
     combine_ints: tuple = ()
     combine_consts: dict = field(default_factory=dict)
     tma_blocks: Optional[tuple] = None
-    summary_shape: tuple = ()     # the mask's block summary (MASK_SKIP), empty when not used
-    flags_shape: tuple = ()
-    row_vis_shape: tuple = ()
-    flags_grid: tuple = ()
-    summary_grid: tuple = ()
-    flags_ints: tuple = ()
-    flags_consts: dict = field(default_factory=dict)
-    summary_ints: tuple = ()
-    summary_consts: dict = field(default_factory=dict)
+    summary: Optional["_SummaryPlan"] = None   # the mask's block summary (MASK_SKIP)
     slopes_cast: bool = False
     config: dict = field(default_factory=dict)
     interp: bool = False          # NOTE: TRITON_INTERPRET as read when planned (tensors keep their device)
@@ -248,13 +240,13 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
     use_tma = bool(config.get("TMA", False)) and tma_ok(k, bd) and tma_ok(v, bdv)
     summary = _summary_plan(m, mask_kind, config, B, Sq, Sk, bm, bn, groups if pack else 1)
     ints = (*q.stride(), *k.stride(), *v.stride(), *ko_strides, *m_strides, *l_strides,
-            Hq, groups, Sq, Sk, int(window or 0), chunk, summary.pop("ssum", 0))
+            Hq, groups, Sq, Sk, int(window or 0), chunk, summary.ssum if summary else 0)
     consts = dict(HEAD_D=D, HEAD_DV=Dv, BLOCK_D=bd, BLOCK_DV=bdv, BLOCK_M=bm, BLOCK_N=bn,
                   CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
                   HAS_ALIBI=slopes is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1,
                   DOT_PREC=_dot_prec(q.dtype), DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma,
-                  HAS_SUMMARY=bool(summary), num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
-    plan = _DensePlan(trivial="", grid=(triton_cdiv(rows, bm), n_prog, splits), ints=ints, consts=consts, **summary,
+                  HAS_SUMMARY=summary is not None, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+    plan = _DensePlan(trivial="", grid=(triton_cdiv(rows, bm), n_prog, splits), ints=ints, consts=consts, summary=summary,
                       scale2=float(scale) * LOG2E, splits=splits,
                       tma_blocks=([1, 1, bn, bd], [1, 1, bn, bdv]) if use_tma else None,
                       slopes_cast=slopes is not None and (slopes.dtype != torch.float32 or not slopes.is_contiguous()
@@ -273,14 +265,41 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
 VISIBLE_ABOVE = -1e30
 
 
+@dataclass
+class _SummaryPlan:
+    """The two launches that summarise a mask operand per block: ``mask_tile_flags_kernel``
+    over every (key block, query block, batch) tile, then ``mask_block_summary_kernel`` per
+    query block; the attention kernel reads ``[bs, query blocks, 4]`` at batch stride ``ssum``."""
+
+    shape: tuple
+    flags_shape: tuple
+    row_vis_shape: tuple
+    flags_grid: tuple
+    grid: tuple
+    flags_ints: tuple
+    flags_consts: dict
+    ints: tuple
+    consts: dict
+    ssum: int
+
+    def run(self, tpl, mask: torch.Tensor) -> torch.Tensor:
+        """The summary of ``mask`` (bool masks viewed as uint8)."""
+        dev = mask.device
+        flags = torch.empty(self.flags_shape, dtype=torch.int8, device=dev)
+        row_vis = torch.zeros(self.row_vis_shape, dtype=torch.int32, device=dev)
+        out = torch.empty(self.shape, dtype=torch.int32, device=dev)
+        tpl.mask_tile_flags_kernel[self.flags_grid](mask, flags, row_vis, *self.flags_ints, **self.flags_consts)
+        tpl.mask_block_summary_kernel[self.grid](flags, row_vis, out, *self.ints, **self.consts)
+        return out
+
+
 def _summary_plan(m, mask_kind: str, config: Mapping, B: int, Sq: int, Sk: int, bm: int, bn: int,
-                  groups: int) -> dict:
-    """The launches that summarise a mask operand per block (``MASK_SKIP``, on by default):
-    ``mask_tile_flags_kernel`` over every (key block, query block, batch) tile, then
-    ``mask_block_summary_kernel`` per query block. ``{}`` without a mask, or when packed
-    GQA rows do not cut into whole tokens (BLOCK_M not a multiple of the group)."""
+                  groups: int) -> Optional[_SummaryPlan]:
+    """The summary launches for a mask operand (``MASK_SKIP``, on by default); None without
+    a mask, or when packed GQA rows do not cut into whole tokens (BLOCK_M not a multiple
+    of the group)."""
     if m is None or not config.get("MASK_SKIP", True) or bm % groups:
-        return {}
+        return None
     tb = bm // groups                      # query tokens per row block
     smb, smh, smq, smk = m.stride()
     bs = B if smb else 1
@@ -289,28 +308,15 @@ def _summary_plan(m, mask_kind: str, config: Mapping, B: int, Sq: int, Sk: int, 
     ssum = n_qb * 4 if smb else 0
     sfb, srb, srh = n_qb * n_kb, hm * Sq, Sq
     rows = pow2(tb)
-    return dict(summary_shape=(bs, n_qb, 4), flags_shape=(bs, n_qb, n_kb), row_vis_shape=(bs, hm, Sq),
-                flags_grid=(n_kb, n_qb, bs), summary_grid=(n_qb, bs),
-                flags_ints=(smb, smh, smq, smk, hm, Sq, Sk, sfb, srb, srh),
-                flags_consts=dict(TOK_BLOCK=tb, ROWS=rows, BLOCK_N=bn, MASK_KIND=MASK_CODES[mask_kind],
-                                  VISIBLE_ABOVE=VISIBLE_ABOVE, num_warps=4 if rows * bn >= 4096 else 2),
-                summary_ints=(hm, Sq, n_kb, sfb, srb, srh, ssum),
-                summary_consts=dict(TOK_BLOCK=tb, ROWS=rows, KB_P2=pow2(n_kb), num_warps=4 if n_kb > 256 else 1),
-                ssum=ssum)
-
-
-def _summarise(tpl, plan, mask: torch.Tensor) -> torch.Tensor:
-    """Launch the two summary kernels of ``plan`` (a dict or a _DensePlan) on ``mask``
-    (bool masks viewed as uint8)."""
-    get = plan.get if isinstance(plan, dict) else lambda k: getattr(plan, k)
-    dev = mask.device
-    flags = torch.empty(get("flags_shape"), dtype=torch.int8, device=dev)
-    row_vis = torch.zeros(get("row_vis_shape"), dtype=torch.int32, device=dev)
-    summary = torch.empty(get("summary_shape"), dtype=torch.int32, device=dev)
-    tpl.mask_tile_flags_kernel[get("flags_grid")](mask, flags, row_vis, *get("flags_ints"), **get("flags_consts"))
-    tpl.mask_block_summary_kernel[get("summary_grid")](flags, row_vis, summary, *get("summary_ints"),
-                                                       **get("summary_consts"))
-    return summary
+    return _SummaryPlan(
+        shape=(bs, n_qb, 4), flags_shape=(bs, n_qb, n_kb), row_vis_shape=(bs, hm, Sq),
+        flags_grid=(n_kb, n_qb, bs), grid=(n_qb, bs),
+        flags_ints=(smb, smh, smq, smk, hm, Sq, Sk, sfb, srb, srh),
+        flags_consts=dict(TOK_BLOCK=tb, ROWS=rows, BLOCK_N=bn, MASK_KIND=MASK_CODES[mask_kind],
+                          VISIBLE_ABOVE=VISIBLE_ABOVE, num_warps=4 if rows * bn >= 4096 else 2),
+        ints=(hm, Sq, n_kb, sfb, srb, srh, ssum),
+        consts=dict(TOK_BLOCK=tb, ROWS=rows, KB_P2=pow2(n_kb), num_warps=4 if n_kb > 256 else 1),
+        ssum=ssum)
 
 
 def mask_summary(mask: torch.Tensor, mask_kind: str, shape: tuple, block_m: int, block_n: int,
@@ -321,10 +327,10 @@ def mask_summary(mask: torch.Tensor, mask_kind: str, shape: tuple, block_m: int,
     m = _mask4(mask, mask_kind, shape)
     B, _, Sq, Sk = shape
     plan = _summary_plan(m, mask_kind, {}, B, Sq, Sk, block_m, block_n, groups)
-    if not plan:
+    if plan is None:
         raise ValueError(f"braze triton attention: no mask summary for BLOCK_M {block_m} and {groups} packed heads")
     check_device(m)
-    return _summarise(_template(), plan, mask.view(torch.uint8) if mask.dtype == torch.bool else mask)
+    return plan.run(_template(), mask.view(torch.uint8) if mask.dtype == torch.bool else mask)
 
 
 def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
@@ -345,7 +351,7 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
         lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=plan.device)
     else:
         o_t, lse = out, q  # q: placeholder pointer, never read
-    summary = _summarise(tpl, plan, mask) if plan.summary_shape else q
+    summary = plan.summary.run(tpl, mask) if plan.summary is not None else q
     tpl.attention_fwd_kernel[plan.grid](
         q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, desc_k, desc_v,
         summary, plan.scale2, *plan.ints, **plan.consts)
