@@ -148,3 +148,24 @@ def test_sdpa_candidate_on_gpu():
         ref = attention_reference(q.double(), k.double(), v.double(), mask.double() if mask is not None else None,
                                   **attrs)
         assert torch.isfinite(out).all() and _rel(out, ref) <= 1e-2
+
+
+@pytest.mark.parametrize("window", [None, 48])
+def test_flash_varlen_library_candidate(window):
+    """torch's flash varlen kernel as braze calls it: GQA, bottom-right causal, a window,
+    bucket rows past cu_seqlens[B] zeroed."""
+    from braze.compiler.codegen.triton_attention.sdpa import flash_varlen_attention
+    from braze.compiler.codegen.triton_attention.varlen_op import attention_varlen_reference
+
+    lens = [130, 1, 0, 257, 64]
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32, device="cuda")
+    rows = int(cu[-1]) + 11
+    q = torch.randn(rows, 8, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(rows, 2, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(rows, 2, 128, device="cuda", dtype=torch.bfloat16)
+    out = flash_varlen_attention(q, k, v, cu, cu, max_seqlen_q=257, max_seqlen_k=257, scale=128 ** -0.5,
+                                 causal="bottom_right", window=window)
+    ref = attention_varlen_reference(q.double(), k.double(), v.double(), cu, cu, scale=128 ** -0.5, groups=4,
+                                     causal="bottom_right", window=window)
+    assert _rel(out, ref) <= 1e-2
+    assert torch.equal(out[int(cu[-1]):], torch.zeros_like(out[int(cu[-1]):]))

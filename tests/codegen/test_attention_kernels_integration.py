@@ -272,3 +272,64 @@ def test_constraints_reject_what_does_not_fit():
     assert space.smem_bytes(fits, _problem(mask="additive")) == space.smem_bytes(fits, _problem()) + 3 * 128 * 64 * 2
     n = sum(1 for _ in space.ATTENTION_SPACE.configs(_problem(B=8, Hkv=8, groups=4, Sq=1), H100))
     assert 0 < n < space.ATTENTION_SPACE.size()
+
+
+def _varlen_node(dtype=torch.bfloat16, d=64, same_cu=True, bound=64, **attrs):
+    b = Builder()
+    ins = [b.input("q", ("t", 8, d), dtype), b.input("k", ("t", 2, d), dtype), b.input("v", ("t", 2, d), dtype)]
+    cq = b.input("cq", (4,), torch.int32)
+    ck = cq if same_cu else b.input("ck", (4,), torch.int32)
+    g = b.graph([b.call("attention_varlen", *ins, cq, ck, scale=d ** -0.5, groups=4, max_seqlen_q=bound,
+                        max_seqlen_k=bound, **attrs)], name="varlen")
+    return g.compute_nodes[0], g
+
+
+@pytest.mark.parametrize("kw,maps", [
+    (dict(causal="bottom_right"), True),
+    (dict(causal="none"), True),
+    (dict(causal="top_left"), True),                            # q and k share cu_seqlens: same rule
+    (dict(causal="top_left", same_cu=False), False),            # flash aligns bottom-right
+    (dict(causal="bottom_right", window=16), True),
+    (dict(causal="none", window=16), False),                    # a window alone is aligned top-left here
+    (dict(causal="bottom_right", dtype=torch.float32), False),  # flash takes 16-bit types
+    (dict(causal="bottom_right", d=72 + 4), False),             # head dim not a multiple of 8
+    (dict(causal="bottom_right", bound=None), False),           # no static bound: it would need a host read
+])
+def test_flash_varlen_candidate_where_it_maps(kw, maps):
+    node, g = _varlen_node(**kw)
+    names = [type(c).__name__ for c in candidates.generate(node, g, braze.Options(), H100)]
+    assert ("FlashVarlenAttention" in names) is maps, names
+    assert "FlashVarlenAttention" not in [type(c).__name__ for c in candidates.generate(node, g, braze.Options(), CPU)]
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_flash_varlen_glue_against_the_reference(monkeypatch, window):
+    # The CUDA kernel is not here: an emulation of flash's varlen contract (bottom-right
+    # causal, window_size_left/right, GQA, rows past cu[B] left as garbage) checks what the
+    # candidate passes and that it zeroes the bucket rows.
+    from braze.compiler.codegen.triton_attention import sdpa
+
+    calls = []
+
+    def fake(q, k, v, cq, ck, max_q, max_k, p, is_causal, dbg, *, scale, window_size_left=None,
+             window_size_right=None):
+        calls.append((max_q, max_k, is_causal, window_size_left, window_size_right))
+        assert cq.dtype == torch.int32 and p == 0.0 and not dbg
+        win = None if window_size_left is None else window_size_left + 1
+        assert window_size_right in (None, 0)
+        out = attention_varlen_reference(q, k, v, cq, ck, scale=scale, groups=q.shape[1] // k.shape[1],
+                                         causal="bottom_right" if is_causal else "none", window=win)
+        out[int(cq[-1]):] = math.nan
+        return out, None, None, None, None
+
+    monkeypatch.setattr(sdpa, "_flash_forward", fake)
+    node, g = _varlen_node(dtype=torch.float32, causal="bottom_right", window=window)
+    spec = candidates.read_spec(node)
+    cand = sdpa.FlashVarlenAttention(spec)
+    cq = torch.tensor([0, 9, 9, 30], dtype=torch.int32)
+    q, k, v = torch.randn(40, 8, 64), torch.randn(40, 2, 64), torch.randn(40, 2, 64)
+    out = cand.compile({})(q, k, v, cq, cq)  # one operand per argument, as the runtime passes them
+    ref = attention_varlen_reference(q.double(), k.double(), v.double(), cq, cq, scale=64 ** -0.5, groups=4,
+                                     causal="bottom_right", window=window)
+    assert calls == [(64, 64, True, None if window is None else window - 1, None if window is None else 0)]
+    assert _rel(out, ref) < 1e-5 and torch.equal(out[30:], torch.zeros_like(out[30:]))

@@ -4,7 +4,8 @@ For an ``attention`` node: :class:`TritonAttention` (the template; its
 per-problem default picks the prefill form, or the decode form with GQA
 packing and split-KV when Sq <= 16) and :class:`SdpaAttention` where the
 attributes map to SDPA. For an ``attention_varlen`` node:
-:class:`TritonAttentionVarlen`. ``kernels_for`` appends the generic
+:class:`TritonAttentionVarlen` (and on CUDA :class:`FlashVarlenAttention` where it
+maps: torch's flash varlen kernel). ``kernels_for`` appends the generic
 LibraryKernel (the op's torch reference) to every list.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from braze.autotune.space import Config, Space
 from braze.ir import Graph, Node
 
 from braze.compiler.codegen.triton_attention import launch
-from braze.compiler.codegen.triton_attention.sdpa import SdpaAttention, sdpa_maps
+from braze.compiler.codegen.triton_attention.sdpa import (FlashVarlenAttention, SdpaAttention, flash_varlen_maps,
+                                                          sdpa_maps)
 from braze.compiler.codegen.triton_attention.space import ATTENTION_SPACE, VARLEN_SPACE
 from braze.compiler.codegen.triton_attention.spec import (OPS, AttentionSpec, device_ok, read_spec,
                                                           why_unsupported)
@@ -150,6 +152,8 @@ def generate(node: Node, graph: Graph, options, device) -> list:
         out.append(TritonAttentionVarlen(spec) if spec.varlen else TritonAttention(spec))
     if sdpa_maps(spec, device.kind):
         out.append(SdpaAttention(spec))
+    if flash_varlen_maps(spec, device.kind):
+        out.append(FlashVarlenAttention(spec))
     return out
 
 

@@ -6,6 +6,10 @@ On the CPU an ``attention_varlen`` node has one too: SDPA per sequence
 ``cu_seqlens`` on the host, which costs nothing there; on a GPU that read
 would be a synchronisation per call, and the Triton varlen kernel serves.
 
+On CUDA an ``attention_varlen`` node in fp16/bf16 has
+:class:`FlashVarlenAttention`: torch's bundled flash-attention varlen kernel
+(``aten._flash_attention_forward`` with ``cu_seqlens``), no host read.
+
 Mapping: causal "top_left" is SDPA's ``is_causal``; "bottom_right" is too
 when Sq == Sk or Sq == 1 (a lone query sees every key), otherwise (and for a
 window) the causal/window rule becomes a bool mask, combined with the
@@ -84,6 +88,46 @@ def sdpa_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, *, scale: float, 
     return out
 
 
+FLASH_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def flash_varlen_maps(spec: AttentionSpec, device_kind: str = "cuda") -> bool:
+    """Whether torch's flash varlen kernel computes this ``attention_varlen`` node exactly:
+    CUDA, fp16/bf16, equal q/v head dims (a multiple of 8, at most 256), no ALiBi, a
+    static ``max_seqlen`` bound, causal only bottom-right aligned (flash's rule; top-left
+    too when q and k share ``cu_seqlens``), a window only with causal."""
+    if not spec.varlen or device_kind != "cuda" or spec.has("slopes"):
+        return False
+    q, v = spec.values["q"].type, spec.values["v"].type
+    d, dv = q.shape[-1], v.shape[-1]
+    if q.dtype not in FLASH_DTYPES or d != dv or not isinstance(d, int) or d % 8 or d > 256:
+        return False
+    if not all(isinstance(x, int) for x in (spec.max_seqlen_q, spec.max_seqlen_k)):
+        return False
+    same = spec.values["cu_seqlens_q"] is spec.values["cu_seqlens_k"]
+    if spec.causal == "top_left" and not same:
+        return False
+    return spec.window is None or spec.causal != "none"
+
+
+def _flash_forward(*args, **kwargs):
+    return torch.ops.aten._flash_attention_forward(*args, **kwargs)
+
+
+def flash_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q: int, max_seqlen_k: int,
+                           scale: float, causal: str = "none", window: Optional[int] = None) -> torch.Tensor:
+    """The ``attention_varlen`` op through ``aten._flash_attention_forward`` (GQA natively);
+    rows past ``cu_seqlens_q[B]`` are zeroed on the device (no host read)."""
+    cq, ck = cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32)
+    left = -1 if window is None else window - 1
+    right = -1 if causal == "none" else 0
+    out = _flash_forward(q, k, v, cq, ck, max_seqlen_q, max_seqlen_k, 0.0, causal != "none", False, scale=scale,
+                         window_size_left=left if window is not None else None,
+                         window_size_right=right if window is not None else None)[0]
+    rows = torch.arange(q.shape[0], device=q.device)
+    return out.masked_fill((rows >= cq[-1])[:, None, None], 0.0)
+
+
 def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if mask.dtype == dtype:
         return mask
@@ -122,5 +166,33 @@ class SdpaAttention:
         def run(*xs):
             return sdpa_attention(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
                                   spec.pick(xs, "mask"), **attrs)
+
+        return run
+
+
+@dataclass
+class FlashVarlenAttention:
+    """Library candidate of an ``attention_varlen`` node on CUDA: flash-attention varlen."""
+
+    spec: AttentionSpec = field(repr=False)
+    name: str = "library_flash_varlen_attention"
+    backend: str = "library"
+    space: Space = field(default=EMPTY, repr=False)
+    source: str = ""
+
+    def key(self) -> str:
+        return self.spec.key("flash_varlen")
+
+    def problem(self, env: Mapping[str, int]) -> dict:
+        return self.spec.problem(env)
+
+    def compile(self, config: Config) -> Callable[..., Any]:
+        spec = self.spec
+        attrs = dict(max_seqlen_q=int(spec.max_seqlen_q), max_seqlen_k=int(spec.max_seqlen_k),
+                     scale=float(spec.scale), causal=spec.causal, window=spec.window)
+
+        def run(*xs):
+            return flash_varlen_attention(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
+                                          spec.pick(xs, "cu_seqlens_q"), spec.pick(xs, "cu_seqlens_k"), **attrs)
 
         return run
