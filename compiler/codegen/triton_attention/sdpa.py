@@ -119,11 +119,10 @@ def flash_varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, *, max_seqlen_q:
     """The ``attention_varlen`` op through ``aten._flash_attention_forward`` (GQA natively);
     rows past ``cu_seqlens_q[B]`` are zeroed on the device (no host read)."""
     cq, ck = cu_seqlens_q.to(torch.int32), cu_seqlens_k.to(torch.int32)
-    left = -1 if window is None else window - 1
-    right = -1 if causal == "none" else 0
+    # NOTE: a window maps with causal only (flash_varlen_maps): keys [pos - window + 1, pos].
+    win = {} if window is None else dict(window_size_left=window - 1, window_size_right=0)
     out = _flash_forward(q, k, v, cq, ck, max_seqlen_q, max_seqlen_k, 0.0, causal != "none", False, scale=scale,
-                         window_size_left=left if window is not None else None,
-                         window_size_right=right if window is not None else None)[0]
+                         **win)[0]
     rows = torch.arange(q.shape[0], device=q.device)
     return out.masked_fill((rows >= cq[-1])[:, None, None], 0.0)
 

@@ -4,10 +4,10 @@ Knobs: BLOCK_M (query rows per program), BLOCK_N (keys per inner step),
 num_warps, num_stages (software pipelining of the K/V loads), PACK_GQA (the
 query heads sharing one K/V head in one program), TMA (K/V through tensor
 descriptors, Hopper), SPLITS (split-KV chunks, merged by the combine
-kernel; decode) and MASK_SKIP (with a mask operand: a summary kernel reads the
-mask once, and each row block then visits only the key blocks the mask leaves
-visible and skips the mask load where it adds nothing; on by default). The problem is the dict of
-``problem()`` in ``candidates.py``: B, Hq, Hkv, groups, Sq, Sk (pow2
+kernel; decode) and MASK_SKIP (with a mask operand: summary kernels read the
+mask once, then each row block visits only the key blocks the mask leaves
+visible and skips the mask load where it adds nothing; on by default). The
+problem is the dict of ``problem()`` in ``candidates.py``: B, Hq, Hkv, groups, Sq, Sk (pow2
 buckets), D, Dv, dtype, causal, window, mask, alibi.
 
 The defaults are the untuned configs: a table for Hopper (H100/H200,
