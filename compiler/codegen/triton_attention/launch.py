@@ -245,9 +245,10 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
                   CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
                   HAS_ALIBI=slopes is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1,
                   DOT_PREC=_dot_prec(q.dtype), DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma,
-                  HAS_SUMMARY=summary is not None, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
-    plan = _DensePlan(trivial="", grid=(triton_cdiv(rows, bm), n_prog, splits), ints=ints, consts=consts, summary=summary,
-                      scale2=float(scale) * LOG2E, splits=splits,
+                  HAS_SUMMARY=summary is not None, num_warps=int(config["num_warps"]),
+                  num_stages=int(config["num_stages"]))
+    plan = _DensePlan(trivial="", grid=(triton_cdiv(rows, bm), n_prog, splits), ints=ints, consts=consts,
+                      summary=summary, scale2=float(scale) * LOG2E, splits=splits,
                       tma_blocks=([1, 1, bn, bd], [1, 1, bn, bdv]) if use_tma else None,
                       slopes_cast=slopes is not None and (slopes.dtype != torch.float32 or not slopes.is_contiguous()
                                                           or slopes.device != q.device), **base)

@@ -287,7 +287,8 @@ def attention_fwd_kernel(
         acc, l_i, m_i = _attn_blocks(
             acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, s_lo, s_hi, lo, hi, len_k, pos, row_ok, m_off,
             slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv, seg != 1, USE_TMA, CAUSAL,
-            HAS_WINDOW, MASK_KIND * (1 - HAS_SUMMARY * (seg == 1)), HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV, BLOCK_N, DOT_PREC, DOT_F32)
+            HAS_WINDOW, MASK_KIND * (1 - HAS_SUMMARY * (seg == 1)), HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
+            BLOCK_N, DOT_PREC, DOT_F32)
 
     # Rows that saw no key: l == 0 and acc == 0 -> zeros.
     empty = l_i == 0.0
