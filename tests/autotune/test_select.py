@@ -114,20 +114,10 @@ def test_every_library_candidate_is_measured_untuned(db_path, generators, monkey
     from braze.compiler import kernels
     from braze.compiler.kernels import LibraryKernel
 
-    class SlowFirst(tg.TvmMatmul):
-        def compile(self, config):
-            fast = super().compile(config)
-
-            def run(*xs):
-                for _ in range(20):
-                    out = fast(*xs)
-                return out
-            return run
-
     def three(node, graph, options, device):
         if node.op != "fused":
             return []
-        return [SlowFirst(node), LibraryKernel(node, name="library_alternative")]
+        return [tg.TvmMatmul(node), LibraryKernel(node, name="library_alternative")]
 
     generators()
     monkeypatch.setattr(kernels, "GENERATORS", [("tvm", three)])
@@ -137,4 +127,4 @@ def test_every_library_candidate_is_measured_untuned(db_path, generators, monkey
     assert sorted(t.kernel_name for t in quick) == sorted(
         ["tvm_test_matmul_relu", "library_alternative", "library_gemm_gemm_relu"])
     choice = next(iter(only_launcher(prog).choices.values()))
-    assert choice.kernel.backend == "library"
+    assert choice.kernel.name == min(quick, key=lambda t: t.time_ms).kernel_name  # chosen by measurement
