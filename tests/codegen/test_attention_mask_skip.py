@@ -14,12 +14,9 @@ import math
 import pytest
 import torch
 
-pytest.importorskip("triton")
-
-from braze.compiler.codegen.triton_attention.launch import VISIBLE_ABOVE, attention_dense, mask_summary  # noqa: E402
-from tests.codegen.test_attention_kernels import cfg, check, qkv  # noqa: E402
-
-from braze.ir.attention import attention_reference  # noqa: E402
+from braze.compiler.codegen.triton_attention.launch import VISIBLE_ABOVE, attention_dense, mask_summary
+from braze.ir.attention import attention_reference
+from tests.codegen.test_attention_kernels import cfg, check, qkv
 
 F32 = torch.float32
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import torch
 
@@ -137,20 +137,28 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 @dataclass
-class SdpaAttention:
-    """Library candidate: ``torch.nn.functional.scaled_dot_product_attention``."""
+class _LibraryAttention:
+    """A library call on an attention node: no config, keyed by the node and ``TAG``."""
 
+    TAG: ClassVar[str] = ""
     spec: AttentionSpec = field(repr=False)
-    name: str = "library_sdpa_attention"
     backend: str = "library"
     space: Space = field(default=EMPTY, repr=False)
     source: str = ""
 
     def key(self) -> str:
-        return self.spec.key("sdpa")
+        return self.spec.key(self.TAG)
 
     def problem(self, env: Mapping[str, int]) -> dict:
         return self.spec.problem(env)
+
+
+@dataclass
+class SdpaAttention(_LibraryAttention):
+    """Library candidate: ``torch.nn.functional.scaled_dot_product_attention``."""
+
+    TAG: ClassVar[str] = "sdpa"
+    name: str = "library_sdpa_attention"
 
     def compile(self, config: Config) -> Callable[..., Any]:
         spec = self.spec
@@ -170,20 +178,11 @@ class SdpaAttention:
 
 
 @dataclass
-class FlashVarlenAttention:
+class FlashVarlenAttention(_LibraryAttention):
     """Library candidate of an ``attention_varlen`` node on CUDA: flash-attention varlen."""
 
-    spec: AttentionSpec = field(repr=False)
+    TAG: ClassVar[str] = "flash_varlen"
     name: str = "library_flash_varlen_attention"
-    backend: str = "library"
-    space: Space = field(default=EMPTY, repr=False)
-    source: str = ""
-
-    def key(self) -> str:
-        return self.spec.key("flash_varlen")
-
-    def problem(self, env: Mapping[str, int]) -> dict:
-        return self.spec.problem(env)
 
     def compile(self, config: Config) -> Callable[..., Any]:
         spec = self.spec
