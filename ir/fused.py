@@ -25,6 +25,11 @@ template applies:
     reshape); outputs are the GEMM output's shape or views of it. Several
     outputs are allowed (e.g. the pre- and post-activation value).
 
+A ``reduction`` or ``gemm`` group may end an output in ``unpack`` (padding
+elimination, ``ir/padding.py``) of one of its row-shaped values, one packed
+token per row: the kernel stores each row at its padded position (a scatter
+store, ``compiler/codegen/triton/scatter.py``).
+
 ``fuse_groups`` performs the surgery for a list of node groups; which
 groups to form is the fusion pass's decision (``passes/fuse.py``).
 """

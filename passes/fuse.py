@@ -12,6 +12,9 @@ Three kinds of group, formed in this order (earlier kinds claim nodes first):
 3. ``pointwise``: the remaining chains of pointwise ops (rotary embeddings,
    activations, masks), with the layout ops between them.
 
+Between 2 and 3, an ``unpack`` of a gemm or reduction group's output joins
+that group as a scatter store (``scatter_stores``).
+
 Legality: a group must stay convex: no path may leave it and come back
 (through single nodes or other groups); checked on the networkx view with a
 search bounded by the group's span in topological order. No group
@@ -239,6 +242,30 @@ class _Partitioner:
             if r in s:
                 self._commit_shrinking(s, "reduction", anchor=r)
 
+    def scatter_stores(self) -> None:
+        """``unpack`` (padding elimination) of a gemm or reduction group's value joins
+        that group, with the reshapes between them: the kernel stores each packed
+        row at its padded position instead of writing the packed value for a
+        separate scatter to read again (the encoder's final norm, the LM head)."""
+        for n in self.g.nodes:
+            if n.op != "unpack" or n in self.group_of:
+                continue
+            chain, v = [n], n.args[0]
+            while v.node.op == "reshape" and v.node not in self.group_of and len(self.users[v.node]) == 1:
+                chain.append(v.node)
+                v = v.node.args[0]
+            gi = self.group_of.get(v.node)
+            if gi is None or self.groups[gi][1] not in ("gemm", "reduction"):
+                continue
+            members, kind = self.groups[gi]
+            s = members | set(chain)
+            nodes = [m for m in self.g.nodes if m in s]
+            if not self.convex(s) or not self.cfg.check(kind, subgraph_of(self.g, nodes, kind)[1]):
+                continue
+            self.groups[gi] = (s, kind)
+            for m in chain:
+                self.group_of[m] = gi
+
     def pointwise_groups(self) -> None:
         for n in self.g.nodes:
             if not is_pointwise(n) or n in self.group_of:
@@ -280,6 +307,7 @@ class _Partitioner:
     def run(self) -> list[tuple[list[Node], str]]:
         self.gemm_groups()
         self.reduction_groups()
+        self.scatter_stores()
         self.pointwise_groups()
         return [([n for n in self.g.nodes if n in s], kind) for s, kind in self.groups]
 

@@ -154,3 +154,24 @@ def test_bucketed_prologue_program_equals_eager():
     assert float((out - ref)[valid].abs().max() / ref[valid].abs().max()) <= 1e-5
     assert torch.count_nonzero(out[~valid]) == 0
     assert token_bucket(20) == 64 and token_bucket(1000) == 64 and token_bucket(5000) == 512
+
+
+@pytest.mark.parametrize("family,kind", [("bert", "reduction"), ("llama", "gemm")])
+def test_unpack_is_a_scatter_store_of_the_last_kernel(family, kind, monkeypatch, tmp_path):
+    """With Triton kernels (here under the interpreter), the output's ``unpack`` joins
+    the kernel that computes it: BERT's final LayerNorm, Llama's LM head."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("BRAZE_CACHE_DIR", str(tmp_path))
+    model = hf_models.build(family)
+    reports: list = []
+    compiled = torch.compile(model, backend=make_backend(Options(strict=True, backend="triton"), reports))
+    inp = hf_models.inputs(3, 12, padding="left", lengths=[12, 1, 7], seed=5)
+    ref, out = _run(model, family, inp), _run(compiled, family, inp)
+    valid = inp["attention_mask"].bool()
+    assert float((out - ref)[valid].abs().max() / ref[valid].abs().max()) <= 1e-5
+    assert torch.count_nonzero(out[~valid]) == 0
+    g = parse_graph(reports[0].final_ir)
+    assert not [n for n in g.compute_nodes if n.op == "unpack"]
+    (group,) = [n for n in g.compute_nodes if n.op == "fused"
+                and any(m.op == "unpack" for m in n.attr("graph").compute_nodes)]
+    assert group.attr("kind") == kind and g.outputs[0] == group.out()

@@ -26,15 +26,15 @@ from typing import Mapping
 import torch
 
 from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
-from braze.compiler.codegen.triton import exprs
+from braze.compiler.codegen.triton import exprs, scatter
 from braze.compiler.codegen.triton.emit import LAYOUT, Emitter, operand_names
 from braze.compiler.codegen.triton.exprs import TV
 from braze.compiler.codegen.triton.indexing import (Index, Unsupported, atom, atom_extents, domain_index, eq, nonneg,
                                                      prod, quotient, render_size, size)
 from braze.compiler.codegen.triton.layout import map_broadcast, map_reshape
-from braze.compiler.codegen.triton.kernel import (Generated, alloc_code, bind_symbols_code, bucket, dtype_name,
+from braze.compiler.codegen.triton.kernel import (Generated, bind_symbols_code, bucket, dtype_name,
                                                   kernel_def, launch_call, next_pow2, operand_signature)
-from braze.ir import Graph, Node, Value
+from braze.ir import Graph, Value
 
 GEMMS = ("mm", "addmm", "bmm")
 ELT = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4, torch.float64: 8}
@@ -110,7 +110,7 @@ class Template:
             raise Unsupported(f"gemm group with {len(gemms)} GEMMs (expected one of {GEMMS})")
         g = self.gemm = gemms[0]
         for n in graph.compute_nodes:
-            if n is not g and n.op not in exprs.TABLE and n.op not in LAYOUT:
+            if n is not g and n.op not in exprs.TABLE and n.op not in LAYOUT and n.op != "unpack":
                 raise Unsupported(f"op {n.op} in a gemm epilogue")
         if g.op == "addmm":
             self.bias, self.A, self.B = g.args[0], g.args[1], g.args[2]
@@ -130,9 +130,12 @@ class Template:
             self.N = size(bt.shape[2])
         else:
             (self.M, self.K), self.N, self.Bt = (size(d) for d in at.shape), size(bt.shape[1]), size(1)
-        outs = graph.outputs
-        if not outs:
+        if not graph.outputs:
             raise Unsupported("gemm group without outputs")
+        self.scatters = scatter.scatters(graph)
+        if self.scatters and self.batched:
+            raise Unsupported("unpack of a bmm product")
+        outs = [scatter.domain_value(graph, j, self.scatters) for j in range(len(graph.outputs))]
         nd = quotient(prod(outs[0].type.shape), self.Bt * self.M)
         if nd is None:
             raise Unsupported(f"output {outs[0].type} is not [M, n] shaped for M = {self.M}")
@@ -140,6 +143,8 @@ class Template:
             if not eq(prod(o.type.shape), self.Bt * self.M * nd):
                 raise Unsupported(f"outputs of different sizes: {o.type} vs {outs[0].type}")
         self.Nd = nd
+        for sc in self.scatters.values():
+            scatter.check_rows(sc, self.M, nd)
         self.dom = (self.Bt, self.M, self.Nd) if self.batched else (self.M, self.Nd)
         self.idx = domain_index(self.dom)
         self.expect = self.idx.dims()
@@ -178,11 +183,13 @@ class Template:
     def epilogue(self, em: Emitter) -> None:
         """Store every output, pulled at the tile's (r, c); the product comes from ``hook``."""
         em.special = {self.gemm: self.hook}
-        for j, o in enumerate(self.graph.outputs):
+        for j in range(len(self.graph.outputs)):
+            o = scatter.domain_value(self.graph, j, self.scatters)
             idx = self.idx if tuple(o.type.shape) == tuple(self.dom) else map_reshape(self.idx, o.type.shape)
             tv = em.pull(o, idx)
             val = exprs.cast(tv, o.type.dtype) if tv.dtype != o.type.dtype else tv.code
-            em.line(f"tl.store(out{j}_ptr + r * N + c, {val}, mask=rmask & cmask)")
+            row = scatter.dst_rows(em, self.scatters[j], em.operands) if j in self.scatters else "r"
+            em.line(f"tl.store(out{j}_ptr + {row} * N + c, {val}, mask=rmask & cmask)")
 
     # ------------------------------------------------------------------ A and B tiles
     def operand_index(self, which: str, off=0) -> Index:
@@ -331,11 +338,11 @@ def generate(graph: Graph) -> Generated:
 
     ins = ", ".join(f"in{i}" for i in range(len(graph.inputs)))
     outs_s = ", ".join(f"out{j}" for j in range(len(graph.outputs)))
-    ret = outs_s if len(graph.outputs) > 1 else "out0"
+    ret = scatter.returned(graph, t.scatters)
     acc_torch = "torch.float64" if t.dtype == torch.float64 else "torch.float32"
     lines = [f"def launch({ins}, *, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, TMA, num_warps, num_stages):"]
     lines += bind_symbols_code(graph)
-    lines += alloc_code(graph)
+    lines += scatter.alloc_lines(graph, t.scatters)
     lines += [f"    M = {render_size(t.M)}", f"    N = {render_size(t.Nd)}", f"    K = {render_size(t.K)}",
               f"    Bt = {render_size(t.Bt)}"]
     lines += ["    if M * N * Bt == 0:", f"        return {ret}"]

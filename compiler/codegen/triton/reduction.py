@@ -26,13 +26,13 @@ from typing import Mapping, Optional
 import torch
 
 from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
-from braze.compiler.codegen.triton import exprs
+from braze.compiler.codegen.triton import exprs, scatter
 from braze.compiler.codegen.triton.emit import Emitter, operand_names
 from braze.compiler.codegen.triton.exprs import TV
 from braze.compiler.codegen.triton.indexing import (ZERO, Index, Unsupported, atom_extents, domain_index, eq,
                                                      prod, render_size, size)
 from braze.compiler.codegen.triton.layout import map_reshape
-from braze.compiler.codegen.triton.kernel import (Generated, alloc_code, bind_symbols_code, bucket, dtype_name,
+from braze.compiler.codegen.triton.kernel import (Generated, bind_symbols_code, bucket, dtype_name,
                                                   kernel_def, launch_call, next_pow2, operand_signature)
 from braze.ir import Graph, Node, Value
 
@@ -175,16 +175,24 @@ class Template:
                                                                (len(self.dom) - 1, len(self.dom), ZERO))) \
             if len(self.dom) > 1 else Index.of((1,), ((0, 1, ZERO),))
         self.results: dict[Node, dict] = {}
-        # outputs: row-shaped or reduced
+        # outputs: row-shaped or reduced; a scatter output (unpack) is row-shaped, stored at its rows' destinations
+        self.scatters = scatter.scatters(graph)
+        for s in self.scatters.values():
+            scatter.check_rows(s, self.R, self.N)
         self.row_outs, self.red_outs = [], []
-        for j, o in enumerate(graph.outputs):
+        for j in range(len(graph.outputs)):
+            o = self.value(j)
             n_el = prod(o.type.shape)
             if eq(n_el, self.R * self.N):
                 self.row_outs.append(j)
-            elif eq(n_el, self.R):
+            elif eq(n_el, self.R) and j not in self.scatters:
                 self.red_outs.append(j)
             else:
                 raise Unsupported(f"output {o.type} is neither row-shaped nor reduced for domain {list(self.dom)}")
+
+    def value(self, j: int) -> Value:
+        """What the kernel computes for output ``j``."""
+        return scatter.domain_value(self.graph, j, self.scatters)
 
     # ------------------------------------------------------------------ what reductions hand to the emitter
     def hook(self, em: Emitter, v: Value, idx: Index, cond) -> TV:
@@ -349,15 +357,16 @@ class Template:
             self.store_reduced(em, j)
 
     def need(self, j: int) -> int:
-        ups = _upstream_reds(self.graph.outputs[j], self.reds)
+        ups = _upstream_reds(self.value(j), self.reds)
         return 1 + max((self.reds[u].stage for u in ups), default=-1)
 
     def store_row(self, em: Emitter, j: int) -> None:
-        o = self.graph.outputs[j]
+        o = self.value(j)
         idx = self.idx if o.type.shape == self.dom else map_reshape(self.idx, o.type.shape)
         tv = em.pull(o, idx)
         val = exprs.cast(tv, o.type.dtype) if tv.dtype != o.type.dtype else tv.code
-        em.line(f"tl.store(out{j}_ptr + r * N + c, {val}, mask=mask)")
+        row = f"dst{j}" if j in self.scatters else "r"
+        em.line(f"tl.store(out{j}_ptr + {row} * N + c, {val}, mask=mask)")
 
     def store_reduced(self, em: Emitter, j: int) -> None:
         o = self.graph.outputs[j]
@@ -389,6 +398,8 @@ def generate(graph: Graph) -> Generated:
             em.line("if INDEX64:")
             em.line("    r = r.to(tl.int64)")
             em.line("rmask = r < R")
+            for sc in t.scatters.values():
+                scatter.dst_rows(em, sc, em.operands)
             if mode == "single":
                 em.line("c = tl.arange(0, BLOCK_N)[None, :]")
                 em.line("if INDEX64:")
@@ -403,10 +414,10 @@ def generate(graph: Graph) -> Generated:
 
     ins = ", ".join(f"in{i}" for i in range(len(graph.inputs)))
     outs_s = ", ".join(f"out{j}" for j in range(len(graph.outputs)))
-    ret = outs_s if len(graph.outputs) > 1 else "out0"
+    ret = scatter.returned(graph, t.scatters)
     lines = [f"def launch({ins}, *, BLOCK_R, BLOCK_N, num_warps):"]
     lines += bind_symbols_code(graph)
-    lines += alloc_code(graph)
+    lines += scatter.alloc_lines(graph, t.scatters)
     lines.append(f"    R = {render_size(t.R)}")
     lines.append(f"    N = {render_size(t.N)}")
     lines.append("    if R == 0:")
