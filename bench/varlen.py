@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import statistics
+import time
 
 import torch
 
@@ -64,17 +65,38 @@ def check(out, ref, mask, tol):
     return err, err <= tol
 
 
-def variants_of(model):
-    """Compiled once per model: the sweep's batches share shapes, so nothing recompiles."""
+def variants_of(model, tuned_db=None):
+    """Compiled once per model: the sweep's batches share shapes, so nothing recompiles.
+    ``tuned_db``: also braze reading that tuning database (``tune``)."""
     import braze
 
-    return {
+    out = {
         "eager": model,
         "torch.compile": torch.compile(model, dynamic=False),
         "torch.compile reduce-overhead": torch.compile(model, dynamic=False, mode="reduce-overhead"),
         "braze": braze.jit(model, cuda_graphs=True),
         "braze (no padding elimination)": braze.jit(model, cuda_graphs=True, disable=("eliminate_padding",)),
     }
+    if tuned_db:
+        out["braze tuned"] = braze.jit(model, cuda_graphs=True, tuning_db=tuned_db)
+    return out
+
+
+def tune(model, inp, trials: int, db: str) -> dict:
+    """``braze tune`` of the padding-eliminated model on this batch: every kernel
+    searched with ``trials`` configs (the library call among the candidates)."""
+    from braze.autotune.model import tune_model
+    from braze.autotune.tuner import Budget
+    from braze.config import Options
+
+    t0 = time.perf_counter()
+    summary = tune_model(model, (), inp, Options(tuning_db=db, cuda_graphs=True),
+                         Budget(trials=trials, patience=max(4, trials // 2), trial_timeout=60.0))
+    info = {"tune_s": time.perf_counter() - t0, "tuned_kernels": len(summary["results"]),
+            "configs_measured": summary["measured"]}
+    print(f"tuned {info['tuned_kernels']} kernels, {info['configs_measured']} configs, {info['tune_s']:.0f} s",
+          flush=True)
+    return info
 
 
 def run_workload(name, variants, call, inp, tol, results):
@@ -102,6 +124,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
     ap.add_argument("--only", default="bert,curve,llama", help="comma list of: bert (the 55%% batch), "
                     "curve (BERT at 10%% ... 100%% valid), llama")
+    ap.add_argument("--tune-trials", type=int, default=0,
+                    help="also run braze after tuning each kernel of the BERT batch with this many configs")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
     out_dir = os.environ.get("OUT", "bench/results")
@@ -117,9 +141,16 @@ def main(argv=None):
         return m(**inp, use_cache=False).logits
 
     bs, seq = (4, 128) if args.quick else (32, 512)
-    if only & {"bert", "curve"}:
-        bert = variants_of(hf_models.build("bert", dtype=torch.float16, device=dev, **hf_models.BERT_BASE))
     lens = [int(x) for x in torch.randint(seq // 8, seq + 1, (bs,), generator=gen)]
+    tuning: dict = {}
+    if only & {"bert", "curve"}:
+        model = hf_models.build("bert", dtype=torch.float16, device=dev, **hf_models.BERT_BASE)
+        db = None
+        if args.tune_trials:
+            db = os.path.join(out_dir, "varlen-bert-tuning.sqlite")
+            with torch.no_grad():
+                tuning["bert"] = tune(model, batch_inputs(bs, seq, lens, 30522, dev), args.tune_trials, db)
+        bert = variants_of(model, db)
     if "bert" in only:
         run_workload("BERT-base fp16 B32 S512 uniform[64,512]", bert, enc,
                      batch_inputs(bs, seq, lens, 30522, dev), 2e-2, results)
@@ -132,7 +163,7 @@ def main(argv=None):
         row = run_workload(f"BERT-base fp16 valid {frac:.0%}", bert, enc, batch_inputs(bs, seq, lens, 30522, dev),
                            2e-2, results)
         curve.append(row)
-    bert = None
+    bert = model = None
     torch._dynamo.reset()
     torch.cuda.empty_cache()
     b, s = (2, 256) if args.quick else (8, 2048)
@@ -146,7 +177,7 @@ def main(argv=None):
                      batch_inputs(b, s, lens, llama_cfg["vocab_size"], dev), 3e-2, results)
 
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "date": datetime.date.today().isoformat()}
+            "date": datetime.date.today().isoformat(), "tuning": tuning}
     try:
         import triton
         meta["triton"] = triton.__version__
@@ -182,6 +213,9 @@ def main(argv=None):
               f"{r['braze (no padding elimination)']:>7.2f} {r['torch.compile'] / r['braze']:>6.2f} "
               f"{r['torch.compile reduce-overhead'] / r['braze']:>6.2f} "
               f"{r['braze'] / r['braze (no padding elimination)'] - 1:>+7.1%}")
+        if "braze tuned" in r:
+            print(f"{'':<54} braze tuned {r['braze tuned']:.2f} ms: {r['torch.compile'] / r['braze tuned']:.2f}x "
+                  f"torch.compile")
 
 
 if __name__ == "__main__":
