@@ -66,10 +66,14 @@ def test_gemm_dual_epilogue_compiles_to_wgmma_and_split_k():
                overload="Tensor")
     node = fused_node(b, [y], "gemm")
     feed = {"x": torch.empty(256, 256, dtype=BF16), "w": torch.empty(512, 256, dtype=BF16)}
-    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3, "SPLIT_K": 1, "TMA": 0}
+    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3,
+           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
     (c,) = _compile(node, feed, cfg)
     assert c.features.get("wgmma", 0) > 0 and c.features.get("cp.async", 0) > 0, c.features
     assert c.resources.get("LOCAL", 0) == 0
+    (p,) = _compile(node, feed, dict(cfg, PERSISTENT=1))   # the tile loop keeps the pipelined wgmma K loop
+    assert p.features.get("wgmma", 0) > 0 and p.features.get("cp.async", 0) > 0, p.features
+    assert p.resources.get("LOCAL", 0) == 0
     main, epi = _compile(node, feed, dict(cfg, BLOCK_M=16, SPLIT_K=2, num_stages=2))
     assert epi.name.endswith("_splitk_epilogue")
 
@@ -84,7 +88,8 @@ def test_bmm_epilogue_with_views_compiles():
     out = b.call("mul", b.call("reshape", b.call("bmm", qv, kv), (2, 4, s0, s0)), 0.125, overload="Tensor")
     node = fused_node(b, [b.call("_to_copy", out, dtype=torch.float32)], "gemm")
     feed = {"q": torch.empty(2, 128, 4, 64, dtype=BF16), "k": torch.empty(2, 128, 4, 64, dtype=BF16)}
-    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "num_warps": 4, "num_stages": 2, "SPLIT_K": 1, "TMA": 0}
+    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "num_warps": 4, "num_stages": 2,
+           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
     (c,) = _compile(node, feed, cfg)
     assert c.features.get("wgmma", 0) > 0
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 F32 = torch.float32
 BASE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1, "SPLIT_K": 1,
-        "TMA": 0}
+        "TMA": 0, "PERSISTENT": 0}
 SPLIT = dict(BASE, BLOCK_K=16, SPLIT_K=3)
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
 TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2)}
@@ -193,3 +193,53 @@ def test_tma_path_for_plain_views_and_pointer_fallback(dtype, device):
     run_and_check(node, {"x": rand(21, 47 + 48, dtype=dtype)[:, :48], "w": rand(48, 24, dtype=dtype)}, cfg, device,
                   tol=TOL[dtype], kernel=k)
     assert k.module()._LAST_PATH[0] == "pointer"
+
+
+PERSISTENT = dict(BASE, PERSISTENT=1)
+
+
+@DTYPES
+def test_persistent_programs_loop_over_tiles(dtype, device):
+    """A persistent grid (three programs under the interpreter) covers every tile of a
+    ragged M x N (7 x 4 tiles here), two outputs and a bias, with pointer or TMA loads."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    b = Builder()
+    x = b.input("x", ("s0", 40), dtype)
+    w = b.input("w", (120, 40), dtype)
+    bias = b.input("bias", (120,), dtype)
+    h = linear(b, x, w, bias)
+    node = fused_node(b, [b.call("gelu", h), h], "gemm")
+    k = kernel_for(node)
+    assert "for tile in range(tl.program_id(0), tiles * Bt, tl.num_programs(0))" in k.source
+    feed = {"x": rand(101, 40, dtype=dtype), "w": rand(120, 40, dtype=dtype), "bias": rand(120, dtype=dtype)}
+    for cfg in (PERSISTENT, dict(PERSISTENT, TMA=1, GROUP_M=4)):
+        run_and_check(node, feed, cfg, device, tol=TOL[dtype], kernel=k)
+
+
+def test_persistent_bmm_and_dual_epilogue(device):
+    """Tiles of every batch of a bmm, and the two-accumulator gate/up epilogue."""
+    b = Builder()
+    q = b.input("q", (5, 19, 16), F32)
+    kt = b.input("kt", (5, 16, 23), F32)
+    node = fused_node(b, [b.call("mul", b.call("bmm", q, kt), 0.5, overload="Tensor")], "gemm")
+    run_and_check(node, {"q": rand(5, 19, 16), "kt": rand(5, 16, 23)}, PERSISTENT, device)
+    inter = 40
+    b = Builder()
+    x = b.input("x", ("s0", 32), F32)
+    wgu = b.input("wgu", (2 * inter, 32), F32)
+    mm = linear(b, x, wgu)
+    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, inter)), b.call("slice", mm, 1, inter, 2 * inter),
+               overload="Tensor")
+    run_and_check(fused_node(b, [y], "gemm"), {"x": rand(50, 32), "wgu": rand(2 * inter, 32)}, PERSISTENT, device)
+
+
+def test_persistent_config_never_splits_k():
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton.gemm import SPACE
+
+    problem = {"M": 64, "N": 64, "K": 4096, "B": 1, "nacc": 1, "elt": 2}
+    dev = DeviceInfo(kind="cuda", name="test", capability=(9, 0), sm_count=132)
+    ok = dict(BASE, GROUP_M=4, PERSISTENT=1)
+    assert SPACE.violations(ok, problem, dev) == []
+    assert SPACE.violations(dict(ok, SPLIT_K=4), problem, dev) == ["persistent programs do not split K"]

@@ -204,7 +204,7 @@ def test_int64_index_path(device, monkeypatch):
     x = b.input("x", ("s0", 40), torch.float32)
     node_p = fused_node(b, [b.call("permute", b.call("exp", x), (1, 0))], "pointwise")
     cfgs = {node_g: {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 1, "num_warps": 4, "num_stages": 1,
-                     "SPLIT_K": 2, "TMA": 0},
+                     "SPLIT_K": 2, "TMA": 0, "PERSISTENT": 0},
             node_r: {"BLOCK_R": 2, "BLOCK_N": 16, "num_warps": 2}, node_p: {"BLOCK_R": 4, "BLOCK_C": 8, "num_warps": 2}}
     for node, cfg in cfgs.items():
         k = kernel_for(node)

@@ -17,7 +17,9 @@ Programs are ordered in GROUP_M-row groups for L2 reuse; A rows and B columns
 are wrapped (``% M``, ``% Nd``) so the K loop needs no M/N masks. With
 ``SPLIT_K > 1`` the K range is split over programs that write fp32 partial
 products to a workspace, and a second kernel sums them and runs the same
-epilogue (for small M, where M x N tiles alone cannot fill the GPU).
+epilogue (for small M, where M x N tiles alone cannot fill the GPU). With
+``PERSISTENT`` the grid is one program per SM, each looping over tiles (no
+partial last wave; a tuner knob, off by default until measured).
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
     M, N, K, nacc = int(p["M"]), int(p["N"]), int(p["K"]), int(p.get("nacc", 1))
     if d.kind != "cuda":  # the interpreter: small tiles run fastest
         return {"BLOCK_M": 16 if M <= 16 else 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4,
-                "num_stages": 1, "SPLIT_K": 1, "TMA": 0}
+                "num_stages": 1, "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
     sms = max(d.sm_count, 1)
     if M <= 16:
         cfg = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "num_warps": 4, "num_stages": 5}
@@ -70,6 +72,7 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
     cfg["SPLIT_K"] = split
     # TMA (Hopper's bulk tensor copies) for the big tiles; small-M tiles stay on cp.async
     cfg["TMA"] = int(d.capability >= (9, 0) and cfg["BLOCK_M"] >= 64)
+    cfg["PERSISTENT"] = 0  # NOTE: a knob for the tuner; not measured as a default yet
     while _smem(cfg, p) > (d.smem_per_block or 232448) and cfg["num_stages"] > 2:
         cfg["num_stages"] -= 1
     return cfg
@@ -85,6 +88,7 @@ SPACE = Space(
         Knob("num_stages", (1, 2, 3, 4, 5)),
         Knob("SPLIT_K", (1, 2, 4, 8, 16)),
         Knob("TMA", (0, 1)),
+        Knob("PERSISTENT", (0, 1)),
     ),
     constraints=(
         Constraint("pipelined A and B tiles fit in shared memory",
@@ -97,6 +101,8 @@ SPACE = Space(
                    and c["BLOCK_K"] <= max(16, next_pow2(int(p["K"])))),
         Constraint("each K split has work",
                    lambda c, p, d: c["SPLIT_K"] == 1 or int(p["K"]) >= c["SPLIT_K"] * c["BLOCK_K"]),
+        Constraint("persistent programs do not split K",
+                   lambda c, p, d: not c.get("PERSISTENT") or c["SPLIT_K"] == 1),
     ),
     default=_default,
 )
@@ -261,7 +267,27 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
     for j in range(nacc):
         em.line(f"    tl.store(ws_ptr + ((pid_k * {nacc} + {j}) * (M * Bt) + r) * N + c, acc{j}, "
                 f"mask=rmask & cmask)")
-    return "\n".join(em.lines) + "\n"
+    return persistent_or_not(em.lines)
+
+
+def persistent_or_not(lines: list) -> str:
+    """The kernel body twice under ``if PERSISTENT``: one program per tile, or
+    a grid of about one program per SM, each looping over tiles ``pid``,
+    ``pid + programs``, ... (no wave-quantisation tail; a tile's epilogue
+    overlaps the next tile's first loads). Persistent programs never split K."""
+    head = [ln.strip() for ln in lines[:3]]
+    if head != MAIN_HEAD[:3]:
+        raise AssertionError(f"unexpected GEMM kernel head {head}")
+    out = ["    if PERSISTENT:",
+           "        tiles = ((M + BLOCK_M - 1) // BLOCK_M) * ((N + BLOCK_N - 1) // BLOCK_N)",
+           "        for tile in range(tl.program_id(0), tiles * Bt, tl.num_programs(0)):",
+           "            pid = tile % tiles",
+           "            pid_b = tile // tiles",
+           "            pid_k = 0"]
+    out += ["        " + ln for ln in lines[3:]]
+    out.append("    else:")
+    out += ["    " + ln for ln in lines]
+    return "\n".join(out) + "\n"
 
 
 def split_kernel(t: Template, names, masks, ops) -> tuple[str, set]:
@@ -320,7 +346,7 @@ def generate(graph: Graph) -> Generated:
         for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
             sig.size(c, e)
         for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
-                  "SPLIT_K") + (("B_T",) if with_tma else ()):
+                  "SPLIT_K", "PERSISTENT") + (("B_T",) if with_tma else ()):
             sig.constexpr(c)
         return sig
 
@@ -340,7 +366,8 @@ def generate(graph: Graph) -> Generated:
     outs_s = ", ".join(f"out{j}" for j in range(len(graph.outputs)))
     ret = scatter.returned(graph, t.scatters)
     acc_torch = "torch.float64" if t.dtype == torch.float64 else "torch.float32"
-    lines = [f"def launch({ins}, *, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, TMA, num_warps, num_stages):"]
+    lines = [f"def launch({ins}, *, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, TMA, num_warps, num_stages, "
+             "PERSISTENT=0):"]
     lines += bind_symbols_code(graph)
     lines += scatter.alloc_lines(graph, t.scatters)
     lines += [f"    M = {render_size(t.M)}", f"    N = {render_size(t.Nd)}", f"    K = {render_size(t.K)}",
@@ -358,6 +385,10 @@ def generate(graph: Graph) -> Generated:
     lines.append("    else:")
     lines.append("        ws = out0")
     lines.append("    grid = (((M + BLOCK_M - 1) // BLOCK_M) * ((N + BLOCK_N - 1) // BLOCK_N), Bt, SPLIT_K)")
+    lines.append("    if PERSISTENT:")
+    lines.append("        if SPLIT_K > 1:")
+    lines.append(f"            raise ValueError('{name}: a persistent GEMM does not split K')")
+    lines.append("        grid = (min(grid[0] * Bt, _programs(in0.device)), 1, 1)")
     launch_ptr = launch_call(name, sig, "grid", extra=", num_warps=num_warps, num_stages=num_stages").rstrip()
     if tma:
         lines.append("    descs = _tma_descriptors(lambda: " + views[0] + ", lambda: " + views[1] +
@@ -382,7 +413,7 @@ def generate(graph: Graph) -> Generated:
     lines.append("        grid = (((M + BLOCK_M - 1) // BLOCK_M) * ((N + BLOCK_N - 1) // BLOCK_N), Bt)")
     lines.append(launch_call(f"{name}_splitk_epilogue", sig2, "grid", "        ", ", num_warps=num_warps").rstrip())
     lines.append(f"    return {ret}")
-    launch = ("\n" + TMA_HOST if tma else "") + "\n".join(lines) + "\n"
+    launch = ("\n" + TMA_HOST if tma else "") + PERSISTENT_HOST + "\n".join(lines) + "\n"
     M, Nd, K, Bt, dt = t.M, t.Nd, t.K, t.Bt, t.dtype
 
     def problem(env):
@@ -423,6 +454,16 @@ def tma_view_code(v: Value, graph: Graph):
         return f"{inner}.select({dim}, {render_size(index) if not isinstance(index, int) else index})"
     return None
 
+
+PERSISTENT_HOST = '''
+def _programs(device):
+    """The grid of a persistent GEMM: one program per SM (three under the interpreter)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 3
+
+
+'''
 
 TMA_HOST = '''
 _TMA_OK = [True]        # False after a TMA launch failed here: pointer kernels from then on
