@@ -23,6 +23,8 @@ whose padding was eliminated are zero there (documented behaviour).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from braze.ir.registry import Category, OpDef, register
@@ -86,6 +88,47 @@ def unpack_ref(xp: torch.Tensor, dst: torch.Tensor, *, batch: int, seq: int) -> 
 
 def _unpack_infer(xp, idx, *, batch, seq):
     return (TensorType((batch, seq) + xp.type.shape[1:], xp.type.dtype, xp.type.device),)
+
+
+_VIEWS = ("reshape", "view", "_unsafe_view", "select", "slice", "unsqueeze", "squeeze", "_to_copy", "alias")
+
+
+def padded_outputs(graph) -> tuple[Optional[int], dict[int, str]]:
+    """Which outputs of a padding-eliminated ``graph`` differ from eager at padding positions.
+
+    Returns (index of the graph input holding the padding mask, or None;
+    {output index: kind}): ``"unpacked"`` for an ``unpack`` result (also a
+    fused group's scatter output), ``[B, S, ...]`` and zero at padding: it
+    equals eager where the mask is set; ``"derived"`` for an output computed
+    from one (BERT's pooler reads token 0, a padding token under left padding).
+    Outputs that read no unpacked value are absent. Empty without padding elimination.
+    """
+    pads = [n for n in graph.compute_nodes if n.op == "padding_index"]
+    if len(pads) != 1:
+        return None, {}
+    m = pads[0].args[0].node
+    while m.op in _VIEWS and m.inputs:
+        m = m.args[0].node
+    mask = graph.inputs.index(m) if m.op == "input" else None
+    scattered: set = set()   # values holding padding positions (unpacked or computed from them)
+    direct: set = set()      # unpack results as such
+    for n in graph.compute_nodes:
+        if n.op == "unpack":
+            direct.add(n.out())
+        elif n.op == "fused":
+            sub = n.attr("graph")
+            for j, o in enumerate(sub.outputs):
+                if o.node.op == "unpack":
+                    direct.add(n.out(j))
+        if direct & set(n.outputs) or any(v in scattered for v in n.inputs):
+            scattered.update(n.outputs)
+    kinds = {}
+    for i, v in enumerate(graph.outputs):
+        if v in direct:
+            kinds[i] = "unpacked"
+        elif v in scattered:
+            kinds[i] = "derived"
+    return mask, kinds
 
 
 register(OpDef("padding_index", Category.GATHER, padding_index_ref, infer=_padding_index_infer,
