@@ -268,78 +268,6 @@ def _leaf_names(args: tuple, kwargs: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def _tolerance(dtype: torch.dtype) -> float:
-    return {torch.float32: 1e-3, torch.float64: 1e-6}.get(dtype, 5e-2)
-
-
-def compare_outputs(got, want, valid: Optional[Mapping[int, torch.Tensor]] = None,
-                    lenient: frozenset = frozenset()) -> tuple[float, Optional[str], list[int]]:
-    """(max relative error over tensor leaves, description of the first mismatch
-    or None, the lenient leaves left unchecked).
-
-    ``valid``: leaf index -> a [batch, seq] mask of the positions to compare (a
-    padding-eliminated output is zero at padding positions, not eager's value
-    there). ``lenient``: leaves computed from padding positions (BERT's pooler
-    reads token 0); a mismatch there leaves the leaf unchecked instead of failing."""
-    g, w = pytree.tree_leaves(got), pytree.tree_leaves(want)
-    if len(g) != len(w):
-        return float("inf"), f"{len(g)} outputs, eager has {len(w)}", []
-    worst = 0.0
-    valid = valid or {}
-    unchecked: list[int] = []
-    for i, (a, b) in enumerate(zip(g, w)):
-        if not isinstance(b, torch.Tensor):
-            if a != b:
-                return float("inf"), f"output {i} is {a!r}, eager gives {b!r}", unchecked
-            continue
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return (float("inf"), f"output {i}: {a.dtype}{list(a.shape)}, eager gives {b.dtype}{list(b.shape)}",
-                    unchecked)
-        if i in valid:
-            keep = valid[i].to(a.device)
-            if tuple(keep.shape) != tuple(a.shape[:keep.dim()]):
-                return float("inf"), f"output {i}: {list(a.shape)} is not [batch, seq, ...] of its mask", unchecked
-            if torch.count_nonzero(a[~keep]):
-                return float("inf"), f"output {i}: nonzero at padding positions", unchecked
-            a, b = a[keep], b[keep]
-        if not b.is_floating_point():
-            if not torch.equal(a, b):
-                if i in lenient:
-                    unchecked.append(i)
-                    continue
-                return float("inf"), f"output {i} differs from eager", unchecked
-            continue
-        scale = float(b.double().abs().max()) if b.numel() else 1.0
-        err = float((a.double() - b.double()).abs().max()) / (scale or 1.0) if b.numel() else 0.0
-        if not err <= _tolerance(b.dtype):
-            if i in lenient:
-                unchecked.append(i)
-                continue
-            return err, f"output {i}: max relative error {err:.3g} > {_tolerance(b.dtype):g}", unchecked
-        worst = max(worst, err)
-    return worst, None, unchecked
-
-
-def _padding_positions(graph, manifest: Mapping, leaves: list) -> tuple[dict, frozenset]:
-    """How the check treats a padding-eliminated program's outputs (by output leaf):
-    an unpacked output is compared on the example's valid tokens; an output computed
-    from one is lenient (see ``compare_outputs``; ``ir/padding.padded_outputs``)."""
-    from braze.ir.padding import padded_outputs
-
-    mask_i, kinds = padded_outputs(graph)
-    mask = leaves[manifest["input_leaves"][mask_i]] != 0 if kinds and mask_i is not None else None
-    if not kinds or (mask is not None and bool(mask.all())):
-        return {}, frozenset()
-    valid, lenient = {}, set()
-    for leaf, (kind, x) in enumerate(manifest["out_leaves"]):
-        k = kinds.get(x) if kind == "value" else None
-        if k == "unpacked" and mask is not None and mask.dim() == 2:
-            valid[leaf] = mask
-        elif k is not None:
-            lenient.add(leaf)
-    return valid, frozenset(lenient)
-
-
 def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Mapping[str, Any]] = None,
                   options=None, check: bool = True, name: Optional[str] = None) -> Artifact:
     """Capture ``model`` with torch.export on (args, kwargs), compile it, choose
@@ -412,12 +340,16 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
         if check:
             want = model(*args, **kwargs)
     if check:
-        valid, lenient = _padding_positions(program.graph, manifest, leaves)
-        err, problem, unchecked = compare_outputs(got, want, valid, lenient)
-        if problem:
+        from braze.compiler.eager_check import compare_outputs, policy_for
+
+        by_name = {d["name"]: leaves[d["leaf"]] for d in manifest["inputs"]}
+        names = [n.args[0] for n in program.graph.inputs]
+        policy = policy_for(program.graph, names, [by_name.get(nm) for nm in names], manifest["out_leaves"])
+        res = compare_outputs(got, want, policy)
+        if res.problem:
             raise ArtifactError(f"braze's compiled {graph.name} does not match eager on the example inputs: "
-                                f"{problem}; no artifact written (a bug in braze: please report it)")
-        manifest["check"] = {"max_rel_err": err, **({"unchecked_outputs": unchecked} if unchecked else {})}
+                                f"{res.problem}; no artifact written (a bug in braze: please report it)")
+        manifest["check"] = res.manifest()
     dev = device_info(target_device(program.graph))
     manifest["device"] = {"kind": dev.kind, "name": dev.name, "capability": list(dev.capability),
                           "sm_count": dev.sm_count, "cores": dev.cores, "key": dev.key}

@@ -273,44 +273,55 @@ def test_a_compiled_artifact_serialises_its_weights_only_when_saved(tmp_path):
         torch.testing.assert_close(braze.load(out)(**inp).logits, want)
 
 
-@pytest.mark.parametrize("family,padding", [("llama", "left"), ("bert", "right"), ("bert", "left")])
+@pytest.mark.parametrize("family,padding", [("llama", "left"), ("bert", "right"), ("bert", "left"),
+                                            ("bloom", "left")])
 def test_compiling_on_a_padded_example_checks_the_valid_tokens(family, padding, tmp_path):
-    """Padding elimination zeroes padding positions: the compile check compares
-    the unpacked output on the example's valid tokens, and leaves unchecked an
-    output computed from a padding position (BERT's pooler reads token 0, padding
-    under left padding). The saved artifact loads and matches on valid tokens."""
+    """braze equals eager on valid tokens (``compiler/eager_check.py``): the compile check
+    compares an unpacked output there (it must be zero at padding), leaves unchecked an
+    output computed from a padding position if it differs (BERT's pooler reads token 0,
+    padding under left padding), and compares a padded program (BLOOM: ALiBi keeps it
+    padded) on the valid tokens where its left-padding rows, which see no key, differ."""
     from braze.compiler import hf_models
 
     model = hf_models.build(family)
     model.config.use_cache = False
-    inp = hf_models.inputs(3, 10, padding=padding, lengths=[10, 1, 6], seed=2)
+    inp = hf_models.inputs(3, 10, padding=padding, lengths=[10, 1, 6], seed=4)
     art = braze.compile(model, (), inp)
     check = art.manifest["check"]
     assert check["max_rel_err"] <= 1e-3
     assert check.get("unchecked_outputs", []) == ([1] if (family, padding) == ("bert", "left") else [])
+    assert check.get("valid_tokens_only", []) == ([0] if family == "bloom" else [])
     valid = inp["attention_mask"].bool()
     with torch.no_grad():
         want = model(**inp)[0]
         got = braze.load(art.save(str(tmp_path / "a")))(**inp)[0]
     torch.testing.assert_close(got[valid], want[valid], rtol=1e-4, atol=1e-4)
-    assert torch.count_nonzero(got[~valid]) == 0
+    if family != "bloom":
+        assert torch.count_nonzero(got[~valid]) == 0
 
 
 def test_the_check_compares_valid_positions_and_requires_zeros_at_padding():
-    from braze.compiler.artifact import compare_outputs
+    from braze.compiler.eager_check import LENIENT, PADDED, UNPACKED, compare_outputs
 
     want = torch.randn(2, 3, 4)
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]]).bool()
     got = torch.where(mask[..., None], want, torch.zeros(()))
-    assert compare_outputs((got,), (want,), {0: mask}) == (0.0, None, [])
-    assert compare_outputs((got,), (want,))[1].startswith("output 0: max relative error")
+    res = compare_outputs((got,), (want,), {0: (UNPACKED, mask)})
+    assert (res.max_rel_err, res.problem, res.unchecked) == (0.0, None, [])
+    assert compare_outputs((got,), (want,)).problem.startswith("output 0: max relative error")
     bad = got.clone()
     bad[1, 2, 0] = 1.0
-    assert compare_outputs((bad,), (want,), {0: mask})[1] == "output 0: nonzero at padding positions"
+    assert compare_outputs((bad,), (want,), {0: (UNPACKED, mask)}).problem == "output 0: nonzero at padding positions"
     bad = got.clone()
     bad[0, 1, 3] += 1.0
-    assert "max relative error" in compare_outputs((bad,), (want,), {0: mask})[1]
-    pooled = torch.randn(2, 4)
+    assert "max relative error" in compare_outputs((bad,), (want,), {0: (UNPACKED, mask)}).problem
+    # a padded program: compared everywhere, on valid tokens only if that is where it differs
+    res = compare_outputs((got,), (want,), {0: (PADDED, mask)})
+    assert res.problem is None and res.valid_tokens_only == [0]
+    assert compare_outputs((bad,), (want,), {0: (PADDED, mask)}).problem is not None
+    assert compare_outputs((want,), (want,), {0: (PADDED, mask)}).valid_tokens_only == []
     # a lenient leaf (computed from padding positions) that differs is reported unchecked, not failed
-    assert compare_outputs((got, pooled + 1), (want, pooled), {0: mask}, frozenset({1})) == (0.0, None, [1])
-    assert compare_outputs((bad, pooled), (want, pooled), {0: mask}, frozenset({1}))[1] is not None
+    pooled = torch.randn(2, 4)
+    res = compare_outputs((got, pooled + 1), (want, pooled), {0: (UNPACKED, mask), 1: (LENIENT, None)})
+    assert res.problem is None and res.unchecked == [1]
+    assert compare_outputs((bad, pooled), (want, pooled), {0: (UNPACKED, mask), 1: (LENIENT, None)}).problem
