@@ -154,3 +154,20 @@ def test_unpack_of_a_bmm_is_declined():
     k = b.input("k", ("t", 8, 5), F32)
     dst = b.input("dst", ("t",), torch.int64)
     assert "bmm" in _declined("gemm", b, [b.call("unpack", b.call("bmm", q, k), dst, batch=B, seq=S)])
+
+
+@MASK
+def test_padding_rows_are_zeroed_and_valid_rows_left_to_the_kernel(mask, device):
+    """The launcher zeroes exactly the rows no destination names (the kernel writes the
+    others once); checked on a buffer of sevens, since a fresh allocation may be zero."""
+    b = Builder()
+    x = b.input("x", ("t", 16), F32)
+    w = b.input("w", (16,), F32)
+    dst = b.input("dst", ("t",), torch.int64)
+    node = fused_node(b, [b.call("unpack", rmsnorm(b, x, w, F32), dst, batch=B, seq=S)], "reduction")
+    d = _dst(mask)
+    out = torch.full((B * S + 1, 1100), 7.0, device=device)   # F > BLOCK_F: two column blocks
+    kernel_for(node).module()._zero_padding_rows(out, d.to(device), B * S)
+    pad = torch.cat([_padding(d).reshape(-1), torch.tensor([False])])
+    assert torch.count_nonzero(out.cpu()[pad]) == 0
+    assert bool((out.cpu()[~pad] == 7.0).all())

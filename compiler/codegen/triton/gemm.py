@@ -413,7 +413,8 @@ def generate(graph: Graph) -> Generated:
     lines.append("        grid = (((M + BLOCK_M - 1) // BLOCK_M) * ((N + BLOCK_N - 1) // BLOCK_N), Bt)")
     lines.append(launch_call(f"{name}_splitk_epilogue", sig2, "grid", "        ", ", num_warps=num_warps").rstrip())
     lines.append(f"    return {ret}")
-    launch = ("\n" + TMA_HOST if tma else "") + PERSISTENT_HOST + "\n".join(lines) + "\n"
+    host = ("\n" + TMA_HOST if tma else "") + PERSISTENT_HOST + scatter.host_code(t.scatters)
+    launch = host + "\n".join(lines) + "\n"
     M, Nd, K, Bt, dt = t.M, t.Nd, t.K, t.Bt, t.dtype
 
     def problem(env):

@@ -431,7 +431,7 @@ def generate(graph: Graph) -> Generated:
     lines.append("    else:  # looped over the row")
     lines.append(launch_call(f"{name}_looped", sig, "grid", "        ", ", num_warps=num_warps").rstrip())
     lines.append(f"    return {ret}")
-    launch = "\n".join(lines) + "\n"
+    launch = scatter.host_code(t.scatters) + "\n".join(lines) + "\n"
     R, N, dt = t.R, t.N, graph.outputs[0].type.dtype
 
     def problem(env):
