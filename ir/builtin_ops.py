@@ -34,7 +34,21 @@ def _fused_infer(*inputs, graph, **_):
     return tuple(v.type for v in graph.outputs)
 
 
-register(OpDef("fused", Category.FUSED, _fused_ref, infer=_fused_infer,
+def _fused_sample(node, env, generator) -> dict:
+    """The invariants the group's own ops need of its operands (``OpDef.sample`` of each)."""
+    from braze.ir.registry import REGISTRY
+
+    sub = node.attr("graph")
+    outer = dict(zip((n.out() for n in sub.inputs), node.inputs))
+    out = {}
+    for n in sub.compute_nodes:
+        op = REGISTRY.get(n.op)
+        if op is not None and op.sample is not None:
+            out.update({outer[v]: x for v, x in op.sample(n, env, generator).items() if v in outer})
+    return out
+
+
+register(OpDef("fused", Category.FUSED, _fused_ref, infer=_fused_infer, sample=_fused_sample,
                doc="a fusion group: kwargs graph=<subgraph>, kind=<pointwise|reduction|gemm|...>"))
 
 

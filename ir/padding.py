@@ -134,5 +134,16 @@ def padded_outputs(graph) -> tuple[Optional[int], dict[int, str]]:
 register(OpDef("padding_index", Category.GATHER, padding_index_ref, infer=_padding_index_infer,
                doc="valid-token index of a [batch, seq] padding mask; see braze.ir.padding"))
 register(OpDef("pack", Category.GATHER, pack_ref, infer=_pack_infer, doc="the valid tokens of [batch, seq, ...]"))
-register(OpDef("unpack", Category.GATHER, unpack_ref, infer=_unpack_infer,
+def _unpack_sample(node, env, generator) -> dict:
+    """Destinations that keep ``unpack``'s invariant for random inputs (the tuner's):
+    distinct increasing rows of ``[0, batch * seq)``, then bucket rows at ``batch * seq``."""
+    dst = node.args[1]
+    t = dst.type.concrete_shape(env)[0]
+    rows = node.attr("batch") * node.attr("seq")
+    n = min(t, rows)
+    real = torch.randperm(rows, generator=generator)[:n].sort().values
+    return {dst: torch.cat([real, torch.full((t - n,), rows)]).to(torch.int64)}
+
+
+register(OpDef("unpack", Category.GATHER, unpack_ref, infer=_unpack_infer, sample=_unpack_sample,
                doc="packed tokens back to [batch, seq, ...], zeros at padding"))

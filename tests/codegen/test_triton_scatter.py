@@ -171,3 +171,28 @@ def test_padding_rows_are_zeroed_and_valid_rows_left_to_the_kernel(mask, device)
     pad = torch.cat([_padding(d).reshape(-1), torch.tensor([False])])
     assert torch.count_nonzero(out.cpu()[pad]) == 0
     assert bool((out.cpu()[~pad] == 7.0).all())
+
+
+@pytest.mark.parametrize("kind", ["reduction", "gemm"])
+def test_tuning_inputs_hold_valid_destinations_and_the_kernel_passes_its_check(kind, device):
+    """The tuner measures a candidate on random operands: a scatter's destinations must be
+    distinct rows in range (random integers would make rows race or write out of bounds,
+    and the kernel would be rejected as wrong, or worse)."""
+    from braze.autotune.measure import Bench, MeasureSpec, measure
+
+    b = Builder()
+    x = b.input("x", ("t", 32), F32)
+    w = b.input("w", (24, 32), F32)
+    dst = b.input("dst", ("t",), torch.int64)
+    y = b.call("mm", x, b.call("permute", w, (1, 0))) if kind == "gemm" else rmsnorm(b, x, b.input("g", (32,)), F32)
+    node = fused_node(b, [b.call("unpack", y, dst, batch=5, seq=4)], kind)
+    for t in (13, 20, 26):   # fewer, as many, and more rows (bucket rows) than the 20 positions
+        bench = Bench(node, {"t": t}, device)
+        d = bench.inputs[[v.node.name for v in node.inputs].index("dst")].cpu()
+        real = d[d < 20]
+        assert d.shape == (t,) and bool((d[:real.numel()] == real).all()) and bool((d[real.numel():] == 20).all())
+        assert real.unique().numel() == real.numel() == min(t, 20) and bool((real[1:] > real[:-1]).all())
+        k = kernel_for(node)
+        cfg = GEMM_CFG if kind == "gemm" else SINGLE
+        m = measure(k, cfg, bench, MeasureSpec(warmup=1, reps=1))
+        assert m.status == "ok", m.error
