@@ -78,6 +78,23 @@ def test_gemm_dual_epilogue_compiles_to_wgmma_and_split_k():
     assert epi.name.endswith("_splitk_epilogue")
 
 
+def test_scatter_stores_compile_for_hopper():
+    """An LM head whose logits are unpacked (padding elimination): the GEMM stores rows at
+    their destinations, and the kernel zeroing the padding rows compiles too."""
+    b = Builder()
+    x = b.input("x", ("t", 256), BF16)
+    w = b.input("w", (512, 256), BF16)
+    dst = b.input("dst", ("t",), torch.int64)
+    y = b.call("mm", x, b.call("permute", w, (1, 0)))
+    node = fused_node(b, [b.call("unpack", y, dst, batch=4, seq=64)], "gemm")
+    feed = {"x": torch.empty(200, 256, dtype=BF16), "w": torch.empty(512, 256, dtype=BF16), "dst": torch.arange(200)}
+    cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3,
+           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
+    zero, main = _compile(node, feed, cfg)
+    assert zero.name == "zero_padding_rows_kernel" and main.name.endswith("unpack")
+    assert main.features.get("wgmma", 0) > 0 and main.resources.get("LOCAL", 0) == 0
+
+
 def test_bmm_epilogue_with_views_compiles():
     b = Builder()
     q = b.input("q", (2, "s0", 4, 64), BF16)

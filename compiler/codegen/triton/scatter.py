@@ -90,7 +90,7 @@ def alloc_lines(graph: Graph, sc: dict[int, Scatter], indent: str = "    ") -> l
 
 HOST = '''
 @triton.jit
-def _zero_rows_kernel(OUT, WRITTEN, ROWS, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+def zero_padding_rows_kernel(OUT, WRITTEN, ROWS, F, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
     """Zeros in the rows of OUT ([ROWS, F], row-major) whose WRITTEN flag is 0."""
     r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
@@ -106,7 +106,8 @@ def _zero_padding_rows(out, dst, rows):
     written[dst] = 1    # NOTE: an index_put on the device, no host synchronisation
     f = out[0].numel() if out.shape[0] else 0
     if rows and f:
-        _zero_rows_kernel[((rows + 31) // 32, (f + 1023) // 1024)](out, written, rows, f, BLOCK_R=32, BLOCK_F=1024)
+        grid = ((rows + 31) // 32, (f + 1023) // 1024)
+        zero_padding_rows_kernel[grid](out, written, rows, f, BLOCK_R=32, BLOCK_F=1024)
 
 
 '''
