@@ -467,5 +467,5 @@ class MeasureWorker:
         return Measurement.from_dict(reply)
 
 
-__all__ = ["node_device", "MeasureSpec", "Measurement", "MeasureWorker", "Bench", "measure", "check_outputs", "compute_tolerance", "time_callable",
-           "reference_outputs", "random_operands", "TOLERANCE"]
+__all__ = ["node_device", "MeasureSpec", "Measurement", "MeasureWorker", "Bench", "measure", "check_outputs",
+           "compute_tolerance", "time_callable", "reference_outputs", "random_operands", "TOLERANCE"]

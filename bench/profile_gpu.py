@@ -23,7 +23,7 @@ import repo_root  # noqa: F401 - before transformers: keeps bench/kernels.py fro
 _spec = importlib.util.spec_from_file_location("bench_varlen", os.path.join(repo_root.HERE, "varlen.py"))
 _varlen = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_varlen)
-batch_inputs = _varlen.batch_inputs   # the workloads of bench/varlen.py
+batch_inputs, workload_lengths = _varlen.batch_inputs, _varlen.workload_lengths   # bench/varlen.py's batches
 
 
 def kernel_table(fn, iters: int) -> tuple[list[tuple[str, int, float]], float]:
@@ -59,16 +59,14 @@ def main(argv=None) -> None:
     ap.add_argument("--top", type=int, default=20)
     ap.add_argument("--no-padding-elimination", action="store_true")
     args = ap.parse_args(argv)
-    gen = torch.Generator().manual_seed(0)
+    bs, seq, lens = workload_lengths()[args.model]
     if args.model == "bert":
         model = hf_models.build("bert", dtype=torch.float16, device="cuda", **hf_models.BERT_BASE)
-        bs, seq, vocab = 32, 512, 30522
-        lens = [int(x) for x in torch.randint(seq // 8, seq + 1, (bs,), generator=gen)]
+        vocab = hf_models.BERT_BASE["vocab_size"]
         call = (lambda m, inp: m(**inp)[0])
     else:
         model = hf_models.build("llama", dtype=torch.bfloat16, device="cuda", **hf_models.LLAMA_1B)
-        bs, seq, vocab = 8, 2048, hf_models.LLAMA_1B["vocab_size"]
-        lens = [int(x) for x in torch.randint(seq // 16, seq + 1, (bs,), generator=gen)]
+        vocab = hf_models.LLAMA_1B["vocab_size"]
         call = (lambda m, inp: m(**inp, use_cache=False).logits)
     inp = batch_inputs(bs, seq, lens, vocab, "cuda")
     disable = ("eliminate_padding",) if args.no_padding_elimination else ()

@@ -35,6 +35,20 @@ def lengths_for(batch: int, seq: int, fraction: float, gen: torch.Generator) -> 
     return [int(min(seq, max(1, round(lo + (hi - lo) * x)))) for x in u.tolist()]
 
 
+def workload_lengths(quick: bool = False) -> dict:
+    """Every workload's (batch, max length, lengths), drawn in one fixed order from seed 0,
+    so other scripts (``bench/profile_gpu.py``) run exactly these batches:
+    ``{"bert": (B, S, lengths), "curve": [(valid fraction, lengths)], "llama": (B, S, lengths)}``."""
+    gen = torch.Generator().manual_seed(0)
+    bs, seq = (4, 128) if quick else (32, 512)
+    out: dict = {"bert": (bs, seq, [int(x) for x in torch.randint(seq // 8, seq + 1, (bs,), generator=gen)])}
+    fracs = [0.5, 1.0] if quick else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    out["curve"] = [(f, [seq] * bs if f == 1.0 else lengths_for(bs, seq, f, gen)) for f in fracs]
+    b, s = (2, 256) if quick else (8, 2048)
+    out["llama"] = (b, s, [int(x) for x in torch.randint(s // 16, s + 1, (b,), generator=gen)])
+    return out
+
+
 def batch_inputs(batch, seq, lengths, vocab, device):
     g = torch.Generator().manual_seed(1234)
     ids = torch.randint(0, vocab, (batch, seq), generator=g)
@@ -131,7 +145,7 @@ def main(argv=None):
     out_dir = os.environ.get("OUT", "bench/results")
     os.makedirs(out_dir, exist_ok=True)
     dev = "cuda"
-    gen = torch.Generator().manual_seed(0)
+    work = workload_lengths(args.quick)
     results: list[dict] = []
 
     def enc(m, inp):
@@ -140,8 +154,7 @@ def main(argv=None):
     def dec(m, inp):
         return m(**inp, use_cache=False).logits
 
-    bs, seq = (4, 128) if args.quick else (32, 512)
-    lens = [int(x) for x in torch.randint(seq // 8, seq + 1, (bs,), generator=gen)]
+    bs, seq, lens = work["bert"]
     tuning: dict = {}
     if only & {"bert", "curve"}:
         model = hf_models.build("bert", dtype=torch.float16, device=dev, **hf_models.BERT_BASE)
@@ -155,22 +168,17 @@ def main(argv=None):
         run_workload("BERT-base fp16 B32 S512 uniform[64,512]", bert, enc,
                      batch_inputs(bs, seq, lens, 30522, dev), 2e-2, results)
     curve = []
-    fracs = [0.5, 1.0] if args.quick else [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-    for frac in fracs:
-        lens = [seq] * bs if frac == 1.0 else lengths_for(bs, seq, frac, gen)  # drawn always: same Llama lengths
-        if "curve" not in only:
-            continue
+    for frac, lens in work["curve"] if "curve" in only else []:
         row = run_workload(f"BERT-base fp16 valid {frac:.0%}", bert, enc, batch_inputs(bs, seq, lens, 30522, dev),
                            2e-2, results)
         curve.append(row)
     bert = model = None
     torch._dynamo.reset()
     torch.cuda.empty_cache()
-    b, s = (2, 256) if args.quick else (8, 2048)
+    b, s, lens = work["llama"]
     llama_cfg = dict(hf_models.LLAMA_1B)
     if args.quick:
         llama_cfg.update(num_hidden_layers=2)
-    lens = [int(x) for x in torch.randint(s // 16, s + 1, (b,), generator=gen)]
     if "llama" in only:
         llama = variants_of(hf_models.build("llama", dtype=torch.bfloat16, device=dev, **llama_cfg))
         run_workload("Llama-3.2-1B shape bf16 prefill B8 uniform[128,2048]", llama, dec,

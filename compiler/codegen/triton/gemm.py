@@ -194,7 +194,7 @@ class Template:
             idx = self.idx if tuple(o.type.shape) == tuple(self.dom) else map_reshape(self.idx, o.type.shape)
             tv = em.pull(o, idx)
             val = exprs.cast(tv, o.type.dtype) if tv.dtype != o.type.dtype else tv.code
-            row = scatter.dst_rows(em, self.scatters[j], em.operands) if j in self.scatters else "r"
+            row = scatter.dst_rows(em, self.scatters[j]) if j in self.scatters else "r"
             em.line(f"tl.store(out{j}_ptr + {row} * N + c, {val}, mask=rmask & cmask)")
 
     # ------------------------------------------------------------------ A and B tiles

@@ -399,7 +399,7 @@ def generate(graph: Graph) -> Generated:
             em.line("    r = r.to(tl.int64)")
             em.line("rmask = r < R")
             for sc in t.scatters.values():
-                scatter.dst_rows(em, sc, em.operands)
+                scatter.dst_rows(em, sc)
             if mode == "single":
                 em.line("c = tl.arange(0, BLOCK_N)[None, :]")
                 em.line("if INDEX64:")

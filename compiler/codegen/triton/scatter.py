@@ -69,9 +69,9 @@ def check_rows(s: Scatter, rows, per_row) -> None:
         raise Unsupported(f"unpack of {s.src.type}: its rows are not the kernel's {rows} rows")
 
 
-def dst_rows(em, s: Scatter, ops, rows: str = "r", rmask: str = "rmask") -> str:
+def dst_rows(em, s: Scatter, rows: str = "r", rmask: str = "rmask") -> str:
     """Emit the load of the destination rows of the program's rows; returns the variable."""
-    opd = ops[s.dst]
+    opd = em.operands[s.dst]
     name = f"dst{s.j}"
     em.line(f"{name} = tl.load({opd.ptr} + {rows} * {opd.strides[0]}, mask={rmask}, other=0)")
     return name

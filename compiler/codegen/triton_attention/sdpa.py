@@ -152,6 +152,17 @@ class _LibraryAttention:
     def problem(self, env: Mapping[str, int]) -> dict:
         return self.spec.problem(env)
 
+    def _call(self, fn: Callable, operands: tuple, **attrs) -> Callable[..., Any]:
+        """``fn`` on the node's operands named ``operands`` (in order), with ``attrs``."""
+        pick = self.spec.pick
+
+        def run(*xs):
+            return fn(*(pick(xs, name) for name in operands), **attrs)
+        return run
+
+
+VARLEN_OPERANDS = ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k")
+
 
 @dataclass
 class SdpaAttention(_LibraryAttention):
@@ -164,17 +175,8 @@ class SdpaAttention(_LibraryAttention):
         spec = self.spec
         attrs = dict(scale=float(spec.scale), causal=spec.causal, window=spec.window, groups=spec.groups)
         if spec.varlen:
-            def run_varlen(*xs):
-                return sdpa_attention_varlen(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
-                                             spec.pick(xs, "cu_seqlens_q"), spec.pick(xs, "cu_seqlens_k"), **attrs)
-            return run_varlen
-        attrs["mask_kind"] = spec.mask_kind
-
-        def run(*xs):
-            return sdpa_attention(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
-                                  spec.pick(xs, "mask"), **attrs)
-
-        return run
+            return self._call(sdpa_attention_varlen, VARLEN_OPERANDS, **attrs)
+        return self._call(sdpa_attention, ("q", "k", "v", "mask"), mask_kind=spec.mask_kind, **attrs)
 
 
 @dataclass
@@ -186,11 +188,6 @@ class FlashVarlenAttention(_LibraryAttention):
 
     def compile(self, config: Config) -> Callable[..., Any]:
         spec = self.spec
-        attrs = dict(max_seqlen_q=int(spec.max_seqlen_q), max_seqlen_k=int(spec.max_seqlen_k),
-                     scale=float(spec.scale), causal=spec.causal, window=spec.window)
-
-        def run(*xs):
-            return flash_varlen_attention(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
-                                          spec.pick(xs, "cu_seqlens_q"), spec.pick(xs, "cu_seqlens_k"), **attrs)
-
-        return run
+        return self._call(flash_varlen_attention, VARLEN_OPERANDS, max_seqlen_q=int(spec.max_seqlen_q),
+                          max_seqlen_k=int(spec.max_seqlen_k), scale=float(spec.scale), causal=spec.causal,
+                          window=spec.window)

@@ -7,8 +7,8 @@ descriptors, Hopper), SPLITS (split-KV chunks, merged by the combine
 kernel; decode) and MASK_SKIP (with a mask operand: summary kernels read the
 mask once, then each row block visits only the key blocks the mask leaves
 visible and skips the mask load where it adds nothing; on by default). The
-problem is the dict of ``problem()`` in ``candidates.py``: B, Hq, Hkv, groups, Sq, Sk (pow2
-buckets), D, Dv, dtype, causal, window, mask, alibi.
+problem is the dict of ``problem()`` in ``candidates.py``: B, Hq, Hkv,
+groups, Sq, Sk (pow2 buckets), D, Dv, dtype, causal, window, mask, alibi.
 
 The defaults are the untuned configs: a table for Hopper (H100/H200,
 measured with ``bench/attention.py``), a generic one for other CUDA GPUs,
@@ -144,7 +144,6 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
     cfg["BLOCK_N"] = min(cfg["BLOCK_N"], _pow2(problem["Sk"]))
     cfg.update(PACK_GQA=groups > 1 and d <= 64, TMA=False, SPLITS=1, MASK_SKIP=_has_mask(problem))
     return cfg
-
 
 
 _COMMON_KNOBS = (

@@ -36,8 +36,13 @@ FLT_MAX = tl.constexpr(3.4028234663852886e38)
 
 
 @triton.jit
-def _fmax(a, b):
+def _max(a, b):
     return tl.maximum(a, b)
+
+
+@triton.jit
+def _min(a, b):
+    return tl.minimum(a, b)
 
 
 @triton.jit
@@ -80,7 +85,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
             qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         if (not NEED_SAFE) and (not HAS_ALIBI):
             # NOTE: needs qk_scale > 0 (the launcher checks scale > 0).
-            m_new = tl.maximum(m_i, tl.reduce(qk, 1, _fmax) * qk_scale)
+            m_new = tl.maximum(m_i, tl.reduce(qk, 1, _max) * qk_scale)
             qk = qk * qk_scale - m_new[:, None]
             alpha = tl.math.exp2(m_i - m_new)
         else:
@@ -110,7 +115,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
                 if HAS_WINDOW:
                     vis = vis & (pos[:, None] - offs_n[None, :] < window)
                 qk = tl.where(vis, qk, float("-inf"))
-            m_new = tl.maximum(m_i, tl.reduce(qk, 1, _fmax))
+            m_new = tl.maximum(m_i, tl.reduce(qk, 1, _max))
             if NEED_SAFE:
                 # NOTE: a row may see no key in this block: keep exp2 away from (-inf) - (-inf).
                 m_sub = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -304,16 +309,6 @@ def attention_fwd_kernel(
 
 
 @triton.jit
-def _imax(a, b):
-    return tl.maximum(a, b)
-
-
-@triton.jit
-def _imin(a, b):
-    return tl.minimum(a, b)
-
-
-@triton.jit
 def mask_tile_flags_kernel(MASK, FLAGS, ROW_VIS, smb, smh, smq, smk, n_heads_m, seq_q, seq_k, sfb, srb, srh,
                            TOK_BLOCK: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr,
                            MASK_KIND: tl.constexpr, VISIBLE_ABOVE: tl.constexpr):
@@ -354,10 +349,10 @@ def mask_tile_flags_kernel(MASK, FLAGS, ROW_VIS, smb, smh, smq, smk, n_heads_m, 
         vis = (vis & ok).to(tl.int32)
         # NOTE: rows past the block do not count; keys past seq_k make a tile not zero.
         zero = ((zero | (r_ok[:, None] == 0)) & n_ok[None, :]).to(tl.int32)
-        row_vis = tl.reduce(vis, 1, _imax)
+        row_vis = tl.reduce(vis, 1, _max)
         tl.atomic_max(ROW_VIS + h * srh + offs_r, row_vis, mask=r_ok & (row_vis > 0))
-        any_vis = tl.maximum(any_vis, tl.reduce(row_vis, 0, _imax))
-        all_zero = tl.minimum(all_zero, tl.reduce(tl.reduce(zero, 1, _imin), 0, _imin))
+        any_vis = tl.maximum(any_vis, tl.reduce(row_vis, 0, _max))
+        all_zero = tl.minimum(all_zero, tl.reduce(tl.reduce(zero, 1, _min), 0, _min))
     n_kb = tl.num_programs(0)
     tl.store(FLAGS + b * sfb + qb * n_kb + kb, (any_vis + 2 * all_zero).to(tl.int8))
 
@@ -381,15 +376,15 @@ def mask_block_summary_kernel(FLAGS, ROW_VIS, SUMMARY, n_heads_m, seq_q, n_kb, s
     rows_ok = n_kb * 0 + 1
     for h in range(0, n_heads_m):
         rv = tl.load(ROW_VIS + b.to(tl.int64) * srb + h * srh + offs_r, mask=r_ok, other=1)
-        rows_ok = tl.minimum(rows_ok, tl.reduce(rv, 0, _imin))
+        rows_ok = tl.minimum(rows_ok, tl.reduce(rv, 0, _min))
     kb = tl.arange(0, KB_P2)
     f = tl.load(FLAGS + b * sfb + qb * n_kb + kb, mask=kb < n_kb, other=0).to(tl.int32)
     vis = (f & 1) != 0
     zero = (f & 2) != 0
-    first = tl.reduce(tl.where(vis, kb, n_kb), 0, _imin)
-    last = tl.reduce(tl.where(vis, kb, -1), 0, _imax)
-    z_lo = tl.reduce(tl.where(zero, kb, n_kb), 0, _imin)
-    z_hi = tl.reduce(tl.where((kb > z_lo) & (zero == 0), kb, n_kb), 0, _imin)
+    first = tl.reduce(tl.where(vis, kb, n_kb), 0, _min)
+    last = tl.reduce(tl.where(vis, kb, -1), 0, _max)
+    z_lo = tl.reduce(tl.where(zero, kb, n_kb), 0, _min)
+    z_hi = tl.reduce(tl.where((kb > z_lo) & (zero == 0), kb, n_kb), 0, _min)
     full = rows_ok == 0
     none = full | (z_lo >= n_kb)  # no zero run: written as the empty run [0, 0)
     out = SUMMARY + b * ssum + qb * 4
@@ -415,7 +410,7 @@ def attention_combine_kernel(WS, LSE, O, n_heads, seq_q, n_splits,
     i = r % seq_q
     offs_s = tl.arange(0, SPLITS_P2)
     lse = tl.load(LSE + offs_s * slsp + r, mask=offs_s < n_splits, other=float("-inf"))
-    mx = tl.reduce(lse, 0, _fmax)
+    mx = tl.reduce(lse, 0, _max)
     mx = tl.where(mx == float("-inf"), 0.0, mx)
     den = tl.reduce(tl.math.exp2(lse - mx), 0, _fadd)
     offs_d = tl.arange(0, BLOCK_DV)
