@@ -20,6 +20,7 @@ from braze.compiler.capture import capture_dynamo
 from braze.compiler.driver import compile_graph
 from braze.compiler.lower import CallSpec, LoweringError, lower
 from braze.compiler.report import GraphReport
+from braze.ir import bind_symbols
 
 log = logging.getLogger("braze")
 
@@ -57,7 +58,7 @@ def _compile(gm, example_inputs, options: Options, report: GraphReport):
     cap = capture_dynamo(gm, example_inputs)
     graph, spec = lower(cap.gm, cap.placeholders, name=report.name)
     program = compile_graph(graph, options, report)
-    return DynamoEntry(program, spec, example_inputs,
+    return DynamoEntry(program, spec, example_inputs, graph,
                        lambda consts: compile_graph(_with_constants(graph, consts), options, GraphReport(report.name)))
 
 
@@ -70,9 +71,12 @@ def _with_constants(graph, consts):
 class DynamoEntry:
     """Maps Dynamo's flat arguments to the program and its outputs back."""
 
-    def __init__(self, program, spec: CallSpec, example_inputs, recompile: Callable):
+    def __init__(self, program, spec: CallSpec, example_inputs, graph, recompile: Callable):
         self.program = program
         self.spec = spec
+        self.graph = graph
+        self.has_syms = any(kind == "sym" for kind, _ in spec.leaves)
+        self._sym_envs: dict = {}
         self.bound = [example_inputs[i] for i, _ in spec.constants]
         self.versions = [t._version for t in self.bound]
         self.recompile = recompile
@@ -90,9 +94,20 @@ class DynamoEntry:
         spec = self.spec
         if spec.constants:
             self._check_constants(args)
-        outs = self.program(*(args[i] for i in spec.inputs), sym_values=[args[i] for i in spec.syms])
-        leaves = [outs[x] if kind == "value" else x for kind, x in spec.leaves]
+        inputs = [args[i] for i in spec.inputs]
+        sym_values = [args[i] for i in spec.syms]
+        outs = self.program(*inputs, sym_values=sym_values)
+        env = self._symbols(inputs, sym_values) if self.has_syms else None
+        leaves = [outs[x] if kind == "value" else x.eval(env) if kind == "sym" else x for kind, x in spec.leaves]
         return tuple(leaves) if spec.is_tuple else leaves[0]
+
+    def _symbols(self, inputs, sym_values) -> dict:
+        """Symbol values of a call (for symbolic integers the graph returns)."""
+        key = tuple(x.shape for x in inputs) + tuple(sym_values)
+        env = self._sym_envs.get(key)
+        if env is None:
+            env = self._sym_envs[key] = bind_symbols(self.graph, inputs, sym_values, check=False)
+        return env
 
 
 def capture_graphs(fn: Callable, *args, **kwargs) -> list:

@@ -31,7 +31,20 @@ def trace_aten(gm: torch.nn.Module, fake_args: Sequence[Any]) -> fx.GraphModule:
     if fake_mode is None:
         raise LoweringError("no fake inputs to trace with")
     with fake_mode, torch.no_grad():
-        return make_fx(gm, decomposition_table=decomposition_table(), tracing_mode="real")(*fake_args)
+        traced = make_fx(gm, decomposition_table=decomposition_table(), tracing_mode="real")(*fake_args)
+        if not _mutates(traced):
+            return traced
+        # NOTE: functionalised, every in-place op becomes its functional form and
+        # each mutated input gets one trailing copy_(input, final value);
+        # lower() turns those into Graph.writes and passes/reinplace.py writes a
+        # KV cache in place again. Views stay views (remove="mutations").
+        return make_fx(torch.func.functionalize(gm, remove="mutations"), decomposition_table=decomposition_table(),
+                       tracing_mode="real")(*fake_args)
+
+
+def _mutates(gm: fx.GraphModule) -> bool:
+    return any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+               and n.target._schema.is_mutable for n in gm.graph.nodes)
 
 
 def _source_key(name: str) -> str:

@@ -33,6 +33,17 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any]]] = {
                                                       max_position_embeddings=256)),
     "phi": ("PhiConfig", "PhiForCausalLM", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                                 num_attention_heads=4, max_position_embeddings=256)),
+    "falcon": ("FalconConfig", "FalconForCausalLM", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                                         num_kv_heads=1, new_decoder_architecture=False,
+                                                         multi_query=True, max_position_embeddings=256)),
+    "mixtral": ("MixtralConfig", "MixtralForCausalLM", dict(hidden_size=64, intermediate_size=128,
+                                                            num_hidden_layers=2, num_attention_heads=4,
+                                                            num_key_value_heads=2, num_local_experts=4,
+                                                            num_experts_per_tok=2, max_position_embeddings=256,
+                                                            sliding_window=None)),
+    "gemma2": ("Gemma2Config", "Gemma2ForCausalLM", dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                                         num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                                                         max_position_embeddings=256, sliding_window=8)),
 }
 
 # Llama-3.2-1B's shape (16 layers, hidden 2048, GQA 32/8, MLP 8192).

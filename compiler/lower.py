@@ -45,7 +45,8 @@ class CallSpec:
     ``inputs[i]`` / ``syms[i]``: the placeholder position of graph input i /
     of symbol ``graph.sym_inputs[i]``; ``constants``: (position, key) of the
     placeholders compiled in as constants; ``leaves``: the FX outputs,
-    ("value", i) for graph.outputs[i] and ("literal", x) for a fixed x.
+    ("value", i) for graph.outputs[i], ("sym", s) for a symbolic integer
+    (evaluated from the call's symbol values) and ("literal", x) for a fixed x.
     """
 
     inputs: tuple[int, ...]
@@ -90,6 +91,8 @@ def lower(gm: fx.GraphModule, placeholders: Sequence[Placeholder], name: str = "
     pos_syms: list[int] = []
     pos_consts: list[tuple[int, str]] = []
     users = {n: list(n.users) for n in gm.graph.nodes}
+    written = _written_placeholders(gm)
+    writes: list[tuple[Node, Value]] = []  # (input node, its value after the call)
 
     def arg(a):
         if isinstance(a, fx.Node):
@@ -124,7 +127,7 @@ def lower(gm: fx.GraphModule, placeholders: Sequence[Placeholder], name: str = "
                 env[n] = s
             elif p.kind == "value":
                 env[n] = p.value
-            elif p.kind == "constant":
+            elif p.kind == "constant" and n not in written:
                 key = p.name
                 constants[key] = p.tensor
                 pos_consts.append((pos, key))
@@ -132,6 +135,8 @@ def lower(gm: fx.GraphModule, placeholders: Sequence[Placeholder], name: str = "
                 nodes.append(node)
                 env[n] = node.out()
             else:
+                # NOTE: a buffer the graph writes (a cache registered on the module)
+                # is an input, not a constant: its contents change on every call.
                 if not isinstance(val, torch.Tensor):
                     raise LoweringError(f"input {p.name} is a {type(val).__name__}, not a tensor")
                 node = Node("input", (p.name,), types=(TensorType.of(val),), name=clean_name(p.name))
@@ -148,6 +153,12 @@ def lower(gm: fx.GraphModule, placeholders: Sequence[Placeholder], name: str = "
             node = Node("constant", (key,), types=(TensorType.of(t),), name=clean_name(key))
             nodes.append(node)
             env[n] = node.out()
+        elif n.op == "call_function" and n in written.values():
+            dst, src = env[n.args[0]], arg(n.args[1])
+            if not isinstance(src, Value) or src.type != dst.type:
+                raise LoweringError(f"{n.name} writes {src!r} into input {dst.node.args[0]!r} of another type")
+            writes.append((dst.node, src))
+            env[n] = src
         elif n.op == "call_function":
             env[n] = _lower_call(n, val, arg, nodes, users)
         elif n.op == "output":
@@ -159,7 +170,9 @@ def lower(gm: fx.GraphModule, placeholders: Sequence[Placeholder], name: str = "
     for v in outputs:
         if not isinstance(v, Value):
             raise LoweringError(f"output {v!r} is not a tensor")
-    g = Graph(tuple(nodes), tuple(inputs), tuple(outputs), constants, tuple(sym_inputs), name)
+    write_pairs = tuple((inputs.index(dst), len(outputs) + k) for k, (dst, _) in enumerate(writes))
+    outputs = list(outputs) + [v for _, v in writes]
+    g = Graph(tuple(nodes), tuple(inputs), tuple(outputs), constants, tuple(sym_inputs), name, writes=write_pairs)
     leaves, is_tuple = out_spec
     return g, CallSpec(tuple(pos_inputs), tuple(pos_syms), tuple(pos_consts), leaves, is_tuple)
 
@@ -174,10 +187,25 @@ def _lower_output(out, arg):
             leaves.append(("value", len(outputs)))
             outputs.append(v)
         elif isinstance(v, Sym):
-            raise LoweringError("a symbolic integer is returned")
+            leaves.append(("sym", v))
         else:
             leaves.append(("literal", v))
     return (tuple(leaves), isinstance(out, (list, tuple))), outputs
+
+
+def _written_placeholders(gm: fx.GraphModule) -> dict[fx.Node, fx.Node]:
+    """Placeholder -> the ``copy_`` that writes its final value back (the
+    form functionalisation gives every mutated input, ``capture.trace_aten``)."""
+    out: dict[fx.Node, fx.Node] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target is aten.copy_.default:
+            dst = n.args[0]
+            if not (isinstance(dst, fx.Node) and dst.op == "placeholder"):
+                raise LoweringError(f"{n.name} writes into {getattr(dst, 'name', dst)}, which is not an input")
+            if dst in out:
+                raise LoweringError(f"input {dst.name} is written back twice")
+            out[dst] = n
+    return out
 
 
 def _get_attr(gm, target: str):

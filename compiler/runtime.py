@@ -58,7 +58,7 @@ class CompiledProgram:
         plan = build_plan(self.graph, self.launchers, env)
         if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs and not profile.enabled():
             try:
-                plan = CudaGraphPlan(plan, inputs)
+                plan = CudaGraphPlan(plan, inputs, written=[i for i, _ in self.graph.writes])
             except Exception as e:  # noqa: BLE001 - e.g. a kernel that synchronises: run uncaptured
                 log.warning("braze: %s cannot be captured in a CUDA graph (%s: %s); running it uncaptured",
                             self.graph.name, type(e).__name__, e)
@@ -76,26 +76,40 @@ class CompiledProgram:
 
 class CudaGraphPlan:
     """A plan captured once in a CUDA graph and replayed: inputs are copied
-    into the graph's static buffers, outputs cloned out of its own."""
+    into the graph's static buffers, outputs cloned out of its own.
 
-    def __init__(self, plan: Callable, inputs: Sequence[torch.Tensor]):
-        self.static_in = [x.clone() for x in inputs]
+    An input the graph writes (a KV cache) is captured as the caller's own
+    tensor, so a replay writes it in place; a later call that passes another
+    tensor there has it copied in and the result copied back out.
+    """
+
+    def __init__(self, plan: Callable, inputs: Sequence[torch.Tensor], written: Sequence[int] = ()):
+        self.written = tuple(written)
+        self.static_in = [x if i in self.written else x.clone() for i, x in enumerate(inputs)]
+        saved = [inputs[i].clone() for i in self.written]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(2):  # compile and autotune outside the capture
                 plan(self.static_in)
         torch.cuda.current_stream().wait_stream(side)
+        for i, x in zip(self.written, saved):  # the warm-up calls wrote the caller's buffers
+            inputs[i].copy_(x)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.static_out = plan(self.static_in)
+        self.aliases = {k: i for k, o in enumerate(self.static_out) for i in self.written if o is self.static_in[i]}
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         for dst, src in zip(self.static_in, inputs):
             if dst.data_ptr() != src.data_ptr():
                 dst.copy_(src)
         self.graph.replay()
-        return tuple(o.clone() for o in self.static_out)
+        for i in self.written:
+            if self.static_in[i].data_ptr() != inputs[i].data_ptr():
+                inputs[i].copy_(self.static_in[i])
+        return tuple(inputs[self.aliases[k]] if k in self.aliases else o.clone()
+                     for k, o in enumerate(self.static_out))
 
 
 def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, int]) -> Callable:
@@ -158,17 +172,36 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
         for j, o in enumerate(outs):  # unused outputs of multi-output nodes
             if Value(n, j) not in last_use and Value(n, j) not in keep and len(outs) > 1:
                 lines.append(f"del {o}")
+    # Side effects: an input the graph writes gets its final value (unless an
+    # in-place op already wrote it) and is returned as itself where the
+    # graph returns that value.
+    returned_as: dict[Value, str] = {}
+    for i, j in graph.writes:
+        v = graph.outputs[j]
+        if not written_in_place(v, graph.inputs[i].out()):
+            lines.append(f"x{i}.copy_({names[v]})")
+        returned_as[v] = f"x{i}"
     head = "def plan(inputs):\n"
     if graph.inputs:
         head += f"    {''.join(f'x{i}, ' for i in range(len(graph.inputs)))}= inputs\n"
     body = "".join(f"    {ln}\n" for ln in lines)
-    ret = f"    return ({''.join(names[v] + ', ' for v in graph.outputs)})\n"
+    ret = f"    return ({''.join(returned_as.get(v, names[v]) + ', ' for v in graph.outputs)})\n"
     src = head + body + ret
     code = compile(src, f"<braze plan {graph.name}>", "exec")
     exec(code, glb)  # noqa: S102 - generated from the graph, no user text
     plan = glb["plan"]
     plan.source = src
     return plan
+
+
+def written_in_place(v: Value, base: Value) -> bool:
+    """Whether ``v`` is ``base`` after a chain of in-place writes to it."""
+    while v != base:
+        w = get_op(v.node.op).writes
+        if w is None:
+            return False
+        v = v.node.args[w]
+    return True
 
 
 def _label(launcher, n: Node) -> str:

@@ -147,9 +147,14 @@ class Graph:
     # Symbols a node defines at run time (e.g. the valid-token count of
     # padding elimination), each with an upper bound used for planning.
     sym_bounds: tuple[tuple[str, Any], ...] = ()
+    # Side effects on the caller's tensors: (i, j) says that after a call
+    # graph input i holds the value of output j (a KV cache, a step counter).
+    # The runtime writes it back unless the write already happened in place
+    # (an op whose OpDef.writes names that input, see passes/reinplace.py).
+    writes: tuple[tuple[int, int], ...] = ()
 
     def __post_init__(self):
-        for f in ("nodes", "inputs", "outputs", "sym_inputs", "sym_bounds"):
+        for f in ("nodes", "inputs", "outputs", "sym_inputs", "sym_bounds", "writes"):
             v = getattr(self, f)
             if not isinstance(v, tuple):
                 object.__setattr__(self, f, tuple(v))

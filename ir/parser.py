@@ -137,7 +137,13 @@ def _parse_block(name, header, body, subgraphs, constants) -> Graph:
                    if b.strip())
     outputs: tuple = ()
     used_consts: dict[str, torch.Tensor] = {}
+    writes: list[tuple[int, int]] = []
     for ln in body:
+        if ln.startswith("writes "):
+            for pair in ln[len("writes "):].split(","):
+                i, _, j = pair.partition("<-")
+                writes.append((int(i), int(j)))
+            continue
         if ln.startswith("return"):
             rest = ln[len("return"):].strip()
             outputs = tuple(_parse_args(rest, env, subgraphs)[0]) if rest else ()
@@ -160,7 +166,7 @@ def _parse_block(name, header, body, subgraphs, constants) -> Graph:
         nodes.append(n)
         for i, nm in enumerate(lhs):
             env[nm] = Value(n, i)
-    return Graph(tuple(nodes), tuple(inputs), outputs, used_consts, sym_inputs, name, bounds)
+    return Graph(tuple(nodes), tuple(inputs), outputs, used_consts, sym_inputs, name, bounds, tuple(writes))
 
 
 def _parse_args(text: str, env: dict[str, Value], subgraphs: dict[str, Graph]):

@@ -135,6 +135,8 @@ def _print_one(g: Graph, name: str, subgraphs: dict) -> str:
         if n in input_set:
             continue
         lines.append("  " + format_node(n, names, subgraphs))
+    if g.writes:
+        lines.append("  writes " + ", ".join(f"{i} <- {j}" for i, j in g.writes))
     outs = ", ".join(format_arg(v, names, subgraphs) for v in g.outputs)
     lines.append(f"  return {outs}".rstrip())
     lines.append("}")

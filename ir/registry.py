@@ -42,6 +42,9 @@ class OpDef:
     # sample(node, env, generator) -> {Value: tensor}: random operands that must keep an
     # invariant of the op (e.g. prefix sums of sequence lengths); the others are plain random.
     sample: Optional[Callable[..., dict]] = None
+    # The operand position this op writes in place (its output aliases that
+    # operand), or None for an op without side effects (see ir/inplace_ops.py).
+    writes: Optional[int] = None
     _overloads: dict = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, overload: str = "") -> Callable[..., Any]:

@@ -63,6 +63,7 @@ def verify(graph: Graph, types: bool = True) -> Graph:
         if v.index >= len(v.node.types):
             raise VerificationError(f"graph {graph.name}: output refers to output {v.index} of {v.node.op}, "
                                     f"which has {len(v.node.types)} outputs")
+    _check_writes(graph)
     # NOTE: no separate cycle search: every operand was checked to be defined
     # earlier in the node list (each node listed once), so every edge points
     # forward and the graph is acyclic. networkx's find_cycle cost ~1 s per
@@ -82,6 +83,29 @@ def verify(graph: Graph, types: bool = True) -> Graph:
             if problem:
                 raise VerificationError(f"{_where(graph, n)}: {problem}")
     return graph
+
+
+def _check_writes(g: Graph) -> None:
+    for i, j in g.writes:
+        if not (0 <= i < len(g.inputs) and 0 <= j < len(g.outputs)):
+            raise VerificationError(f"graph {g.name}: write {i} <- {j} names no input or output")
+        src, dst = g.outputs[j].type, g.inputs[i].type
+        if (src.shape, src.dtype, src.device) != (dst.shape, dst.dtype, dst.device):
+            raise VerificationError(f"graph {g.name}: input {i} ({dst}) cannot hold output {j} ({src})")
+    order = {n: k for k, n in enumerate(g.nodes)}
+    users = g.value_users()
+    for n in g.nodes:
+        w = REGISTRY[n.op].writes
+        if w is None:
+            continue
+        base = n.args[w]
+        late = [u for u in users.get(base, ()) if u is not n and order[u] > order[n]]
+        if late:
+            raise VerificationError(f"{_where(g, n)} writes {base.node.name or base.node.op} in place, but "
+                                    f"{late[0].name or late[0].op} reads it afterwards")
+        if base in g.outputs:
+            raise VerificationError(f"{_where(g, n)} writes {base.node.name or base.node.op} in place, "
+                                    "but the graph returns its value before the write")
 
 
 def _check_operand(g: Graph, n: Node, v: Value, seen: set, members: set) -> None:

@@ -1,0 +1,49 @@
+"""Ops that write one of their operands in place.
+
+The IR is functional up to the last pass: capture functionalises every
+in-place op (``compiler/capture.py``) and records, in ``Graph.writes``, which
+graph inputs hold which output afterwards. ``passes/reinplace.py`` then turns
+a scatter whose base is such an input (a KV cache) or a fresh buffer into one
+of the ops below, so that only the written rows are touched. Each declares
+``OpDef.writes = 0``: it writes operand 0 and returns it.
+
+NOTE: an in-place node must be the last reader of the value it writes; the
+verifier checks that every other user of that value comes before it.
+"""
+from __future__ import annotations
+
+import torch
+
+from braze.ir.registry import Category, OpDef, register
+
+aten = torch.ops.aten
+
+
+def _same_as_base(base, *args, **kwargs):
+    return (base.type,)
+
+
+def _slice_scatter_(base: torch.Tensor, src: torch.Tensor, dim: int = 0, start=None, end=None, step: int = 1):
+    """``base[dim: start:end:step] = src`` in place; returns ``base``."""
+    aten.slice.Tensor(base, dim, start, end, step).copy_(src)
+    return base
+
+
+def _select_scatter_(base: torch.Tensor, src: torch.Tensor, dim: int, index: int):
+    """``base.select(dim, index) = src`` in place; returns ``base``."""
+    base.select(dim, index).copy_(src)
+    return base
+
+
+# The functional scatter each in-place op replaces (passes/reinplace.py).
+INPLACE_OF = {"index_copy": "index_copy_", "index_put": "index_put_", "slice_scatter": "slice_scatter_",
+              "select_scatter": "select_scatter_"}
+
+register(OpDef("index_copy_", Category.OPAQUE, aten.index_copy_, packet=aten.index_copy_, writes=0,
+               doc="base.index_copy_(dim, index, src): writes the rows named by index"))
+register(OpDef("index_put_", Category.OPAQUE, aten.index_put_, packet=aten.index_put_, writes=0,
+               doc="base.index_put_(indices, values, accumulate): writes the elements indexed"))
+register(OpDef("slice_scatter_", Category.OPAQUE, _slice_scatter_, infer=_same_as_base, writes=0,
+               doc="slice_scatter written in place: base[start:end:step] along dim = src"))
+register(OpDef("select_scatter_", Category.OPAQUE, _select_scatter_, infer=_same_as_base, writes=0,
+               doc="select_scatter written in place: base.select(dim, index) = src"))

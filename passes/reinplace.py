@@ -1,0 +1,57 @@
+"""Write scatters in place: a KV-cache update touches only its new rows.
+
+Capture functionalises every in-place op, so the pipeline sees a functional
+graph and ``Graph.writes`` lists the inputs the caller expects changed. This
+last pass turns a scatter (``index_copy``, ``index_put``, ``slice_scatter``,
+``select_scatter``) into its in-place form (``ir/inplace_ops.py``) where
+nothing can tell the difference:
+
+- ``scatter(input, ...)`` where the caller's input is written back and the
+  scatter is its only reader: the update writes the caller's buffer, only
+  the rows it names (the functional form copies the whole cache first);
+- ``scatter(fresh, ...)`` where ``fresh`` comes from a creation op (the zeros
+  of a cache built inside a prefill graph) or from an earlier in-place write,
+  and nothing else reads it nor returns it.
+
+Every other scatter stays functional: a copy, never a wrong read.
+"""
+from __future__ import annotations
+
+from braze.ir import Category, Graph, get_op, rewrite
+from braze.ir.inplace_ops import INPLACE_OF
+
+
+def reinplace(graph: Graph, options=None) -> Graph:
+    written = {graph.inputs[i].out() for i, _ in graph.writes}
+    users = graph.value_users()
+    outputs = set(graph.outputs)
+    reinplaced: set = set()
+
+    def fresh(v) -> bool:
+        op = get_op(v.node.op)
+        return op.category == Category.CREATION or v.node in reinplaced
+
+    def rule(n, b):
+        target = INPLACE_OF.get(n.op)
+        if target is None:
+            return None
+        orig = b.current
+        base = orig.args[0]
+        if len(users.get(base, ())) != 1 or base in outputs:
+            return None
+        if base not in written and not fresh(base):
+            return None
+        node = b.append(n.__class__(target, n.args, n.kwargs, n.types, overload=_overload(target, n.overload),
+                                    name=n.name))
+        reinplaced.add(orig)
+        return node.outputs
+
+    return rewrite(graph, rule)
+
+
+def _overload(target: str, overload: str) -> str:
+    # index_put_ has no "default" overload of its functional form's name in every release.
+    packet = get_op(target).packet
+    if packet is None:
+        return ""
+    return overload if overload in packet.overloads() else packet.overloads()[0]
