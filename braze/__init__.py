@@ -4,6 +4,7 @@
     fast = braze.jit(model)                       # or @braze.jit on a function
     fast = torch.compile(model, backend="braze")  # the same, through torch.compile
     print(braze.explain(model, *inputs))          # what braze did, pass by pass
+    out = braze.generate(model, input_ids, max_new_tokens=64)   # prefill + compiled decode steps
     art = braze.compile(model, args, kwargs, output="model.braze")   # ahead of time
     art = braze.load("model.braze")               # run it later, no tuning
 """
@@ -24,7 +25,7 @@ if _os.path.isfile(_os.path.join(_root, "ir", "__init__.py")) and _root not in _
     __path__.append(_root)
 
 from braze.config import Options  # noqa: E402,F401
-from braze.api import compile, explain, jit, load  # noqa: E402,F401,A004
+from braze.api import compile, explain, explain_generate, generate, jit, load  # noqa: E402,F401,A004
 
 __version__ = "0.1.0"
-__all__ = ["jit", "explain", "compile", "load", "Options", "__version__"]
+__all__ = ["jit", "explain", "explain_generate", "generate", "compile", "load", "Options", "__version__"]

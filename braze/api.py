@@ -25,31 +25,106 @@ def jit(fn: Optional[Callable] = None, **options: Any):
 
     compiled = torch.compile(fn, backend=make_backend(opts))
     if not isinstance(fn, torch.nn.Module):
+        owner = getattr(fn, "__self__", None)
+        if isinstance(owner, torch.nn.Module):  # model.forward = braze.jit(model.forward)
+            compiled = _explaining_cache_errors(compiled, owner)
         functools.update_wrapper(compiled, fn)
     return compiled
 
 
-def explain(model: Callable, *example_inputs: Any, **options: Any):
-    """Compile ``model`` on ``example_inputs`` and report what braze did.
+def _explaining_cache_errors(compiled: Callable, model: torch.nn.Module) -> Callable:
+    """A call that fails with a KV cache whose tensors do not match the model
+    (another dtype or device) raises an error naming the cache layer instead
+    of a tracing error; the happy path costs nothing."""
+    from braze.compiler.generate import check_caches
 
-    Returns a :class:`braze.compiler.report.Report`: ``str(report)`` is a
-    readable summary (passes, the IR after each, the kernels with their
-    backend and where their config came from), ``report.to_dict()`` a
-    JSON-ready dict.
+    def call(*args, **kwargs):
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as e:
+            check_caches(model, list(args) + list(kwargs.values()), cause=e)
+            raise
+
+    return call
+
+
+def explain(model: Callable, *args: Any, options: Any = None, **kwargs: Any):
+    """Compile ``model`` on the call ``model(*args, **kwargs)`` and report what braze did.
+
+    ``args``/``kwargs`` are the model's own inputs (``input_ids=ids,
+    attention_mask=mask``); braze options go in ``options`` (a dict or
+    :class:`braze.Options`). Returns a :class:`braze.compiler.report.Report`:
+    ``str(report)`` is a readable summary (passes, the IR after each, the
+    kernels with their backend and where their config came from, the ops that
+    run through their torch reference), ``report.to_dict()`` a JSON-ready dict.
     """
     from braze.compiler.backend import make_backend
     from braze.compiler.report import Report
 
-    kwargs = options.pop("kwargs", None) or {}
-    opts = Options.from_dict(options)
+    opts = _options(options)
     reports: list = []
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=make_backend(opts, reports))
     with torch.no_grad():
-        compiled(*example_inputs, **kwargs)
+        compiled(*args, **kwargs)
     breaks = max(len(reports) - 1, 0)
     torch._dynamo.reset()
     return Report(reports, graph_breaks=breaks)
+
+
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int = 32, *,
+             attention_mask: Optional[torch.Tensor] = None, do_sample: bool = False, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, eos_token_id: Optional[int] = None,
+             pad_token_id: Optional[int] = None, seed: Optional[int] = None, max_cache_len: Optional[int] = None,
+             options: Any = None) -> torch.Tensor:
+    """Generate ``max_new_tokens`` tokens after ``input_ids`` with a Hugging Face causal LM compiled by braze.
+
+    Returns ``[batch, prompt + new]`` token ids, like ``model.generate``: greedy
+    by default, or sampled (``do_sample=True``) with ``temperature``, ``top_k``
+    (0: off) and ``top_p`` (1.0: off), seeded by ``seed``. Rows that produced
+    ``eos_token_id`` (default: the model's) continue with ``pad_token_id``; it
+    stops when every row has. ``attention_mask`` marks left padding of the
+    prompts. braze keeps one static KV cache per batch bucket and cache length
+    (``max_cache_len``, default: prompt + new tokens rounded up to 256) and
+    compiles the model's forward once (``options``: as for :func:`jit`); every
+    decode step reuses the same compiled step.
+    """
+    from braze.compiler.generate import generate as _generate
+
+    return _generate(model, input_ids, max_new_tokens, attention_mask=attention_mask, do_sample=do_sample,
+                     temperature=temperature, top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
+                     pad_token_id=pad_token_id, seed=seed, max_cache_len=max_cache_len,
+                     options=_options(options).to_dict())
+
+
+def explain_generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int = 8, **kwargs: Any):
+    """Run :func:`generate` and report what braze compiled for it: the prefill and
+    decode graphs, how many graphs were compiled during the decode steps after
+    the first (0 when every step reuses one program), and the ops that still
+    run through their torch reference. ``kwargs`` are :func:`generate`'s."""
+    from braze.compiler.generate import DecodeStats, generate as _generate
+    from braze.compiler.report import Report
+
+    stats = DecodeStats()
+    options = _options(kwargs.pop("options", None)).to_dict()
+    _generate(model, input_ids, max_new_tokens, stats=stats, options=options, **kwargs)
+    report = Report(stats.graphs, graph_breaks=0)
+    report.summary = [
+        f"generate: batch {stats.batch} (bucket {stats.batch_bucket}), prompt {stats.prompt_tokens}, "
+        f"{stats.new_tokens} new tokens, cache {stats.max_cache_len}",
+        f"prefill compiled {stats.compiles_prefill} graph(s); decode compiled "
+        f"{stats.compiles_decode} graph(s) after its first step"]
+    return report
+
+
+def _options(options: Any) -> Options:
+    if options is None:
+        return Options()
+    if isinstance(options, Options):
+        return options
+    if isinstance(options, dict):
+        return Options.from_dict(options)
+    raise TypeError(f"options must be a dict or braze.Options, got {type(options).__name__}")
 
 
 def compile(model: torch.nn.Module, args: tuple = (), kwargs: Optional[dict] = None, *, output: Optional[str] = None,

@@ -56,5 +56,11 @@ class Options:
             raise TypeError(f"unknown braze option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return Options(**d)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that differ from the defaults (``Options.from_dict`` reads it back)."""
+        default = Options()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
     def replace(self, **kw) -> "Options":
         return dataclasses.replace(self, **kw)

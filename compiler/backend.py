@@ -20,6 +20,7 @@ from braze.compiler.capture import capture_dynamo
 from braze.compiler.driver import compile_graph
 from braze.compiler.lower import CallSpec, LoweringError, lower
 from braze.compiler.report import GraphReport
+from braze.compiler.runtime import version_of
 from braze.ir import bind_symbols
 
 log = logging.getLogger("braze")
@@ -78,16 +79,16 @@ class DynamoEntry:
         self.has_syms = any(kind == "sym" for kind, _ in spec.leaves)
         self._sym_envs: dict = {}
         self.bound = [example_inputs[i] for i, _ in spec.constants]
-        self.versions = [t._version for t in self.bound]
+        self.versions = [version_of(t) for t in self.bound]
         self.recompile = recompile
 
     def _check_constants(self, args) -> None:
         stale = [i for (i, _), t, v in zip(self.spec.constants, self.bound, self.versions)
-                 if args[i] is not t or args[i]._version != v]
+                 if args[i] is not t or version_of(args[i]) != v]
         if stale:
             log.info("braze: %d parameters or buffers changed since compilation; recompiling", len(stale))
             self.bound = [args[i] for i, _ in self.spec.constants]
-            self.versions = [t._version for t in self.bound]
+            self.versions = [version_of(t) for t in self.bound]
             self.program = self.recompile({name: args[i] for i, name in self.spec.constants})
 
     def __call__(self, *args):

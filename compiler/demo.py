@@ -46,7 +46,7 @@ def main(argv=None) -> int:
           f"{dtype} on {args.device}")
 
     t0 = time.perf_counter()
-    report = braze.explain(model, kwargs=kw, backend=args.backend)
+    report = braze.explain(model, options={"backend": args.backend}, **kw)
     fast = braze.jit(model, backend=args.backend)
     with torch.no_grad():
         ref = model(**kw).logits

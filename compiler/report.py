@@ -82,17 +82,34 @@ class Report:
 
     graphs: list[GraphReport] = field(default_factory=list)
     graph_breaks: int = 0
+    summary: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"graphs": [g.to_dict() for g in self.graphs], "graph_breaks": self.graph_breaks}
+        return {"graphs": [g.to_dict() for g in self.graphs], "graph_breaks": self.graph_breaks,
+                "summary": list(self.summary), "torch_ops": self.torch_ops}
 
     @property
     def kernels(self) -> list[KernelRecord]:
         return [k for g in self.graphs for k in g.kernels]
 
+    @property
+    def torch_ops(self) -> dict[str, int]:
+        """The ops that run through their torch reference (not a generated kernel
+        or a library candidate chosen for them), with how often, by op name."""
+        out: dict[str, int] = {}
+        for k in self.kernels:
+            if k.backend == "torch":
+                for op in k.ops:
+                    out[op] = out.get(op, 0) + 1
+        return dict(sorted(out.items()))
+
     def __str__(self) -> str:
         head = f"braze: {len(self.graphs)} graph(s), {self.graph_breaks} graph break(s), " \
                f"{len(self.kernels)} launches"
+        head = "\n".join([head] + list(self.summary))
+        if self.torch_ops:
+            head += "\nruns through its torch reference: " + ", ".join(
+                f"{op} x{n}" for op, n in self.torch_ops.items())
         body = "\n".join(str(g) for g in self.graphs)
         ir = "\n".join(f"-- final IR of {g.name}\n{g.final_ir}" for g in self.graphs)
         return f"{head}\n{body}\n{ir}"

@@ -143,6 +143,10 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
             names[n.out()] = _glob(glb, graph.constants[n.args[0]])
             continue
         launcher = launchers.get(n)
+        guard = _write_guard(graph, n, env)
+        if guard is not None:
+            fn, index, size, label = guard
+            lines.append(f"{_glob(glb, fn)}({ref(index)}, {size}, {label!r})")
         if launcher is not None:
             fn = launcher.bind(env)
             if profiling:
@@ -192,6 +196,51 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
     plan = glb["plan"]
     plan.source = src
     return plan
+
+
+def version_of(t: torch.Tensor) -> int:
+    """``t._version``, or -1 for an inference tensor (which keeps no version counter:
+    one made under ``torch.inference_mode()`` can only change inside it)."""
+    return -1 if t.is_inference() else t._version
+
+
+def _write_guard(graph: Graph, n: Node, env):
+    """A bounds check before an in-place write into a caller's buffer (a KV
+    cache), so a full cache raises before anything is written."""
+    w = get_op(n.op).writes
+    if w is None or n.op not in ("index_copy_", "index_put_"):
+        return None
+    base = n.args[w]
+    inputs = {x.out(): x for x in graph.inputs}
+    while base not in inputs:
+        bw = get_op(base.node.op).writes
+        if bw is None:
+            return None  # a fresh buffer of the graph's own
+        base = base.node.args[bw]
+    shape = base.type.concrete_shape(env)
+    name = inputs[base].args[0]
+    if n.op == "index_copy_":
+        dim = n.args[1] % len(shape)
+        return check_write_rows, n.args[2], shape[dim], f"{name} (dim {dim})"
+    index = next((k for k, x in enumerate(n.args[1]) if isinstance(x, Value)), None)
+    if index is None or len([x for x in n.args[1] if x is not None]) != 1:
+        return None
+    return check_write_rows, n.args[1][index], shape[index], f"{name} (dim {index})"
+
+
+def check_write_rows(index: torch.Tensor, size: int, what: str) -> None:
+    """Raise before writing rows ``index`` of a buffer with ``size`` rows if one is out of range.
+
+    NOTE: only where reading the index costs no device synchronisation (CPU
+    tensors); on a GPU, ``braze.generate`` checks the cache length on the host
+    before it starts, and a CUDA graph replays no Python."""
+    if index.device.type != "cpu" or not index.numel():
+        return
+    hi, lo = int(index.max()), int(index.min())
+    if hi >= size or lo < -size:
+        bad = hi if hi >= size else lo
+        raise IndexError(f"braze: writing row {bad} of {what}, which has {size} rows: the cache is full "
+                         f"(position {bad} >= max_cache_len {size}); nothing was written")
 
 
 def written_in_place(v: Value, base: Value) -> bool:

@@ -4,8 +4,9 @@ After this pass the graph spells layout in few ops: ``reshape`` (for view,
 _unsafe_view, unsqueeze, squeeze, flatten, unflatten), ``permute`` (for t,
 transpose, movedim), ``expand``, ``slice``, ``select``, ``cat``; copies
 without effect on values (alias, clone, contiguous, detach, a cast to the
-same dtype) are gone, ``prims::convert_element_type`` is ``_to_copy``, and
-chains of reshapes and of permutes are composed.
+same dtype) are gone, ``prims::convert_element_type`` is ``_to_copy``, a
+functional ``copy(dst, src)`` is ``src`` cast and expanded to ``dst``'s type,
+and chains of reshapes and of permutes are composed.
 
 NOTE: ``reshape`` means "the same elements in row-major order" whatever the
 producer's strides, so later passes may change a producer's memory layout
@@ -125,6 +126,22 @@ def cat_drop_empty(n: Node, b: Builder):
     return b.append(Node("cat", (keep,) + n.args[1:], n.kwargs, n.types, n.overload, n.name)).outputs
 
 
+def copy_to_source(n: Node, b: Builder):
+    """Functional copy(dst, src) (what functionalisation makes of ``dst.copy_(src)``) has dst's
+    type and src's values: it reads no value of dst, so a later in-place write of dst's base is
+    not held back by it."""
+    dst, src = n.args[0], n.args[1]
+    if not isinstance(src, Value) or src.type.device != n.type.device:
+        return None
+    x = src
+    if x.type.dtype != n.type.dtype:
+        x = b.append(Node("_to_copy", (x,), (("dtype", n.type.dtype),),
+                          (x.type.with_dtype(n.type.dtype),), "default", n.name)).out()
+    if tuple(x.type.shape) != tuple(n.type.shape):
+        x = b.append(Node("expand", (x, tuple(n.type.shape)), (), n.types, "default", n.name)).out()
+    return (x,)
+
+
 RULES = [
     Rule.of("cat([empty, x], d) -> x", "cat", cat_drop_empty),
     Rule.of("alias(x) -> x; clone(x) -> x; contiguous(x) -> x; detach(x) -> x",
@@ -138,6 +155,7 @@ RULES = [
             {"t", "transpose", "movedim", "permute"}, to_permute),
     Rule.of("expand(x, shape(x)) -> x", {"expand", "expand_as"}, expand_noop),
     Rule.of("slice(x, d, 0, >= size(x, d)) -> x", "slice", full_slice),
+    Rule.of("copy(dst, src) -> expand(cast(src, dtype(dst)), shape(dst))", "copy", copy_to_source),
 ]
 
 

@@ -41,7 +41,7 @@ def test_torch_compile_finds_braze_through_the_entry_point():
 def test_explain_reports_passes_ir_and_kernels():
     model = hf_models.build("llama")
     ids = hf_models.inputs(2, 8)["input_ids"]
-    report = braze.explain(model, ids, strict=True)
+    report = braze.explain(model, ids, options={"strict": True})
     text = str(report)
     assert "pass normalize_views" in text and "final IR of" in text and "launches" in text
     d = report.to_dict()

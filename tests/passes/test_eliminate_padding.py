@@ -118,7 +118,7 @@ def test_non_padding_mask_is_declined_with_a_reason():
     m = ArbitraryMask().eval()
     x = torch.randn(2, 6, 16)
     mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
-    report = braze.explain(m, x, mask, strict=True)
+    report = braze.explain(m, x, mask, options={"strict": True})
     notes = " ".join(n for g in report.graphs for n in g.notes)
     assert "padding elimination declined" in notes and "not provably padding" in notes
     with torch.no_grad():

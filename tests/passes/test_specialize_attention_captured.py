@@ -174,7 +174,7 @@ def test_where_built_causal_mask_becomes_causal_attribute(seq, dtype):
 
     m = _WhereCausal()
     q, k, v = (torch.randn(1, h, seq, 8).to(dtype) for h in (4, 2, 2))
-    report = braze.explain(m, q, k, v, strict=True)
+    report = braze.explain(m, q, k, v, options={"strict": True})
     lines = [ln for ln in report.graphs[0].final_ir.splitlines() if " attention(" in ln]
     assert len(lines) == 1 and "causal='top_left'" in lines[0] and "mask_kind='none'" in lines[0]
     with torch.no_grad():

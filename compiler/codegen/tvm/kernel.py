@@ -25,6 +25,7 @@ import torch
 from braze.autotune.space import Config, DeviceInfo, Space, pow2_bucket
 from braze.compiler.codegen.tvm.ops import GEMM, REDUCTION
 from braze.compiler.kernels import structural_key
+from braze.compiler.runtime import version_of
 from braze.ir import Graph, Node
 from braze.ir.types import DTYPE_NAMES, Sym, eval_dim
 
@@ -264,7 +265,7 @@ class Runner:
         return res[0] if self.single else tuple(res)
 
     def _packed_operand(self, x):
-        key = (x.data_ptr(), x._version, tuple(x.shape), tuple(x.stride()), x.dtype)
+        key = (x.data_ptr(), version_of(x), tuple(x.shape), tuple(x.stride()), x.dtype)
         if key != self._packed_key:
             unit = None if x.is_contiguous() else tuple(d for d in range(x.dim()) if x.stride(d) == 1)
             entry = self._pack_fns.get(unit)

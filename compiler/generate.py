@@ -1,0 +1,260 @@
+"""``braze.generate``: prefill and decode a Hugging Face causal LM with braze.
+
+The model's ``forward`` is compiled once per model and options
+(``braze.jit``); a static KV cache of ``max_cache_len`` rows per sequence is
+allocated once per (batch bucket, cache length) and written in place by the
+compiled step (``passes/reinplace.py``). A step's shapes never change: the
+batch is padded to a bucket (padded rows never change the real rows'
+results: every op is row-wise or per sequence), the attention mask is
+``[B, max_cache_len]`` from the first step on, and positions live in device
+tensors, so every decode step runs the same compiled program. Prefill
+computes the LM head for the last token only (``logits_to_keep=1``). Tokens
+are chosen by ``compiler/sampling.py`` (one Triton kernel on CUDA).
+
+Sliding-window layers get full-length cache layers here (HF's sliding layer
+rolls its whole window every step, with Python-side counters that change the
+compiled graph): the window is applied by the attention mask instead.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from braze.compiler.sampling import Sampler, SamplingParams
+
+log = logging.getLogger("braze.generate")
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CACHE_BUCKET = 256           # cache lengths are rounded up to a multiple of this
+EOS_CHECK_EVERY = 16         # steps between the host reading whether every row has finished
+
+
+class GenerateError(ValueError):
+    """Arguments ``braze.generate`` cannot run with; the message names the argument."""
+
+
+@dataclass
+class DecodeStats:
+    """What the last ``generate`` call compiled and ran."""
+
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    batch: int = 0
+    batch_bucket: int = 0
+    max_cache_len: int = 0
+    compiles_prefill: int = 0
+    compiles_decode: int = 0      # graphs compiled during decode steps after the first
+    graphs: list = field(default_factory=list)   # every graph compiled for this model and options so far
+
+
+@dataclass
+class _ModelState:
+    forward: Any                   # the compiled forward
+    reports: list                  # GraphReports of every graph compiled for this model
+    caches: dict = field(default_factory=dict)   # (batch bucket, max_cache_len, dtype) -> cache
+
+
+_STATES: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def bucket_batch(b: int) -> int:
+    for size in BATCH_BUCKETS:
+        if b <= size:
+            return size
+    return b
+
+
+def bucket_cache_len(n: int) -> int:
+    return -(-n // CACHE_BUCKET) * CACHE_BUCKET
+
+
+def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int = 32, *,
+             attention_mask: Optional[torch.Tensor] = None, do_sample: bool = False, temperature: float = 1.0,
+             top_k: int = 0, top_p: float = 1.0, eos_token_id: Optional[int] = None,
+             pad_token_id: Optional[int] = None, seed: Optional[int] = None, max_cache_len: Optional[int] = None,
+             stats: Optional[DecodeStats] = None, options: Optional[dict] = None) -> torch.Tensor:
+    """See ``braze.generate``."""
+    params = SamplingParams(bool(do_sample), float(temperature), top_k, float(top_p))
+    _check(model, input_ids, max_new_tokens, attention_mask)
+    B, S = input_ids.shape
+    device = input_ids.device
+    need = S + max_new_tokens
+    L = bucket_cache_len(need) if max_cache_len is None else int(max_cache_len)
+    if L < need:
+        raise GenerateError(f"max_cache_len={L} is shorter than the prompt ({S}) plus max_new_tokens "
+                            f"({max_new_tokens}) = {need}")
+    eos = _eos(model, eos_token_id)
+    pad = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+    Bb = bucket_batch(B)
+    state = _state(model, options or {})
+    compiled_before = len(state.reports)
+
+    ids = _pad_rows(input_ids, Bb, pad)
+    mask = torch.ones(Bb, L, dtype=torch.long, device=device)
+    if attention_mask is not None:
+        mask[:B, :S] = attention_mask.to(device=device, dtype=torch.long)
+    positions = (mask[:, :S].cumsum(-1) - 1).clamp_(min=0)
+    sampler = Sampler(params, device, seed)
+    call = _forward_call(model, state.forward)
+
+    with torch.inference_mode():
+        cache = _cache(model, state, Bb, L, device)
+        # NOTE: the mask is [B, max_cache_len] in the prefill too, so its shape never
+        # changes and Dynamo keeps it static in the decode step.
+        logits = call(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, prefill=True)
+        token = sampler(logits[:, -1])
+        compiled_prefill = len(state.reports) - compiled_before
+        done = torch.zeros(Bb, dtype=torch.bool, device=device)
+        position = positions[:, -1:].clone()
+        out = torch.empty(Bb, max_new_tokens, dtype=torch.long, device=device)
+        compiled_first = None
+        steps = 0
+        for i in range(max_new_tokens):
+            if eos is not None:
+                token = torch.where(done, torch.full_like(token, pad), token)
+                done |= token == eos
+            out[:, i] = token
+            steps = i + 1
+            if i + 1 == max_new_tokens:
+                break
+            if eos is not None and (i + 1) % EOS_CHECK_EVERY == 0 and bool(done[:B].all()):
+                break
+            position += 1
+            logits = call(input_ids=token[:, None], attention_mask=mask, position_ids=position, cache=cache)
+            if compiled_first is None:
+                compiled_first = len(state.reports)
+            token = sampler(logits[:, -1])
+    new = out[:B, :steps]
+    if eos is not None:
+        new = _trim_finished(new, eos, pad)
+    if stats is not None:
+        stats.prompt_tokens, stats.new_tokens, stats.batch, stats.batch_bucket = S, new.shape[1], B, Bb
+        stats.max_cache_len = L
+        stats.compiles_prefill = compiled_prefill
+        stats.compiles_decode = len(state.reports) - (compiled_first or len(state.reports))
+        stats.graphs = list(state.reports)
+    return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
+
+
+def _check(model, input_ids, max_new_tokens, attention_mask) -> None:
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+        raise GenerateError(f"braze.generate takes a Hugging Face causal LM (an nn.Module with a config), "
+                            f"got {type(model).__name__}")
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.dtype not in (
+            torch.int64, torch.int32):
+        raise GenerateError("input_ids must be an integer tensor [batch, prompt length], got "
+                            f"{getattr(input_ids, 'dtype', type(input_ids).__name__)} "
+                            f"{tuple(getattr(input_ids, 'shape', ()))}")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise GenerateError(f"input_ids is empty: shape {tuple(input_ids.shape)}")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise GenerateError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    param = next(model.parameters(), None)
+    if param is not None and param.device != input_ids.device:
+        raise GenerateError(f"input_ids are on {input_ids.device} but the model is on {param.device}")
+    if attention_mask is not None and tuple(attention_mask.shape) != tuple(input_ids.shape):
+        raise GenerateError(f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids "
+                            f"{tuple(input_ids.shape)}: they must match")
+
+
+class CacheMismatchError(GenerateError):
+    """A KV cache tensor has another dtype or device than the model."""
+
+
+def check_caches(model: torch.nn.Module, values, cause: Optional[BaseException] = None) -> None:
+    """Raise ``CacheMismatchError`` naming the first cache tensor among ``values``
+    (Hugging Face ``Cache`` objects) whose dtype or device differs from the model's."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is None:
+        return
+    for v in values:
+        for i, layer in enumerate(getattr(v, "layers", None) or ()):
+            for name in ("keys", "values"):
+                t = getattr(layer, name, None)
+                if not isinstance(t, torch.Tensor) or t.numel() == 0:
+                    continue
+                if t.dtype != param.dtype or t.device != param.device:
+                    raise CacheMismatchError(
+                        f"KV cache layer {i} {name} is {str(t.dtype).replace('torch.', '')} on {t.device}, but the "
+                        f"model runs in {str(param.dtype).replace('torch.', '')} on {param.device}: build the "
+                        "cache with the model's dtype and device") from cause
+
+
+def _eos(model, eos_token_id) -> Optional[int]:
+    if eos_token_id is not None:
+        return int(eos_token_id)
+    cfg = getattr(model, "generation_config", None) or model.config
+    eos = getattr(cfg, "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        if len(eos) > 1:
+            raise GenerateError(f"the model names several eos tokens {list(eos)}: pass eos_token_id=")
+        eos = eos[0] if eos else None
+    return eos
+
+
+def _state(model, options: dict) -> _ModelState:
+    from braze.compiler.backend import make_backend
+    from braze.config import Options
+
+    opts = Options.from_dict(options)
+    per_model = _STATES.setdefault(model, {})
+    key = repr(sorted(options.items()))
+    st = per_model.get(key)
+    if st is None:
+        reports: list = []
+        st = per_model[key] = _ModelState(torch.compile(model.forward, backend=make_backend(opts, reports)), reports)
+    return st
+
+
+def _pad_rows(x: torch.Tensor, rows: int, value: int) -> torch.Tensor:
+    if x.shape[0] == rows:
+        return x.to(torch.long)
+    pad = torch.full((rows - x.shape[0],) + tuple(x.shape[1:]), value, dtype=torch.long, device=x.device)
+    return torch.cat([x.to(torch.long), pad])
+
+
+def _cache(model, state: _ModelState, batch: int, max_len: int, device):
+    """A static cache for (batch, max_len), reused (and reset) across calls."""
+    import transformers
+
+    dtype = next(model.parameters()).dtype
+    key = (batch, max_len, dtype, str(device))
+    cache = state.caches.get(key)
+    if cache is not None:
+        cache.reset()
+        return cache
+    cache = transformers.StaticCache(config=model.config, max_cache_len=max_len)
+    for i, layer in enumerate(cache.layers):
+        if layer.is_sliding:  # NOTE: the window is the mask's business (see the module docstring)
+            cache.layers[i] = transformers.cache_utils.StaticLayer(max_cache_len=max_len)
+    state.caches[key] = cache
+    return cache
+
+
+def _forward_call(model, forward):
+    """Calls ``forward`` with the cache under the keyword this transformers release names it."""
+    sig = inspect.signature(model.forward).parameters
+    cache_kw = "cache" if "cache" in sig else "past_key_values"
+
+    def call(input_ids, attention_mask, position_ids, cache, prefill: bool = False):
+        kwargs = {cache_kw: cache, "use_cache": True}
+        if prefill and "logits_to_keep" in sig:
+            kwargs["logits_to_keep"] = 1
+        out = forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        return out.logits
+
+    return call
+
+
+def _trim_finished(new: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
+    """Cut the columns after the step at which every row had produced eos (what HF returns)."""
+    hit = (new == eos)
+    if not bool(hit.any(dim=1).all()):
+        return new
+    first = hit.float().argmax(dim=1)
+    return new[:, : int(first.max()) + 1]

@@ -1,0 +1,148 @@
+"""Decoding compiled end to end, on the CPU (fp32, tiny configs).
+
+Greedy decoding through both user paths equals eager ``generate`` token for
+token, with ``strict=True`` (no eager fallback anywhere):
+
+(a) ``model.forward = braze.jit(model.forward)`` and Hugging Face's own
+    ``model.generate(..., cache_implementation="static")``;
+(b) ``braze.generate(model, input_ids, ...)`` with its own static cache.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+import braze
+from braze.compiler import hf_models
+from braze.compiler.generate import CacheMismatchError, GenerateError
+
+FAMILIES = ["llama", "qwen2", "mistral", "gpt2"]
+NEW = 10
+
+
+def _prompt(batch=3, seq=12, vocab=128):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, vocab, (batch, seq), generator=g)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    for row, pad in ((1, 3), (2, 5)):   # left padding
+        if row < batch:
+            mask[row, :pad] = 0
+    return ids, mask
+
+
+def _eager(model, ids, mask, new=NEW):
+    with torch.no_grad():
+        return model.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
+                              cache_implementation="static", pad_token_id=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hf_generate_with_braze_forward_equals_eager(family):
+    model = hf_models.build(family)
+    ids, mask = _prompt()
+    want = _eager(model, ids, mask)
+    model.forward = braze.jit(model.forward, strict=True)
+    got = _eager(model, ids, mask)
+    assert torch.equal(got, want), (got[:, ids.shape[1]:], want[:, ids.shape[1]:])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_braze_generate_equals_eager(family):
+    # mistral's window (8) is shorter than prompt + new tokens (22): the window is the mask's.
+    model = hf_models.build(family)
+    ids, mask = _prompt()
+    want = _eager(model, ids, mask)
+    got = braze.generate(model, ids, attention_mask=mask, max_new_tokens=NEW, pad_token_id=0,
+                         options={"strict": True})
+    assert torch.equal(got, want), (got[:, ids.shape[1]:], want[:, ids.shape[1]:])
+
+
+def test_decode_step_compiles_once_and_names_its_torch_ops():
+    model = hf_models.build("llama")
+    ids, mask = _prompt(batch=2, seq=6)
+    report = braze.explain_generate(model, ids, attention_mask=mask, max_new_tokens=8, options={"strict": True})
+    text = str(report)
+    assert "decode compiled 0 graph(s) after its first step" in text
+    assert len(report.graphs) == 2                      # prefill, decode: nothing recompiled in 8 steps
+    assert all(g.fallback is None for g in report.graphs)
+    assert "runs through its torch reference" in text and "index_copy_" in report.torch_ops
+    decode = report.graphs[1].final_ir
+    assert decode.count("= index_copy_.") == 4          # K and V of 2 layers, written in place
+    assert " s" not in decode.split("{")[0]             # the step's input shapes are all static
+    # A second call with another prompt length reuses the decode step.
+    ids2, mask2 = _prompt(batch=2, seq=9)
+    report2 = braze.explain_generate(model, ids2, attention_mask=mask2, max_new_tokens=8, options={"strict": True})
+    assert "decode compiled 0 graph(s)" in str(report2)
+
+
+def test_batch_bucket_rows_never_change_results():
+    model = hf_models.build("llama")
+    ids, mask = _prompt(batch=3)                          # bucket 4: one padded row
+    out3 = braze.generate(model, ids, attention_mask=mask, max_new_tokens=6, pad_token_id=0)
+    for b in range(3):
+        one = braze.generate(model, ids[b:b + 1, mask[b].argmax():], max_new_tokens=6, pad_token_id=0)
+        assert torch.equal(one[0, -6:], out3[b, -6:])
+
+
+def test_sampling_is_seeded_and_respects_top_k():
+    model = hf_models.build("llama")
+    ids, mask = _prompt(batch=2)
+    kw = dict(attention_mask=mask, max_new_tokens=12, do_sample=True, temperature=0.8, top_k=3, pad_token_id=0)
+    a = braze.generate(model, ids, seed=7, **kw)
+    b = braze.generate(model, ids, seed=7, **kw)
+    c = braze.generate(model, ids, seed=8, **kw)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # Every sampled token is among the 3 most likely after the same prefix (teacher forcing).
+    with torch.no_grad():
+        full_mask = torch.cat([mask, torch.ones(2, 12, dtype=torch.long)], 1)
+        pos = (full_mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(a, attention_mask=full_mask, position_ids=pos, use_cache=False).logits
+    top3 = logits[:, ids.shape[1] - 1:-1].topk(3, dim=-1).indices
+    assert (top3 == a[:, ids.shape[1]:, None]).any(-1).all()
+
+
+def test_eos_stops_like_hf():
+    model = hf_models.build("llama")
+    ids, mask = _prompt(batch=2)
+    free = braze.generate(model, ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0)
+    eos = int(free[0, ids.shape[1] + 2])               # row 0 produces it at step 3
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, eos_token_id=eos,
+                              pad_token_id=0, cache_implementation="static")
+    got = braze.generate(model, ids, attention_mask=mask, max_new_tokens=8, eos_token_id=eos, pad_token_id=0)
+    assert torch.equal(got, want)
+
+
+def test_bad_arguments_name_the_problem():
+    model = hf_models.build("llama")
+    ids, _ = _prompt(batch=1)
+    with pytest.raises(GenerateError, match=r"max_cache_len=16 .* prompt \(12\) .* \(10\) = 22"):
+        braze.generate(model, ids, max_new_tokens=10, max_cache_len=16)
+    with pytest.raises(GenerateError, match="max_new_tokens"):
+        braze.generate(model, ids, max_new_tokens=0)
+    with pytest.raises(GenerateError, match="input_ids"):
+        braze.generate(model, ids.float())
+    with pytest.raises(ValueError, match="top_p"):
+        braze.generate(model, ids, do_sample=True, top_p=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        braze.generate(model, ids, do_sample=True, temperature=0.0)
+
+
+def test_cache_of_another_dtype_is_named():
+    model = hf_models.build("llama")
+    cache = transformers.StaticCache(config=model.config, max_cache_len=16)
+    cache.early_initialization(batch_size=1, num_heads=2, head_dim=16, dtype=torch.float64, device="cpu")
+    fwd = braze.jit(model.forward, strict=True)
+    with torch.no_grad(), pytest.raises(CacheMismatchError, match="layer 0 keys is float64 .* float32"):
+        fwd(input_ids=torch.randint(0, 128, (1, 4)), cache=cache, use_cache=True)
+
+
+@pytest.mark.parametrize("family", ["falcon", "mixtral", "gemma2"])
+def test_forward_with_in_place_ops_compiles_strict(family):
+    model = hf_models.build(family)
+    inp = hf_models.inputs(2, 16)
+    with torch.no_grad():
+        want = model(**inp, use_cache=False).logits
+        got = braze.jit(model, strict=True)(**inp, use_cache=False).logits
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
