@@ -28,6 +28,12 @@ def jit(fn: Optional[Callable] = None, **options: Any):
         owner = getattr(fn, "__self__", None)
         if isinstance(owner, torch.nn.Module):  # model.forward = braze.jit(model.forward)
             compiled = _explaining_cache_errors(compiled, owner)
+            gen = getattr(owner, "generation_config", None)
+            if gen is not None and hasattr(gen, "disable_compile"):
+                # NOTE: Hugging Face's generate torch.compiles the model's __call__ on CUDA
+                # with a static cache, which would trace through braze's forward and
+                # replace it; the forward is braze's now.
+                gen.disable_compile = True
         functools.update_wrapper(compiled, fn)
     return compiled
 

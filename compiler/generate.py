@@ -49,6 +49,7 @@ class DecodeStats:
     max_cache_len: int = 0
     compiles_prefill: int = 0
     compiles_decode: int = 0      # graphs compiled during decode steps after the first
+    cuda_graph: bool = False      # decode steps replayed a captured CUDA graph
     graphs: list = field(default_factory=list)   # every graph compiled for this model and options so far
 
 
@@ -56,7 +57,7 @@ class DecodeStats:
 class _ModelState:
     forward: Any                   # the compiled forward
     reports: list                  # GraphReports of every graph compiled for this model
-    caches: dict = field(default_factory=dict)   # (batch bucket, max_cache_len, dtype) -> cache
+    steps: dict = field(default_factory=dict)    # (batch bucket, max_cache_len, sampling, eos, pad) -> step
 
 
 _STATES: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
@@ -95,41 +96,27 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: in
     compiled_before = len(state.reports)
 
     ids = _pad_rows(input_ids, Bb, pad)
-    mask = torch.ones(Bb, L, dtype=torch.long, device=device)
-    if attention_mask is not None:
-        mask[:B, :S] = attention_mask.to(device=device, dtype=torch.long)
-    positions = (mask[:, :S].cumsum(-1) - 1).clamp_(min=0)
-    sampler = Sampler(params, device, seed)
-    call = _forward_call(model, state.forward)
+    step = _step(model, state, params, Bb, L, device, eos, pad)
+    step.start(attention_mask, S, seed)
+    positions = (step.mask[:, :S].cumsum(-1) - 1).clamp_(min=0)
 
     with torch.inference_mode():
-        cache = _cache(model, state, Bb, L, device)
         # NOTE: the mask is [B, max_cache_len] in the prefill too, so its shape never
         # changes and Dynamo keeps it static in the decode step.
-        logits = call(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, prefill=True)
-        token = sampler(logits[:, -1])
+        logits = step.call(input_ids=ids, attention_mask=step.mask, position_ids=positions, cache=step.cache,
+                           prefill=True)
         compiled_prefill = len(state.reports) - compiled_before
-        done = torch.zeros(Bb, dtype=torch.bool, device=device)
-        position = positions[:, -1:].clone()
-        out = torch.empty(Bb, max_new_tokens, dtype=torch.long, device=device)
+        step.first(logits[:, -1], positions[:, -1:])
         compiled_first = None
-        steps = 0
-        for i in range(max_new_tokens):
-            if eos is not None:
-                token = torch.where(done, torch.full_like(token, pad), token)
-                done |= token == eos
-            out[:, i] = token
-            steps = i + 1
-            if i + 1 == max_new_tokens:
+        steps = 1
+        while steps < max_new_tokens:
+            if eos is not None and steps % EOS_CHECK_EVERY == 0 and bool(step.done[:B].all()):
                 break
-            if eos is not None and (i + 1) % EOS_CHECK_EVERY == 0 and bool(done[:B].all()):
-                break
-            position += 1
-            logits = call(input_ids=token[:, None], attention_mask=mask, position_ids=position, cache=cache)
+            step()
+            steps += 1
             if compiled_first is None:
                 compiled_first = len(state.reports)
-            token = sampler(logits[:, -1])
-    new = out[:B, :steps]
+        new = step.out[:B, :steps].clone()
     if eos is not None:
         new = _trim_finished(new, eos, pad)
     if stats is not None:
@@ -137,8 +124,104 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: in
         stats.max_cache_len = L
         stats.compiles_prefill = compiled_prefill
         stats.compiles_decode = len(state.reports) - (compiled_first or len(state.reports))
+        stats.cuda_graph = step.graph is not None
         stats.graphs = list(state.reports)
     return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
+
+
+class _DecodeStep:
+    """One decode step over static buffers: the compiled forward on the last
+    token, the sampler, eos bookkeeping and the token's column of ``out``, all
+    on the device. On CUDA, after two real steps (which compile and tune), the
+    step is captured once as a CUDA graph and replayed from then on: a step is
+    one replay, with no Python in it and nothing waiting on the host.
+
+    NOTE: everything a replay touches keeps its address for the life of the
+    step (the cache, these buffers, the sampler's seed); ``start`` refills them
+    in place for a new call.
+    """
+
+    WARMUP = 2
+
+    def __init__(self, call, cache, params: SamplingParams, batch: int, max_len: int, device, eos, pad,
+                 cuda_graph: bool):
+        self.call, self.cache, self.eos, self.pad = call, cache, eos, pad
+        self.sampler = Sampler(params, device, seed=0)
+        self.mask = torch.ones(batch, max_len, dtype=torch.long, device=device)
+        self.token = torch.zeros(batch, dtype=torch.long, device=device)
+        self.position = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.out = torch.zeros(batch, max_len, dtype=torch.long, device=device)
+        self.column = torch.zeros(1, dtype=torch.long, device=device)
+        self.use_graph = cuda_graph
+        self.graph = None
+        self.steps_run = 0
+
+    def start(self, attention_mask, prompt_len: int, seed) -> None:
+        self.mask.fill_(1)
+        if attention_mask is not None:
+            b = attention_mask.shape[0]
+            self.mask[:b, :prompt_len] = attention_mask.to(device=self.mask.device, dtype=torch.long)
+        self.done.zero_()
+        self.column.zero_()
+        self.sampler.reseed(seed)
+        with torch.inference_mode():
+            self.cache.reset()
+
+    def first(self, logits: torch.Tensor, position: torch.Tensor) -> None:
+        """The prefill's token: sampled from its last logits, recorded in column 0."""
+        self.position.copy_(position)
+        self._record(self.sampler(logits))
+
+    def _record(self, token: torch.Tensor) -> None:
+        if self.eos is not None:
+            token = torch.where(self.done, self.pad, token)
+            self.done |= token == self.eos
+        self.token.copy_(token)
+        self.out.index_copy_(1, self.column, token[:, None])
+        self.column += 1
+
+    def _run(self) -> None:
+        self.position += 1
+        logits = self.call(input_ids=self.token[:, None], attention_mask=self.mask, position_ids=self.position,
+                           cache=self.cache)
+        self._record(self.sampler(logits[:, -1]))
+
+    def __call__(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        self._run()
+        self.steps_run += 1
+        if self.use_graph and self.steps_run == self.WARMUP:
+            self._capture()
+
+    def _capture(self) -> None:
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        # NOTE: capture records the step without running it: nothing advances here.
+        try:
+            with torch.cuda.graph(graph):
+                self._run()
+        except Exception as e:  # noqa: BLE001 - a step that cannot be captured still runs
+            log.warning("braze.generate: the decode step cannot be captured in a CUDA graph (%s: %s); it runs "
+                        "uncaptured", type(e).__name__, e)
+            self.use_graph = False
+            torch.cuda.synchronize()
+            return
+        self.graph = graph
+
+
+def _step(model, state: _ModelState, params: SamplingParams, batch: int, max_len: int, device, eos, pad):
+    """The decode step of (batch bucket, cache length, sampling, eos/pad), built once and reused."""
+    key = (batch, max_len, str(device), params, eos, pad)
+    step = state.steps.get(key)
+    if step is None:
+        with torch.inference_mode():
+            cache = _cache(model, batch, max_len)
+        step = state.steps[key] = _DecodeStep(_forward_call(model, state.forward), cache, params, batch, max_len,
+                                              device, eos, pad, cuda_graph=torch.device(device).type == "cuda")
+    return step
 
 
 def _check(model, input_ids, max_new_tokens, attention_mask) -> None:
@@ -218,21 +301,14 @@ def _pad_rows(x: torch.Tensor, rows: int, value: int) -> torch.Tensor:
     return torch.cat([x.to(torch.long), pad])
 
 
-def _cache(model, state: _ModelState, batch: int, max_len: int, device):
-    """A static cache for (batch, max_len), reused (and reset) across calls."""
+def _cache(model, batch: int, max_len: int):
+    """A static cache of (batch, max_len) rows whose layers all keep every position."""
     import transformers
 
-    dtype = next(model.parameters()).dtype
-    key = (batch, max_len, dtype, str(device))
-    cache = state.caches.get(key)
-    if cache is not None:
-        cache.reset()
-        return cache
     cache = transformers.StaticCache(config=model.config, max_cache_len=max_len)
     for i, layer in enumerate(cache.layers):
         if layer.is_sliding:  # NOTE: the window is the mask's business (see the module docstring)
             cache.layers[i] = transformers.cache_utils.StaticLayer(max_cache_len=max_len)
-    state.caches[key] = cache
     return cache
 
 

@@ -49,6 +49,8 @@ class CompiledProgram:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(inputs, sym_values, key)
+        if isinstance(plan, CudaGraphPlan) and torch.cuda.is_current_stream_capturing():
+            return plan.plan(inputs)  # captured whole by a caller (braze.generate's step): no graph in a graph
         return plan(inputs)
 
     def _plan(self, inputs, sym_values, key) -> Callable:
@@ -56,7 +58,8 @@ class CompiledProgram:
         for s, bound in self.graph.sym_bounds:  # run-time symbols: planned at their upper bound
             env[s] = bound if isinstance(bound, int) else bound.eval(env)
         plan = build_plan(self.graph, self.launchers, env)
-        if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs and not profile.enabled():
+        if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs and not profile.enabled() \
+                and not torch.cuda.is_current_stream_capturing():
             try:
                 plan = CudaGraphPlan(plan, inputs, written=[i for i, _ in self.graph.writes])
             except Exception as e:  # noqa: BLE001 - e.g. a kernel that synchronises: run uncaptured
@@ -84,6 +87,7 @@ class CudaGraphPlan:
     """
 
     def __init__(self, plan: Callable, inputs: Sequence[torch.Tensor], written: Sequence[int] = ()):
+        self.plan = plan
         self.written = tuple(written)
         self.static_in = [x if i in self.written else x.clone() for i, x in enumerate(inputs)]
         saved = [inputs[i].clone() for i in self.written]

@@ -76,6 +76,14 @@ class Sampler:
         else:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
+    def reseed(self, seed: Optional[int]) -> None:
+        """Start a new stream (in place: a captured CUDA graph keeps reading the same seed tensor)."""
+        seed = int(torch.randint(0, 2 ** 62, ()).item()) if seed is None else int(seed)
+        if self.fused:
+            self.seed.fill_(seed)
+        else:
+            self.generator.manual_seed(seed)
+
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
         if logits.dim() != 2:
             raise ValueError(f"the sampler takes logits [batch, vocab], got shape {tuple(logits.shape)}")

@@ -146,3 +146,21 @@ def test_forward_with_in_place_ops_compiles_strict(family):
         want = model(**inp, use_cache=False).logits
         got = braze.jit(model, strict=True)(**inp, use_cache=False).logits
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_generate_on_the_gpu_equals_eager(family):
+    """fp32 on CUDA: both user paths, greedy, equal eager token for token (the step replays a CUDA graph)."""
+    model = hf_models.build(family, device="cuda")
+    ids, mask = (t.cuda() for t in _prompt())
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False,
+                              cache_implementation="static", pad_token_id=0, disable_compile=True)
+    stats_kw = dict(attention_mask=mask, max_new_tokens=NEW, pad_token_id=0, options={"strict": True})
+    got = braze.generate(model, ids, **stats_kw)
+    again = braze.generate(model, ids, **stats_kw)         # replays the captured step
+    assert torch.equal(got, want) and torch.equal(again, want)
+    model.forward = braze.jit(model.forward, strict=True)
+    got_a = _eager(model, ids, mask)
+    assert torch.equal(got_a, want)

@@ -215,11 +215,18 @@ class Template:
         ld = em.scope(masks=masks)
         ld.raw_loads = ld.loads_only = True
         ld.special = {}
+        # NOTE: a tile dim of extent 1 (M = 1: one decode token) drops out of the index,
+        # so the load has shape [1, BLOCK_K]; tl.dot needs the full tile (rows >= M are
+        # never stored).
         a = ld.pull(self.A, self.operand_index("A"))
-        ld.line(f"a = {a.code}")
+        ld.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)')}")
         for j, off in enumerate(self.offsets):
             b = ld.pull(self.B, self.operand_index("B", off))
-            ld.line(f"b{j} = {b.code}")
+            ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', '(BLOCK_K, BLOCK_N)')}")
+
+
+def _full_tile(tv: TV, rows: str, cols: str, shape: str) -> str:
+    return tv.code if {rows, cols} <= tv.axes else f"tl.broadcast_to({tv.code}, {shape})"
 
 
 def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:

@@ -1,0 +1,331 @@
+"""Decode speed on the GPU: one decode step and whole ``generate`` calls.
+
+Run on the GPU machine (``. bench/gpu_env.sh`` first): ``python bench/decode.py``.
+Llama-3.2-1B shaped model (random weights, bf16), Hugging Face static cache
+of ``--cache`` rows, a ``--prompt``-token prompt, batch 1 / 8 / 64. In one
+process, for each batch:
+
+- step: eager, torch.compile (default), torch.compile mode="reduce-overhead"
+  and braze.jit, each as ``model.forward`` over a Hugging Face ``StaticCache``
+  (greedy argmax on the device after each step, as a decode loop does);
+  time per step is synchronised wall clock over ``--steps`` steps after the
+  prompt, measured after warm-up;
+- braze.generate: the per-step time of its own loop (whole-step CUDA graph),
+  ``(T(1 + steps new tokens) - T(1 new token)) / steps``;
+- generate: ``model.generate(..., cache_implementation="static")`` as Hugging
+  Face runs it by default on CUDA (it torch.compiles the model itself), then
+  with each peer's forward (``disable_compile=True``), and ``braze.generate``:
+  tokens/s over ``--gen-tokens`` tokens.
+
+Also per contender: the fraction of the bytes roofline (every weight read
+once plus the valid K/V rows, at the copy bandwidth measured in this run),
+compile time (the first prompt plus three steps, minus steady-state time),
+and peak memory (``torch.cuda.max_memory_allocated``). Outputs are checked
+against eager (the first greedy tokens agree). Writes ``decode.json`` and
+``decode.md`` under ``$OUT`` (or ``bench/results``) after each batch, so a
+call cut short keeps what it measured.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import time
+
+import torch
+
+import repo_root  # noqa: F401 - before transformers (see bench/repo_root.py)
+
+
+def sync_ms(fn, n: int) -> float:
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t) * 1e3 / n
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy, bytes read + written per second."""
+    x = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    y = torch.empty_like(x)
+    ms = min(sync_ms(lambda: y.copy_(x), 10) for _ in range(3))
+    return 2 * x.numel() / (ms * 1e-3)
+
+
+def weight_bytes(model) -> int:
+    seen, n = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            n += p.numel() * p.element_size()
+    return n
+
+
+def kv_bytes(cfg, batch: int, valid: int, elt: int = 2) -> int:
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return 2 * cfg.num_hidden_layers * batch * cfg.num_key_value_heads * valid * hd * elt
+
+
+class StepRunner:
+    """A forward-based decode loop over an HF StaticCache (what every peer runs)."""
+
+    def __init__(self, model, forward, batch: int, prompt: int, cache_len: int, vocab: int):
+        import transformers
+
+        self.model, self.forward = model, forward
+        self.cache = transformers.StaticCache(config=model.config, max_cache_len=cache_len)
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(0, vocab, (batch, prompt), generator=g).cuda()
+        self.mask = torch.ones(batch, cache_len, dtype=torch.long, device="cuda")
+        self.kw = "cache" if "cache" in model.forward.__code__.co_varnames else "past_key_values"
+        self.prompt = prompt
+
+    def prefill(self):
+        pos = torch.arange(self.prompt, device="cuda").expand(self.ids.shape[0], -1)
+        out = self.forward(input_ids=self.ids, attention_mask=self.mask, position_ids=pos, use_cache=True,
+                           logits_to_keep=1, **{self.kw: self.cache})
+        self.tok = out.logits[:, -1:].argmax(-1)
+        self.pos = pos[:, -1:].clone()
+        self.tokens = [self.tok]
+
+    def step(self):
+        self.pos = self.pos + 1
+        out = self.forward(input_ids=self.tok, attention_mask=self.mask, position_ids=self.pos, use_cache=True,
+                           **{self.kw: self.cache})
+        self.tok = out.logits[:, -1:].argmax(-1)
+        self.tokens.append(self.tok)
+
+
+def measure_step(name, model, forward, batch, args, reference=None) -> dict:
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    r = StepRunner(model, forward, batch, args.prompt, args.cache, model.config.vocab_size)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        r.prefill()
+        for _ in range(3):
+            r.step()
+        torch.cuda.synchronize()
+        first = time.perf_counter() - t0
+        for _ in range(args.warmup):
+            r.step()
+        ms = sync_ms(r.step, args.steps)
+        # the same 1 + 3 calls again, warm: what compiling cost
+        r2 = StepRunner(model, forward, batch, args.prompt, args.cache, model.config.vocab_size)
+        t0 = time.perf_counter()
+        r2.prefill()
+        for _ in range(3):
+            r2.step()
+        torch.cuda.synchronize()
+        warm = time.perf_counter() - t0
+        tokens = torch.cat(r2.tokens[:4], dim=1).cpu()
+    row = {"contender": name, "batch": batch, "step_ms": ms, "compile_s": max(0.0, first - warm),
+           "peak_gb": torch.cuda.max_memory_allocated() / 1e9, "valid_kv": args.prompt + 4 + args.warmup + args.steps // 2}
+    if reference is not None:
+        row["agrees_with_eager"] = bool((tokens == reference).float().mean() >= 0.75)
+    del r, r2
+    return row, tokens
+
+
+def measure_braze_generate(model, batch, args) -> dict:
+    import braze
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt), generator=g).cuda()
+    kw = dict(max_cache_len=args.cache)
+    t0 = time.perf_counter()
+    first = braze.generate(model, ids, max_new_tokens=4, **kw)
+    torch.cuda.synchronize()
+    cold = time.perf_counter() - t0
+    braze.generate(model, ids, max_new_tokens=args.steps + 1, **kw)     # captures the step graph
+
+    def run(n):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = braze.generate(model, ids, max_new_tokens=n, **kw)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t) * 1e3, out
+
+    t1 = min(run(1)[0] for _ in range(3))
+    tn, out = min((run(args.steps + 1) for _ in range(3)), key=lambda x: x[0])
+    warm4 = run(4)[0]
+    return {"contender": "braze.generate", "batch": batch, "step_ms": (tn - t1) / args.steps,
+            "prefill_ms": t1, "compile_s": max(0.0, cold - warm4 / 1e3),
+            "peak_gb": torch.cuda.max_memory_allocated() / 1e9,
+            "valid_kv": args.prompt + args.steps // 2}, first[:, args.prompt:].cpu()
+
+
+def measure_generate(name, model, forward, batch, args) -> dict:
+    """Tokens/s of a whole generate call (the second call: compiled and captured)."""
+    import braze
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt), generator=g).cuda()
+    n = args.gen_tokens
+    if name == "braze.generate":
+        def call():
+            return braze.generate(model, ids, max_new_tokens=n, max_cache_len=args.cache)
+    else:
+        def call():
+            saved = model.forward
+            model.forward = forward
+            try:
+                with torch.inference_mode():
+                    # NOTE: HF's own auto-compile (torch.compile of __call__ on CUDA with a static
+                    # cache) is the "hf generate default" row; every other row runs its forward.
+                    return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                          min_new_tokens=n, do_sample=False, cache_implementation="static",
+                                          pad_token_id=0, disable_compile=name != "hf generate default")
+            finally:
+                model.forward = saved
+    call()
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    out = call()
+    torch.cuda.synchronize()
+    s = time.perf_counter() - t
+    return {"contender": name, "batch": batch, "generate_s": s, "tokens_per_s": batch * n / s,
+            "new_tokens": int(out.shape[1] - args.prompt)}
+
+
+def profile_step(model, forward, batch, args) -> str:
+    """GPU time per kernel of decode steps (torch.profiler, steps run uncaptured)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    r = StepRunner(model, forward, batch, args.prompt, args.cache, model.config.vocab_size)
+    with torch.inference_mode():
+        r.prefill()
+        for _ in range(3):
+            r.step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                r.step()
+            torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
+
+
+def table(rows: list, keys: list) -> str:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = []
+        for k in keys:
+            v = r.get(k, "")
+            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="1,8,64")
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--cache", type=int, default=2048)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--only", default="eager,compile,reduce-overhead,braze.jit,braze.generate,generate")
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--profile", action="store_true", help="print braze.jit's kernels by GPU time (batch 1)")
+    ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
+    args = ap.parse_args()
+    only = set(args.only.split(","))
+
+    import transformers
+    import triton
+
+    import braze
+    from braze.compiler import hf_models
+
+    torch.manual_seed(0)
+    shape = dict(hf_models.LLAMA_1B, num_hidden_layers=args.layers)
+    model = hf_models.build("llama", attn="sdpa", dtype=torch.bfloat16, device="cuda",
+                            **dict(shape, vocab_size=shape["vocab_size"]))
+    model.generation_config.eos_token_id = None   # random weights: never stop early
+    model.config.eos_token_id = None
+    bw = copy_bandwidth()
+    wbytes = weight_bytes(model)
+    meta = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "triton": triton.__version__, "transformers": transformers.__version__,
+            "braze": braze.__version__, "copy_TBps": bw / 1e12, "weight_GB": wbytes / 1e9,
+            "prompt": args.prompt, "cache": args.cache, "steps": args.steps, "layers": args.layers}
+    print(json.dumps(meta), flush=True)
+    forwards = {}
+    if "eager" in only:
+        forwards["eager"] = model.forward
+    if "compile" in only:
+        forwards["torch.compile"] = torch.compile(model.forward)
+    if "reduce-overhead" in only:
+        forwards["torch.compile reduce-overhead"] = torch.compile(model.forward, mode="reduce-overhead")
+    if "braze.jit" in only:
+        forwards["braze.jit"] = braze.jit(model.forward)
+    steps, gens = [], []
+    os.makedirs(args.out, exist_ok=True)
+    for batch in [int(b) for b in args.batches.split(",")]:
+        reference = None
+        for name, fwd in forwards.items():
+            try:
+                row, tokens = measure_step(name, model, fwd, batch, args, reference)
+            except Exception as e:  # noqa: BLE001 - one contender failing must not lose the others
+                row, tokens = {"contender": name, "batch": batch, "error": f"{type(e).__name__}: {e}"[:400]}, None
+            if name == "eager":
+                reference = tokens
+            floor = (wbytes + kv_bytes(model.config, batch, row.get("valid_kv", args.prompt))) / bw * 1e3
+            if "step_ms" in row:
+                row["roofline_frac"] = floor / row["step_ms"]
+                row["tokens_per_s"] = batch * 1e3 / row["step_ms"]
+            row["floor_ms"] = floor
+            print(json.dumps(row), flush=True)
+            steps.append(row)
+        if "braze.generate" in only:
+            try:
+                row, _ = measure_braze_generate(model, batch, args)
+                floor = (wbytes + kv_bytes(model.config, batch, row["valid_kv"])) / bw * 1e3
+                row.update(roofline_frac=floor / row["step_ms"], tokens_per_s=batch * 1e3 / row["step_ms"],
+                           floor_ms=floor)
+            except Exception as e:  # noqa: BLE001
+                row = {"contender": "braze.generate", "batch": batch, "error": f"{type(e).__name__}: {e}"[:400]}
+            print(json.dumps(row), flush=True)
+            steps.append(row)
+        if "generate" in only:
+            gen_forwards = {"hf generate default": model.forward}
+            gen_forwards.update((k, v) for k, v in forwards.items() if k != "eager")
+            gen_forwards["braze.generate"] = None
+            for name, fwd in gen_forwards.items():
+                try:
+                    row = measure_generate(name, model, fwd, batch, args)
+                except Exception as e:  # noqa: BLE001
+                    row = {"contender": name, "batch": batch, "error": f"{type(e).__name__}: {e}"[:400]}
+                print(json.dumps(row), flush=True)
+                gens.append(row)
+        write(args.out, meta, steps, gens)
+    if args.profile and "braze.jit" in forwards:
+        print(profile_step(model, forwards["braze.jit"], 1, args), flush=True)
+
+
+def write(out: str, meta: dict, steps: list, gens: list) -> None:
+    with open(os.path.join(out, "decode.json"), "w") as f:
+        json.dump({"meta": meta, "step": steps, "generate": gens}, f, indent=1)
+    md = [f"# Decode, {meta['device']}, {meta['date']}", "",
+          f"torch {meta['torch']}, triton {meta['triton']}, transformers {meta['transformers']}; Llama-1B shape "
+          f"({meta['layers']} layers) bf16, prompt {meta['prompt']}, cache {meta['cache']}, "
+          f"copy bandwidth {meta['copy_TBps']:.2f} TB/s, weights {meta['weight_GB']:.2f} GB", "",
+          "## One decode step", "",
+          table(steps, ["contender", "batch", "step_ms", "tokens_per_s", "roofline_frac", "floor_ms", "compile_s",
+                        "peak_gb", "agrees_with_eager", "error"]), "",
+          "## generate", "", table(gens, ["contender", "batch", "generate_s", "tokens_per_s", "new_tokens", "error"])]
+    with open(os.path.join(out, "decode.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md), flush=True)
+
+
+if __name__ == "__main__":
+    main()
