@@ -25,6 +25,12 @@ log = logging.getLogger("braze.runtime")
 
 MAX_PLANS = 64
 
+# NOTE: the program call in progress (0 outside any): a launcher may keep work derived
+# from an operand for the rest of one call (the attention mask's block summary, shared
+# by every layer); a launcher called outside a program call keeps nothing.
+CALLS = [0]
+ACTIVE = [0]
+
 
 class CompiledProgram:
     """Callable running ``graph``; ``launchers`` maps fused/special nodes to
@@ -41,6 +47,7 @@ class CompiledProgram:
         self._plans: "OrderedDict[tuple, Callable]" = OrderedDict()
 
     def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()) -> tuple[torch.Tensor, ...]:
+        CALLS[0] += 1
         try:
             key = tuple((x.shape, x.dtype, x.device) for x in inputs) + tuple(sym_values)
         except AttributeError:
@@ -50,8 +57,13 @@ class CompiledProgram:
         if plan is None:
             plan = self._plan(inputs, sym_values, key)
         if isinstance(plan, CudaGraphPlan) and torch.cuda.is_current_stream_capturing():
-            return plan.plan(inputs)  # captured whole by a caller (braze.generate's step): no graph in a graph
-        return plan(inputs)
+            plan = plan.plan  # captured whole by a caller (braze.generate's step): no graph in a graph
+        outer = ACTIVE[0]
+        ACTIVE[0] = CALLS[0]
+        try:
+            return plan(inputs)
+        finally:
+            ACTIVE[0] = outer
 
     def _plan(self, inputs, sym_values, key) -> Callable:
         env = bind_symbols(self.graph, inputs, sym_values, check=True)

@@ -38,6 +38,8 @@ def _select_scatter_(base: torch.Tensor, src: torch.Tensor, dim: int, index: int
 # The functional scatter each in-place op replaces (passes/reinplace.py).
 INPLACE_OF = {"index_copy": "index_copy_", "index_put": "index_put_", "slice_scatter": "slice_scatter_",
               "select_scatter": "select_scatter_"}
+# Pointwise ops written in place when their result replaces operand 0 (a step counter).
+POINTWISE_INPLACE_OF = {"add": "add_", "sub": "sub_", "mul": "mul_", "div": "div_"}
 
 register(OpDef("index_copy_", Category.OPAQUE, aten.index_copy_, packet=aten.index_copy_, writes=0,
                doc="base.index_copy_(dim, index, src): writes the rows named by index"))
@@ -47,3 +49,7 @@ register(OpDef("slice_scatter_", Category.OPAQUE, _slice_scatter_, infer=_same_a
                doc="slice_scatter written in place: base[start:end:step] along dim = src"))
 register(OpDef("select_scatter_", Category.OPAQUE, _select_scatter_, infer=_same_as_base, writes=0,
                doc="select_scatter written in place: base.select(dim, index) = src"))
+for _name in POINTWISE_INPLACE_OF.values():
+    _packet = getattr(aten, _name)
+    register(OpDef(_name, Category.OPAQUE, _packet, packet=_packet, writes=0,
+                   doc=f"{_name[:-1]} written into operand 0"))

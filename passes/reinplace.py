@@ -13,17 +13,23 @@ nothing can tell the difference:
   of a cache built inside a prefill graph) or from an earlier in-place write,
   and nothing else reads it nor returns it.
 
+- ``add/sub/mul/div(input, y)`` written back to that input, once every other
+  reader of the input has run and none keeps a view of it (HF's cache step
+  counter: ``cache_position = arange + n`` first, then ``n += 1``).
+
 Every other scatter stays functional: a copy, never a wrong read.
 """
 from __future__ import annotations
 
 from braze.ir import Category, Graph, get_op, rewrite
-from braze.ir.inplace_ops import INPLACE_OF
+from braze.ir.inplace_ops import INPLACE_OF, POINTWISE_INPLACE_OF
 
 
 def reinplace(graph: Graph, options=None) -> Graph:
     written = {graph.inputs[i].out() for i, _ in graph.writes}
+    write_back = {graph.outputs[j]: graph.inputs[i].out() for i, j in graph.writes}
     users = graph.value_users()
+    order = {n: k for k, n in enumerate(graph.nodes)}
     outputs = set(graph.outputs)
     reinplaced: set = set()
 
@@ -31,11 +37,25 @@ def reinplace(graph: Graph, options=None) -> Graph:
         op = get_op(v.node.op)
         return op.category == Category.CREATION or v.node in reinplaced
 
+    def read_before(base, node) -> bool:
+        """Every other reader of ``base`` runs before ``node`` and keeps no alias of it."""
+        return all(u is node or (order[u] < order[node] and get_op(u.op).category != Category.VIEW
+                                 and get_op(u.op).writes is None) for u in users.get(base, ()))
+
     def rule(n, b):
+        orig = b.current
         target = INPLACE_OF.get(n.op)
         if target is None:
-            return None
-        orig = b.current
+            # NOTE: a step counter (cl = cl + 1, written back) is updated in place once every
+            # earlier reader (cache_position = arange + cl) has run: no copy at the end.
+            target = POINTWISE_INPLACE_OF.get(n.op)
+            if target is None or write_back.get(orig.out()) != orig.args[0]:
+                return None
+            if orig.types[0] != orig.args[0].type or not read_before(orig.args[0], orig):
+                return None
+            node = b.append(n.__class__(target, n.args, n.kwargs, n.types, overload=n.overload, name=n.name))
+            reinplaced.add(orig)
+            return node.outputs
         base = orig.args[0]
         if len(users.get(base, ())) != 1 or base in outputs:
             return None

@@ -178,6 +178,31 @@ def test_decode_split_kv_with_window_mask_and_alibi():
               slopes=torch.rand(4), config=cfg(16, 16, pack=True, splits=4))
 
 
+@pytest.mark.parametrize("window,dtype", [(None, torch.float32), (None, torch.bfloat16), (24, torch.float16)])
+def test_decode_over_a_static_cache_reads_only_valid_rows(window, dtype):
+    """A decode step as braze.generate runs it: one query per sequence against a
+    [B, Hkv, L, D] cache of which each sequence has a different valid prefix (the
+    mask [B, 1, 1, L] says which), GQA rows packed, split-KV over the rows the mask
+    summary leaves (not the whole cache), left padding holes in one row."""
+    B, Hq, Hkv, L, D = 3, 8, 2, 96, 64
+    valid = [5, 37, 70]
+    mask = torch.zeros(B, 1, 1, L, dtype=torch.bool)
+    for b, n in enumerate(valid):
+        mask[b, ..., :n] = True
+    mask[2, ..., :9] = False                            # left padding of the third prompt
+    q, k, v = qkv(B, Hq, Hkv, 1, L, D, dtype)
+    # NOTE: rows past the valid prefix hold garbage (a cache written earlier): never read.
+    k[:, :, 80:] = float("nan")
+    v[:, :, 80:] = float("nan")
+    attrs = dict(scale=D ** -0.5, causal="none", window=window, groups=Hq // Hkv, mask_kind="bool")
+    for splits in (1, 4):
+        config = dict(cfg(16, 16, pack=True, splits=splits), MASK_SKIP=True)
+        out = attention_dense(q, k, v, mask, None, config=config, **attrs)
+        ref = attention_reference(q.double(), k[:, :, :80].double(), v[:, :, :80].double(), mask[..., :80],
+                                  None, **attrs)
+        check(out, ref, dtype)
+
+
 def test_decode_split_kv_without_packing():
     run_dense(B=1, Hq=2, Hkv=2, Sq=1, Sk=50, config=cfg(16, 16, pack=False, splits=3))
 

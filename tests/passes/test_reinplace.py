@@ -146,6 +146,22 @@ def test_input_read_before_it_is_written_stays_functional():
     assert "index_copy_" not in reports[0].final_ir.replace("index_copy.", "")
 
 
+def test_step_counter_is_updated_in_place_after_its_readers():
+    """HF's static cache: positions = arange + n is read first, then n += 1."""
+    def fn(n, cache, k):
+        pos = torch.arange(1) + n
+        n.add_(1)
+        cache.index_copy_(0, pos, k)
+        return cache.sum()
+
+    (want, a), (got, b), reports = _both(fn, torch.tensor(3), torch.zeros(8, 2), torch.randn(1, 2))
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(b[0], a[0], rtol=0, atol=0)
+    torch.testing.assert_close(b[1], a[1], rtol=0, atol=0)
+    ir = reports[0].final_ir
+    assert "= add_." in ir and "= index_copy_." in ir
+
+
 def test_written_input_returned_is_the_callers_tensor():
     def fn(counter, x):
         counter.add_(1)

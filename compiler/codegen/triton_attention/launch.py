@@ -240,7 +240,7 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
     use_tma = bool(config.get("TMA", False)) and tma_ok(k, bd) and tma_ok(v, bdv)
     summary = _summary_plan(m, mask_kind, config, B, Sq, Sk, bm, bn, groups if pack else 1)
     ints = (*q.stride(), *k.stride(), *v.stride(), *ko_strides, *m_strides, *l_strides,
-            Hq, groups, Sq, Sk, int(window or 0), chunk, summary.ssum if summary else 0)
+            Hq, groups, Sq, Sk, int(window or 0), summary.ssum if summary else 0)
     consts = dict(HEAD_D=D, HEAD_DV=Dv, BLOCK_D=bd, BLOCK_DV=bdv, BLOCK_M=bm, BLOCK_N=bn,
                   CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
                   HAS_ALIBI=slopes is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1,
@@ -339,6 +339,7 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
     if plan.trivial:
         return out.zero_() if plan.trivial == "zeros" else out
     tpl = _template(plan.interp)
+    summary = _shared_summary(plan.summary, tpl, mask) if plan.summary is not None else q
     if mask is not None and mask.dtype == torch.bool:
         mask = mask.view(torch.uint8)  # same storage and strides as the planned broadcast view
     if plan.slopes_cast:
@@ -352,12 +353,33 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
         lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=plan.device)
     else:
         o_t, lse = out, q  # q: placeholder pointer, never read
-    summary = plan.summary.run(tpl, mask) if plan.summary is not None else q
     tpl.attention_fwd_kernel[plan.grid](
         q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, desc_k, desc_v,
         summary, plan.scale2, *plan.ints, **plan.consts)
     if plan.splits > 1:
         tpl.attention_combine_kernel[plan.combine_grid](o_t, lse, out, *plan.combine_ints, **plan.combine_consts)
+    return out
+
+
+# The last summary computed: (program call, mask tensor, summary plan, summary). Every
+# layer of a decoder reads the same mask in one call; its summary is computed once.
+_LAST_SUMMARY: list = [None]
+
+
+def _shared_summary(splan: "_SummaryPlan", tpl, mask: torch.Tensor) -> torch.Tensor:
+    """``splan.run(tpl, mask)``, reused within one program call for the same mask tensor.
+
+    NOTE: keyed by the program call in progress (``runtime.ACTIVE``; nothing is kept
+    outside one) and the mask object itself, held until the next summary: a tensor
+    alive in the entry cannot be another one."""
+    from braze.compiler.runtime import ACTIVE
+
+    call = ACTIVE[0]
+    last = _LAST_SUMMARY[0]
+    if call and last is not None and last[0] == call and last[1] is mask and last[2] == splan:
+        return last[3]
+    out = splan.run(tpl, mask.view(torch.uint8) if mask.dtype == torch.bool else mask)
+    _LAST_SUMMARY[0] = (call, mask, splan, out) if call else None
     return out
 
 
@@ -424,7 +446,7 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_s
         float(scale) * LOG2E,
         0, qs[1], qs[0], qs[2], 0, ks[1], ks[0], ks[2], 0, vs[1], vs[0], vs[2], 0, os_[1], os_[0], os_[2], 0,
         0, 0, 0, 0, 0, 0, 0, 0,
-        Hq, groups, max_seqlen_q, int(max_seqlen_k or 0), int(window or 0), 0, 0,
+        Hq, groups, max_seqlen_q, int(max_seqlen_k or 0), int(window or 0), 0,
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),

@@ -6,8 +6,9 @@ One kernel, specialised by constexpr, serves every form braze runs:
 - GQA packing (``PACK_GQA``): one program per (row block, batch x K/V head)
   whose rows are the (token, group head) pairs that share one K/V head, so
   K/V are read once for all of them (decode, and an option for prefill);
-- split-KV (``SPLIT``): the keys of one program are further cut into chunks
-  over grid axis 2; each chunk writes its normalised partial output and its
+- split-KV (``SPLIT``): the keys of one program (the range its rows can see:
+  with a mask summary, a decode step's valid cache rows only) are cut into
+  equal chunks over grid axis 2; each chunk writes its normalised partial output and its
   log-sum-exp to a float32 workspace, and :func:`attention_combine_kernel`
   merges them (decode against a long cache);
 - varlen (``VARLEN``): packed tokens ``[T, H, D]`` with ``cu_seqlens``.
@@ -152,7 +153,7 @@ def attention_fwd_kernel(
         sob, soh, sos, sod, sosp,
         smb, smh, smq, smk,
         slb, slh, slq, slsp,
-        n_heads_q, groups, seq_q, seq_k, window, chunk_k, ssum,
+        n_heads_q, groups, seq_q, seq_k, window, ssum,
         HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
@@ -256,8 +257,15 @@ def attention_fwd_kernel(
         lo = tl.maximum(lo, tl.load(s_ptr) * BLOCK_N)
         hi = tl.minimum(hi, tl.load(s_ptr + 1) * BLOCK_N)
     if SPLIT:
-        lo = tl.maximum(lo, pid_s * chunk_k)
-        hi = tl.minimum(hi, (pid_s + 1) * chunk_k)
+        # Split the key range this program sees (after the causal rule, the window
+        # and the mask summary: a decode step's valid rows, not the whole cache)
+        # into equal runs of key blocks, one per split.
+        n_split = tl.num_programs(2)
+        lo_b = lo // BLOCK_N
+        span_b = (tl.maximum(hi, lo) + BLOCK_N - 1) // BLOCK_N - lo_b
+        per_b = (span_b + n_split - 1) // n_split
+        lo = tl.maximum(lo, (lo_b + pid_s * per_b) * BLOCK_N)
+        hi = tl.minimum(hi, (lo_b + (pid_s + 1) * per_b) * BLOCK_N)
     full_lo = lo
     full_hi = hi
     if CAUSAL != 0:
