@@ -78,6 +78,12 @@ class StepRunner:
 
         self.model, self.forward = model, forward
         self.cache = transformers.StaticCache(config=model.config, max_cache_len=cache_len)
+        cfg = model.config
+        # NOTE: allocated before any compiled call, as HF generate does, so torch.compile's
+        # CUDA graphs see static cache addresses (a cache made inside the graph is skipped).
+        self.cache.early_initialization(batch, cfg.num_key_value_heads,
+                                        getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads,
+                                        model.dtype, torch.device("cuda"))
         g = torch.Generator().manual_seed(0)
         self.ids = torch.randint(0, vocab, (batch, prompt), generator=g).cuda()
         self.mask = torch.ones(batch, cache_len, dtype=torch.long, device="cuda")
@@ -235,6 +241,7 @@ def main():
     ap.add_argument("--only", default="eager,compile,reduce-overhead,braze.jit,braze.generate,generate")
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--profile", action="store_true", help="print braze.jit's kernels by GPU time (batch 1)")
+    ap.add_argument("--tag", default="", help="suffix of the output files (decode<tag>.json/.md)")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -258,24 +265,51 @@ def main():
             "braze": braze.__version__, "copy_TBps": bw / 1e12, "weight_GB": wbytes / 1e9,
             "prompt": args.prompt, "cache": args.cache, "steps": args.steps, "layers": args.layers}
     print(json.dumps(meta), flush=True)
-    forwards = {}
+    for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, 256)
+    # Each contender compiles its own forward after a Dynamo reset: they share the
+    # model's code objects, and one's compiled entries must not stand in for another's.
+    factories = {}
     if "eager" in only:
-        forwards["eager"] = model.forward
+        factories["eager"] = lambda: model.forward
     if "compile" in only:
-        forwards["torch.compile"] = torch.compile(model.forward)
+        factories["torch.compile"] = lambda: torch.compile(model.forward)
     if "reduce-overhead" in only:
-        forwards["torch.compile reduce-overhead"] = torch.compile(model.forward, mode="reduce-overhead")
+        factories["torch.compile reduce-overhead"] = lambda: torch.compile(model.forward, mode="reduce-overhead")
     if "braze.jit" in only:
-        forwards["braze.jit"] = braze.jit(model.forward)
+        factories["braze.jit"] = lambda: braze.jit(model.forward)
+    plain_forward = model.forward
     steps, gens = [], []
     os.makedirs(args.out, exist_ok=True)
+
+    def fail(name, batch, e) -> dict:
+        import traceback
+
+        traceback.print_exc()
+        return {"contender": name, "batch": batch, "error": f"{type(e).__name__}: {e}"[:400]}
+
+    def record_gen(name, fwd, batch):
+        try:
+            row = measure_generate(name, model, fwd, batch, args)
+        except Exception as e:  # noqa: BLE001
+            row = fail(name, batch, e)
+        print(json.dumps(row), flush=True)
+        gens.append(row)
+
     for batch in [int(b) for b in args.batches.split(",")]:
         reference = None
-        for name, fwd in forwards.items():
+        if "generate" in only:
+            torch._dynamo.reset()
+            record_gen("hf generate default", plain_forward, batch)
+        for name, make in factories.items():
+            torch._dynamo.reset()
+            fwd = make()
+            model.generation_config.disable_compile = False
             try:
                 row, tokens = measure_step(name, model, fwd, batch, args, reference)
             except Exception as e:  # noqa: BLE001 - one contender failing must not lose the others
-                row, tokens = {"contender": name, "batch": batch, "error": f"{type(e).__name__}: {e}"[:400]}, None
+                row, tokens = fail(name, batch, e), None
             if name == "eager":
                 reference = tokens
             floor = (wbytes + kv_bytes(model.config, batch, row.get("valid_kv", args.prompt))) / bw * 1e3
@@ -285,34 +319,28 @@ def main():
             row["floor_ms"] = floor
             print(json.dumps(row), flush=True)
             steps.append(row)
+            if args.profile and name == "braze.jit" and batch == 1:
+                print(profile_step(model, fwd, 1, args), flush=True)
+            if "generate" in only and name != "eager":
+                record_gen(name, fwd, batch)
         if "braze.generate" in only:
+            torch._dynamo.reset()
             try:
                 row, _ = measure_braze_generate(model, batch, args)
                 floor = (wbytes + kv_bytes(model.config, batch, row["valid_kv"])) / bw * 1e3
                 row.update(roofline_frac=floor / row["step_ms"], tokens_per_s=batch * 1e3 / row["step_ms"],
                            floor_ms=floor)
             except Exception as e:  # noqa: BLE001
-                row = {"contender": "braze.generate", "batch": batch, "error": f"{type(e).__name__}: {e}"[:400]}
+                row = fail("braze.generate", batch, e)
             print(json.dumps(row), flush=True)
             steps.append(row)
-        if "generate" in only:
-            gen_forwards = {"hf generate default": model.forward}
-            gen_forwards.update((k, v) for k, v in forwards.items() if k != "eager")
-            gen_forwards["braze.generate"] = None
-            for name, fwd in gen_forwards.items():
-                try:
-                    row = measure_generate(name, model, fwd, batch, args)
-                except Exception as e:  # noqa: BLE001
-                    row = {"contender": name, "batch": batch, "error": f"{type(e).__name__}: {e}"[:400]}
-                print(json.dumps(row), flush=True)
-                gens.append(row)
-        write(args.out, meta, steps, gens)
-    if args.profile and "braze.jit" in forwards:
-        print(profile_step(model, forwards["braze.jit"], 1, args), flush=True)
+            if "generate" in only:
+                record_gen("braze.generate", None, batch)
+        write(args.out, args.tag, meta, steps, gens)
 
 
-def write(out: str, meta: dict, steps: list, gens: list) -> None:
-    with open(os.path.join(out, "decode.json"), "w") as f:
+def write(out: str, tag: str, meta: dict, steps: list, gens: list) -> None:
+    with open(os.path.join(out, f"decode{tag}.json"), "w") as f:
         json.dump({"meta": meta, "step": steps, "generate": gens}, f, indent=1)
     md = [f"# Decode, {meta['device']}, {meta['date']}", "",
           f"torch {meta['torch']}, triton {meta['triton']}, transformers {meta['transformers']}; Llama-1B shape "
@@ -322,7 +350,7 @@ def write(out: str, meta: dict, steps: list, gens: list) -> None:
           table(steps, ["contender", "batch", "step_ms", "tokens_per_s", "roofline_frac", "floor_ms", "compile_s",
                         "peak_gb", "agrees_with_eager", "error"]), "",
           "## generate", "", table(gens, ["contender", "batch", "generate_s", "tokens_per_s", "new_tokens", "error"])]
-    with open(os.path.join(out, "decode.md"), "w") as f:
+    with open(os.path.join(out, f"decode{tag}.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
 

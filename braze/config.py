@@ -25,6 +25,9 @@ class Options:
     disable: names of passes to skip.
     strict: raise on anything braze cannot compile instead of running that
         graph eagerly (for tests and debugging).
+    cuda_graphs: replay each plan as a CUDA graph (True), never (False), or
+        None (default): for graphs that write a caller's buffer in place on a
+        GPU (a decode step with a KV cache), where launching dominates.
     """
 
     backend: str = "auto"
@@ -36,7 +39,7 @@ class Options:
     verify_types: bool = False
     disable: tuple[str, ...] = ()
     strict: bool = False
-    cuda_graphs: bool = False
+    cuda_graphs: Optional[bool] = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):

@@ -31,12 +31,23 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
     target = split.body if split is not None else optimized
     launchers = build_launchers(target, options, report)
     report.compile_ms = (time.perf_counter() - t0) * 1e3
-    program = CompiledProgram(target, launchers, report, cuda_graphs=options.cuda_graphs)
+    program = CompiledProgram(target, launchers, report, cuda_graphs=_cuda_graphs(options, target))
     if split is not None:
         from braze.compiler.padded_program import PaddedProgram
 
         return PaddedProgram(optimized, split, program)
     return program
+
+
+def _cuda_graphs(options, graph: Graph) -> bool:
+    """Explicit ``options.cuda_graphs``, else on for a graph that writes a caller's
+    buffer in place (a decode step: small kernels, launch-bound)."""
+    if options.cuda_graphs is not None:
+        return bool(options.cuda_graphs)
+    from braze.compiler.runtime import written_in_place
+
+    return any(written_in_place(graph.outputs[j], graph.inputs[i].out()) and graph.inputs[i].type.rank >= 3
+               for i, j in graph.writes)
 
 
 def build_launchers(graph: Graph, options, report: GraphReport) -> dict:

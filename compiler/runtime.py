@@ -44,12 +44,17 @@ class CompiledProgram:
         # NOTE: run-time symbols (padding elimination's token count) need a
         # host synchronisation inside the plan, which a CUDA graph cannot hold.
         self.cuda_graphs = cuda_graphs and not graph.sym_bounds
+        self._written = tuple(i for i, _ in graph.writes)
         self._plans: "OrderedDict[tuple, Callable]" = OrderedDict()
 
     def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()) -> tuple[torch.Tensor, ...]:
         CALLS[0] += 1
         try:
             key = tuple((x.shape, x.dtype, x.device) for x in inputs) + tuple(sym_values)
+            if self.cuda_graphs and self._written:
+                # NOTE: a captured graph writes the buffers it was captured with: another
+                # cache (a new generate call) gets its own capture, not a copy in and out.
+                key += tuple(inputs[i].data_ptr() for i in self._written)
         except AttributeError:
             bind_symbols(self.graph, inputs, sym_values, check=True)  # raises a BindError naming the input
             raise
@@ -62,6 +67,15 @@ class CompiledProgram:
         ACTIVE[0] = CALLS[0]
         try:
             return plan(inputs)
+        except Exception as e:  # noqa: BLE001
+            if not isinstance(plan, CudaGraphPlan) or plan.graph is not None or not plan.warm:
+                raise
+            # Capture failed (a kernel that synchronises, a host copy): run uncaptured from now on.
+            log.warning("braze: %s cannot be captured in a CUDA graph (%s: %s); running it uncaptured",
+                        self.graph.name, type(e).__name__, e)
+            torch.cuda.synchronize()
+            self._plans[key] = plan.plan
+            return plan.plan(inputs)
         finally:
             ACTIVE[0] = outer
 
@@ -72,12 +86,7 @@ class CompiledProgram:
         plan = build_plan(self.graph, self.launchers, env)
         if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs and not profile.enabled() \
                 and not torch.cuda.is_current_stream_capturing():
-            try:
-                plan = CudaGraphPlan(plan, inputs, written=[i for i, _ in self.graph.writes])
-            except Exception as e:  # noqa: BLE001 - e.g. a kernel that synchronises: run uncaptured
-                log.warning("braze: %s cannot be captured in a CUDA graph (%s: %s); running it uncaptured",
-                            self.graph.name, type(e).__name__, e)
-                torch.cuda.synchronize()
+            plan = CudaGraphPlan(plan, inputs, written=self._written)
         self._plans[key] = plan
         if len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)
@@ -90,33 +99,42 @@ class CompiledProgram:
 
 
 class CudaGraphPlan:
-    """A plan captured once in a CUDA graph and replayed: inputs are copied
-    into the graph's static buffers, outputs cloned out of its own.
+    """A plan replayed as a CUDA graph: inputs are copied into the graph's static
+    buffers, outputs cloned out of its own.
 
-    An input the graph writes (a KV cache) is captured as the caller's own
-    tensor, so a replay writes it in place; a later call that passes another
-    tensor there has it copied in and the result copied back out.
+    The first call runs the plan for real (compiling and tuning its kernels; on a
+    side stream, as capture wants); the second captures it and every call from
+    then on replays. An input the graph writes (a KV cache) is captured as the
+    caller's own tensor, so a replay writes it in place and nothing is written
+    twice; the program keys its plans by those tensors' addresses, so another
+    cache gets its own capture.
     """
 
     def __init__(self, plan: Callable, inputs: Sequence[torch.Tensor], written: Sequence[int] = ()):
         self.plan = plan
         self.written = tuple(written)
+        self.graph = None
+        self.warm = False
+
+    def _capture(self, inputs: Sequence[torch.Tensor]) -> None:
         self.static_in = [x if i in self.written else x.clone() for i, x in enumerate(inputs)]
-        saved = [inputs[i].clone() for i in self.written]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):  # compile and autotune outside the capture
-                plan(self.static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        for i, x in zip(self.written, saved):  # the warm-up calls wrote the caller's buffers
-            inputs[i].copy_(x)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_out = plan(self.static_in)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.static_out = self.plan(self.static_in)
         self.aliases = {k: i for k, o in enumerate(self.static_out) for i in self.written if o is self.static_in[i]}
+        self.graph = graph
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        if self.graph is None:
+            if not self.warm:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    out = self.plan(inputs)
+                torch.cuda.current_stream().wait_stream(side)
+                self.warm = True
+                return out
+            self._capture(inputs)
         for dst, src in zip(self.static_in, inputs):
             if dst.data_ptr() != src.data_ptr():
                 dst.copy_(src)

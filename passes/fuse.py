@@ -61,7 +61,10 @@ def _numel(t: TensorType):
 
 
 def is_pointwise(n: Node) -> bool:
-    return get_op(n.op).category == Category.POINTWISE and bool(n.inputs)
+    # NOTE: an op moving data between devices (a CPU step counter copied to the GPU)
+    # is a transfer, not arithmetic: no kernel of one device reads the other's memory.
+    return get_op(n.op).category == Category.POINTWISE and bool(n.inputs) and all(
+        v.type.device == n.types[0].device for v in n.inputs)
 
 
 def is_layout(n: Node) -> bool:
