@@ -110,6 +110,23 @@ def test_bmm_attention_scores_with_permuted_operands(cfg, device):
     run_and_check(node, feed, cfg, device)
 
 
+@pytest.mark.parametrize("bt,m", [(4, 1), (1, 4), (1, 1)])
+def test_bmm_and_mm_with_a_dim_of_one(bt, m, device):
+    """A decode step's GEMMs: one token (M = 1), a batch of one: the dims of extent 1 drop out
+    of the tile index (the batched case raised IndexError in gemm.py, the plain one failed
+    tl.dot's shape check)."""
+    b = Builder()
+    x = b.input("x", (bt, m, 24))
+    w = b.input("w", (bt, 24, 40))
+    node = fused_node(b, [b.call("mul", b.call("bmm", x, w), 0.5, overload="Tensor")], "gemm")
+    run_and_check(node, {"x": rand(bt, m, 24), "w": rand(bt, 24, 40)}, BASE, device)
+    b = Builder()
+    x = b.input("x", (m, 24))
+    w = b.input("w", (40, 24))
+    node = fused_node(b, [b.call("relu", b.call("mm", x, b.call("permute", w, (1, 0))))], "gemm")
+    run_and_check(node, {"x": rand(m, 24), "w": rand(40, 24)}, BASE, device)
+
+
 def test_bmm_with_expanded_kv_heads(device):
     """GQA: one K head expanded over two Q heads (stride-0 batch dim in B)."""
     b = Builder()

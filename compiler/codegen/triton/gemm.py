@@ -331,7 +331,8 @@ def generate(graph: Graph) -> Generated:
         epi = Emitter(graph, ops, names, masks)
         if t.batched:
             r_lin = domain_index(t.dom).dims()
-            epi.subst = {r_lin[0].terms[0][0]: "pid_b", r_lin[1].terms[0][0]: "rm"}
+            # NOTE: a batch or row dim of extent 1 has no index term (it is 0).
+            epi.subst = {lin.terms[0][0]: code for lin, code in zip(r_lin[:2], ("pid_b", "rm")) if lin.terms}
         t.epilogue(epi)
         if not t.offsets:
             raise Unsupported("the epilogue never reads the product")
@@ -485,7 +486,7 @@ def _tma_descriptors(make_a, make_b, BLOCK_M, BLOCK_N, BLOCK_K):
         from triton.tools.tensor_descriptor import TensorDescriptor
 
         a, b = make_a(), make_b()
-        if a.stride(1) != 1:
+        if a.stride(1) != 1 or not (_tma_aligned(a) and _tma_aligned(b)):
             return None
         a_desc = TensorDescriptor.from_tensor(a, [BLOCK_M, BLOCK_K])
         if b.stride(0) == 1 and b.stride(1) != 1:
@@ -495,6 +496,14 @@ def _tma_descriptors(make_a, make_b, BLOCK_M, BLOCK_N, BLOCK_K):
     except (RuntimeError, AssertionError, ImportError, ValueError):
         return None
     return None
+
+
+def _tma_aligned(t):
+    # NOTE: the copy engine wants a 16-byte aligned base and 16-byte multiples for every
+    # stride but the unit one; not every Triton release checks it (3.6 built descriptors
+    # from a 380-byte row stride and the kernel read garbage).
+    e = t.element_size()
+    return t.data_ptr() % 16 == 0 and all((st * e) % 16 == 0 for st in t.stride() if st != 1)
 
 '''
 
