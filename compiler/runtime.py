@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from braze.compiler import profile
+from braze.compiler.memory_plan import drops_after
 from braze.ir import Graph, Node, Value, get_op
 from braze.ir.graph import map_values
 from braze.ir.interpreter import BindError, bind_symbols, concretize
@@ -153,11 +154,7 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
     lines: list[str] = []
     for i, n in enumerate(graph.inputs):
         names[n.out()] = f"x{i}"
-    last_use: dict[Value, int] = {}
-    for i, n in enumerate(graph.nodes):
-        for v in n.inputs:
-            last_use[v] = i
-    keep = set(graph.outputs)
+    drops = drops_after(graph)  # NOTE: intermediates go right after their last reader (memory_plan.py)
     profiling = profile.enabled()
 
     def ref(obj):
@@ -203,13 +200,9 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
                 lines.append(f"{outs[0]} = {outs[0]}[0]")
         else:
             lines.append(f"{', '.join(outs)} = {call}")
-        dead = [names[v] for v in dict.fromkeys(n.inputs) if last_use.get(v) == i and v not in keep
-                and v.node.op not in ("input", "constant")]
+        dead = [names[v] for v in drops.get(i, ())]
         if dead:
             lines.append(f"del {', '.join(dead)}")
-        for j, o in enumerate(outs):  # unused outputs of multi-output nodes
-            if Value(n, j) not in last_use and Value(n, j) not in keep and len(outs) > 1:
-                lines.append(f"del {o}")
     # Side effects: an input the graph writes gets its final value (unless an
     # in-place op already wrote it) and is returned as itself where the
     # graph returns that value.
