@@ -181,7 +181,16 @@ class Launcher:
         if choice is None:
             choice = select(self, problem, env)
             self.choices[pkey] = choice
-        return self.runnable(choice.kernel, choice.config)
+        try:
+            return self.runnable(choice.kernel, choice.config)
+        except Exception as e:  # noqa: BLE001 - a candidate that cannot build: the library call runs
+            lib = self.candidates[-1]
+            if choice.kernel is lib:
+                raise
+            log.info("braze: %s of %s cannot build (%s); the library call runs", choice.kernel.name,
+                     self.node.name or self.node.op, e)
+            self.choices[pkey] = Choice(lib, {}, "fallback")
+            return self.runnable(lib, {})
 
     def runnable(self, kernel, config: Config) -> Callable[..., Any]:
         ck = (kernel.name, tuple(sorted(config.items())))

@@ -35,6 +35,13 @@ KEY_VERSION = "tvm-1"
 
 # How many compiled configs were made callable (tests read it to see that TVM kernels ran).
 STATS = {"runners": 0, "fallbacks": 0}
+# (kernel key, config) -> why TVM could not build it, for the rest of the process.
+_BUILD_FAILURES: dict = {}
+
+
+class KernelBuildError(RuntimeError):
+    """TVM could not build a kernel for a config (the message says which and why)."""
+
 
 
 def _bucket(d, env) -> int:
@@ -119,18 +126,26 @@ class TVMKernel:
         return self._sources["default"]
 
     def compile(self, config: Config) -> Callable[..., Any]:
-        """The kernel compiled for ``config``. Should TVM fail to build it (a
-        bug: the checker accepted the group), the group runs through its
-        reference ops instead, with a warning, so the program stays correct."""
+        """The kernel compiled for ``config``. Should TVM fail to build it (a bug:
+        the checker accepted the group), ``KernelBuildError`` is raised: the
+        selector records the config as a compile error and picks another
+        candidate, the launcher runs the group's reference ops. The warning is
+        given once per kernel and config in a process, not once per call site."""
+        key = (self.key(), tuple(sorted(config.items())))
+        known = _BUILD_FAILURES.get(key)
+        if known is not None:
+            raise KernelBuildError(known)
         try:
             return Runner(self, dict(config))
-        except Exception as e:  # noqa: BLE001 - logged, counted, and the reference runs
+        except Exception as e:  # noqa: BLE001 - logged once, remembered, raised
             STATS["fallbacks"] += 1
-            log.warning("braze: TVM could not build %s with %s (%s: %s); it runs through torch",
-                        self.name, config, type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-            return self._reference()
+            msg = (f"TVM could not build {self.name} with {dict(config)} ({type(e).__name__}: "
+                   f"{str(e).splitlines()[0] if str(e) else ''})")
+            _BUILD_FAILURES[key] = msg
+            log.warning("braze: %s; another candidate runs it", msg)
+            raise KernelBuildError(msg) from e
 
-    def _reference(self) -> Callable[..., Any]:
+    def _reference(self) -> Callable[..., Any]:  # NOTE: for empty operands (see Runner._empty)
         from braze.compiler.kernels import LibraryKernel
 
         return LibraryKernel(self.node).compile({})
