@@ -13,9 +13,10 @@ nothing can tell the difference:
   of a cache built inside a prefill graph) or from an earlier in-place write,
   and nothing else reads it nor returns it.
 
-- ``add/sub/mul/div(input, y)`` written back to that input, once every other
-  reader of the input has run and none keeps a view of it (HF's cache step
-  counter: ``cache_position = arange + n`` first, then ``n += 1``).
+- ``add/sub/mul/div(input, y)`` written back to that input and read by no
+  one else, once every other reader of the input has run and none keeps a
+  view of it (HF's cache step counter: ``cache_position = arange + n``
+  first, then ``n += 1``, as the program's last node).
 
 Every other scatter stays functional: a copy, never a wrong read.
 """
@@ -51,7 +52,7 @@ def reinplace(graph: Graph, options=None) -> Graph:
             target = POINTWISE_INPLACE_OF.get(n.op)
             if target is None or write_back.get(orig.out()) != orig.args[0]:
                 return None
-            if orig.types[0] != orig.args[0].type or not read_before(orig.args[0], orig):
+            if orig.types[0] != orig.args[0].type or users.get(orig.out()) or not read_before(orig.args[0], orig):
                 return None
             node = b.append(n.__class__(target, n.args, n.kwargs, n.types, overload=n.overload, name=n.name))
             reinplaced.add(orig)
@@ -66,7 +67,13 @@ def reinplace(graph: Graph, options=None) -> Graph:
         reinplaced.add(orig)
         return node.outputs
 
-    return rewrite(graph, rule)
+    out = rewrite(graph, rule)
+    # NOTE: a counter written in place moves to the end of the program: a step that
+    # fails midway (a full cache) then leaves it as it was, like every other write-back.
+    last = [n for n in out.nodes if n.op in POINTWISE_INPLACE_OF.values()]
+    if not last:
+        return out
+    return out.with_nodes([n for n in out.nodes if n not in set(last)] + last)
 
 
 def _overload(target: str, overload: str) -> str:

@@ -164,3 +164,20 @@ def test_generate_on_the_gpu_equals_eager(family):
     model.forward = braze.jit(model.forward, strict=True)
     got_a = _eager(model, ids, mask)
     assert torch.equal(got_a, want)
+
+
+def test_a_full_hf_cache_raises_before_writing_and_keeps_its_rows():
+    model = hf_models.build("llama")
+    cache = transformers.StaticCache(config=model.config, max_cache_len=16)
+    fwd = braze.jit(model.forward, strict=True)
+    ids = torch.randint(0, 128, (1, 14))
+    with torch.no_grad():
+        fwd(input_ids=ids, cache=cache, use_cache=True)
+        fwd(input_ids=ids[:, :1], cache=cache, use_cache=True)
+        fwd(input_ids=ids[:, :1], cache=cache, use_cache=True)           # rows 14 and 15: full now
+        keys = [layer.keys.clone() for layer in cache.layers]
+        with pytest.raises(IndexError, match=r"row 16 .*16 rows.*max_cache_len 16"):
+            fwd(input_ids=ids[:, :1], cache=cache, use_cache=True)
+    for layer, before in zip(cache.layers, keys):
+        torch.testing.assert_close(layer.keys, before, rtol=0, atol=0)
+        assert int(layer.cumulative_length) == 16
