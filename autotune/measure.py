@@ -111,13 +111,43 @@ def reference_outputs(node, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tenso
 
     fn = LibraryKernel(node).compile({})
     hi = [x.double() if x.is_floating_point() else x for x in inputs]
+    chunks = _reference_chunks(node, inputs)
     try:
         with torch.no_grad():
+            if chunks > 1:
+                return _by_batch(fn, hi, chunks)
             out = fn(*hi)
     except Exception:  # noqa: BLE001 - e.g. an op with a fixed dtype; the native reference then
         with torch.no_grad():
             out = fn(*inputs)
     return as_tuple(out)
+
+
+# Largest float64 score matrix the attention reference may materialise at once.
+REFERENCE_SCORES_BYTES = 1 << 30
+
+
+def _reference_chunks(node, inputs) -> int:
+    """Batch slices for an attention node's reference: its float64 scores ``[B, H, Sq, Sk]``
+    would otherwise take tens of GB at a prefill of batch 64 (a compile-time peak far
+    above the model's own)."""
+    if node.op != "attention" or len(inputs) < 3 or inputs[0].dim() != 4:
+        return 1
+    b, h, sq, _ = inputs[0].shape
+    sk = inputs[1].shape[2]
+    scores = b * h * sq * sk * 8
+    return min(b, -(-scores // REFERENCE_SCORES_BYTES)) if scores > REFERENCE_SCORES_BYTES else 1
+
+
+def _by_batch(fn, xs, chunks: int) -> tuple:
+    """``fn`` over slices of the batch dim (operands of batch 1 broadcast), outputs concatenated."""
+    b = xs[0].shape[0]
+    step = -(-b // chunks)
+    parts = []
+    for lo in range(0, b, step):
+        sl = [x[lo:lo + step] if x.dim() >= 1 and x.shape[0] == b and b > 1 else x for x in xs]
+        parts.append(as_tuple(fn(*sl)))
+    return tuple(torch.cat(p, dim=0) for p in zip(*parts))
 
 
 def as_tuple(out) -> tuple:

@@ -109,3 +109,22 @@ def test_tolerance_follows_the_least_precise_type_a_group_computes_in():
     fp16_result = (xs[0] @ xs[1]).float() + xs[2]          # float16 GEMM rounding, then float32
     assert check_outputs(node, {}, fp16_result, bench.refs)[0] is None
     assert "relative error" in check_outputs(node, {}, fp16_result * 1.05, bench.refs)[0]
+
+
+def test_attention_reference_is_computed_in_batch_slices_when_its_scores_are_large(monkeypatch):
+    """A prefill at batch 64 would materialise tens of GB of float64 scores at compile time;
+    the reference is then computed per batch slice, with the same result."""
+    from braze.autotune import measure as m
+    from braze.ir import Builder
+
+    b = Builder()
+    q, k, v = b.input("q", (4, 2, 8, 16)), b.input("k", (4, 1, 8, 16)), b.input("v", (4, 1, 8, 16))
+    mask = b.input("m", (1, 1, 8, 8), dtype=torch.bool)      # broadcast over the batch
+    out = b.call("attention", q, k, v, mask, None, scale=0.25, causal="none", window=None, groups=2,
+                 mask_kind="bool")
+    node = out.node
+    xs = [torch.randn(4, 2, 8, 16), torch.randn(4, 1, 8, 16), torch.randn(4, 1, 8, 16), torch.rand(1, 1, 8, 8) > 0.3]
+    whole = m.reference_outputs(node, xs)
+    monkeypatch.setattr(m, "REFERENCE_SCORES_BYTES", 4 * 2 * 8 * 8 * 8 // 3 + 1)
+    assert m._reference_chunks(node, xs) == 3
+    torch.testing.assert_close(m.reference_outputs(node, xs)[0], whole[0], rtol=0, atol=0)
