@@ -342,6 +342,13 @@ def main():
     # braze first: a call cut short keeps its headline rows.
     if "braze.generate" in only:
         run_braze_generate()
+        # NOTE: braze.generate keeps a cache and a captured step per bucket; drop them so the
+        # next contenders' peak memory is theirs alone.
+        from braze.compiler import generate as _gen
+
+        _gen._STATES.clear()
+        gc.collect()
+        torch.cuda.empty_cache()
     for name, make in factories.items():
         run_forward(name, make)
     if "generate" in only:
