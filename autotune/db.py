@@ -536,7 +536,7 @@ def safe_url(url: str) -> str:
 
 def _braze_version() -> str:
     try:
-        from braze import __version__
+        from braze.version import __version__
         return __version__
     except Exception:  # noqa: BLE001
         return "unknown"

@@ -107,7 +107,7 @@ def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0) ->
 def reference_outputs(node, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """The library implementation on the inputs in higher precision (float64
     for floating inputs), falling back to native precision if an op refuses."""
-    from braze.compiler.kernels import LibraryKernel
+    from braze.autotune.contract import LibraryKernel
 
     fn = LibraryKernel(node).compile({})
     hi = [x.double() if x.is_floating_point() else x for x in inputs]

@@ -25,8 +25,10 @@ import json
 import logging
 from typing import Any, Callable, Optional, Sequence
 
-from braze.ir import Graph, Node, Value, parse_graph, print_graph
-from braze.ir.graph import map_values
+from braze.autotune import contract
+from braze.autotune.contract import (LibraryKernel, backend_allows, canonical_ir,  # noqa: F401
+                                     load_generators, node_graph)
+from braze.ir import Graph, Node, parse_graph, print_graph
 
 
 log = logging.getLogger("braze.autotune.recipe")
@@ -36,45 +38,11 @@ class RecipeError(RuntimeError):
     """A recipe cannot be turned back into its kernel."""
 
 
-def node_graph(node: Node, name: str = "kernel") -> Graph:
-    """A graph whose only compute node is ``node``, its operands as inputs."""
-    env: dict[Value, Value] = {}
-    inputs: list[Node] = []
-    for i, v in enumerate(node.inputs):
-        if v in env:
-            continue
-        inp = Node("input", (f"a{i}",), types=(v.type,), name=f"a{i}")
-        inputs.append(inp)
-        env[v] = inp.out()
-    n2 = Node(node.op, map_values(node.args, env.__getitem__), map_values(node.kwargs, env.__getitem__), node.types,
-              node.overload, node.name)
-    return Graph(tuple(inputs) + (n2,), tuple(inputs), n2.outputs, {}, (), name)
-
-
 def the_node(graph: Graph) -> Node:
     nodes = graph.compute_nodes
     if len(nodes) != 1:
         raise RecipeError(f"a kernel recipe's graph has {len(nodes)} compute nodes, expected 1")
     return nodes[0]
-
-
-def canonical_ir(text: str) -> str:
-    """IR text with value and graph names replaced by their order of first
-    appearance (%v0, %v1, @g0 ...): two nodes that differ only in names
-    (layer 3's ``mm_11`` and layer 4's ``mm_14``) get the same text."""
-    import re
-
-    names: dict[str, str] = {}
-
-    def sub(m):
-        sigil, name = m.group(1), m.group(2)
-        key = sigil + name
-        if key not in names:
-            names[key] = f"{sigil}{'v' if sigil == '%' else 'g'}{sum(k[0] == sigil for k in names)}"
-        return names[key]
-    text = re.sub(r"^graph\s+(\w+)", lambda m: "graph @" + m.group(1), text, flags=re.M)
-    text = re.sub(r"([%@])(\w+)", sub, text)
-    return re.sub(r"name='[^']*'", "name=''", text)
 
 
 def generator_ref(fn: Callable) -> str:
@@ -99,11 +67,8 @@ def resolve(ref: str) -> Callable:
 
 def current_generators(backend: str = "auto") -> list[str]:
     """The registered generators (as refs) that ``backend`` allows, in order."""
-    from braze.compiler import kernels
-
-    kernels._load_generators()
-    allows = getattr(kernels, "backend_allows", lambda b, n: b in ("auto", n))
-    return [generator_ref(fn) for name, fn in kernels.GENERATORS if allows(backend, name)]
+    load_generators()
+    return [generator_ref(fn) for name, fn in contract.GENERATORS if backend_allows(backend, name)]
 
 
 def make_recipe(kernel, node: Node, options, generators: Optional[Sequence[str]] = None,
@@ -145,8 +110,6 @@ def recipe_digest(recipe: dict[str, Any]) -> str:
 def candidates_for_node(node: Node, graph: Graph, options, device, generators: Sequence[str]) -> list:
     """The candidates the given generators produce for ``node``, plus the
     library kernel last (as ``compiler.kernels.kernels_for`` builds them)."""
-    from braze.compiler.kernels import LibraryKernel
-
     cands: list = []
     for ref in generators:
         fn = resolve(ref)

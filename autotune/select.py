@@ -48,7 +48,7 @@ QUICK_SPEC = dict(warmup=1, reps=5, min_rep_ms=0.2, max_seconds=0.2, check=True,
 def select(launcher, problem: Mapping[str, Any], env: Mapping[str, int]):
     """The Choice for ``launcher`` at the symbol values ``env`` (``problem``:
     the primary candidate's problem, used for messages)."""
-    from braze.compiler.kernels import Choice
+    from braze.autotune.contract import Choice
 
     try:
         return _select(launcher, env)
@@ -69,7 +69,7 @@ def policy(options) -> str:
 
 def _select(launcher, env: Mapping[str, int]):
     from braze.autotune.db import get_db, software_key
-    from braze.compiler.kernels import Choice
+    from braze.autotune.contract import Choice
 
     options, device = launcher.options, launcher.device
     cands = list(launcher.candidates)
@@ -223,7 +223,7 @@ def close_tuners() -> None:
 def _search(launcher, env, db, sw):
     from braze.autotune.recipe import current_generators, make_recipe
     from braze.autotune.tuner import pick
-    from braze.compiler.kernels import Choice
+    from braze.autotune.contract import Choice
 
     options = launcher.options
     tuner = tuner_for(db, launcher.device, sw, options)

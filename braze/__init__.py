@@ -27,5 +27,5 @@ if _os.path.isfile(_os.path.join(_root, "ir", "__init__.py")) and _root not in _
 from braze.config import Options  # noqa: E402,F401
 from braze.api import compile, explain, explain_generate, generate, jit, load  # noqa: E402,F401,A004
 
-__version__ = "0.1.0"
+from braze.version import __version__  # noqa: E402
 __all__ = ["jit", "explain", "explain_generate", "generate", "compile", "load", "Options", "__version__"]

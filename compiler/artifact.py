@@ -46,7 +46,7 @@ class ArtifactError(RuntimeError):
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    from braze import __version__
+    from braze.version import __version__
 
     out = {"braze": __version__, "torch": torch.__version__, "cuda": torch.version.cuda or "none"}
     for key, dist in (("triton", "triton"), ("tvm", "apache-tvm"), ("transformers", "transformers")):
@@ -442,7 +442,7 @@ def _loads_spec(text: Optional[str]):
 # --- loading ------------------------------------------------------------------------
 def read_manifest(path: str, files: Optional[Mapping[str, bytes]] = None) -> dict:
     """The verified manifest of an artifact (raises ArtifactError with the reason)."""
-    from braze import __version__
+    from braze.version import __version__
 
     files = read_files(path) if files is None else files
     if "manifest.json" not in files:
@@ -534,7 +534,7 @@ def _valid(kernel, config, env, device) -> bool:
 
 
 def _apply_choices(path: str, graph, launchers, kernels: list[dict], env: Mapping[str, int]) -> None:
-    from braze.compiler.kernels import Choice
+    from braze.autotune.contract import Choice
 
     body = _body(graph)
     for e in kernels:

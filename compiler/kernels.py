@@ -17,144 +17,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 import torch
 
-from braze.autotune.space import EMPTY, Config, DeviceInfo, Space
+from braze.autotune import contract
+from braze.autotune.contract import (GENERATORS, Choice, Kernel, LibraryKernel, backend_allows,  # noqa: F401
+                                     canonical_ir, node_graph, problem_of, register_generator,
+                                     set_generator_loader, structural_key, target_device)
+from braze.autotune.space import Config, DeviceInfo
 from braze.compiler.report import GraphReport, KernelRecord
-from braze.ir import Graph, Node, Value, print_graph
+from braze.ir import Graph, Node
 
 log = logging.getLogger("braze.kernels")
-
-
-class Kernel(Protocol):
-    """One candidate implementation of a node.
-
-    name:    readable, after what it fuses ("triton_reduction_add_rmsnorm")
-    backend: "triton" | "tvm" | "library"
-    space:   the tunable knobs (``EMPTY`` when there are none)
-    source:  generated source text ("" for the library candidate)
-    """
-
-    name: str
-    backend: str
-    space: Space
-    source: str
-
-    def key(self) -> str:
-        """Structural hash identifying the kernel (not its config) in the tuning database."""
-
-    def problem(self, env: Mapping[str, int]) -> dict:
-        """The shape bucket and dtypes for one binding of the symbols."""
-
-    def compile(self, config: Config) -> Callable[..., Any]:
-        """A callable ``(*operand tensors) -> tensor | tuple`` for this config, any shape."""
-
-
-def structural_key(node: Node, extra: str = "") -> str:
-    """Hash of a node's op, attributes and (for fused groups) subgraph text."""
-    from braze.autotune.recipe import canonical_ir, node_graph
-
-    sub = node.attr("graph")
-    # NOTE: printed IR with names canonicalised: the same across processes
-    # (never repr() of args, which holds object ids) and across layers
-    # (names like mm_11 / mm_14 do not count), so one tuning serves all.
-    text = canonical_ir(print_graph(sub if isinstance(sub, Graph) else node_graph(node)))
-    sig = ",".join(str(v.type) for v in node.inputs)
-    return hashlib.sha256(f"{text}|{sig}|{extra}".encode()).hexdigest()[:20]
-
-
-@dataclass
-class LibraryKernel:
-    """The node's ops run through torch: cuBLAS/MKL GEMMs, ATen pointwise ops."""
-
-    node: Node
-    name: str = ""
-    backend: str = "library"
-    space: Space = EMPTY
-    source: str = ""
-
-    def __post_init__(self):
-        self.name = self.name or f"library_{self.node.name or self.node.op}"
-
-    def key(self) -> str:
-        return structural_key(self.node, "library")
-
-    def problem(self, env: Mapping[str, int]) -> dict:
-        return problem_of(self.node, env)
-
-    def compile(self, config: Config) -> Callable[..., Any]:
-        from braze.ir.interpreter import interpret
-
-        sub = self.node.attr("graph")
-        if isinstance(sub, Graph):
-            direct = _direct_call(sub)
-            if direct is not None:
-                return direct
-
-            def run(*xs):
-                outs = interpret(sub, *xs)
-                return outs if len(outs) > 1 else outs[0]
-            return run
-        return _op_call(self.node, {v: i for i, v in enumerate(self.node.inputs)})
-
-
-def _op_call(node: Node, slots: Mapping) -> Callable[..., Any]:
-    """``node``'s op called on the tensors ``xs[slots[v]]`` of its operands ``v``."""
-    from braze.ir import get_op
-    from braze.ir.graph import map_values
-
-    fn = get_op(node.op).resolve(node.overload)
-    if not node.kwargs and all(isinstance(a, (Value, int, float, bool, type(None))) for a in node.args):
-        picks = [(slots[a], None) if isinstance(a, Value) else (None, a) for a in node.args]
-
-        def run_flat(*xs):  # flat positional operands (mm(x, w), addmm(b, x, w)): no structure to map
-            return fn(*[a if i is None else xs[i] for i, a in picks])
-        return run_flat
-
-    def run(*xs):
-        def put(v):
-            return xs[slots[v]]
-        return fn(*map_values(node.args, put), **{k: map_values(a, put) for k, a in node.kwargs})
-    return run
-
-
-def _direct_call(sub: Graph):
-    """A group of one op on the group's inputs with no symbolic argument (a GEMM
-    alone, say) as a direct call of that op, or None. The interpreter's work per
-    call (binding symbols, walking the graph: ~10 us on the CPU) would be a
-    launch overhead the op never had when it ran unfused."""
-    from braze.ir.graph import has_syms
-
-    nodes = sub.compute_nodes
-    if len(nodes) != 1 or sub.outputs != (nodes[0].out(),) or len(nodes[0].types) != 1:
-        return None
-    n = nodes[0]
-    slots = {inp.out(): i for i, inp in enumerate(sub.inputs)}
-    if has_syms((n.args, n.kwargs)) or any(v not in slots for v in n.inputs):
-        return None
-    return _op_call(n, slots)
-
-
-def problem_of(node: Node, env: Mapping[str, int]) -> dict:
-    """Default problem description: concrete operand shapes and dtypes, bucketed."""
-    from braze.autotune.space import pow2_bucket
-    from braze.ir.types import DTYPE_NAMES
-
-    shapes = []
-    for v in node.inputs:
-        shape = v.type.concrete_shape(env)
-        shapes.append("x".join(str(pow2_bucket(d) if not isinstance(d0, int) else d)
-                               for d, d0 in zip(shape, v.type.shape)))
-    return {"shapes": ";".join(shapes), "dtypes": ",".join(DTYPE_NAMES[v.type.dtype] for v in node.inputs)}
-
-
-@dataclass
-class Choice:
-    kernel: Any
-    config: Config
-    source: str  # "database" | "search" | "default"
 
 
 @dataclass
@@ -217,18 +92,6 @@ def _fused_ops(node: Node) -> list[str]:
     return [node.op]
 
 
-# Code generators, tried in order: name -> fn(node, graph, options, device) -> list of Kernels.
-GENERATORS: list[tuple[str, Callable]] = []
-
-
-def register_generator(name: str, fn: Callable, first: bool = False) -> None:
-    entry = (name, fn)
-    if first:
-        GENERATORS.insert(0, entry)
-    else:
-        GENERATORS.append(entry)
-
-
 def _load_generators() -> None:
     # Importing a codegen package registers its generator; a backend whose
     # compiler is not installed (no triton, no tvm) simply registers nothing.
@@ -237,17 +100,7 @@ def _load_generators() -> None:
     _load()
 
 
-def backend_allows(backend: str, name: str) -> bool:
-    """``backend="triton"`` admits the generators "triton" and "triton_*"."""
-    return backend == "auto" or name == backend or name.startswith(backend + "_")
-
-
-def target_device(graph: Graph) -> str:
-    for n in graph.nodes:
-        for t in n.types:
-            if t.device.startswith("cuda"):
-                return t.device
-    return "cpu"
+set_generator_loader(lambda: _load_generators())  # NOTE: looked up per call (tests replace it)
 
 
 def kernels_for(graph: Graph, options, report: GraphReport) -> dict[Node, Launcher]:
@@ -261,7 +114,7 @@ def kernels_for(graph: Graph, options, report: GraphReport) -> dict[Node, Launch
     dev = device_info(target_device(graph))
     for n in graph.compute_nodes:
         cands: list = []
-        for name, gen in GENERATORS:
+        for name, gen in contract.GENERATORS:  # NOTE: looked up per call (tests swap the registry)
             if not backend_allows(options.backend, name):
                 continue
             cands.extend(gen(n, graph, options, dev) or ())

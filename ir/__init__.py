@@ -10,5 +10,7 @@ from braze.ir.builder import Builder, eliminate_dead, rewrite  # noqa: F401,E402
 from braze.ir.interpreter import BindError, bind_symbols, concretize, interpret, random_inputs  # noqa: F401,E402
 from braze.ir.verify import VerificationError, verify  # noqa: F401,E402
 from braze.ir.printer import format_type, print_graph  # noqa: F401,E402
+
+Graph.__str__ = print_graph  # the text form (ir/printer.py); graph.py cannot import its printer
 from braze.ir.parser import ParseError, parse_graph, parse_type  # noqa: F401,E402
 from braze.ir.nxview import find_cycle, reachable, to_dot, to_networkx, topological_order  # noqa: F401,E402

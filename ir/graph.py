@@ -195,7 +195,4 @@ class Graph:
             out[n.op] = out.get(n.op, 0) + 1
         return out
 
-    def __str__(self) -> str:
-        from braze.ir.printer import print_graph
-
-        return print_graph(self)
+    # NOTE: str(graph) is the printer's text; ir/__init__.py installs it (the printer imports this module).

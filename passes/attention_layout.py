@@ -11,7 +11,7 @@ every layer shares) are built once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 
@@ -253,11 +253,22 @@ def un_repeat_indexed(x: Operand, constants) -> tuple[Operand, int]:
     return src, g
 
 
+def scalar_value(x, constants: Mapping[str, torch.Tensor]) -> Optional[float]:
+    """A Python number, or the value of a one-element float constant."""
+    if isinstance(x, bool):
+        return None
+    if isinstance(x, (int, float)):
+        return float(x)
+    if isinstance(x, Value) and x.node.op == "constant":
+        t = constants[x.node.args[0]]
+        if t.numel() == 1:
+            return float(t.reshape(()).item())
+    return None
+
+
 def peel_scale(x: Operand, users: dict, constants) -> tuple[Operand, float]:
     """``(x', c)`` with ``x == c * x'`` when ``x`` is views of ``mul(y, c)`` / ``div(y, c)``
     with a scalar ``c``, each used once; the views are rebuilt on ``y``."""
-    from braze.passes.attention_scores import scalar_value
-
     views = []
     cur = x
     while True:

@@ -29,23 +29,10 @@ import torch
 
 from braze.ir import Value
 from braze.ir.types import Dim, dims_equal
-from braze.passes.attention_layout import Expr, Operand, is_noop_slice, mk, producer, shape_of
+from braze.passes.attention_layout import Expr, Operand, is_noop_slice, mk, producer, scalar_value, shape_of
 from braze.passes.attention_masks import FALSE, MaskAnalysis, Pred, TRUE, _tri_atom, negate
 
 NEG_INF = -65504.0
-
-
-def scalar_value(x, constants: Mapping[str, torch.Tensor]) -> Optional[float]:
-    """A Python number, or the value of a one-element float constant."""
-    if isinstance(x, bool):
-        return None
-    if isinstance(x, (int, float)):
-        return float(x)
-    if isinstance(x, Value) and x.node.op == "constant":
-        t = constants[x.node.args[0]]
-        if t.numel() == 1:
-            return float(t.reshape(()).item())
-    return None
 
 
 def _fill_value(x, constants) -> Optional[float]:

@@ -33,7 +33,7 @@ def supported(kind: str, subgraph, device_kind: str, backend: str = "auto") -> b
     if backend == "torch":
         return False
     _load()
-    from braze.compiler.kernels import backend_allows
+    from braze.autotune.contract import backend_allows
 
     for name, check in CHECKERS.items():
         if not backend_allows(backend, name):

@@ -27,6 +27,7 @@ def db_path(tmp_path, monkeypatch):
 @pytest.fixture
 def generators(monkeypatch):
     """Register the given test generators only: ``generators("tvm", "broken")``."""
+    from braze.autotune import contract
     from braze.compiler import kernels
 
     import tvm_testgen
@@ -34,7 +35,7 @@ def generators(monkeypatch):
     table = {"tvm": tvm_testgen.gen_tvm, "broken": tvm_testgen.gen_broken}
 
     def use(*names):
-        monkeypatch.setattr(kernels, "GENERATORS", [(n, table[n]) for n in names])
+        monkeypatch.setattr(contract, "GENERATORS", [(n, table[n]) for n in names])
         monkeypatch.setattr(kernels, "_load_generators", lambda: None)
         return [f"tvm_testgen:{table[n].__name__}" for n in names]
     return use

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 import torch
 
+from braze.autotune import contract
 from braze.autotune.db import get_db
 from braze.autotune.measure import Bench, MeasureSpec, measure
 from braze.autotune.space import device_info
@@ -46,7 +47,7 @@ def test_triton_kernel_tuned_in_a_worker(db_path, monkeypatch):
     import triton_testgen
     from braze.compiler import kernels
 
-    monkeypatch.setattr(kernels, "GENERATORS", [("triton", triton_testgen.gen)])
+    monkeypatch.setattr(contract, "GENERATORS", [("triton", triton_testgen.gen)])
     monkeypatch.setattr(kernels, "_load_generators", lambda: None)
     g = gemm(2048, 1024, 1536)
     opts = Options(tune=True, extra={"budget": {"trials": 10, "patience": 8, "trial_timeout": 120}})
@@ -75,7 +76,7 @@ def test_quick_selection_on_cuda(db_path, monkeypatch):
     import triton_testgen
     from braze.compiler import kernels
 
-    monkeypatch.setattr(kernels, "GENERATORS", [("triton", triton_testgen.gen)])
+    monkeypatch.setattr(contract, "GENERATORS", [("triton", triton_testgen.gen)])
     monkeypatch.setattr(kernels, "_load_generators", lambda: None)
     g = gemm(1024, 2048, 2048)
     prog = compile_graph(g, Options())

@@ -5,6 +5,7 @@ import logging
 import pytest
 import torch
 
+from braze.autotune import contract
 from braze.autotune.db import Trial, get_db, software_key
 from braze.autotune.recipe import family_key
 from braze.autotune.space import device_info
@@ -64,7 +65,7 @@ def test_a_wrong_default_loses_to_the_library(db_path, generators, monkeypatch, 
     from braze.compiler import kernels
 
     generators()
-    monkeypatch.setattr(kernels, "GENERATORS", [("tvm", wrong_first)])
+    monkeypatch.setattr(contract, "GENERATORS", [("tvm", wrong_first)])
     caplog.set_level(logging.WARNING)
     prog, (x, w), out = run(tg.gemm_graph(20, 12, 10), Options(), (20, 12), (12, 10))
     torch.testing.assert_close(out, torch.relu(x @ w))
@@ -120,7 +121,7 @@ def test_every_library_candidate_is_measured_untuned(db_path, generators, monkey
         return [tg.TvmMatmul(node), LibraryKernel(node, name="library_alternative")]
 
     generators()
-    monkeypatch.setattr(kernels, "GENERATORS", [("tvm", three)])
+    monkeypatch.setattr(contract, "GENERATORS", [("tvm", three)])
     prog, (x, w), out = run(tg.gemm_graph(64, 48, 40), Options(), (64, 48), (48, 40))
     torch.testing.assert_close(out, torch.relu(x @ w), rtol=1e-5, atol=1e-5)
     quick = get_db().trials(origin="quick")

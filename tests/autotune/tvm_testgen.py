@@ -13,7 +13,7 @@
 
 Generators (``gen_tvm``, ``gen_broken``) have the code-generator signature
 ``fn(node, graph, options, device) -> list``; the tests register them in
-``compiler.kernels.GENERATORS``; worker processes rebuild them by name.
+``autotune.contract.GENERATORS``; worker processes rebuild them by name.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ except ImportError:  # pragma: no cover - a machine without TVM (the GPU machine
     tvm = None
 
 from braze.autotune.space import Config, Constraint, Knob, Space
-from braze.compiler.kernels import problem_of, structural_key
+from braze.autotune.contract import problem_of, structural_key
 from braze.ir import Builder, Graph, Node
 from braze.ir.fused import fuse_groups
 

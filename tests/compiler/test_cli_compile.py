@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import braze
+from braze.autotune import contract
 from braze.compiler.artifact import ArtifactError, _manifest_digest
 from braze.compiler.cli import FACTORY_HELP, main
 
@@ -55,7 +56,7 @@ def _env(tmp_path, monkeypatch, tvm: bool):
 
     (tmp_path / "factories.py").write_text(FACTORY)
     if tvm:
-        monkeypatch.setattr(kernels, "GENERATORS", [("tvm", tvm_testgen.gen_tvm)])
+        monkeypatch.setattr(contract, "GENERATORS", [("tvm", tvm_testgen.gen_tvm)])
         monkeypatch.setattr(kernels, "_load_generators", lambda: None)
     else:  # the project's own generators; Triton runs interpreted on the CPU
         monkeypatch.setenv("TRITON_INTERPRET", "1")

@@ -125,7 +125,7 @@ register_checker("triton", supports)
 
 
 def _register_generator() -> None:
-    from braze.compiler.kernels import register_generator
+    from braze.autotune.contract import register_generator
 
     register_generator("triton", generate)
 

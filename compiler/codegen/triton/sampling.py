@@ -28,7 +28,6 @@ import os
 import torch
 
 from braze.compiler.codegen.triton import sampling_kernel as _kernel_mod
-from braze.compiler.sampling import SamplingParams
 
 
 def _kernel():
@@ -41,9 +40,10 @@ def _kernel():
     return _kernel_mod.sample_kernel
 
 
-def sample_fused(logits: torch.Tensor, params: SamplingParams, seed: torch.Tensor, block: int = 0) -> torch.Tensor:
-    """Next tokens ``[B]`` (int64) of ``logits [B, V]``; ``seed`` (int64 ``[1]``, on
-    the logits' device) is read by the kernel and then advanced by one."""
+def sample_fused(logits: torch.Tensor, params, seed: torch.Tensor, block: int = 0) -> torch.Tensor:
+    """Next tokens ``[B]`` (int64) of ``logits [B, V]`` as ``params`` says (a
+    ``SamplingParams``: do_sample, temperature, top_k, top_p); ``seed`` (int64
+    ``[1]``, on the logits' device) is read by the kernel and then advanced by one."""
     if logits.dim() != 2:
         raise ValueError(f"logits must be [batch, vocab], got shape {tuple(logits.shape)}")
     if logits.stride(-1) != 1:
@@ -53,11 +53,12 @@ def sample_fused(logits: torch.Tensor, params: SamplingParams, seed: torch.Tenso
     if B == 0:
         return out
     block = block or min(4096, 1 << max(V - 1, 1).bit_length())
-    top_k = min(params.top_k, V) if params.do_sample else 0
-    top_p = params.top_p if params.do_sample else 1.0
-    _kernel()[(B,)](logits, out, seed, logits.stride(0), V, 1.0 / params.temperature if params.do_sample else 1.0,
-                    top_k, float(top_p), SAMPLE=params.do_sample, TOP_K=bool(top_k), TOP_P=top_p < 1.0,
+    sample = bool(params.do_sample)
+    top_k = min(params.top_k, V) if sample else 0
+    top_p = params.top_p if sample else 1.0
+    _kernel()[(B,)](logits, out, seed, logits.stride(0), V, 1.0 / params.temperature if sample else 1.0,
+                    top_k, float(top_p), SAMPLE=sample, TOP_K=bool(top_k), TOP_P=top_p < 1.0,
                     BLOCK=block, num_warps=8 if block >= 2048 else 4)
-    if params.do_sample:
+    if sample:
         seed.add_(1)
     return out

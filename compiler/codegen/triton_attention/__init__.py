@@ -30,7 +30,7 @@ else:
     from braze.compiler.codegen.triton_attention.candidates import (SdpaAttention, TritonAttention,  # noqa: F401
                                                                     TritonAttentionVarlen, check, generate)
     from braze.compiler.codegen.triton_attention.launch import attention_dense, attention_varlen  # noqa: F401
-    from braze.compiler.kernels import GENERATORS, register_generator
+    from braze.autotune.contract import GENERATORS, register_generator
 
     if not any(name == "triton_attention" for name, _ in GENERATORS):
         register_generator("triton_attention", generate)

@@ -29,7 +29,7 @@ from braze.compiler.codegen.tvm.lazy import Ctx, Lazy, convert, store
 from braze.compiler.codegen.tvm.lower import Lowered, LowerOptions, Nest, OutSpec, _reduce_last, make_inputs
 from braze.compiler.codegen.tvm.pointwise import broadcast_reader
 from braze.compiler.codegen.tvm.schedule_cpu import _lanes, _vectorize_lanes
-from braze.compiler.kernels import structural_key
+from braze.autotune.contract import structural_key
 from braze.ir import Node
 from braze.ir.types import DTYPE_NAMES, eval_dim
 

@@ -24,7 +24,7 @@ import torch
 
 from braze.autotune.space import Config, DeviceInfo, Space, pow2_bucket
 from braze.compiler.codegen.tvm.ops import GEMM, REDUCTION
-from braze.compiler.kernels import structural_key
+from braze.autotune.contract import structural_key
 from braze.compiler.runtime import version_of
 from braze.ir import Graph, Node
 from braze.ir.types import DTYPE_NAMES, Sym, eval_dim
@@ -146,7 +146,7 @@ class TVMKernel:
             raise KernelBuildError(msg) from e
 
     def _reference(self) -> Callable[..., Any]:  # NOTE: for empty operands (see Runner._empty)
-        from braze.compiler.kernels import LibraryKernel
+        from braze.autotune.contract import LibraryKernel
 
         return LibraryKernel(self.node).compile({})
 
@@ -389,33 +389,3 @@ def _cuda_info() -> DeviceInfo:
 
         return device_info("cuda")
     return DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 132, 227 * 1024, 65536, 50 * 1024 * 1024)
-
-
-def generate(node: Node, graph: Graph, options, device: DeviceInfo) -> list:
-    """The registered generator: TVM kernels for fused groups (and the CPU attention op)."""
-    from braze.compiler.codegen.tvm.support import supports_attention, why_not
-
-    if node.op == "fused":
-        kind = node.attr("kind")
-        sub = node.attr("graph")
-        reason = why_not(kind, sub, device.kind)
-        if reason is not None:
-            log.debug("tvm declines %s: %s", node.name, reason)
-            return []
-        from braze.ir.fused import unbound_symbols
-
-        unbound = unbound_symbols(sub)
-        if unbound:  # e.g. a SymInt argument of the graph: no operand's shape carries it
-            log.debug("tvm declines %s: symbols %s are no operand's dimension", node.name, sorted(map(str, unbound)))
-            return []
-        consts = frozenset(i for i, v in enumerate(node.inputs) if _constant_data(v))
-        return [TVMKernel(node, kind, device.kind, const_operands=consts)]
-    if node.op == "attention":
-        if supports_attention(node, device.kind) is None:
-            from braze.compiler.codegen.tvm.attention import TVMAttentionKernel
-
-            return [TVMAttentionKernel(node)]
-    return []
-
-
-__all__ = ["TVMKernel", "Runner", "generate"]
