@@ -8,7 +8,9 @@ import time
 from braze.compiler.report import GraphReport, KernelRecord
 from braze.compiler.runtime import CompiledProgram
 from braze.ir import Category, Graph, get_op, print_graph
+from braze.autotune.contract import target_device
 from braze.passes import PIPELINE, run_pipeline
+from braze.passes.context import PassContext
 
 log = logging.getLogger("braze")
 
@@ -18,11 +20,9 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
     t0 = time.perf_counter()
     report = report or GraphReport(graph.name)
     report.input_ir = print_graph(graph)
-    optimized = run_pipeline(graph, PIPELINE, options, report)
-    from braze.passes.eliminate_padding import DECLINED
-
-    if graph.name in DECLINED:
-        report.notes.append(f"padding elimination declined: {DECLINED.pop(graph.name)}")
+    ctx = pass_context(graph, options)
+    optimized = run_pipeline(graph, PIPELINE, ctx, report)
+    report.notes.extend(str(d) for d in ctx.decisions)
     split = None
     if options.cuda_graphs and optimized.sym_bounds:
         from braze.compiler.padded_program import split_padding_prologue
@@ -37,6 +37,16 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
 
         return PaddedProgram(optimized, split, program)
     return program
+
+
+def pass_context(graph: Graph, options) -> PassContext:
+    """What the passes may know of the target: the options, the device, and which
+    groups a backend the options allow can generate (the code generators' checkers)."""
+    from braze.compiler.codegen import supported
+
+    device = target_device(graph)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return PassContext(options, device, lambda k, sub: supported(k, sub, kind, options.backend))
 
 
 def _cuda_graphs(options, graph: Graph) -> bool:

@@ -4,14 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-
-@dataclass
-class PassRecord:
-    name: str
-    ms: float
-    nodes_before: int
-    nodes_after: int
-    ir: str = ""
+from braze.passes.runner import PassRecord
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 from braze.ir import Category, Graph, get_op, rewrite
 
 
-def cse(graph: Graph, options=None) -> Graph:
+def cse(graph: Graph, ctx=None) -> Graph:
     seen: dict = {}
 
     def rule(n, b):

@@ -4,5 +4,5 @@ from __future__ import annotations
 from braze.ir import Graph, eliminate_dead
 
 
-def dce(graph: Graph, options=None) -> Graph:
+def dce(graph: Graph, ctx=None) -> Graph:
     return eliminate_dead(graph)

@@ -17,7 +17,7 @@ The valid-token count T is the one host synchronisation of a forward
 (``padding_index``); everything else uses upper bounds (``max_seqlen = S``).
 Outputs are zero at padding positions. When the mask is not a padding mask
 (arbitrary 2-D or 4-D masks), or an attention cannot be made varlen, the
-pass leaves the graph padded and records why (``DECLINED``, shown by
+pass leaves the graph padded and records why (``ctx.decline``, shown by
 ``braze.explain``).
 """
 from __future__ import annotations
@@ -29,15 +29,17 @@ from typing import Optional
 import torch
 
 from braze.ir import Category, Graph, Node, Value, get_op, sym
+from braze.ir import attention_varlen as _varlen  # noqa: F401 - the attention_varlen op
 from braze.ir.builder import Builder
 from braze.ir.graph import map_values
 from braze.ir.types import Dim, TensorType, dim_mul, dims_equal
 from braze.passes.mask_algebra import classify
+from braze.passes.context import PassContext
 
 log = logging.getLogger("braze.passes")
 
 # Why the pass left the last graph padded (read by braze.explain), by graph name.
-DECLINED: dict[str, str] = {}
+RULE = "pack the valid tokens of a padded batch"
 
 REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "var_mean", "_softmax", "_log_softmax", "linalg_vector_norm"}
 
@@ -563,21 +565,16 @@ def find_padding_mask(graph: Graph) -> tuple[Optional[Value], dict, str]:
     return sources.pop(), attn, ""
 
 
-def eliminate_padding(graph: Graph, options=None) -> Graph:
-    if options is not None and "eliminate_padding" in getattr(options, "disable", ()):
+def eliminate_padding(graph: Graph, ctx=None) -> Graph:
+    ctx = PassContext.of(ctx)
+    if "eliminate_padding" in ctx.option("disable", ()):
         return graph
     mask, attn, why = find_padding_mask(graph)
     if mask is None:
-        DECLINED[graph.name] = why
-        return graph
-    try:
-        import braze.compiler.codegen.triton_attention.varlen_op  # noqa: F401 - registers attention_varlen
-    except ImportError:
-        DECLINED[graph.name] = "attention_varlen is not available"
+        ctx.decline("eliminate_padding", RULE, why, graph)
         return graph
     out = _Packer(graph, mask, attn).run()
     if not any(n.op == "attention_varlen" for n in out.compute_nodes):
-        DECLINED[graph.name] = "no attention could be made variable-length"
+        ctx.decline("eliminate_padding", RULE, "no attention could be made variable-length", graph)
         return graph
-    DECLINED.pop(graph.name, None)
     return out

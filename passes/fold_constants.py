@@ -27,7 +27,7 @@ PURE_VIEWS = {"reshape", "view", "_unsafe_view", "permute", "t", "transpose", "e
               "diagonal", "as_strided", "narrow", "unbind", "split", "split_with_sizes", "chunk", "movedim"}
 
 
-def fold_constants(graph: Graph, options=None) -> Graph:
+def fold_constants(graph: Graph, ctx=None) -> Graph:
     def rule(n, b: Builder):
         if get_op(n.op).category not in FOLDABLE or n.op in PURE_VIEWS:
             return None

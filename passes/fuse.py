@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from braze.ir import Category, Graph, Node, get_op
+from braze.passes.context import PassContext
 from braze.ir.fused import fuse_groups, subgraph_of, unbound_symbols
 from braze.ir.types import TensorType
 
@@ -349,15 +350,13 @@ def _self_contained(graph: Graph, nodes) -> bool:
     return not missing
 
 
-def fuse(graph: Graph, options) -> Graph:
-    """The pipeline entry: groups that a backend allowed by ``options`` accepts."""
-    if not options.fuse or options.backend == "torch":
+def fuse(graph: Graph, ctx=None) -> Graph:
+    """The pipeline entry: groups that some backend the options allow accepts
+    (``ctx.supports``, wired by the driver to the code generators' checkers)."""
+    ctx = PassContext.of(ctx)
+    if not ctx.option("fuse", True) or ctx.option("backend", "auto") == "torch":
         return graph
-    from braze.compiler.codegen import supported
-    from braze.compiler.kernels import target_device
-
-    device_kind = "cuda" if target_device(graph).startswith("cuda") else "cpu"
-    return fuse_graph(graph, FuseConfig(lambda kind, sub: supported(kind, sub, device_kind, options.backend)))
+    return fuse_graph(graph, FuseConfig(ctx.supports))
 
 
 __all__ = ["fuse", "fuse_graph", "FuseConfig", "Optional"]

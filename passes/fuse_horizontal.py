@@ -48,7 +48,7 @@ def _projection(n: Node) -> Optional[tuple]:
     return None
 
 
-def fuse_horizontal(graph: Graph, options=None) -> Graph:
+def fuse_horizontal(graph: Graph, ctx=None) -> Graph:
     groups: dict[tuple, list[Node]] = defaultdict(list)
     info: dict[Node, tuple] = {}
     for n in graph.compute_nodes:

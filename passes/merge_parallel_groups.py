@@ -165,7 +165,7 @@ def _depends(later: Node, earlier: Node) -> bool:
     return False
 
 
-def merge_parallel_groups(graph: Graph, options=None) -> Graph:
+def merge_parallel_groups(graph: Graph, ctx=None) -> Graph:
     fused = [n for n in graph.compute_nodes if n.op == "fused" and n.attr("kind") == "pointwise"]
     plans: dict[Node, tuple] = {}
     taken: set = set()

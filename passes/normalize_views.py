@@ -159,5 +159,5 @@ RULES = [
 ]
 
 
-def normalize_views(graph: Graph, options=None) -> Graph:
+def normalize_views(graph: Graph, ctx=None) -> Graph:
     return apply_rules(graph, RULES)

@@ -26,7 +26,7 @@ from braze.ir import Category, Graph, get_op, rewrite
 from braze.ir.inplace_ops import INPLACE_OF, POINTWISE_INPLACE_OF
 
 
-def reinplace(graph: Graph, options=None) -> Graph:
+def reinplace(graph: Graph, ctx=None) -> Graph:
     written = {graph.inputs[i].out() for i, _ in graph.writes}
     write_back = {graph.outputs[j]: graph.inputs[i].out() for i, j in graph.writes}
     users = graph.value_users()

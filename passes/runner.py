@@ -9,8 +9,20 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from braze.ir import Graph, VerificationError, print_graph, verify
+from braze.passes.context import PassContext
 
 log = logging.getLogger("braze.passes")
+
+
+@dataclass
+class PassRecord:
+    """One pass as it ran: time, node counts, the IR after it."""
+
+    name: str
+    ms: float
+    nodes_before: int
+    nodes_after: int
+    ir: str = ""
 
 
 @dataclass(frozen=True)
@@ -27,28 +39,30 @@ class PassError(RuntimeError):
         self.pass_name = pass_name
 
 
-def run_pipeline(graph: Graph, pipeline: Sequence[Pass], options, report=None) -> Graph:
-    from braze.compiler.report import PassRecord
-
-    dump = options.dump
+def run_pipeline(graph: Graph, pipeline: Sequence[Pass], ctx, report=None) -> Graph:
+    """Run ``pipeline`` on ``graph``; ``ctx`` is a :class:`PassContext` (or the
+    options, for a context with defaults). ``report.passes`` gets a record per pass."""
+    ctx = PassContext.of(ctx)
+    options = ctx.options
+    dump = getattr(options, "dump", None)
     if dump:
         os.makedirs(dump, exist_ok=True)
         _dump(dump, graph, 0, "input")
     for i, p in enumerate(pipeline, 1):
-        if p.name in options.disable:
+        if p.name in getattr(options, "disable", ()):
             continue
         t0 = time.perf_counter()
         try:
-            out = p.fn(graph, options)
+            out = p.fn(graph, ctx)
         except PassError:
             raise
         except Exception as e:  # noqa: BLE001 - reported with the pass named
             raise PassError(p.name, f"{type(e).__name__}: {e}") from e
         if not isinstance(out, Graph):
             raise PassError(p.name, f"returned {type(out).__name__}, not a Graph")
-        if options.verify:
+        if getattr(options, "verify", True):
             try:
-                verify(out, types=options.verify_types)
+                verify(out, types=getattr(options, "verify_types", False))
             except VerificationError as e:
                 raise PassError(p.name, f"its result does not verify: {e}") from e
         ms = (time.perf_counter() - t0) * 1e3

@@ -38,6 +38,7 @@ from braze.passes.attention_layout import (Operand, as4d, build, mk, peel_scale,
 from braze.passes.attention_masks import MaskAnalysis, Pred, atom, to_sympy
 from braze.passes.attention_scores import Frame, ScoreAnalysis
 from braze.passes.attention_alibi import alibi_slopes
+from braze.passes.context import PassContext
 from braze.passes.rules import Rule
 
 log = logging.getLogger("braze.passes")
@@ -399,11 +400,12 @@ def find_attention(graph: Graph, strict: bool = False) -> tuple[dict, list]:
     return plans, ctx.events
 
 
-def specialize_attention(graph: Graph, options=None) -> Graph:
+def specialize_attention(graph: Graph, ctx=None) -> Graph:
     """Rewrite every attention braze can prove into one ``attention`` op."""
     from braze.passes.normalize_views import normalize_views
 
-    plans, events = find_attention(graph, strict=bool(getattr(options, "strict", False)))
+    ctx = PassContext.of(ctx)
+    plans, events = find_attention(graph, strict=bool(ctx.option("strict", False)))
     for e in events:
         if e.fired:
             log.debug("attention at %s: %s", e.node, e.detail)
@@ -411,6 +413,7 @@ def specialize_attention(graph: Graph, options=None) -> Graph:
             continue  # every other matmul of the model
         else:
             log.info("attention at %s not specialised: %s", e.node, e.detail)
+            ctx.decline("specialize_attention", f"{e.rule} at {e.node}", str(e.detail), graph)
     if not plans:
         return graph
     for _, plan in plans.values():

@@ -17,7 +17,7 @@ pytest.importorskip("triton")
 # the launcher rebuilds the template when that switch differs from its import.
 
 from braze.compiler.codegen.triton_attention.launch import attention_dense, attention_varlen  # noqa: E402
-from braze.compiler.codegen.triton_attention.varlen_op import attention_varlen_reference  # noqa: E402
+from braze.ir.attention_varlen import attention_varlen_reference  # noqa: E402
 from braze.ir.attention import attention_reference  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}

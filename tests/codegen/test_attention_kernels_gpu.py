@@ -117,7 +117,7 @@ def test_mask_skip_compiled(left, groups, D):
 
 def test_compiled_varlen():
     from braze.compiler.codegen.triton_attention.launch import attention_varlen
-    from braze.compiler.codegen.triton_attention.varlen_op import attention_varlen_reference
+    from braze.ir.attention_varlen import attention_varlen_reference
 
     lens_q, lens_k = [130, 1, 0, 257, 64], [130, 300, 5, 257, 64]
     cq = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device="cuda")
@@ -155,7 +155,7 @@ def test_flash_varlen_library_candidate(window):
     """torch's flash varlen kernel as braze calls it: GQA, bottom-right causal, a window,
     bucket rows past cu_seqlens[B] zeroed."""
     from braze.compiler.codegen.triton_attention.sdpa import flash_varlen_attention
-    from braze.compiler.codegen.triton_attention.varlen_op import attention_varlen_reference
+    from braze.ir.attention_varlen import attention_varlen_reference
 
     lens = [130, 1, 0, 257, 64]
     cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32, device="cuda")

@@ -19,7 +19,7 @@ from braze.autotune.space import DeviceInfo  # noqa: E402
 from braze.compiler.codegen import CHECKERS, supported  # noqa: E402
 from braze.compiler.codegen.triton_attention import candidates, space  # noqa: E402
 from braze.compiler.codegen.triton_attention.sdpa import sdpa_attention  # noqa: E402
-from braze.compiler.codegen.triton_attention.varlen_op import attention_varlen_reference  # noqa: E402
+from braze.ir.attention_varlen import attention_varlen_reference  # noqa: E402
 from braze.compiler.driver import compile_graph  # noqa: E402
 from braze.compiler.kernels import GENERATORS, LibraryKernel, kernels_for  # noqa: E402
 from braze.compiler.report import GraphReport  # noqa: E402

@@ -19,7 +19,7 @@ from torch.utils import _pytree as pytree
 from braze.compiler.decompositions import decomposition_table
 from braze.compiler.lower import LoweringError, Placeholder, lower
 from braze.ir import REGISTRY, Builder, Category, Sym, infer_types, interpret, verify
-import braze.compiler.codegen.triton_attention.varlen_op  # noqa: F401 - registers attention_varlen
+import braze.ir.attention_varlen  # noqa: F401 - registers attention_varlen
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int64, torch.bool)
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-3}

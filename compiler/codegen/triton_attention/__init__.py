@@ -1,9 +1,9 @@
 """Fused attention kernels: one Triton flash-attention template (prefill,
 decode with split-KV, varlen) and the SDPA library candidate.
 
-Importing this package registers the ``attention_varlen`` op (always), and,
-where Triton is installed, the code generator ``"triton_attention"`` (in
-``braze.compiler.kernels``) and its checker (in ``braze.compiler.codegen``).
+Importing this package registers, where Triton is installed, the code
+generator ``"triton_attention"`` (in the kernel contract's registry) and its
+checker (in ``braze.compiler.codegen``).
 
 - ``template.py``: the Triton kernels (forward, split-KV combine)
 - ``launch.py``: host side (checks, layouts, grids): ``attention_dense``, ``attention_varlen``
@@ -11,13 +11,11 @@ where Triton is installed, the code generator ``"triton_attention"`` (in
 - ``spec.py``: reading an attention node, "is this supported here?"
 - ``candidates.py``: the Kernel objects, the generator and the checker
 - ``sdpa.py``: the SDPA library candidate
-- ``varlen_op.py``: the ``attention_varlen`` IR op
+- the ``attention_varlen`` IR op itself lives in ``ir/attention_varlen.py``
 """
 from __future__ import annotations
 
 import logging
-
-from braze.compiler.codegen.triton_attention import varlen_op  # noqa: F401  (registers attention_varlen)
 
 log = logging.getLogger("braze.codegen.attention")
 

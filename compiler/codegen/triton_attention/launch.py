@@ -394,7 +394,7 @@ def _contiguous_strides(shape: tuple) -> tuple:
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_seqlen_q: Optional[int] = None,
                      max_seqlen_k: Optional[int] = None, scale: float, causal: str = "none",
                      window: Optional[int] = None, groups: int = 1, config: Mapping) -> torch.Tensor:
-    """The ``attention_varlen`` op (see ``varlen_op.py``) through the Triton template."""
+    """The ``attention_varlen`` op (see ``ir/attention_varlen.py``) through the Triton template."""
     spec_key = ("varlen", q.dtype, q.shape[-1], v.shape[-1], causal, window is None, groups, slopes is None)
     return _with_fallback(_attention_varlen, config, spec_key, q, k, v, cu_seqlens_q, cu_seqlens_k, slopes,
                           max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, scale=scale, causal=causal,

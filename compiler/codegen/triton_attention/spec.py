@@ -17,7 +17,7 @@ from braze.ir.attention import CAUSAL, MASK_KINDS, attention_reference
 from braze.ir.graph import iter_values
 from braze.ir.types import DTYPE_NAMES, Sym
 
-from braze.compiler.codegen.triton_attention.varlen_op import attention_varlen_reference
+from braze.ir.attention_varlen import attention_varlen_reference
 
 log = logging.getLogger("braze.codegen.attention")
 

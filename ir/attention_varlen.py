@@ -19,8 +19,9 @@ key, and query rows outside ``[cu_q[0], cu_q[B])``, produce zeros.
 ``max_seqlen_q`` / ``max_seqlen_k`` bound the sequence lengths (ints, or
 None: the kernel then reads them off ``cu_seqlens``, a host sync).
 
-This op lives with its kernels (``braze.compiler.codegen.triton_attention``);
-importing this module registers it.
+Its kernels live in ``braze.compiler.codegen.triton_attention``; the op is an
+IR op like ``attention`` (registered when ``braze.ir`` is imported), so the
+padding-elimination pass can make it without a backend.
 """
 from __future__ import annotations
 
@@ -95,4 +96,4 @@ def _sample(node, env, generator) -> dict:
 
 if "attention_varlen" not in REGISTRY:
     register(OpDef("attention_varlen", Category.ATTENTION, attention_varlen_reference, infer=_infer, sample=_sample,
-                   doc="attention over packed sequences; see braze.compiler.codegen.triton_attention.varlen_op"))
+                   doc="attention over packed sequences; see braze.ir.attention_varlen"))
