@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 .PHONY: demo test postgres
 demo: $(VENV)/.installed
-	$(VENV)/bin/braze demo
+	$(VENV)/bin/python -m tools.demo
 
 # The tuning-database tests start a throwaway PostgreSQL server (initdb +
 # pg_ctl on loopback); install the server when it is missing and we may

@@ -76,7 +76,7 @@ def geomean(xs) -> float:
 # --- groups ---------------------------------------------------------------------
 
 def group_cases():
-    from braze.compiler.codegen.tvm.cuda_export import layer_norm
+    from tools.tvm_cuda_export import layer_norm
 
     f32 = torch.float32
 
@@ -128,7 +128,7 @@ def group_cases():
 
 def bench_groups(rounds: int) -> list[dict]:
     from braze.autotune.space import device_info
-    from braze.compiler.codegen.tvm.cuda_export import builder_order
+    from tools.tvm_cuda_export import builder_order
     from braze.compiler.codegen.tvm.kernel import TVMKernel
     from braze.ir import Builder
     from braze.ir.fused import fuse_groups
@@ -193,7 +193,8 @@ def _variants(space, prob, dev, default, limit: int = 6) -> list[dict]:
 
 def bench_models(models, batches, seq: int, rounds: int, greedy: bool, tune: int = 0) -> list[dict]:
     import braze
-    from braze.compiler import driver, hf_models
+    from braze.compiler import driver
+    from tools import hf_models
 
     presets = {"gpt2": hf_models.GPT2_SMALL, "bert": hf_models.BERT_BASE}
     rows = []
@@ -220,7 +221,7 @@ def bench_models(models, batches, seq: int, rounds: int, greedy: bool, tune: int
                 compile_s[name] = round(time.perf_counter() - t0, 1)
                 torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
             if greedy:
-                from braze.compiler.codegen.tvm.greedy import greedy_fuse
+                from tools.tvm_greedy import greedy_fuse
                 from braze.passes import Pass
 
                 saved = driver.PIPELINE

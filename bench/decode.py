@@ -248,7 +248,7 @@ def main():
     import triton
 
     import braze
-    from braze.compiler import hf_models
+    from tools import hf_models
 
     torch.manual_seed(0)
     shape = dict(hf_models.LLAMA_1B, num_hidden_layers=args.layers)

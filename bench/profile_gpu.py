@@ -51,7 +51,7 @@ def kernel_table(fn, iters: int) -> tuple[list[tuple[str, int, float]], float]:
 
 def main(argv=None) -> None:
     import braze
-    from braze.compiler import hf_models
+    from tools import hf_models
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=("bert", "llama"), default="bert")

@@ -164,7 +164,7 @@ def warm_compile(args, db_path) -> dict:
     import braze
     from braze.autotune.model import tune_model
     from braze.autotune.tuner import Budget
-    from braze.compiler import hf_models
+    from tools import hf_models
     from braze.config import Options
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"

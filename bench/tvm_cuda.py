@@ -1,7 +1,7 @@
 """TVM CUDA kernels built elsewhere, checked and timed on the GPU machine.
 
 Builds nothing with TVM here: it loads the kernels that
-``python -m braze.compiler.codegen.tvm.cuda_export --out .tvmcuda`` exported
+``python -m tools.tvm_cuda_export --out .tvmcuda`` exported
 on a CPU machine (needs only torch, ``apache-tvm-ffi`` and the two runtime
 libraries the export copied into ``.tvmcuda/lib``), checks every exported
 config against eager PyTorch on fresh random bf16 data, and times the
@@ -132,7 +132,7 @@ def _braze_triton(case, args):
         from braze.autotune.space import device_info
         from braze.compiler import kernels as K
         from braze.compiler.codegen import _load
-        from braze.compiler.codegen.tvm.cuda_export import fused_node
+        from tools.tvm_cuda_export import fused_node
         from braze.config import Options
 
         _load()
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
     have_braze = _braze_from_checkout()
     cases = {}
     if have_braze:
-        from braze.compiler.codegen.tvm.cuda_export import SUITE
+        from tools.tvm_cuda_export import SUITE
 
         cases = {c.name: c for c in SUITE}
     dev = torch.cuda.get_device_name()

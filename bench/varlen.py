@@ -132,7 +132,7 @@ def run_workload(name, variants, call, inp, tol, results):
 
 
 def main(argv=None):
-    from braze.compiler import hf_models
+    from tools import hf_models
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke test)")

@@ -1,6 +1,5 @@
 """The ``braze`` command line.
 
-    braze demo                                   compile a small Llama, check it, time it
     braze compile MODULE:FACTORY -o ARTIFACT     compile a model ahead of time into an artifact
     braze tune MODULE:FACTORY --trials N         tune its kernels into the tuning database
     braze db ls|show|export|import|merge|prune   look after the tuning database
@@ -39,7 +38,6 @@ def main(argv=None) -> int:
                                  epilog=__doc__)
     ap.add_argument("-v", "--verbose", action="count", default=0)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help="compile a small Llama, check it against eager, time it", add_help=False)
     _compile_parser(sub)
     _tune_parser(sub)
     _db_parser(sub)
@@ -50,10 +48,6 @@ def main(argv=None) -> int:
     b.add_argument("--json", action="store_true", help="print the result as JSON")
     args, rest = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose, format="%(levelname)s %(name)s: %(message)s")
-    if args.cmd == "demo":
-        from braze.compiler.demo import main as demo
-
-        return demo(rest)
     if rest:
         ap.error(f"unrecognised arguments: {' '.join(rest)}")
     from braze.autotune.db import TuningDBError

@@ -8,7 +8,7 @@ import sys
 import torch
 
 import braze
-from braze.compiler import hf_models
+from tools import hf_models
 
 
 def test_jit_as_decorator_with_and_without_options():

@@ -4,7 +4,7 @@ unbound and ``braze tune`` of a padded batch raised KeyError)."""
 import pytest
 
 from braze.autotune.model import model_tasks
-from braze.compiler import hf_models
+from tools import hf_models
 from braze.config import Options
 
 

@@ -14,7 +14,7 @@ BF16 = torch.bfloat16
 
 @pytest.fixture(autouse=True)
 def _needs_backend():
-    from braze.compiler.codegen.triton.aot import available
+    from tools.triton_aot import available
 
     why = available()
     if why:
@@ -23,7 +23,7 @@ def _needs_backend():
 
 def _compile(node, feed, config):
     from braze.compiler.codegen.triton import kernel_for
-    from braze.compiler.codegen.triton.aot import compile_for_target
+    from tools.triton_aot import compile_for_target
 
     k = kernel_for(node)
     xs = [feed[v.node.name] for v in node.inputs]
@@ -115,7 +115,7 @@ def test_bmm_epilogue_with_views_compiles():
 def test_attention_template_compiles_for_hopper(case):
     import math
 
-    from braze.compiler.codegen.triton.aot import compile_attention_for_target
+    from tools.triton_aot import compile_attention_for_target
 
     B, Hq, Hkv, S, D, Sk = 2, 8, 2, 256, 128, 256
     cfg = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "PACK_GQA": False, "TMA": False,

@@ -20,10 +20,11 @@ pytest.importorskip("tvm")
 pytest.importorskip("transformers")
 
 import braze  # noqa: E402
-from braze.compiler import driver, hf_models  # noqa: E402
+from braze.compiler import driver  # noqa: E402
+from tools import hf_models  # noqa: E402
 from braze.compiler.backend import make_backend  # noqa: E402
 from braze.compiler.codegen.tvm import kernel as tvm_kernel  # noqa: E402
-from braze.compiler.codegen.tvm.greedy import greedy_fuse  # noqa: E402
+from tools.tvm_greedy import greedy_fuse  # noqa: E402
 from braze.compiler.codegen.tvm.support import supports  # noqa: E402
 from braze.config import Options  # noqa: E402
 from braze.ir.fused import subgraph_of  # noqa: E402

@@ -24,7 +24,7 @@ import tvm_testgen  # noqa: E402
 
 FACTORY = textwrap.dedent('''
     import torch
-    from braze.compiler import hf_models
+    from tools import hf_models
 
     class Logits(torch.nn.Module):
         def __init__(self, m):
@@ -108,7 +108,7 @@ def test_compile_a_llama_factory_load_it_and_compare_with_eager(project_env, cap
     sys.path.insert(0, str(env))
     import factories
     model, _ = factories.llama()
-    from braze.compiler import hf_models
+    from tools import hf_models
     inp = hf_models.inputs(2, 16, seed=7)  # fresh inputs, same shapes
     with torch.no_grad():
         torch.testing.assert_close(art(**inp), model(**inp), rtol=1e-4, atol=1e-4)
@@ -256,7 +256,7 @@ def test_help_documents_the_factory_convention(capsys):
 def test_a_compiled_artifact_serialises_its_weights_only_when_saved(tmp_path):
     """Compiling and running never copies the weights to the host; saving writes
     them, seals the manifest, and the saved artifact loads and matches."""
-    from braze.compiler import hf_models
+    from tools import hf_models
 
     model = hf_models.build("llama", num_hidden_layers=1)
     model.config.use_cache = False
@@ -282,7 +282,7 @@ def test_compiling_on_a_padded_example_checks_the_valid_tokens(family, padding, 
     output computed from a padding position if it differs (BERT's pooler reads token 0,
     padding under left padding), and compares a padded program (BLOOM: ALiBi keeps it
     padded) on the valid tokens where its left-padding rows, which see no key, differ."""
-    from braze.compiler import hf_models
+    from tools import hf_models
 
     model = hf_models.build(family)
     model.config.use_cache = False

@@ -14,7 +14,7 @@ import torch
 import transformers
 
 import braze
-from braze.compiler import hf_models
+from tools import hf_models
 from braze.compiler.generate import CacheMismatchError, GenerateError
 
 FAMILIES = ["llama", "qwen2", "mistral", "gpt2"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import braze
-from braze.compiler import hf_models
+from tools import hf_models
 from braze.compiler.backend import make_backend
 from braze.config import Options
 

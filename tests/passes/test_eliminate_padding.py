@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from braze.compiler import hf_models
+from tools import hf_models
 from braze.compiler.backend import make_backend
 from braze.config import Options
 from braze.ir import parse_graph

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from braze.compiler import hf_models
+from tools import hf_models
 from braze.compiler.backend import capture_graphs
 from braze.config import Options
 from braze.ir import Builder, interpret, verify

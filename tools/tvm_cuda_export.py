@@ -1,7 +1,7 @@
 """Build TVM CUDA kernels on any machine (no GPU needed) and export them for
 a GPU machine that has no TVM: "compile here, run there".
 
-    python -m braze.compiler.codegen.tvm.cuda_export --out .tvmcuda [--arch sm_90]
+    python -m tools.tvm_cuda_export --out .tvmcuda [--arch sm_90]
 
 writes into ``--out``:
 

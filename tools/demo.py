@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import braze  # noqa: F401 - before torch: braze picks the OpenMP wait policy TVM's threads need
 import torch
 
 
@@ -23,9 +24,9 @@ def _time(fn, *args, reps: int = 10, **kwargs) -> float:
 
 def main(argv=None) -> int:
     import braze
-    from braze.compiler import hf_models
+    from tools import hf_models
 
-    ap = argparse.ArgumentParser(prog="braze demo", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=128)
