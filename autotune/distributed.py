@@ -93,7 +93,7 @@ def run_tasks(tasks: Sequence[Task], db, budget, storage: Optional[str] = None, 
     from braze.autotune.recipe import candidates_for_node, make_recipe, the_node
     from braze.autotune.space import device_info
     from braze.autotune.tuner import Tuner, pick
-    from braze.config import Options
+    from braze.autotune.options import Options
     from braze.ir import parse_graph
 
     if trial_timeout is not None:

@@ -122,7 +122,7 @@ def rebuild(recipe: dict[str, Any], device=None) -> tuple[Any, Node]:
     """(kernel, node) from a recipe; raises RecipeError when no generator
     produces a kernel with the recipe's key any more."""
     from braze.autotune.space import device_info
-    from braze.config import Options
+    from braze.autotune.options import Options
 
     try:
         graph = parse_graph(recipe["ir"])

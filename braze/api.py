@@ -6,7 +6,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from braze.config import Options
+from braze.autotune.options import Options
 
 
 def jit(fn: Optional[Callable] = None, **options: Any):

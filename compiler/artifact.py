@@ -281,7 +281,7 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
     from braze.compiler.kernels import target_device
     from braze.compiler.lower import lower
     from braze.compiler.report import GraphReport
-    from braze.config import Options
+    from braze.autotune.options import Options
     from braze.ir import DTYPE_NAMES, print_graph
 
     options = options or Options()
@@ -482,7 +482,7 @@ def load_artifact(path: str, options=None, retune: bool = False) -> Artifact:
     from braze.compiler.driver import build_launchers
     from braze.compiler.report import GraphReport
     from braze.compiler.runtime import CompiledProgram
-    from braze.config import Options
+    from braze.autotune.options import Options
     from braze.ir import parse_graph, verify
 
     files = read_files(path)

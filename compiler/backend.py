@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from braze.config import Options
+from braze.autotune.options import Options
 from braze.compiler.capture import capture_dynamo
 from braze.compiler.driver import compile_graph
 from braze.compiler.lower import CallSpec, LoweringError, lower
@@ -29,7 +29,7 @@ _graph_counter = [0]
 
 
 def braze_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: Any = None, **_):
-    """Dynamo backend; ``options`` is a dict of :class:`braze.config.Options` fields."""
+    """Dynamo backend; ``options`` is a dict of :class:`braze.Options` fields."""
     opts = options if isinstance(options, Options) else Options.from_dict(options)
     return make_backend(opts)(gm, example_inputs)
 

@@ -227,7 +227,7 @@ def _model_and_inputs(args):
 
 
 def _options(args, tune: bool):
-    from braze.config import Options
+    from braze.autotune.options import Options
 
     return Options(backend=args.backend, tune=tune, tuning_db=args.db)
 

@@ -282,7 +282,7 @@ def _eos(model, eos_token_id) -> Optional[int]:
 
 def _state(model, options: dict) -> _ModelState:
     from braze.compiler.backend import make_backend
-    from braze.config import Options
+    from braze.autotune.options import Options
 
     opts = Options.from_dict(options)
     per_model = _STATES.setdefault(model, {})

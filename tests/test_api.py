@@ -93,3 +93,20 @@ def test_braze_profile_times_every_node_of_a_plan(monkeypatch):
     rows = profile.totals()
     assert rows and all(calls == 3 and seconds > 0 for calls, seconds in rows.values()), rows
     assert profile.table().splitlines()[0].split()[:2] == ["ms", "total"]
+
+
+def test_options_refuse_wrong_names_and_types_naming_them():
+    import pytest
+
+    with pytest.raises(TypeError, match="unknown braze option.*nope"):
+        braze.Options.from_dict({"nope": 1})
+    with pytest.raises(TypeError, match=r"fuse='yes': expected True or False, got str"):
+        braze.Options(fuse="yes")
+    with pytest.raises(TypeError, match=r"cuda_graphs='x'"):
+        braze.Options(cuda_graphs="x")
+    with pytest.raises(ValueError, match="backend='cuda'"):
+        braze.Options(backend="cuda")
+    import pathlib
+
+    assert braze.Options(tuning_db=pathlib.Path("/tmp/t.db")).tuning_db == "/tmp/t.db"
+    assert braze.Options(disable=["fuse"]).disable == ("fuse",)
