@@ -6,7 +6,7 @@ from braze.passes.dce import dce
 from braze.passes.cse import cse
 from braze.passes.fold_constants import fold_constants
 from braze.passes.normalize_views import normalize_views
-from braze.passes.specialize_attention import specialize_attention
+from braze.passes.attention import specialize_attention
 from braze.passes.eliminate_padding import eliminate_padding
 from braze.passes.fuse_horizontal import fuse_horizontal
 from braze.passes.fuse import fuse

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from braze.ir import Builder, interpret, verify
-from braze.passes.specialize_attention import find_attention, specialize_attention
+from braze.passes.attention import find_attention, specialize_attention
 
 F32 = torch.float32
 

@@ -2,7 +2,7 @@
 
 BLOOM adds ``slopes[h] * position[j]`` through ``baddbmm`` in the merged
 ``[B*H, Sq, Sk]`` frame. When the positions are an ``arange`` (affine in j
-with coefficient 1, ``attention_masks.Affine``) the term equals the
+with coefficient 1, ``masks.Affine``) the term equals the
 ``attention`` op's ``slopes`` semantics up to a per-row constant, which
 softmax ignores. Positions computed from ``attention_mask`` (``cumsum`` of
 the padding mask, as BLOOM does with a mask) are not ``j`` for every mask
@@ -15,8 +15,8 @@ from typing import Optional
 import torch
 
 from braze.ir.types import dims_equal
-from braze.passes.attention_layout import Operand, mk, producer, reshape, shape_of, strip
-from braze.passes.attention_scores import Term
+from braze.passes.attention.layout import Operand, mk, producer, reshape, shape_of, strip
+from braze.passes.attention.scores import Term
 
 
 def alibi_slopes(t: Term, heads, ctx) -> Optional[Operand]:

@@ -5,7 +5,7 @@ The position arithmetic of mask building (``arange``, offsets, views,
 affine indices) is interpreted exactly: a tensor is :class:`Affine` when
 every element equals ``const + sum(coeff[a] * x[a])``, axes keyed from the
 right (-1 = last) so that broadcasting needs no bookkeeping. Constants are
-read in full and fitted exactly. Used by ``attention_masks``.
+read in full and fitted exactly. Used by ``masks``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 
 from braze.ir import Value
 from braze.ir.types import Sym, sym
-from braze.passes.attention_layout import Expr, same_dims, shape_of
+from braze.passes.attention.layout import Expr, same_dims, shape_of
 
 S = sympy.Integer
 

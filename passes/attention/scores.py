@@ -7,7 +7,7 @@ Whatever feeds the softmax is interpreted as
 (:class:`Sum`): scalar multiplies and divides scale everything, ``add`` and
 ``sub`` collect additive terms (ALiBi, float masks), ``where(c, x, -inf)``,
 ``masked_fill(x, ~c, -inf)`` and additive 0/-inf masks contribute
-predicates (``attention_masks.Pred``). A scalar added to every score is
+predicates (``masks.Pred``). A scalar added to every score is
 dropped: softmax is invariant under a shift of its row.
 
 Terms live in a :class:`Frame`, the shape they broadcast into: the scores
@@ -29,8 +29,8 @@ import torch
 
 from braze.ir import Value
 from braze.ir.types import Dim, dims_equal
-from braze.passes.attention_layout import Expr, Operand, is_noop_slice, mk, producer, scalar_value, shape_of
-from braze.passes.attention_masks import FALSE, MaskAnalysis, Pred, TRUE, _tri_atom, negate
+from braze.passes.attention.layout import Expr, Operand, is_noop_slice, mk, producer, scalar_value, shape_of
+from braze.passes.attention.masks import FALSE, MaskAnalysis, Pred, TRUE, _tri_atom, negate
 
 NEG_INF = -65504.0
 
@@ -166,7 +166,7 @@ class ScoreAnalysis:
             if bool(zero.all()):
                 return _empty(frame)
             if bool((zero | hidden).all()):
-                from braze.passes.attention_masks import fit_band
+                from braze.passes.attention.masks import fit_band
 
                 p = fit_band(zero)
                 if p is not None:

@@ -4,7 +4,7 @@ Masks are built from index arithmetic: ``arange`` positions, their views
 and offsets, comparisons between them, ``&`` of several conditions, and
 lookups into ``attention_mask``. This module interprets that subgraph
 abstractly and exactly (no sampling): integer tensors are affine functions
-of their coordinates (``attention_affine``), and a boolean tensor is a
+of their coordinates (``affine``), and a boolean tensor is a
 :class:`Pred`, a conjunction of linear :class:`Atom` s over the last two
 coordinates (query i = axis -2, key j = axis -1) and of opaque boolean
 tensors (padding masks, anything not understood), kept as operands.
@@ -25,9 +25,9 @@ import torch
 
 from braze.ir import Value
 from braze.ir.types import Sym
-from braze.passes.attention_affine import (AFFINE_RULES, Affine, _drop_unit, _norm, _slice_args, const, fit_affine,
+from braze.passes.attention.affine import (AFFINE_RULES, Affine, _drop_unit, _norm, _slice_args, const, fit_affine,
                                            map_coeffs, to_sympy, unit_map)
-from braze.passes.attention_layout import Expr, Operand, is_noop_slice, mk, producer, same_dims, shape_of
+from braze.passes.attention.layout import Expr, Operand, is_noop_slice, mk, producer, same_dims, shape_of
 
 S = sympy.Integer
 

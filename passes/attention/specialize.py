@@ -8,8 +8,8 @@ graph and return None when their guard declines:
   with bmm/matmul/mm/baddbmm (ALiBi), the scale on the scores or on q/k,
   additive, ``where`` and ``masked_fill`` masks, float32 softmax with casts.
 
-Around the match, the pass proves what it can (``attention_masks``,
-``attention_scores``, ``attention_layout``): GQA repetition of K/V becomes
+Around the match, the pass proves what it can (``masks``,
+``scores``, ``layout``): GQA repetition of K/V becomes
 ``groups`` (the repeat is never materialised), a mask proven causal or
 windowed becomes ``causal``/``window``, ALiBi with key positions proven to be
 ``arange`` becomes ``slopes``; the rest of the mask (padding, anything not
@@ -33,11 +33,11 @@ from braze.ir import Graph, Node, Value, eliminate_dead
 from braze.ir.builder import Builder
 from braze.ir.graph import map_values
 from braze.ir.types import Dim, dim_mul, dims_equal
-from braze.passes.attention_layout import (Operand, as4d, build, mk, peel_scale, producer, reshape, shape_of,
+from braze.passes.attention.layout import (Operand, as4d, build, mk, peel_scale, producer, reshape, shape_of,
                                            strip, un_repeat, un_repeat_indexed, untranspose)
-from braze.passes.attention_masks import MaskAnalysis, Pred, atom, to_sympy
-from braze.passes.attention_scores import Frame, ScoreAnalysis
-from braze.passes.attention_alibi import alibi_slopes
+from braze.passes.attention.masks import MaskAnalysis, Pred, atom, to_sympy
+from braze.passes.attention.scores import Frame, ScoreAnalysis
+from braze.passes.attention.alibi import alibi_slopes
 from braze.passes.context import PassContext
 from braze.passes.rules import Rule
 
