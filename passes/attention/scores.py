@@ -23,7 +23,7 @@ score within ~65000 of the row max. Rows where every key is hidden differ
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Optional
+from typing import Callable, Optional
 
 import torch
 

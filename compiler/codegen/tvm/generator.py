@@ -38,4 +38,4 @@ def generate(node: Node, graph: Graph, options, device: DeviceInfo) -> list:
     return []
 
 
-__all__ = ["TVMKernel", "Runner", "generate"]
+__all__ = ["generate"]
