@@ -162,7 +162,7 @@ def _interleaved(default_fn, tuned_fn, bench, dev, spec, l2_bytes, rounds: int =
 def warm_compile(args, db_path) -> dict:
     """Tune the 1B-shaped model into the database, then time a compile that finds everything there."""
     import braze
-    from braze.autotune.model import tune_model
+    from braze.compiler.tune_model import tune_model
     from braze.autotune.tuner import Budget
     from tools import hf_models
     from braze.config import Options

@@ -99,7 +99,7 @@ def variants_of(model, tuned_db=None):
 def tune(model, inp, trials: int, db: str) -> dict:
     """``braze tune`` of the padding-eliminated model on this batch: every kernel
     searched with ``trials`` configs (the library call among the candidates)."""
-    from braze.autotune.model import tune_model
+    from braze.compiler.tune_model import tune_model
     from braze.autotune.tuner import Budget
     from braze.config import Options
 

@@ -20,7 +20,7 @@ from braze.compiler.capture import capture_dynamo
 from braze.compiler.driver import compile_graph
 from braze.compiler.lower import CallSpec, LoweringError, lower
 from braze.compiler.report import GraphReport
-from braze.compiler.runtime import version_of
+from braze.compiler.codegen.calls import version_of
 from braze.ir import bind_symbols
 
 log = logging.getLogger("braze")

@@ -241,7 +241,7 @@ def _budget(args):
 
 # --- commands -------------------------------------------------------------------------------
 def cmd_tune(args) -> int:
-    from braze.autotune.model import tune_model
+    from braze.compiler.tune_model import tune_model
 
     model, a, kw = _model_and_inputs(args)
     t0 = time.perf_counter()
@@ -270,7 +270,7 @@ def _print_tuning(summary) -> None:
 
 def cmd_compile(args) -> int:
     from braze.compiler.artifact import compile_model
-    from braze.autotune.model import tune_model
+    from braze.compiler.tune_model import tune_model
 
     model, a, kw = _model_and_inputs(args)
     t0 = time.perf_counter()

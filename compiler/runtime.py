@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from braze.compiler import profile
+from braze.compiler.codegen.calls import ACTIVE, CALLS
 from braze.compiler.memory_plan import drops_after
 from braze.ir import Graph, Node, Value, get_op
 from braze.ir.graph import map_values
@@ -26,11 +27,6 @@ log = logging.getLogger("braze.runtime")
 
 MAX_PLANS = 64
 
-# NOTE: the program call in progress (0 outside any): a launcher may keep work derived
-# from an operand for the rest of one call (the attention mask's block summary, shared
-# by every layer); a launcher called outside a program call keeps nothing.
-CALLS = [0]
-ACTIVE = [0]
 
 
 class CompiledProgram:
@@ -223,12 +219,6 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
     plan = glb["plan"]
     plan.source = src
     return plan
-
-
-def version_of(t: torch.Tensor) -> int:
-    """``t._version``, or -1 for an inference tensor (which keeps no version counter:
-    one made under ``torch.inference_mode()`` can only change inside it)."""
-    return -1 if t.is_inference() else t._version
 
 
 def _write_guard(graph: Graph, n: Node, env):

@@ -3,7 +3,7 @@ the token count its runs plan for (found on the GPU: the packed token count was
 unbound and ``braze tune`` of a padded batch raised KeyError)."""
 import pytest
 
-from braze.autotune.model import model_tasks
+from braze.compiler.tune_model import model_tasks
 from tools import hf_models
 from braze.config import Options
 

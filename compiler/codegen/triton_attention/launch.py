@@ -369,10 +369,10 @@ _LAST_SUMMARY: list = [None]
 def _shared_summary(splan: "_SummaryPlan", tpl, mask: torch.Tensor) -> torch.Tensor:
     """``splan.run(tpl, mask)``, reused within one program call for the same mask tensor.
 
-    NOTE: keyed by the program call in progress (``runtime.ACTIVE``; nothing is kept
+    NOTE: keyed by the program call in progress (``codegen.calls.ACTIVE``; nothing is kept
     outside one) and the mask object itself, held until the next summary: a tensor
     alive in the entry cannot be another one."""
-    from braze.compiler.runtime import ACTIVE
+    from braze.compiler.codegen.calls import ACTIVE
 
     call = ACTIVE[0]
     last = _LAST_SUMMARY[0]

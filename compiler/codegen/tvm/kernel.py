@@ -25,7 +25,7 @@ import torch
 from braze.autotune.space import Config, DeviceInfo, Space, pow2_bucket
 from braze.compiler.codegen.tvm.ops import GEMM, REDUCTION
 from braze.autotune.contract import structural_key
-from braze.compiler.runtime import version_of
+from braze.compiler.codegen.calls import version_of
 from braze.ir import Graph, Node
 from braze.ir.types import DTYPE_NAMES, Sym, eval_dim
 
