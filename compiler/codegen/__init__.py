@@ -1,7 +1,7 @@
 """Code generators. Each backend package registers, on import, a checker
 ``supports(kind, subgraph, device_kind) -> bool`` that the fusion pass asks
 before forming a group ("is this supported here?"), and a generator in
-``compiler/kernels.py`` that turns an accepted group into kernels.
+the kernel contract's registry (``autotune/contract.py``) that turns an accepted group into kernels.
 """
 from __future__ import annotations
 
