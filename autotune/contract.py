@@ -6,7 +6,8 @@
   MKL, SDPA as ATen runs them), the last candidate of every node;
 - ``Choice``: the candidate and config picked for a shape bucket, and why;
 - the generator registry: ``register_generator(name, fn)``, where
-  ``fn(node, graph, options, device) -> [Kernel]`` declines with ``[]``;
+  ``fn(node, graph, options, device) -> [Kernel]`` declines with ``[]``, or
+  with a ``Decline`` (``ir/decline.py``) that says why (shown in the report);
 - ``structural_key`` / ``node_graph`` / ``canonical_ir``: the identity of a
   kernel in the tuning database, the same across processes and layers.
 

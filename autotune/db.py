@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from braze.autotune.db_schema import (MIGRATIONS, OPTUNA_TABLES, SCHEMA_VERSION, best_table,  # noqa: F401
                                       metadata, schema_table, trials_table)
 from braze.autotune.space import bucket_distance, problem_key, problem_signature
+from braze.version import __version__
 
 log = logging.getLogger("braze.autotune.db")
 
@@ -536,7 +537,6 @@ def safe_url(url: str) -> str:
 
 def _braze_version() -> str:
     try:
-        from braze.version import __version__
         return __version__
     except Exception:  # noqa: BLE001
         return "unknown"

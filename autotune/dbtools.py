@@ -28,7 +28,7 @@ _FIELDS = ("device", "software", "kernel_key", "kernel_name", "backend", "proble
 
 def export_doc(db: TuningDB, **filters: Any) -> dict[str, Any]:
     """All trials (optionally filtered as in ``TuningDB.trials``) as a JSON-ready dict."""
-    from braze.autotune.db import _braze_version
+    from braze.autotune.db import _braze_version  # lazy: imports sqlalchemy on first use
 
     return {"format": FORMAT, "schema": SCHEMA_VERSION, "braze": _braze_version(), "exported": time.time(),
             "trials": [asdict(t) for t in db.trials(**filters)]}
@@ -104,7 +104,7 @@ def merge(dst: TuningDB, src_url: str, src: Optional[TuningDB] = None) -> int:
     """Add every trial of the database at ``src_url`` to ``dst``."""
     import os
 
-    from braze.autotune.db import _sqlite_path, to_url
+    from braze.autotune.db import _sqlite_path, to_url  # lazy: imports sqlalchemy on first use
 
     url = to_url(src_url)
     path = _sqlite_path(url)

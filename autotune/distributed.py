@@ -28,6 +28,10 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
+from braze.autotune.options import Options
+from braze.autotune.recipe import candidates_for_node, current_generators, make_recipe, node_graph, the_node
+from braze.autotune.space import device_info
+from braze.ir import parse_graph, print_graph
 
 log = logging.getLogger("braze.autotune.distributed")
 
@@ -49,9 +53,6 @@ class Task:
 
 def tasks_for(program, env_of_graph: dict, options) -> list[Task]:
     """The tasks of a compiled program's launchers at one binding of its symbols."""
-    from braze.autotune.recipe import current_generators, node_graph
-    from braze.ir import print_graph
-
     gens = current_generators(options.backend)
     tasks = []
     seen = set()
@@ -89,12 +90,8 @@ def run_tasks(tasks: Sequence[Task], db, budget, storage: Optional[str] = None, 
     ``skip_tuned``: a task whose every candidate already has a searched best
     in the database (same device and software) is not tuned again.
     """
-    from braze.autotune.db import software_key
-    from braze.autotune.recipe import candidates_for_node, make_recipe, the_node
-    from braze.autotune.space import device_info
-    from braze.autotune.tuner import Tuner, pick
-    from braze.autotune.options import Options
-    from braze.ir import parse_graph
+    from braze.autotune.db import software_key  # lazy: imports sqlalchemy on first use
+    from braze.autotune.tuner import Tuner, pick  # lazy: imports sqlalchemy on first use
 
     if trial_timeout is not None:
         budget.trial_timeout = trial_timeout
@@ -136,7 +133,7 @@ def run_tasks(tasks: Sequence[Task], db, budget, storage: Optional[str] = None, 
 
 
 def _already_tuned(db, device, cands, env) -> Optional["TaskResult"]:
-    from braze.autotune.db import software_key
+    from braze.autotune.db import software_key  # lazy: imports sqlalchemy on first use
 
     sw = software_key()
     found = []
@@ -155,7 +152,7 @@ def _already_tuned(db, device, cands, env) -> Optional["TaskResult"]:
 
 
 def _task_bar(progress: Optional[bool], total: int):
-    from braze.autotune.tuner import progress_enabled
+    from braze.autotune.tuner import progress_enabled  # lazy: imports sqlalchemy on first use
 
     if not (progress_enabled() if progress is None else progress) or total < 2:
         return None
@@ -199,7 +196,7 @@ def run_workers(tasks: Sequence[Task], workers: str | int, db_url: str, budget, 
     worker's exit code and counts; a worker that died is reported, not raised.
     """
     n, pins = resolve_workers(workers)
-    from braze.autotune.tuner import make_storage
+    from braze.autotune.tuner import make_storage  # lazy: imports sqlalchemy on first use
 
     tmp = tempfile.mkdtemp(prefix="braze-tune-")
     storage = storage or os.path.join(tmp, "studies.journal")
@@ -254,8 +251,8 @@ def run_workers(tasks: Sequence[Task], workers: str | int, db_url: str, budget, 
 
 def worker_main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m braze.autotune.distributed worker --tasks F --db URL --storage S``"""
-    from braze.autotune.db import TuningDB, TuningDBError
-    from braze.autotune.tuner import Budget
+    from braze.autotune.db import TuningDB, TuningDBError  # lazy: imports sqlalchemy on first use
+    from braze.autotune.tuner import Budget  # lazy: imports sqlalchemy on first use
 
     ap = argparse.ArgumentParser(prog="braze-tune-worker")
     ap.add_argument("--tasks", required=True, help="JSON file of tasks")

@@ -34,6 +34,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
+from braze.autotune.contract import LibraryKernel
+from braze.ir import REGISTRY
+from braze.ir.interpreter import random_tensor
 
 log = logging.getLogger("braze.autotune.measure")
 
@@ -95,9 +98,6 @@ def node_device(node) -> str:
 def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0) -> list[torch.Tensor]:
     """Fresh random tensors (never zeros) for the node's operands at ``env``;
     operands with an invariant (``OpDef.sample``) keep it."""
-    from braze.ir import REGISTRY
-    from braze.ir.interpreter import random_tensor
-
     g = torch.Generator().manual_seed(seed)
     op = REGISTRY.get(node.op)
     special = op.sample(node, env, g) if op is not None and op.sample is not None else {}
@@ -107,8 +107,6 @@ def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0) ->
 def reference_outputs(node, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     """The library implementation on the inputs in higher precision (float64
     for floating inputs), falling back to native precision if an op refuses."""
-    from braze.autotune.contract import LibraryKernel
-
     fn = LibraryKernel(node).compile({})
     hi = [x.double() if x.is_floating_point() else x for x in inputs]
     chunks = _reference_chunks(node, inputs)

@@ -29,6 +29,9 @@ from braze.autotune import contract
 from braze.autotune.contract import (LibraryKernel, backend_allows, canonical_ir,  # noqa: F401
                                      load_generators, node_graph)
 from braze.ir import Graph, Node, parse_graph, print_graph
+from braze.ir.decline import Decline
+from braze.autotune.options import Options
+from braze.autotune.space import device_info
 
 
 log = logging.getLogger("braze.autotune.recipe")
@@ -113,7 +116,9 @@ def candidates_for_node(node: Node, graph: Graph, options, device, generators: S
     cands: list = []
     for ref in generators:
         fn = resolve(ref)
-        cands.extend(fn(node, graph, options, device) or ())
+        got = fn(node, graph, options, device)
+        if not isinstance(got, Decline):
+            cands.extend(got or ())
     cands.append(LibraryKernel(node))
     return cands
 
@@ -121,9 +126,6 @@ def candidates_for_node(node: Node, graph: Graph, options, device, generators: S
 def rebuild(recipe: dict[str, Any], device=None) -> tuple[Any, Node]:
     """(kernel, node) from a recipe; raises RecipeError when no generator
     produces a kernel with the recipe's key any more."""
-    from braze.autotune.space import device_info
-    from braze.autotune.options import Options
-
     try:
         graph = parse_graph(recipe["ir"])
     except Exception as e:  # noqa: BLE001

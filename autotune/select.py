@@ -39,6 +39,9 @@ import logging
 import os
 import threading
 from typing import Any, Mapping, Optional
+from braze.autotune.contract import Choice
+from braze.autotune.measure import Bench, MeasureSpec, measure, node_device
+from braze.autotune.recipe import current_generators, family_key, make_recipe
 
 log = logging.getLogger("braze.autotune")
 
@@ -48,8 +51,6 @@ QUICK_SPEC = dict(warmup=1, reps=5, min_rep_ms=0.2, max_seconds=0.2, check=True,
 def select(launcher, problem: Mapping[str, Any], env: Mapping[str, int]):
     """The Choice for ``launcher`` at the symbol values ``env`` (``problem``:
     the primary candidate's problem, used for messages)."""
-    from braze.autotune.contract import Choice
-
     try:
         return _select(launcher, env)
     except Exception as e:  # noqa: BLE001 - selection must never stop the program
@@ -68,8 +69,7 @@ def policy(options) -> str:
 
 
 def _select(launcher, env: Mapping[str, int]):
-    from braze.autotune.db import get_db, software_key
-    from braze.autotune.contract import Choice
+    from braze.autotune.db import get_db, software_key  # lazy: imports sqlalchemy on first use
 
     options, device = launcher.options, launcher.device
     cands = list(launcher.candidates)
@@ -100,7 +100,6 @@ def _select(launcher, env: Mapping[str, int]):
             return choice
 
     # 3. nearest buckets, 4. measured defaults
-    from braze.autotune.recipe import family_key
 
     configs = []
     source: dict[int, str] = {}
@@ -151,9 +150,7 @@ def _measurable(cands) -> bool:
 
 def _quick(launcher, env, configs, db, sw):
     """Compile, check and time each candidate's config in this process; the fastest correct one."""
-    from braze.autotune.db import Trial
-    from braze.autotune.measure import Bench, MeasureSpec, measure, node_device
-    from braze.autotune.recipe import family_key
+    from braze.autotune.db import Trial  # lazy: imports sqlalchemy on first use
 
     device = launcher.device
     try:
@@ -193,7 +190,7 @@ def tuner_for(db, device, software: str, options):
     fields), ``study_storage`` (an Optuna storage: journal file or URL) and
     ``measurer`` (a ``MeasureWorker`` to use, e.g. one shared by tests).
     """
-    from braze.autotune.tuner import Budget, Tuner
+    from braze.autotune.tuner import Budget, Tuner  # lazy: imports sqlalchemy on first use
 
     extra = getattr(options, "extra", None) or {}
     key = (db.url, device.key, extra.get("study_storage"), id(extra.get("measurer")))
@@ -221,9 +218,7 @@ def close_tuners() -> None:
 
 
 def _search(launcher, env, db, sw):
-    from braze.autotune.recipe import current_generators, make_recipe
-    from braze.autotune.tuner import pick
-    from braze.autotune.contract import Choice
+    from braze.autotune.tuner import pick  # lazy: imports sqlalchemy on first use
 
     options = launcher.options
     tuner = tuner_for(db, launcher.device, sw, options)

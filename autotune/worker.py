@@ -21,6 +21,8 @@ import json
 import os
 import sys
 import traceback
+from braze.autotune.measure import Bench, Measurement, MeasureSpec, measure, node_device
+from braze.autotune.recipe import RecipeError, rebuild, recipe_digest
 
 
 def main() -> int:
@@ -31,9 +33,6 @@ def main() -> int:
     sys.stdout = sys.stderr
 
     import torch
-
-    from braze.autotune.measure import Bench, Measurement, MeasureSpec, measure, node_device
-    from braze.autotune.recipe import RecipeError, rebuild, recipe_digest
 
     torch.set_grad_enabled(False)
     kernels: dict[str, tuple] = {}

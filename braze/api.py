@@ -21,7 +21,7 @@ def jit(fn: Optional[Callable] = None, **options: Any):
     opts = Options.from_dict(options)
     if fn is None:
         return functools.partial(jit, **options)
-    from braze.compiler.backend import make_backend
+    from braze.compiler.backend import make_backend  # lazy: `import braze` stays light until the API is used
 
     compiled = torch.compile(fn, backend=make_backend(opts))
     if not isinstance(fn, torch.nn.Module):
@@ -42,7 +42,7 @@ def _explaining_cache_errors(compiled: Callable, model: torch.nn.Module) -> Call
     """A call that fails with a KV cache whose tensors do not match the model
     (another dtype or device) raises an error naming the cache layer instead
     of a tracing error; the happy path costs nothing."""
-    from braze.compiler.generate import check_caches
+    from braze.compiler.generate import check_caches  # lazy: `import braze` stays light until the API is used
 
     def call(*args, **kwargs):
         try:
@@ -64,8 +64,8 @@ def explain(model: Callable, *args: Any, options: Any = None, **kwargs: Any):
     kernels with their backend and where their config came from, the ops that
     run through their torch reference), ``report.to_dict()`` a JSON-ready dict.
     """
-    from braze.compiler.backend import make_backend
-    from braze.compiler.report import Report
+    from braze.compiler.backend import make_backend  # lazy: `import braze` stays light until the API is used
+    from braze.compiler.report import Report  # lazy: `import braze` stays light until the API is used
 
     opts = _options(options)
     reports: list = []
@@ -95,6 +95,7 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: in
     compiles the model's forward once (``options``: as for :func:`jit`); every
     decode step reuses the same compiled step.
     """
+    # lazy: `import braze` stays light until the API is used
     from braze.compiler.generate import generate as _generate
 
     return _generate(model, input_ids, max_new_tokens, attention_mask=attention_mask, do_sample=do_sample,
@@ -108,8 +109,9 @@ def explain_generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_to
     decode graphs, how many graphs were compiled during the decode steps after
     the first (0 when every step reuses one program), and the ops that still
     run through their torch reference. ``kwargs`` are :func:`generate`'s."""
+    # lazy: `import braze` stays light until the API is used
     from braze.compiler.generate import DecodeStats, generate as _generate
-    from braze.compiler.report import Report
+    from braze.compiler.report import Report  # lazy: `import braze` stays light until the API is used
 
     stats = DecodeStats()
     options = _options(kwargs.pop("options", None)).to_dict()
@@ -145,7 +147,7 @@ def compile(model: torch.nn.Module, args: tuple = (), kwargs: Optional[dict] = N
     ``output`` (a directory, or a ``.zip`` file) also saves it for
     :func:`load`. Options are the fields of :class:`braze.Options`.
     """
-    from braze.compiler.artifact import compile_model
+    from braze.compiler.artifact import compile_model  # lazy: `import braze` stays light until the API is used
 
     art = compile_model(model, tuple(args), kwargs or {}, Options.from_dict(options), check=check)
     if output is not None:
@@ -162,6 +164,6 @@ def load(path: str, *, retune: bool = False, **options: Any):
     ``ArtifactError`` saying why; one tuned on another device runs with its
     kernels re-selected here (``retune=True``: searched again).
     """
-    from braze.compiler.artifact import load_artifact
+    from braze.compiler.artifact import load_artifact  # lazy: `import braze` stays light until the API is used
 
     return load_artifact(path, Options.from_dict(options), retune=retune)

@@ -24,6 +24,19 @@ from braze.compiler.artifact_format import (FORMAT, FORMAT_VERSION, Artifact, Ar
                                             _dumps_spec, _jsonable, _load_constants, _loads_spec,
                                             _manifest_digest, _same_release, _save_constants, _sha,
                                             kwarg_order, read_files, read_manifest, versions, write_files)
+from braze.autotune.contract import Choice
+from braze.autotune.options import Options
+from braze.autotune.recipe import same_position
+from braze.autotune.space import device_info
+from braze.compiler.capture import capture_export
+from braze.compiler.driver import build_launchers, compile_graph
+from braze.compiler.eager_check import compare_outputs, policy_for
+from braze.compiler.kernels import _load_generators, target_device
+from braze.compiler.lower import lower
+from braze.compiler.report import GraphReport
+from braze.compiler.runtime import CompiledProgram
+from braze.ir import DTYPE_NAMES, parse_graph, print_graph, verify
+from braze.ir.interpreter import bind_symbols
 
 log = logging.getLogger("braze.artifact")
 
@@ -46,15 +59,6 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
     its kernels (tuning database, search with ``options.tune``, or defaults),
     check it against eager on the example and return the :class:`Artifact`."""
     from torch.export.graph_signature import InputKind, OutputKind
-
-    from braze.autotune.space import device_info
-    from braze.compiler.capture import capture_export
-    from braze.compiler.driver import compile_graph
-    from braze.compiler.kernels import target_device
-    from braze.compiler.lower import lower
-    from braze.compiler.report import GraphReport
-    from braze.autotune.options import Options
-    from braze.ir import DTYPE_NAMES, print_graph
 
     options = options or Options()
     if options.cuda_graphs:
@@ -102,7 +106,6 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
         "out_leaves": [[k, _jsonable(x)] for k, x in spec.leaves], "inputs": inputs,
         "in_spec": pytree.treespec_dumps(in_spec), "out_spec": _dumps_spec(ep.call_spec.out_spec),
     }
-    from braze.ir.interpreter import bind_symbols
 
     manifest["env"] = bind_symbols(graph, [leaves[i] for i in input_leaves],
                                    [int(leaves[leaf_of[p]]) for p in spec.syms])
@@ -112,8 +115,6 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
         if check:
             want = model(*args, **kwargs)
     if check:
-        from braze.compiler.eager_check import compare_outputs, policy_for
-
         by_name = {d["name"]: leaves[d["leaf"]] for d in manifest["inputs"]}
         names = [n.args[0] for n in program.graph.inputs]
         policy = policy_for(program.graph, names, [by_name.get(nm) for nm in names], manifest["out_leaves"])
@@ -180,13 +181,6 @@ def load_artifact(path: str, options=None, retune: bool = False) -> Artifact:
     """Load an artifact and make it runnable, without tuning (see the module doc)."""
     from dataclasses import replace
 
-    from braze.autotune.space import device_info
-    from braze.compiler.driver import build_launchers
-    from braze.compiler.report import GraphReport
-    from braze.compiler.runtime import CompiledProgram
-    from braze.autotune.options import Options
-    from braze.ir import parse_graph, verify
-
     files = read_files(path)
     manifest = read_manifest(path, files)
     options = options or Options()
@@ -202,7 +196,6 @@ def load_artifact(path: str, options=None, retune: bool = False) -> Artifact:
                     "`braze compile --tune` to tune)")
     if retune:
         options = options.replace(tune=True)
-    from braze.compiler.kernels import _load_generators
 
     _load_generators()  # codegen packages register the ops they run (attention_varlen) before parsing
     try:
@@ -236,8 +229,6 @@ def _valid(kernel, config, env, device) -> bool:
 
 
 def _apply_choices(path: str, graph, launchers, kernels: list[dict], env: Mapping[str, int]) -> None:
-    from braze.autotune.contract import Choice
-
     body = _body(graph)
     for e in kernels:
         node = body[e["node"]] if e["node"] < len(body) else None
@@ -246,7 +237,6 @@ def _apply_choices(path: str, graph, launchers, kernels: list[dict], env: Mappin
             log.warning("braze: %s: no code generator here produces kernels for %s (chosen: %s, %s); it runs "
                         "through its reference implementation", path, e["node_name"], e["kernel"], e["backend"])
             continue
-        from braze.autotune.recipe import same_position
 
         cand = next((k for k in launcher.candidates if k.key() == e["key"]), None)
         by_position = False

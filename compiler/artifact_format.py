@@ -26,6 +26,8 @@ from typing import Any, Callable, Mapping, Optional
 
 import torch
 import torch.utils._pytree as pytree
+from braze.ir.types import DTYPES_BY_NAME
+from braze.version import __version__
 
 log = logging.getLogger("braze.artifact")
 
@@ -41,8 +43,6 @@ class ArtifactError(RuntimeError):
 # --- versions and hashing --------------------------------------------------------
 def versions() -> dict[str, str]:
     import importlib.metadata as md
-
-    from braze.version import __version__
 
     out = {"braze": __version__, "torch": torch.__version__, "cuda": torch.version.cuda or "none"}
     for key, dist in (("triton", "triton"), ("tvm", "apache-tvm"), ("transformers", "transformers")):
@@ -170,8 +170,6 @@ def _jsonable(v: Any) -> Any:
 
 
 def _random_input(spec: Mapping[str, Any], g: torch.Generator, device: Optional[str]) -> torch.Tensor:
-    from braze.ir.types import DTYPES_BY_NAME
-
     dtype = DTYPES_BY_NAME[spec["dtype"]]
     shape = spec["shape"]
     if dtype.is_floating_point:
@@ -290,8 +288,6 @@ def _loads_spec(text: Optional[str]):
 
 def read_manifest(path: str, files: Optional[Mapping[str, bytes]] = None) -> dict:
     """The verified manifest of an artifact (raises ArtifactError with the reason)."""
-    from braze.version import __version__
-
     files = read_files(path) if files is None else files
     if "manifest.json" not in files:
         raise ArtifactError(f"{path} is not a braze artifact: it has no manifest.json")

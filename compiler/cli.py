@@ -12,6 +12,10 @@ import json
 import logging
 import sys
 import time
+from braze.autotune.options import Options
+from braze.compiler.artifact import ArtifactError, compile_model, load_artifact
+from braze.compiler.tune_model import tune_model
+from braze.ir.types import DTYPES_BY_NAME
 
 FACTORY_HELP = """\
 MODULE:FACTORY names a Python callable: MODULE is an importable module
@@ -50,8 +54,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose, format="%(levelname)s %(name)s: %(message)s")
     if rest:
         ap.error(f"unrecognised arguments: {' '.join(rest)}")
-    from braze.autotune.db import TuningDBError
-    from braze.compiler.artifact import ArtifactError
+    from braze.autotune.db import TuningDBError  # lazy: imports sqlalchemy on first use
 
     try:
         return {"compile": cmd_compile, "tune": cmd_tune, "db": cmd_db, "bench": cmd_bench}[args.cmd](args)
@@ -166,8 +169,6 @@ def parse_shapes(specs, device: str = "cpu", seed: int = 0) -> tuple[tuple, dict
     """``--example-shapes`` -> (args, kwargs) of random tensors."""
     import torch
 
-    from braze.ir.types import DTYPES_BY_NAME
-
     g = torch.Generator().manual_seed(seed)
     args, kwargs = [], {}
     for spec in specs:
@@ -227,13 +228,11 @@ def _model_and_inputs(args):
 
 
 def _options(args, tune: bool):
-    from braze.autotune.options import Options
-
     return Options(backend=args.backend, tune=tune, tuning_db=args.db)
 
 
 def _budget(args):
-    from braze.autotune.tuner import Budget
+    from braze.autotune.tuner import Budget  # lazy: imports sqlalchemy on first use
 
     return Budget(trials=args.trials, deadline=None if args.seconds is None else time.time() + args.seconds,
                   patience=args.patience, trial_timeout=args.trial_timeout)
@@ -241,8 +240,6 @@ def _budget(args):
 
 # --- commands -------------------------------------------------------------------------------
 def cmd_tune(args) -> int:
-    from braze.compiler.tune_model import tune_model
-
     model, a, kw = _model_and_inputs(args)
     t0 = time.perf_counter()
     summary = tune_model(model, a, kw, _options(args, False), _budget(args), workers=args.workers,
@@ -269,9 +266,6 @@ def _print_tuning(summary) -> None:
 
 
 def cmd_compile(args) -> int:
-    from braze.compiler.artifact import compile_model
-    from braze.compiler.tune_model import tune_model
-
     model, a, kw = _model_and_inputs(args)
     t0 = time.perf_counter()
     if args.tune:
@@ -294,8 +288,6 @@ def cmd_compile(args) -> int:
 
 def cmd_bench(args) -> int:
     import torch
-
-    from braze.compiler.artifact import load_artifact
 
     t0 = time.perf_counter()
     art = load_artifact(args.artifact)
@@ -348,8 +340,8 @@ def _db_parser(sub) -> None:
 
 
 def cmd_db(args) -> int:
-    from braze.autotune import dbtools
-    from braze.autotune.db import open_db, safe_url
+    from braze.autotune import dbtools  # lazy: imports sqlalchemy on first use
+    from braze.autotune.db import open_db, safe_url  # lazy: imports sqlalchemy on first use
 
     db = open_db(args.db)
     c = args.db_cmd

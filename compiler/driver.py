@@ -6,11 +6,14 @@ import logging
 import time
 
 from braze.compiler.report import GraphReport, KernelRecord
-from braze.compiler.runtime import CompiledProgram
+from braze.compiler.runtime import CompiledProgram, written_in_place
 from braze.ir import Category, Graph, get_op, print_graph
 from braze.autotune.contract import target_device
 from braze.passes import PIPELINE, run_pipeline
 from braze.passes.context import PassContext
+from braze.compiler.codegen import supported
+from braze.compiler.kernels import kernels_for
+from braze.compiler.padded_program import PaddedProgram, split_padding_prologue
 
 log = logging.getLogger("braze")
 
@@ -25,16 +28,12 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
     report.notes.extend(str(d) for d in ctx.decisions)
     split = None
     if options.cuda_graphs and optimized.sym_bounds:
-        from braze.compiler.padded_program import split_padding_prologue
-
         split = split_padding_prologue(optimized)
     target = split.body if split is not None else optimized
     launchers = build_launchers(target, options, report)
     report.compile_ms = (time.perf_counter() - t0) * 1e3
     program = CompiledProgram(target, launchers, report, cuda_graphs=_cuda_graphs(options, target))
     if split is not None:
-        from braze.compiler.padded_program import PaddedProgram
-
         return PaddedProgram(optimized, split, program)
     return program
 
@@ -42,8 +41,6 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
 def pass_context(graph: Graph, options) -> PassContext:
     """What the passes may know of the target: the options, the device, and which
     groups a backend the options allow can generate (the code generators' checkers)."""
-    from braze.compiler.codegen import supported
-
     device = target_device(graph)
     kind = "cuda" if device.startswith("cuda") else "cpu"
     return PassContext(options, device, lambda k, sub: supported(k, sub, kind, options.backend))
@@ -54,7 +51,6 @@ def _cuda_graphs(options, graph: Graph) -> bool:
     buffer in place (a decode step: small kernels, launch-bound)."""
     if options.cuda_graphs is not None:
         return bool(options.cuda_graphs)
-    from braze.compiler.runtime import written_in_place
 
     return any(written_in_place(graph.outputs[j], graph.inputs[i].out()) and graph.inputs[i].type.rank >= 3
                for i, j in graph.writes)
@@ -62,8 +58,6 @@ def _cuda_graphs(options, graph: Graph) -> bool:
 
 def build_launchers(graph: Graph, options, report: GraphReport) -> dict:
     """Kernels for fused groups (codegen); every other node runs its ATen op."""
-    from braze.compiler.kernels import kernels_for
-
     launchers = kernels_for(graph, options, report)
     for n in graph.compute_nodes:
         if n in launchers:

@@ -24,6 +24,7 @@ from typing import Mapping, Optional
 
 import torch
 import torch.utils._pytree as pytree
+from braze.ir.padding import padded_outputs
 
 UNPACKED, PADDED, LENIENT = "unpacked", "padded", "lenient"
 
@@ -110,8 +111,6 @@ def policy_for(graph, input_names: list, inputs: list, out_leaves: list) -> dict
     """The per-leaf policy of ``compare_outputs`` for a compiled ``graph``: ``inputs``
     are its input tensors (names ``input_names``), ``out_leaves`` the manifest's
     (kind, graph output index) per output leaf."""
-    from braze.ir.padding import padded_outputs
-
     mask_i, kinds = padded_outputs(graph)
     if mask_i is None and not kinds:
         mask_i = _mask_input(input_names, inputs)

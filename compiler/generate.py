@@ -26,6 +26,8 @@ from typing import Any, Optional
 import torch
 
 from braze.compiler.sampling import Sampler, SamplingParams
+from braze.autotune.options import Options
+from braze.compiler.backend import make_backend
 
 log = logging.getLogger("braze.generate")
 
@@ -281,9 +283,6 @@ def _eos(model, eos_token_id) -> Optional[int]:
 
 
 def _state(model, options: dict) -> _ModelState:
-    from braze.compiler.backend import make_backend
-    from braze.autotune.options import Options
-
     opts = Options.from_dict(options)
     per_model = _STATES.setdefault(model, {})
     key = repr(sorted(options.items()))

@@ -25,9 +25,12 @@ from braze.autotune import contract
 from braze.autotune.contract import (GENERATORS, Choice, Kernel, LibraryKernel, backend_allows,  # noqa: F401
                                      canonical_ir, node_graph, problem_of, register_generator,
                                      set_generator_loader, structural_key, target_device)
-from braze.autotune.space import Config, DeviceInfo
+from braze.autotune.space import Config, DeviceInfo, device_info
 from braze.compiler.report import GraphReport, KernelRecord
 from braze.ir import Graph, Node
+from braze.ir.decline import Decline
+from braze.autotune.select import select
+from braze.compiler.codegen import _load
 
 log = logging.getLogger("braze.kernels")
 
@@ -48,8 +51,6 @@ class Launcher:
         return self.candidates[0]
 
     def bind(self, env: Mapping[str, int]) -> Callable[..., Any]:
-        from braze.autotune.select import select
-
         problem = self.primary.problem(env)
         pkey = repr(sorted(problem.items()))
         choice = self.choices.get(pkey)
@@ -95,7 +96,6 @@ def _fused_ops(node: Node) -> list[str]:
 def _load_generators() -> None:
     # Importing a codegen package registers its generator; a backend whose
     # compiler is not installed (no triton, no tvm) simply registers nothing.
-    from braze.compiler.codegen import _load
 
     _load()
 
@@ -105,8 +105,6 @@ set_generator_loader(lambda: _load_generators())  # NOTE: looked up per call (te
 
 def kernels_for(graph: Graph, options, report: GraphReport) -> dict[Node, Launcher]:
     """A Launcher for each node some generator accepts."""
-    from braze.autotune.space import device_info
-
     launchers: dict[Node, Launcher] = {}
     if options.backend == "torch":
         return launchers
@@ -117,7 +115,11 @@ def kernels_for(graph: Graph, options, report: GraphReport) -> dict[Node, Launch
         for name, gen in contract.GENERATORS:  # NOTE: looked up per call (tests swap the registry)
             if not backend_allows(options.backend, name):
                 continue
-            cands.extend(gen(n, graph, options, dev) or ())
+            got = gen(n, graph, options, dev)
+            if isinstance(got, Decline):  # a template that does not apply says why (braze.explain shows it)
+                report.notes.append(f"{name} declines {n.name or n.op}: {got.reason}")
+                continue
+            cands.extend(got or ())
         if not cands:
             continue
         cands.append(LibraryKernel(n))

@@ -88,7 +88,7 @@ class Sampler:
         if logits.dim() != 2:
             raise ValueError(f"the sampler takes logits [batch, vocab], got shape {tuple(logits.shape)}")
         if self.fused:
-            from braze.compiler.codegen.triton.sampling import sample_fused
+            from braze.compiler.codegen.triton.sampling import sample_fused  # lazy: imports triton on first use
 
             return sample_fused(logits, self.params, self.seed)
         return sample_reference(logits, self.params, self.generator)

@@ -4,15 +4,15 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from typing import Any, Mapping, Optional
+from braze.autotune.distributed import resolve_workers, run_tasks, run_workers, tasks_for
+from braze.compiler.artifact import compile_model, kwarg_order
+from braze.ir.interpreter import bind_symbols
 
 log = logging.getLogger("braze.autotune")
 
 
 def model_tasks(model, args: tuple, kwargs: Mapping[str, Any], options) -> tuple[list, Any]:
     """Capture and compile ``model`` (no kernel selection work) and list its tuning tasks."""
-    from braze.autotune.distributed import tasks_for
-    from braze.compiler.artifact import compile_model
-
     extra = dict(getattr(options, "extra", None) or {}, select="first")
     art = compile_model(model, args, kwargs, options.replace(tune=False, extra=extra), check=False)
     m = art.manifest
@@ -27,8 +27,6 @@ def planned_symbols(graph, inputs, syms) -> dict:
     count of a padding-eliminated graph (a run-time symbol) at its upper bound,
     as ``CompiledProgram`` plans it, so tuning fills the database entries that
     the run looks up."""
-    from braze.ir.interpreter import bind_symbols
-
     env = bind_symbols(graph, inputs, syms)
     for s, bound in graph.sym_bounds:
         env.setdefault(s, bound if isinstance(bound, int) else bound.eval(env))
@@ -37,8 +35,6 @@ def planned_symbols(graph, inputs, syms) -> dict:
 
 def _leaves(art, args, kwargs):
     import torch.utils._pytree as pytree
-
-    from braze.compiler.artifact import kwarg_order
 
     order = kwarg_order(art.in_spec)
     if order is not None:
@@ -51,8 +47,7 @@ def tune_model(model, args: tuple, kwargs: Mapping[str, Any], options, budget, w
     """Tune each distinct kernel of ``model`` at the example's shapes; every
     trial goes to the tuning database of ``options``. ``workers`` > 1 (or
     "auto") runs that many worker processes sharing the studies."""
-    from braze.autotune.db import TuningDB, default_url, safe_url
-    from braze.autotune.distributed import resolve_workers, run_tasks, run_workers
+    from braze.autotune.db import TuningDB, default_url, safe_url  # lazy: imports sqlalchemy on first use
 
     tasks, _ = model_tasks(model, args, kwargs, options)
     url = default_url(options.tuning_db)

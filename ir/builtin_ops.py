@@ -6,7 +6,9 @@ torch reference.
 """
 from __future__ import annotations
 
-from braze.ir.registry import Category, OpDef, register
+from braze.ir.registry import Category, OpDef, REGISTRY, register
+from braze.ir.interpreter import interpret
+from braze.ir.types import TensorType
 
 
 def _io_ref(*args, **kwargs):
@@ -24,8 +26,6 @@ register(OpDef("constant", Category.IO, _io_ref, infer=_io_infer,
 
 def _fused_ref(*inputs, graph, kind="", **_):
     """Run the fused group's subgraph with the reference interpreter."""
-    from braze.ir.interpreter import interpret
-
     outs = interpret(graph, *inputs)
     return outs if len(outs) > 1 else outs[0]
 
@@ -36,8 +36,6 @@ def _fused_infer(*inputs, graph, **_):
 
 def _fused_sample(node, env, generator) -> dict:
     """The invariants the group's own ops need of its operands (``OpDef.sample`` of each)."""
-    from braze.ir.registry import REGISTRY
-
     sub = node.attr("graph")
     outer = dict(zip((n.out() for n in sub.inputs), node.inputs))
     out = {}
@@ -63,8 +61,6 @@ def _sdpa_ref(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=F
 
 
 def _sdpa_infer(q, k, v, attn_mask=None, is_causal=False, scale=None, enable_gqa=False):
-    from braze.ir.types import TensorType
-
     return (TensorType(q.type.shape[:-1] + v.type.shape[-1:], q.type.dtype, q.type.device),)
 
 

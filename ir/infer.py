@@ -16,7 +16,7 @@ import torch
 
 from braze.ir.graph import Value, map_syms, map_values
 from braze.ir.registry import get_op
-from braze.ir.types import Sym, TensorType, device_name, sym
+from braze.ir.types import Sym, TensorType, device_name, dims_equal, sym
 
 
 class TypeInferenceError(TypeError):
@@ -167,7 +167,6 @@ def check_types(op: str, args: tuple, kwargs: tuple, overload: str, declared: tu
             return f"output {i} declares dtype {a.dtype}, its type rule gives {b.dtype}"
         if len(a.shape) != len(b.shape):
             return f"output {i} declares shape {list(a.shape)}, its type rule gives {list(b.shape)}"
-        from braze.ir.types import dims_equal
 
         if not all(dims_equal(x, y) for x, y in zip(a.shape, b.shape)):
             return f"output {i} declares shape {[str(d) for d in a.shape]}, its type rule gives {[str(d) for d in b.shape]}"

@@ -6,6 +6,7 @@ from typing import Iterable
 import networkx as nx
 
 from braze.ir.graph import Graph, Node
+from braze.ir.printer import format_type
 
 
 def to_networkx(graph: Graph) -> nx.DiGraph:
@@ -42,8 +43,6 @@ def reachable(g: nx.DiGraph, sources: Iterable[Node]) -> set[Node]:
 
 def to_dot(graph: Graph, label_of=None) -> str:
     """Graphviz DOT text of the dataflow graph."""
-    from braze.ir.printer import format_type
-
     g = to_networkx(graph)
     ids = {n: f"n{i}" for i, n in enumerate(graph.nodes)}
     lines = [f'digraph "{graph.name}" {{', "  node [shape=box, fontname=monospace];"]

@@ -22,19 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from braze.ir import Graph
-
-
-@dataclass(frozen=True)
-class Decline:
-    """A rule that did not apply, and the reason it gives."""
-
-    pass_name: str
-    rule: str
-    reason: str
-    graph: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.pass_name}: {self.rule} declined: {self.reason}"
+from braze.ir.decline import Decline
 
 
 @dataclass

@@ -30,11 +30,12 @@ import torch
 
 from braze.ir import Category, Graph, Node, Value, get_op, sym
 from braze.ir import attention_varlen as _varlen  # noqa: F401 - the attention_varlen op
-from braze.ir.builder import Builder
+from braze.ir.builder import Builder, eliminate_dead
 from braze.ir.graph import map_values
 from braze.ir.types import Dim, TensorType, dim_mul, dims_equal
 from braze.passes.mask_algebra import classify
 from braze.passes.context import PassContext
+from braze.passes.fuse import _le
 
 log = logging.getLogger("braze.passes")
 
@@ -442,7 +443,6 @@ class _Packer:
                 for i in range(len(n.types)):
                     self.env[n.out(i)] = m.out(i)
         outputs = tuple(self.padded(v) for v in self.g.outputs)
-        from braze.ir.builder import eliminate_dead
 
         g = replace(self.g, nodes=tuple(self.b.nodes), inputs=tuple(self.b.inputs), outputs=outputs,
                     constants=self.b.constants,
@@ -492,8 +492,6 @@ def _blocks(src: list, dst: list):
 
 
 def _smaller(a, b) -> bool:
-    from braze.passes.fuse import _le
-
     return _le(a, b) and not dims_equal(a, b)
 
 

@@ -34,7 +34,7 @@ from typing import Callable, Optional
 from braze.ir import Category, Graph, Node, get_op
 from braze.passes.context import PassContext
 from braze.ir.fused import fuse_groups, subgraph_of, unbound_symbols
-from braze.ir.types import TensorType
+from braze.ir.types import TensorType, dim_mul, dim_symbols, dims_equal, eval_dim
 
 GEMMS = frozenset({"mm", "addmm", "bmm"})
 REDUCTIONS = frozenset({"sum", "mean", "amax", "amin", "var", "var_mean", "_softmax", "_log_softmax"})
@@ -53,8 +53,6 @@ class FuseConfig:
 
 
 def _numel(t: TensorType):
-    from braze.ir.types import dim_mul
-
     n = 1
     for d in t.shape:
         n = dim_mul(n, d)
@@ -317,8 +315,6 @@ class _Partitioner:
 
 
 def _eq(a, b) -> bool:
-    from braze.ir.types import dims_equal
-
     return dims_equal(a, b)
 
 
@@ -328,7 +324,6 @@ def _le(a, b) -> bool:
     Only fusion choices depend on it, never correctness."""
     if isinstance(a, int) and isinstance(b, int):
         return a <= b
-    from braze.ir.types import dim_symbols, eval_dim
 
     names = dim_symbols(a) | dim_symbols(b)
     return all(eval_dim(a, env) <= eval_dim(b, env) for env in ({s: 2 for s in names}, {s: 4096 for s in names}))

@@ -18,6 +18,7 @@ from typing import Optional
 
 from braze.ir import Graph, Node, Value
 from braze.ir.builder import Builder
+from braze.passes.context import PassContext
 from braze.passes.rules import Rule, apply_rules
 
 
@@ -160,4 +161,4 @@ RULES = [
 
 
 def normalize_views(graph: Graph, ctx=None) -> Graph:
-    return apply_rules(graph, RULES)
+    return apply_rules(graph, RULES, ctx=PassContext.of(ctx) if ctx is not None else None, pass_name="normalize_views")

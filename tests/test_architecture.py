@@ -107,3 +107,22 @@ def test_dev_tools_are_not_in_the_product_package():
     modules = _modules()
     for name in ("demo", "hf_models", "greedy", "cuda_export", "aot"):
         assert not [m for m in modules if m.rsplit(".", 1)[-1] == name], f"{name} belongs in tools/"
+
+
+def test_function_local_imports_say_why():
+    """An import inside a function is there to keep a heavy module (triton, tvm, ...) or the
+    API's first import lazy; each says so with a ``# lazy:`` note (cycles need none: there
+    are none)."""
+    missing = []
+    for m, path in _modules().items():
+        src = open(path).read()
+        lines = src.splitlines()
+        for fn in ast.walk(ast.parse(src)):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for st in ast.walk(fn):
+                if isinstance(st, ast.ImportFrom) and st.module and st.module.startswith("braze"):
+                    here = lines[st.lineno - 1] + (lines[st.lineno - 2] if st.lineno > 1 else "")
+                    if "# lazy:" not in here:
+                        missing.append(f"{os.path.relpath(path, ROOT)}:{st.lineno}")
+    assert not missing, "function-local imports without a '# lazy:' reason: " + ", ".join(sorted(set(missing)))

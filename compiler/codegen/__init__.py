@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import traceback
 from typing import Callable
+from braze.autotune.contract import backend_allows
 
 log = logging.getLogger("braze.codegen")
 
@@ -33,7 +34,6 @@ def supported(kind: str, subgraph, device_kind: str, backend: str = "auto") -> b
     if backend == "torch":
         return False
     _load()
-    from braze.autotune.contract import backend_allows
 
     for name, check in CHECKERS.items():
         if not backend_allows(backend, name):

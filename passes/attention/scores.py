@@ -30,7 +30,7 @@ import torch
 from braze.ir import Value
 from braze.ir.types import Dim, dims_equal
 from braze.passes.attention.layout import Expr, Operand, is_noop_slice, mk, producer, scalar_value, shape_of
-from braze.passes.attention.masks import FALSE, MaskAnalysis, Pred, TRUE, _tri_atom, negate
+from braze.passes.attention.masks import FALSE, MaskAnalysis, Pred, TRUE, _tri_atom, fit_band, negate
 
 NEG_INF = -65504.0
 
@@ -166,8 +166,6 @@ class ScoreAnalysis:
             if bool(zero.all()):
                 return _empty(frame)
             if bool((zero | hidden).all()):
-                from braze.passes.attention.masks import fit_band
-
                 p = fit_band(zero)
                 if p is not None:
                     return _empty(frame).masked(p.with_source(mk("eq", v, 0.0, overload="Scalar")), frame)

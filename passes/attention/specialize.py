@@ -40,6 +40,8 @@ from braze.passes.attention.scores import Frame, ScoreAnalysis
 from braze.passes.attention.alibi import alibi_slopes
 from braze.passes.context import PassContext
 from braze.passes.rules import Rule
+from braze.passes.mask_algebra import classify
+from braze.passes.normalize_views import normalize_views
 
 log = logging.getLogger("braze.passes")
 
@@ -402,8 +404,6 @@ def find_attention(graph: Graph, strict: bool = False) -> tuple[dict, list]:
 
 def specialize_attention(graph: Graph, ctx=None) -> Graph:
     """Rewrite every attention braze can prove into one ``attention`` op."""
-    from braze.passes.normalize_views import normalize_views
-
     ctx = PassContext.of(ctx)
     plans, events = find_attention(graph, strict=bool(ctx.option("strict", False)))
     for e in events:
@@ -443,8 +443,6 @@ def _positional_mask(plan: Plan, graph: Graph) -> None:
     """A kept mask tensor that the mask algebra proves to be only a causal or
     windowed pattern (``passes/mask_algebra.py``: symbolic evaluation, decided
     over the whole index space) becomes those attributes, without the tensor."""
-    from braze.passes.mask_algebra import classify
-
     a = plan.attrs
     if not isinstance(plan.mask, Value) or plan.slopes is not None or a["causal"] != "none" or a["window"]:
         return

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import braze
 from braze.compiler.backend import make_backend
 from braze.config import Options
 
@@ -137,6 +138,11 @@ def test_softcapped_scores_are_not_attention():
 
     attn, _ = compile_and_check(fn, [_qkv(5)])
     assert attn == []
+    # braze.explain shows the declined rule and its reason (one Decline mechanism, passes/context.py)
+    report = braze.explain(fn, *_qkv(5), options={"strict": True})
+    notes = [n for g in report.graphs for n in g.notes]
+    assert any(n.startswith("specialize_attention: matmul(softmax") and "declined:" in n for n in notes), notes
+    assert "declined:" in str(report)
 
 
 @pytest.mark.parametrize("window", [3, 5])

@@ -22,8 +22,10 @@ import triton  # noqa: F401  - an ImportError here means: no Triton backend on t
 
 from braze.compiler.codegen import register_checker
 from braze.compiler.codegen.triton.indexing import Unsupported
-from braze.compiler.codegen.triton.kernel import Generated, TritonKernel
+from braze.compiler.codegen.triton.kernel import Generated, TritonKernel, canonical_text
 from braze.ir import Graph, Node
+from braze.autotune.contract import register_generator
+from braze.compiler.codegen.triton import gemm, pointwise, reduction
 
 log = logging.getLogger("braze.codegen.triton")
 
@@ -46,8 +48,6 @@ def generate_group(kind: str, graph: Graph) -> Generated:
 
     Memoised by the subgraph's canonical text: the same group in every layer
     is generated once (the fusion pass asks the checker often)."""
-    from braze.compiler.codegen.triton.kernel import canonical_text
-
     key = (kind, canonical_text(graph))
     hit = _GENERATED.get(key)
     if hit is None:
@@ -65,16 +65,10 @@ def generate_group(kind: str, graph: Graph) -> Generated:
 
 def _generate(kind: str, graph: Graph) -> Generated:
     if kind == "pointwise":
-        from braze.compiler.codegen.triton import pointwise
-
         return pointwise.generate(graph)
     if kind == "reduction":
-        from braze.compiler.codegen.triton import reduction
-
         return reduction.generate(graph)
     if kind == "gemm":
-        from braze.compiler.codegen.triton import gemm
-
         return gemm.generate(graph)
     raise Unsupported(f"no Triton template for kind {kind!r}")
 
@@ -125,8 +119,6 @@ register_checker("triton", supports)
 
 
 def _register_generator() -> None:
-    from braze.autotune.contract import register_generator
-
     register_generator("triton", generate)
 
 

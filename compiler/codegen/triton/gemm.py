@@ -29,13 +29,14 @@ import torch
 
 from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
 from braze.compiler.codegen.triton import exprs, scatter
-from braze.compiler.codegen.triton.emit import LAYOUT, Emitter, operand_names
+from braze.compiler.codegen.triton.emit import (Emitter, IDENTITIES, LAYOUT, PERMUTES, RESHAPES, _perm, _slice_args,
+                                                operand_names)
 from braze.compiler.codegen.triton.exprs import TV
 from braze.compiler.codegen.triton.indexing import (Index, Unsupported, atom, atom_extents, domain_index, eq, nonneg,
                                                      prod, quotient, render_size, size)
 from braze.compiler.codegen.triton.layout import map_broadcast, map_reshape
-from braze.compiler.codegen.triton.kernel import (Generated, bind_symbols_code, bucket, dtype_name,
-                                                  kernel_def, launch_call, next_pow2, operand_signature)
+from braze.compiler.codegen.triton.kernel import (Generated, bind_symbols_code, bucket, dtype_name, kernel_def,
+                                                  launch_call, next_pow2, operand_signature, shape_code)
 from braze.ir import Graph, Value
 
 GEMMS = ("mm", "addmm", "bmm")
@@ -435,9 +436,6 @@ def generate(graph: Graph) -> Generated:
 def tma_view_code(v: Value, graph: Graph):
     """Python code building operand ``v`` from the launcher's ``in{i}`` with torch views, or
     None when some op on the way is not a view (then only the pointer kernel exists)."""
-    from braze.compiler.codegen.triton.emit import IDENTITIES, PERMUTES, RESHAPES, _perm, _slice_args
-    from braze.compiler.codegen.triton.kernel import shape_code
-
     n = v.node
     if n.op == "input":
         return f"in{graph.inputs.index(n)}"

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 from braze.autotune.space import Config, Space
 from braze.ir import Graph, Node
+from braze.ir.decline import Decline
 
 from braze.compiler.codegen.triton_attention import launch
 from braze.compiler.codegen.triton_attention.sdpa import (FlashVarlenAttention, SdpaAttention, flash_varlen_maps,
@@ -31,7 +32,7 @@ log = logging.getLogger("braze.codegen.attention")
 
 @functools.lru_cache(maxsize=1)
 def _template_source() -> str:
-    from braze.compiler.codegen.triton_attention import template
+    from braze.compiler.codegen.triton_attention import template  # lazy: imports triton on first use
 
     return inspect.getsource(template)
 
@@ -148,6 +149,8 @@ def generate(node: Node, graph: Graph, options, device) -> list:
     reason = why_unsupported(spec)
     if reason is not None:
         log.info("triton_attention declines %s: %s", node.name or node.op, reason)
+        if not (sdpa_maps(spec, device.kind) or flash_varlen_maps(spec, device.kind)):
+            return Decline.because(reason, "triton attention template", "triton_attention")
     elif device_ok(device.kind):
         out.append(TritonAttentionVarlen(spec) if spec.varlen else TritonAttention(spec))
     if sdpa_maps(spec, device.kind):

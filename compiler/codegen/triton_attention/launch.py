@@ -18,6 +18,7 @@ from typing import Mapping, Optional
 import torch
 
 from braze.compiler.codegen.triton_attention import template as _template_mod
+from braze.compiler.codegen.calls import ACTIVE
 
 log = logging.getLogger("braze.codegen.attention")
 
@@ -372,8 +373,6 @@ def _shared_summary(splan: "_SummaryPlan", tpl, mask: torch.Tensor) -> torch.Ten
     NOTE: keyed by the program call in progress (``codegen.calls.ACTIVE``; nothing is kept
     outside one) and the mask object itself, held until the next summary: a tensor
     alive in the entry cannot be another one."""
-    from braze.compiler.codegen.calls import ACTIVE
-
     call = ACTIVE[0]
     last = _LAST_SUMMARY[0]
     if call and last is not None and last[0] == call and last[1] is mask and last[2] == splan:

@@ -167,6 +167,6 @@ def why_unsupported(spec: AttentionSpec) -> Optional[str]:
 
 
 def device_ok(device_kind: str) -> bool:
-    from braze.compiler.codegen.triton_attention.launch import interpreting
+    from braze.compiler.codegen.triton_attention.launch import interpreting  # lazy: imports triton on first use
 
     return device_kind == "cuda" or (device_kind == "cpu" and interpreting())

@@ -11,7 +11,7 @@ if tvm_installed():
     from braze.autotune.contract import register_generator
 
     def _generate(node, graph, options, device):
-        from braze.compiler.codegen.tvm.generator import generate
+        from braze.compiler.codegen.tvm.generator import generate  # lazy: imports tvm on first use
 
         return generate(node, graph, options, device)
 

@@ -23,7 +23,7 @@ import torch
 import tvm
 from tvm import s_tir, te, tirx
 
-from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space, pow2_bucket
+from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space, device_info, pow2_bucket
 from braze.compiler.codegen.tvm.kernel import TVMKernel, _sym_sources
 from braze.compiler.codegen.tvm.lazy import Ctx, Lazy, convert, store
 from braze.compiler.codegen.tvm.lower import Lowered, LowerOptions, Nest, OutSpec, _reduce_last, make_inputs
@@ -32,6 +32,7 @@ from braze.compiler.codegen.tvm.schedule_cpu import _lanes, _vectorize_lanes
 from braze.autotune.contract import structural_key
 from braze.ir import Node
 from braze.ir.types import DTYPE_NAMES, eval_dim
+from braze.ir.attention import attention_reference
 
 
 def _default(problem, device: DeviceInfo) -> dict:
@@ -107,7 +108,7 @@ def lower_attention(node: Node, strided: frozenset, bq: int, lanes: int) -> Lowe
             ok = tirx.And(ok, c)
         return tirx.Select(ok, s, neg_inf)
 
-    from braze.compiler.codegen.tvm.fastmath import Math
+    from braze.compiler.codegen.tvm.fastmath import Math  # lazy: imports tvm on first use
 
     m = Math("llvm")
     S = Lazy((B, Hq, Sq, Sk), acc_dtype, score)
@@ -215,8 +216,6 @@ class TVMAttentionKernel(TVMKernel):
     @property
     def source(self) -> str:
         if "default" not in self._sources:
-            from braze.autotune.space import device_info
-
             env = {s: 128 for t in self.input_types for s in t.symbols}
             cfg = self.space.default_config(self.problem(env), device_info("cpu"))
             self._sources["default"] = self.scheduled(cfg).script()
@@ -226,8 +225,6 @@ class TVMAttentionKernel(TVMKernel):
         return lower_attention(self.node, strided, int(config["bq"]), int(config["vec"]))
 
     def _reference(self):
-        from braze.ir.attention import attention_reference
-
         kw = {k: v for k, v in self.node.kw.items() if k not in ("mask", "slopes")}
         has_mask = attention_args(self.node)[3] is not None
 

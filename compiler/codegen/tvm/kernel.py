@@ -22,9 +22,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from braze.autotune.space import Config, DeviceInfo, Space, pow2_bucket
-from braze.compiler.codegen.tvm.ops import GEMM, REDUCTION
-from braze.autotune.contract import structural_key
+from braze.autotune.space import Config, DeviceInfo, Space, device_info, pow2_bucket
+from braze.compiler.codegen.tvm.ops import GEMM, LAYOUT, REDUCTION
+from braze.autotune.contract import LibraryKernel, structural_key
 from braze.compiler.codegen.calls import version_of
 from braze.ir import Graph, Node
 from braze.ir.types import DTYPE_NAMES, Sym, eval_dim
@@ -74,7 +74,7 @@ class TVMKernel:
     _sources: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        from braze.compiler.codegen.tvm import schedule_cpu, schedule_cuda
+        from braze.compiler.codegen.tvm import schedule_cpu, schedule_cuda  # lazy: imports tvm on first use
 
         self.sub: Graph = self.node.attr("graph")
         self.name = self.name or f"tvm_{self.node.attr('name') or self.kind}"
@@ -102,7 +102,7 @@ class TVMKernel:
         g = [n for n in sub.nodes if n.op in GEMM][0]
         a = (g.args[1] if g.op == "addmm" else g.args[0]).type
         b = (g.args[2] if g.op == "addmm" else g.args[1]).type
-        from braze.compiler.codegen.tvm.lower import prepack_operand
+        from braze.compiler.codegen.tvm.lower import prepack_operand  # lazy: imports tvm on first use
 
         return {"batch": _bucket(a.shape[0], env) if a.rank == 3 else 1, "M": _bucket(a.shape[-2], env),
                 "N": _bucket(b.shape[-1], env), "K": _bucket(a.shape[-1], env),
@@ -113,8 +113,6 @@ class TVMKernel:
     def source(self) -> str:
         """TVMScript of the kernel scheduled with its default config (for the report and dumps)."""
         if "default" not in self._sources:
-            from braze.autotune.space import device_info
-
             env = {s: 128 for s in _all_symbols(self.sub)}
             dev = device_info("cpu") if self.device_kind == "cpu" else _cuda_info()
             cfg = self.space.default_config(self.problem(env), dev)
@@ -146,13 +144,12 @@ class TVMKernel:
             raise KernelBuildError(msg) from e
 
     def _reference(self) -> Callable[..., Any]:  # NOTE: for empty operands (see Runner._empty)
-        from braze.autotune.contract import LibraryKernel
 
         return LibraryKernel(self.node).compile({})
 
     # --- building ----------------------------------------------------------------
     def lowered(self, config: Config, strided: frozenset = frozenset()):
-        from braze.compiler.codegen.tvm.lower import LowerOptions, lower_group
+        from braze.compiler.codegen.tvm.lower import LowerOptions, lower_group  # lazy: imports tvm on first use
 
         cuda = self.device_kind == "cuda"
         opts = LowerOptions(
@@ -173,7 +170,7 @@ class TVMKernel:
         return lower_group(self.sub, self.kind, opts)
 
     def schedule_module(self, low, config: Config):
-        from braze.compiler.codegen.tvm import schedule_cpu, schedule_cuda
+        from braze.compiler.codegen.tvm import schedule_cpu, schedule_cuda  # lazy: imports tvm on first use
 
         sched = schedule_cuda if self.device_kind == "cuda" else schedule_cpu
         return sched.schedule(low, config)
@@ -184,7 +181,7 @@ class TVMKernel:
 
     def build(self, config: Config, strided: frozenset = frozenset()):
         """(lowered, packed function) for one config and one set of strided operands."""
-        from braze.compiler.codegen.tvm import build as B
+        from braze.compiler.codegen.tvm import build as B  # lazy: imports tvm on first use
 
         low = self.lowered(config, strided)
         mod = self.schedule_module(low, config)
@@ -195,8 +192,8 @@ class TVMKernel:
     def build_pack(self, config: Config, strided: frozenset = frozenset()):
         """The prepacking function of a GEMM's constant B for one layout of B:
         (lowered, packed function); its stride scalars are ``lowered.pack_stride_params``."""
-        from braze.compiler.codegen.tvm import build as B
-        from braze.compiler.codegen.tvm.schedule_cpu import schedule_pack
+        from braze.compiler.codegen.tvm import build as B  # lazy: imports tvm on first use
+        from braze.compiler.codegen.tvm.schedule_cpu import schedule_pack  # lazy: imports tvm on first use
 
         low = self.lowered(config, strided)
         mod = schedule_pack(low.pack_func, bool(config.get("parallel", True)))
@@ -340,8 +337,6 @@ def _warn_spinning_openmp() -> None:
 
 def _constant_data(v) -> bool:
     """A graph constant, or a view of one (e.g. nn.Linear's transposed weight)."""
-    from braze.compiler.codegen.tvm.ops import LAYOUT
-
     n = v.node
     while n.op in LAYOUT and len(n.inputs) == 1:
         n = n.inputs[0].node
@@ -350,7 +345,7 @@ def _constant_data(v) -> bool:
 
 def _k_lanes(types) -> int:
     """Vector lanes of the float32 (or float64) accumulation on this CPU."""
-    from braze.compiler.codegen.tvm.schedule_cpu import vector_bytes
+    from braze.compiler.codegen.tvm.schedule_cpu import vector_bytes  # lazy: imports tvm on first use
 
     wide = any(t.dtype == torch.float64 for t in types)
     return max(2, vector_bytes() // (8 if wide else 4))
@@ -385,7 +380,5 @@ def _cuda_arch() -> str:
 
 def _cuda_info() -> DeviceInfo:
     if torch.cuda.is_available():
-        from braze.autotune.space import device_info
-
         return device_info("cuda")
     return DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 132, 227 * 1024, 65536, 50 * 1024 * 1024)

@@ -111,7 +111,7 @@ def select(ctx: Ctx, x: Lazy, dim: int, index, out_dims: tuple) -> Lazy:
 
 
 def cat(ctx: Ctx, xs: Sequence[Lazy], dim: int, out_dims: tuple, out_dtype) -> Lazy:
-    from braze.compiler.codegen.tvm.lazy import convert
+    from braze.compiler.codegen.tvm.lazy import convert  # lazy: imports tvm on first use
 
     rank = len(out_dims)
     dim = _norm_dim(dim, rank)
@@ -157,7 +157,7 @@ def _cat_guarded(parts, offsets, dim: int, out_dtype):
     The condition is written on ``i // g`` with ``g`` the gcd of the static
     offsets, so that it is uniform over an aligned vector of lanes and the
     loop stays vectorised (TVM's CUDA code cannot hold a vector of bools)."""
-    from braze.compiler.codegen.tvm.lazy import convert
+    from braze.compiler.codegen.tvm.lazy import convert  # lazy: imports tvm on first use
 
     stat = [int(o.value) for o in offsets[1:] if isinstance(o, tirx.IntImm)]
     g = 0

@@ -35,7 +35,7 @@ from braze.compiler.codegen.tvm.lower import Lowered, Nest
 
 def vector_bytes() -> int:
     """Widest vector register of this CPU in bytes (64 with AVX-512)."""
-    from braze.compiler.codegen.tvm.build import cpu_features
+    from braze.compiler.codegen.tvm.build import cpu_features  # lazy: imports tvm on first use
 
     f = cpu_features()
     if "avx512f" in f:
