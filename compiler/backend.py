@@ -77,6 +77,9 @@ class DynamoEntry:
         self.spec = spec
         self.graph = graph
         self.has_syms = any(kind == "sym" for kind, _ in spec.leaves)
+        # NOTE: the outputs are the leaves in order (no literal, no symbol, no write-back output after them)
+        self.direct = [x for _, x in spec.leaves] == list(range(len(spec.leaves))) and all(
+            kind == "value" for kind, _ in spec.leaves) and len(graph.outputs) == len(spec.leaves)
         self._sym_envs: dict = {}
         self.bound = [example_inputs[i] for i, _ in spec.constants]
         self.versions = [version_of(t) for t in self.bound]
@@ -96,8 +99,11 @@ class DynamoEntry:
         if spec.constants:
             self._check_constants(args)
         inputs = [args[i] for i in spec.inputs]
-        sym_values = [args[i] for i in spec.syms]
-        outs = self.program(*inputs, sym_values=sym_values)
+        sym_values = [args[i] for i in spec.syms] if spec.syms else ()
+        run = getattr(self.program, "run", None)
+        outs = run(inputs, sym_values) if run is not None else self.program(*inputs, sym_values=sym_values)
+        if self.direct:  # the outputs are the leaves, in order
+            return tuple(outs) if spec.is_tuple else outs[0]
         env = self._symbols(inputs, sym_values) if self.has_syms else None
         leaves = [outs[x] if kind == "value" else x.eval(env) if kind == "sym" else x for kind, x in spec.leaves]
         return tuple(leaves) if spec.is_tuple else leaves[0]

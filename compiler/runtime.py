@@ -45,9 +45,13 @@ class CompiledProgram:
         self._plans: "OrderedDict[tuple, Callable]" = OrderedDict()
 
     def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()) -> tuple[torch.Tensor, ...]:
+        return self.run(inputs, sym_values)
+
+    def run(self, inputs: Sequence[torch.Tensor], sym_values: Sequence[int] = ()) -> tuple[torch.Tensor, ...]:
+        """The program on ``inputs`` (a sequence; ``__call__`` takes them as arguments)."""
         CALLS[0] += 1
         try:
-            key = tuple((x.shape, x.dtype, x.device) for x in inputs) + tuple(sym_values)
+            key = tuple([(x.shape, x.dtype, x.device) for x in inputs]) + tuple(sym_values)
             if self.cuda_graphs and self._written:
                 # NOTE: a captured graph writes the buffers it was captured with: another
                 # cache (a new generate call) gets its own capture, not a copy in and out.

@@ -236,11 +236,25 @@ class Runner:
         self._bits_in = [i for i, t in enumerate(kernel.input_types) if bits and t.dtype == torch.bfloat16]
         self._bits_out = [bits and s.dtype == torch.bfloat16 for s in self.outputs]
         self._dtypes = [torch.int16 if b else s.dtype for s, b in zip(self.outputs, self._bits_out)]
+        # NOTE: the common call (static shapes, one output, no bf16 bit views, no prepacked
+        # operand) takes a short path: per-call Python is most of a small kernel's time.
+        self._simple = self.static and self.single and not self._bits_in and not any(self._bits_out) \
+            and self.prepack is None and all(d > 0 for d in self._alloc[0])
+        if self._simple:
+            self._alloc0, self._dtype0, self._view0 = self._alloc[0], self._dtypes[0], self._views[0]
 
     def _env(self, xs) -> dict:
         return {name: int(xs[pos].shape[d]) for name, (pos, d) in self.kernel._sym_sources.items()}
 
     def __call__(self, *xs):
+        if self._simple:
+            for x in xs:
+                if x.data_ptr() % ALIGN or not x.is_contiguous():
+                    break
+            else:
+                out = torch.empty(self._alloc0, dtype=self._dtype0, device=self.device)
+                self.fn(*xs, out)
+                return out if self._view0 is None else out.view(self._view0)
         if self.static:
             outs = [torch.empty(s, dtype=t, device=self.device) for s, t in zip(self._alloc, self._dtypes)]
             views = self._views
