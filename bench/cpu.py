@@ -33,11 +33,12 @@ import statistics
 import sys
 import time
 
-# NOTE: every variant runs in this one process under one OpenMP wait policy.
-# PASSIVE (braze's own default when it is imported before torch) keeps torch's
-# OpenMP threads from spin-waiting over TVM's workers; set OMP_WAIT_POLICY=ACTIVE
-# to measure the other way (results/README.md has both).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# NOTE: --isolated (the headline) runs each implementation in its own fresh process, as
+# a user runs it: torch imported first, no environment variable set. The interleaved
+# mode runs every variant in this one process under one OpenMP wait policy (PASSIVE
+# unless OMP_WAIT_POLICY is set), kept for kernel studies.
+if "--isolated" not in sys.argv and "--one" not in sys.argv:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
@@ -247,6 +248,62 @@ def bench_models(models, batches, seq: int, rounds: int, greedy: bool, tune: int
     return rows
 
 
+def one_model(fam: str, batch: int, seq: int, contender: str, rounds: int) -> dict:
+    """One implementation of one case, timed in this process (a child of ``--isolated``)."""
+    from tools import hf_models
+
+    presets = {"gpt2": hf_models.GPT2_SMALL, "bert": hf_models.BERT_BASE}
+    model = hf_models.build(fam, **presets[fam])
+    inp = hf_models.inputs(batch=batch, seq=seq, vocab_size=1000)
+    kw = dict(inp) if fam == "bert" else dict(inp, use_cache=False)
+    with torch.inference_mode():
+        ref = model(**kw)[0]
+    if contender == "eager":
+        m = model
+    elif contender == "torch.compile":
+        m = torch.compile(model)
+    else:
+        import braze
+
+        m = braze.jit(model)   # the default: backend="auto"
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = m(**kw)[0]
+    compile_s = time.perf_counter() - t0
+    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3)
+
+    def call():
+        with torch.inference_mode():
+            m(**kw)
+    ts = _timeit(call, rounds, warmup=3)
+    return {"model": fam, "batch": batch, "seq": seq, "contender": contender, "ms": statistics.median(ts) * 1e3,
+            "compile_s": round(compile_s, 1), "threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+def isolated(models, batches, seq: int, rounds: int, threads: int) -> list[dict]:
+    """Every (model, batch, implementation) in its own fresh process, nothing set in the
+    environment but the thread count; the parent only collects."""
+    import subprocess
+
+    rows = []
+    for fam in models:
+        for batch in batches:
+            for contender in ("eager", "torch.compile", "braze"):
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",)}
+                env["PYTHONPATH"] = ROOT
+                cmd = [sys.executable, __file__, "--one", contender, "--models", fam, "--batches", str(batch),
+                       "--seq", str(seq), "--rounds", str(rounds), "--threads", str(threads)]
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+                if out.returncode != 0:
+                    row = {"model": fam, "batch": batch, "contender": contender, "error": out.stderr[-600:]}
+                else:
+                    row = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--models", default="gpt2,bert")
@@ -260,7 +317,35 @@ def main(argv=None) -> int:
                    help="add 'braze tuned': tune=True with this many trials per kernel candidate")
     p.add_argument("--threads", type=int, default=0, help="threads for torch and TVM (default: all cores)")
     p.add_argument("--out", default=None)
+    p.add_argument("--isolated", action="store_true",
+                   help="models only, each implementation in its own fresh process (the headline figures)")
+    p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.one:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(json.dumps(one_model(args.models, int(args.batches), args.seq, args.one, args.rounds)))
+        return 0
+    if args.isolated:
+        rows = isolated(args.models.split(","), [int(b) for b in args.batches.split(",")], args.seq, args.rounds,
+                        args.threads or len(os.sched_getaffinity(0)))
+        ratios = {}
+        for r in rows:
+            if "ms" in r and r["contender"] != "eager":
+                e = next(x for x in rows if x.get("ms") and x["model"] == r["model"] and x["batch"] == r["batch"]
+                         and x["contender"] == "eager")
+                r["x_eager"] = e["ms"] / r["ms"]
+                ratios.setdefault(r["contender"], []).append(r["x_eager"])
+        summary = {k: geomean(v) for k, v in ratios.items()}
+        result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(), "cpu": _cpu_name(),
+                  "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__, "mode": "isolated",
+                  "rows": rows, "geomean_x_eager": summary}
+        print(json.dumps(summary))
+        out = args.out or os.path.join(ROOT, "bench", "results", f"cpu-isolated-{time.strftime('%Y-%m-%d')}.json")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        with open(out, "w") as f:
+            json.dump(result, f, indent=1)
+        return 0
     if args.threads:
         # NOTE: before TVM's runtime starts its thread pool (braze's TVM build module reads it on import)
         os.environ["TVM_NUM_THREADS"] = str(args.threads)
