@@ -25,7 +25,7 @@ if _os.path.isfile(_os.path.join(_root, "ir", "__init__.py")) and _root not in _
     __path__.append(_root)
 
 from braze.config import Options  # noqa: E402,F401
-from braze.api import compile, explain, explain_generate, generate, jit, load  # noqa: E402,F401,A004
+from braze.api import compile, explain, explain_generate, generate, jit, load, quantize  # noqa: E402,F401,A004
 
 from braze.version import __version__  # noqa: E402
-__all__ = ["jit", "explain", "explain_generate", "generate", "compile", "load", "Options", "__version__"]
+__all__ = ["jit", "explain", "explain_generate", "generate", "quantize", "compile", "load", "Options", "__version__"]

@@ -125,6 +125,25 @@ def explain_generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_to
     return report
 
 
+def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128, modules: Any = None,
+             skip: Any = (), inplace: bool = True) -> torch.nn.Module:
+    """Weight-only post-training quantization of a model's linear layers.
+
+    ``fmt`` is ``"int8"`` (symmetric, per output channel) or ``"int4"``
+    (asymmetric, per group of ``group_size`` input channels: 32, 64 or 128;
+    two values a byte). Every ``nn.Linear`` is quantized except the LM head,
+    layers tied to the embeddings and the names in ``skip``; ``modules``
+    (glob patterns of module names) restricts it further. The model keeps
+    running in eager PyTorch (the reference) and under braze, where each such
+    layer's GEMM dequantizes in its operand load. Returns the model (a copy
+    with ``inplace=False``).
+    """
+    # lazy: `import braze` stays light until the API is used
+    from braze.compiler.quantize import quantize as _quantize
+
+    return _quantize(model, fmt, group_size=group_size, modules=modules, skip=skip, inplace=inplace)
+
+
 def _options(options: Any) -> Options:
     if options is None:
         return Options()

@@ -5,6 +5,7 @@ from braze.passes.runner import Pass, PassError, run_pipeline  # noqa: F401
 from braze.passes.dce import dce
 from braze.passes.cse import cse
 from braze.passes.fold_constants import fold_constants
+from braze.passes.fold_dequantize import fold_dequantize
 from braze.passes.normalize_views import normalize_views
 from braze.passes.attention import specialize_attention
 from braze.passes.eliminate_padding import eliminate_padding
@@ -19,6 +20,8 @@ PIPELINE: list[Pass] = [
     Pass("normalize_views", normalize_views),
     Pass("cse", cse),
     Pass("fold_constants", fold_constants),
+    # quantized weights: dequantization folded into the GEMM that reads it
+    Pass("fold_dequantize", fold_dequantize),
     # attention specialization
     Pass("specialize_attention", specialize_attention),
     # padding elimination

@@ -1,0 +1,191 @@
+"""The ``quant_linear`` kernel candidate: launcher, search space, generator.
+
+Two forms, chosen per shape bucket by the space's default and searched by the
+tuner: the GEMV form for up to ``GEMV_MAX_M`` rows (decode), the tensor-core
+GEMM form above. The library candidate (``kernels_for`` appends it) is the
+op's reference: dequantize, then cuBLAS / MKL.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from braze.autotune.contract import problem_of, structural_key
+from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space
+from braze.compiler.codegen.triton_quant import kernels as _kernels_mod
+from braze.ir import Graph, Node
+from braze.ir.decline import Decline
+
+GEMV_MAX_M = 16
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _kernels():
+    """The kernel module, reloaded if ``TRITON_INTERPRET`` changed since its import."""
+    global _kernels_mod
+    interpreted = type(_kernels_mod.quant_gemv_kernel).__name__ == "InterpretedFunction"
+    if interpreted != interpreting():
+        _kernels_mod = importlib.reload(_kernels_mod)
+    return _kernels_mod
+
+
+def _pow2(n: int, lo: int = 1) -> int:
+    return max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def _default(p: Mapping, d: DeviceInfo) -> dict:
+    m, n, k, group = int(p["M"]), int(p["N"]), int(p["K"]), int(p["group"])
+    bk_cap = group if p["bits"] == 4 else 256
+    if d.kind != "cuda":  # the interpreter: small tiles
+        return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": min(32, bk_cap), "SPLIT_K": 1, "num_warps": 4,
+                "num_stages": 1}
+    if m <= GEMV_MAX_M:
+        bn = 64 if n >= 4096 else 32
+        tiles = -(-n // bn)
+        split = 1
+        while tiles * split * 2 <= 2 * max(d.sm_count, 1) and k // (split * 2) >= 1024:
+            split *= 2
+        return {"BLOCK_M": _pow2(m), "BLOCK_N": bn, "BLOCK_K": min(128, bk_cap), "SPLIT_K": split, "num_warps": 4,
+                "num_stages": 2}
+    return {"BLOCK_M": 128 if m >= 128 else 64, "BLOCK_N": 128, "BLOCK_K": min(64, bk_cap), "SPLIT_K": 1,
+            "num_warps": 8 if m >= 128 else 4, "num_stages": 3}
+
+
+SPACE = Space(
+    knobs=(
+        Knob("BLOCK_M", (1, 2, 4, 8, 16, 32, 64, 128)),
+        Knob("BLOCK_N", (16, 32, 64, 128, 256)),
+        Knob("BLOCK_K", (32, 64, 128, 256)),
+        Knob("SPLIT_K", (1, 2, 4, 8, 16)),
+        Knob("num_warps", (2, 4, 8)),
+        Knob("num_stages", (1, 2, 3, 4)),
+    ),
+    constraints=(
+        Constraint("an int4 K block stays inside one quantization group",
+                   lambda c, p, d: p["bits"] != 4 or p["group"] % c["BLOCK_K"] == 0),
+        Constraint("GEMV rows cover M (one row block), GEMM tiles of at least 16 rows",
+                   lambda c, p, d: c["BLOCK_M"] == _pow2(int(p["M"])) if int(p["M"]) <= GEMV_MAX_M
+                   else c["BLOCK_M"] >= 16),
+        Constraint("split-K only in the GEMV form",
+                   lambda c, p, d: c["SPLIT_K"] == 1 or int(p["M"]) <= GEMV_MAX_M),
+        Constraint("GEMV registers: BLOCK_M x BLOCK_N x BLOCK_K products per step",
+                   lambda c, p, d: int(p["M"]) > GEMV_MAX_M or
+                   c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"] <= 64 * 32 * c["num_warps"] * 8),
+    ),
+    default=_default,
+)
+
+
+def _check(node: Node) -> str:
+    """Why the Triton kernel cannot run ``node`` ("" when it can)."""
+    x, q, s, z, bias = node.args
+    bits, group = node.attr("bits"), node.attr("group_size")
+    if x.type.dtype not in DTYPES:
+        return f"activations of {x.type.dtype}"
+    if bits == 4 and (not isinstance(group, int) or group < 32 or group % 32):
+        return f"int4 group size {group} (a multiple of 32 is needed)"
+    if x.type.rank != 2 or q.type.rank != 2:
+        return "operands not 2-d"
+    return ""
+
+
+@dataclass
+class TritonQuantLinear:
+    node: Node
+    name: str = "triton_quant_linear"
+    backend: str = "triton"
+    space: Space = field(default=SPACE, repr=False)
+    source: str = field(default="", repr=False)
+
+    def __post_init__(self):
+        self.bits = int(self.node.attr("bits"))
+        self.group = int(self.node.attr("group_size") or 0)
+        self.has_zeros = self.node.args[3] is not None
+        self.has_bias = self.node.args[4] is not None
+        self.name = f"triton_quant_linear_int{self.bits}" + (f"_g{self.group}" if self.bits == 4 else "")
+        if not self.source:
+            import inspect
+
+            self.source = f"# braze quant_linear int{self.bits} g{self.group}\n" + inspect.getsource(_kernels_mod)
+
+    def key(self) -> str:
+        return structural_key(self.node, "triton_quant")
+
+    def problem(self, env: Mapping[str, int]) -> dict:
+        x, q = self.node.args[0].type, self.node.args[1].type
+        m = x.concrete_shape(env)[0]
+        return {"M": _pow2(m), "N": int(q.concrete_shape(env)[0]), "K": int(x.concrete_shape(env)[1]),
+                "bits": self.bits, "group": self.group, "dtype": str(x.dtype).replace("torch.", ""),
+                **{k: v for k, v in problem_of(self.node, env).items() if k == "dtypes"}}
+
+    def compile(self, config: Config) -> Callable[..., Any]:
+        cfg = dict(config)
+        bits, group, has_bias = self.bits, self.group, self.has_bias
+
+        def run(x, q, s, *rest):
+            z = rest[0] if self.has_zeros else None
+            bias = rest[-1] if has_bias else None
+            return quant_linear(x, q, s, z, bias, bits=bits, group_size=group, config=cfg)
+
+        run.__name__ = self.name
+        return run
+
+
+def quant_linear(x, q, s, z, bias, *, bits: int, group_size: int, config: Mapping) -> torch.Tensor:
+    """The Triton ``quant_linear``: x ``[M, K]`` -> ``[M, N]`` in x's dtype."""
+    km = _kernels()
+    M, K = x.shape
+    N = q.shape[0]
+    out = torch.empty(M, N, dtype=x.dtype, device=x.device)
+    if M == 0 or N == 0:
+        return out
+    if K == 0:
+        return out.zero_() if bias is None else out.copy_(bias.expand(M, N))
+    zz = z if z is not None else s
+    bb = bias if bias is not None else s
+    bm, bn, bk = int(config["BLOCK_M"]), int(config["BLOCK_N"]), int(config["BLOCK_K"])
+    sz = (zz.stride(0), zz.stride(1)) if zz.dim() == 2 else (zz.stride(0), 0)
+    ss = (s.stride(0), s.stride(1)) if s.dim() == 2 else (s.stride(0), 0)
+    common = (M, N, K, x.stride(0), x.stride(1), q.stride(0), q.stride(1), *ss, *sz, out.stride(0), out.stride(1))
+    if M <= GEMV_MAX_M:
+        split = max(1, int(config.get("SPLIT_K", 1)))
+        step = (group_size if bits == 4 else bk)
+        k_per = -(-(-(-K // split)) // step) * step      # each split a whole number of groups / blocks
+        split = -(-K // k_per)
+        ws = torch.empty(split * M * N, dtype=torch.float32, device=x.device) if split > 1 else out
+        km.quant_gemv_kernel[(-(-N // bn), split)](
+            x, q, s, zz, bb, out, ws, *common, k_per, max(group_size, 1),
+            BITS=bits, HAS_BIAS=bias is not None, SPLIT=split > 1, BLOCK_M=_pow2(M), BLOCK_N=bn, BLOCK_K=bk,
+            num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+        if split > 1:
+            block = 1024
+            km.quant_splitk_epilogue[(-(-(M * N) // block),)](ws, bb, out, M, N, out.stride(0), out.stride(1), split,
+                                                               HAS_BIAS=bias is not None, BLOCK=block)
+        return out
+    dot_f32 = interpreting() or x.dtype == torch.float32
+    km.quant_gemm_kernel[(-(-M // bm), -(-N // bn))](
+        x, q, s, zz, bb, out, *common, max(group_size, 1), BITS=bits, HAS_BIAS=bias is not None, DOT_F32=dot_f32,
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
+    return out
+
+
+def generate(node: Node, graph: Graph, options, device) -> list:
+    """Candidates for a ``quant_linear`` node (the generator registered as "triton_quant")."""
+    if node.op != "quant_linear":
+        return []
+    if device.kind != "cuda" and not interpreting():
+        return Decline.because("the Triton kernel needs CUDA (or TRITON_INTERPRET=1 in tests); the torch "
+                               "reference dequantizes and multiplies", "quant_linear template", "triton_quant")
+    why = _check(node)
+    if why:
+        return Decline.because(why, "quant_linear template", "triton_quant")
+    return [TritonQuantLinear(node)]

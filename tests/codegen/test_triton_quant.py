@@ -1,0 +1,61 @@
+"""The quant_linear Triton kernels (TRITON_INTERPRET=1 on the CPU) against the
+reference in float64: int8 per channel and int4 per group, GEMV (decode rows,
+with and without split-K) and GEMM (prefill tiles), odd sizes, bias, dtypes."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from braze.compiler.codegen.triton_quant.candidates import GEMV_MAX_M, SPACE, quant_linear
+from braze.compiler.quantize import quantize_weight
+from braze.ir.quant import dequantize
+
+TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+
+
+def _case(m, n, k, bits, group, dtype, bias, device):
+    g = torch.Generator().manual_seed(m * 7 + n + k + bits)
+    w = torch.randn(n, k, generator=g)
+    q, s, z = quantize_weight(w.to(dtype), bits, group)
+    x = torch.randn(m, k, generator=g).to(dtype)
+    b = torch.randn(n, generator=g).to(dtype) if bias else None
+    ref = x.double() @ dequantize(q, s, z, bits, group, torch.float64).T + (b.double() if bias else 0)
+    dev = [t.to(device) if t is not None else None for t in (x, q, s, z, b)]
+    return dev, ref
+
+
+def _check(out, ref, dtype):
+    err = ((out.double().cpu() - ref).norm() / ref.norm()).item()
+    assert err <= TOL[dtype], err
+
+
+@pytest.mark.parametrize("bits,group", [(8, 0), (4, 32), (4, 64)])
+@pytest.mark.parametrize("m", [1, 3, 8])
+def test_gemv_rows(bits, group, m, device):
+    (x, q, s, z, b), ref = _case(m, 45, 128, bits, group, torch.float32, bias=m == 3, device=device)
+    for split in (1, 2):
+        cfg = {"BLOCK_M": 1 << (m - 1).bit_length(), "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": split,
+               "num_warps": 4, "num_stages": 1}
+        _check(quant_linear(x, q, s, z, b, bits=bits, group_size=group, config=cfg), ref, torch.float32)
+
+
+@pytest.mark.parametrize("bits,group,dtype", [(8, 0, torch.float32), (4, 32, torch.float32),
+                                              (8, 0, torch.bfloat16), (4, 64, torch.float16)])
+def test_gemm_tiles(bits, group, dtype, device):
+    (x, q, s, z, b), ref = _case(37, 50, 128, bits, group, dtype, bias=True, device=device)
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
+    out = quant_linear(x, q, s, z, b, bits=bits, group_size=group, config=cfg)
+    assert out.dtype == dtype and out.shape == (37, 50)
+    _check(out, ref, dtype)
+
+
+def test_space_constraints():
+    from braze.autotune.space import DeviceInfo
+
+    h100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 132, 227 * 1024, 65536, 50 * 1024 * 1024)
+    for m in (1, 8, 64, 2048):
+        p = {"M": m, "N": 2048, "K": 8192, "bits": 4, "group": 128, "dtype": "bfloat16"}
+        cfg = SPACE.default_config(p, h100)
+        assert SPACE.valid(cfg, p, h100), (m, cfg)
+        assert (cfg["SPLIT_K"] == 1) or m <= GEMV_MAX_M
+        assert 128 % cfg["BLOCK_K"] == 0
