@@ -1,0 +1,205 @@
+"""Weight-only INT8 / INT4 on the GPU: decode steps and prefill, braze against PyTorch peers.
+
+Run on the GPU machine (``. bench/gpu_env.sh`` first): ``python bench/quant.py``.
+Llama-3.2-1B shaped model (random weights, bf16), static cache of ``--cache``
+rows, prompt ``--prompt``. In one process:
+
+- decode step (batch 1 and 8): ``braze.generate``'s per-step time on the bf16
+  model, on ``braze.quantize(model, "int8")`` and on ``"int4"`` (group 128);
+  peers: the gpt-fast style weight-only linears of the same formats
+  (int8: ``linear(x, w.to(x.dtype)) * scales``; int4: ATen's
+  ``_weight_int4pack_mm``), under torch.compile mode="reduce-overhead", timed
+  by the same decode loop as ``bench/decode.py``;
+- prefill (batch 4 x 2048): the plain call of ``braze.jit`` on each format;
+- per row: time, tokens/s, the bytes roofline (weights as stored + valid K/V,
+  at the copy bandwidth measured in this run), weight memory.
+
+Writes ``quant.json`` / ``quant.md`` under ``$OUT`` (or ``bench/results``).
+A peer that this torch build lacks is reported with its error, not skipped silently.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import os
+import time
+
+import torch
+
+import repo_root  # noqa: F401 - before transformers (see bench/repo_root.py)
+from decode import StepRunner, copy_bandwidth, kv_bytes, sync_ms, table
+
+
+class Int8PeerLinear(torch.nn.Module):
+    """gpt-fast's int8 weight-only linear: the weight converted in the GEMM (torch.compile fuses it)."""
+
+    def __init__(self, lin: torch.nn.Linear):
+        super().__init__()
+        w = lin.weight.detach().float()
+        s = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+        self.register_buffer("weight", torch.round(w / s[:, None]).clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", s.to(lin.weight.dtype))
+
+    def forward(self, x):
+        return torch.nn.functional.linear(x, self.weight.to(x.dtype)) * self.scales
+
+
+class Int4PeerLinear(torch.nn.Module):
+    """gpt-fast's int4 weight-only linear through ATen's tinygemm kernel (``_weight_int4pack_mm``)."""
+
+    def __init__(self, lin: torch.nn.Linear, group: int = 128, inner_k_tiles: int = 8):
+        super().__init__()
+        w = lin.weight.detach().float()
+        n, k = w.shape
+        g = w.reshape(n, k // group, group)
+        lo, hi = g.amin(dim=2), g.amax(dim=2)
+        s = ((hi - lo) / 15.0).clamp_min(1e-6)
+        q = torch.clamp(torch.round((g - lo[..., None]) / s[..., None]), 0, 15).reshape(n, k).to(torch.int32)
+        packed_u8 = (q[:, 0::2] << 4 | q[:, 1::2]).to(torch.uint8)
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack(packed_u8, inner_k_tiles))
+        zeros = lo + 8 * s   # tinygemm: w = (q - 8) * s + zero
+        self.register_buffer("scales_and_zeros", torch.stack([s, zeros], dim=2).transpose(0, 1)
+                             .contiguous().to(torch.bfloat16))
+        self.group, self.n = group, n
+
+    def forward(self, x):
+        shape = x.shape
+        y = torch.ops.aten._weight_int4pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.packed,
+                                               self.group, self.scales_and_zeros)
+        return y.reshape(*shape[:-1], self.n).to(x.dtype)
+
+
+def peer_quantize(model, fmt: str):
+    import copy
+
+    m = copy.deepcopy(model)
+    for name, mod in list(m.named_modules()):
+        if isinstance(mod, torch.nn.Linear) and not name.endswith("lm_head"):
+            parent, _, child = name.rpartition(".")
+            setattr(m.get_submodule(parent) if parent else m, child,
+                    Int8PeerLinear(mod) if fmt == "int8" else Int4PeerLinear(mod))
+    return m
+
+
+def stored_bytes(model) -> int:
+    from braze.compiler.quantize import weight_bytes
+
+    return weight_bytes(model)
+
+
+def braze_step_ms(model, batch, args) -> float:
+    import braze
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt), generator=g).cuda()
+    kw = dict(max_cache_len=args.cache)
+    braze.generate(model, ids, max_new_tokens=4, **kw)
+    braze.generate(model, ids, max_new_tokens=args.steps + 1, **kw)
+
+    def run(n):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        braze.generate(model, ids, max_new_tokens=n, **kw)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t) * 1e3
+
+    t1 = min(run(1) for _ in range(3))
+    tn = min(run(args.steps + 1) for _ in range(3))
+    return (tn - t1) / args.steps
+
+
+def peer_step_ms(model, batch, args) -> float:
+    fwd = torch.compile(model.forward, mode="reduce-overhead")
+    r = StepRunner(model, fwd, batch, args.prompt, args.cache, model.config.vocab_size)
+    with torch.inference_mode():
+        r.prefill()
+        for _ in range(args.warmup + 3):
+            r.step()
+        return sync_ms(r.step, args.steps)
+
+
+def prefill_ms(model, forward, args) -> float:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (4, 2048), generator=g).cuda()
+    with torch.inference_mode():
+        for _ in range(2):
+            forward(ids, use_cache=False)
+        return sync_ms(lambda: forward(ids, use_cache=False), 5)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--cache", type=int, default=2048)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--layers", type=int, default=16)
+    ap.add_argument("--no-prefill", action="store_true")
+    ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
+    args = ap.parse_args()
+    import transformers
+    import triton
+
+    import braze
+    from tools import hf_models
+
+    for knob in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, 256)
+    shape = dict(hf_models.LLAMA_1B, num_hidden_layers=args.layers)
+    base = hf_models.build("llama", dtype=torch.bfloat16, device="cuda", **shape)
+    base.generation_config.eos_token_id = None
+    base.config.eos_token_id = None
+    bw = copy_bandwidth()
+    meta = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__, "triton": triton.__version__, "transformers": transformers.__version__,
+            "copy_TBps": bw / 1e12, "prompt": args.prompt, "cache": args.cache, "layers": args.layers}
+    print(json.dumps(meta), flush=True)
+    rows = []
+    models = {"bf16": base}
+    for fmt in ("int8", "int4"):
+        models[fmt] = braze.quantize(base, fmt, group_size=128, inplace=False)
+    for fmt, model in models.items():
+        wb = stored_bytes(model)
+        for batch in [int(b) for b in args.batches.split(",")]:
+            for who in ("braze", "peer"):
+                if who == "peer" and fmt == "bf16":
+                    continue
+                torch._dynamo.reset()
+                gc.collect()
+                torch.cuda.empty_cache()
+                row = {"format": fmt, "who": who, "batch": batch, "weight_GB": wb / 1e9}
+                try:
+                    ms = braze_step_ms(model, batch, args) if who == "braze" else \
+                        peer_step_ms(peer_quantize(base, fmt), batch, args)
+                    floor = (wb + kv_bytes(base.config, batch, args.prompt + args.steps // 2)) / bw * 1e3
+                    row.update(step_ms=ms, tokens_per_s=batch * 1e3 / ms, roofline_frac=floor / ms, floor_ms=floor)
+                except Exception as e:  # noqa: BLE001 - a peer this torch lacks is reported, not hidden
+                    row["error"] = f"{type(e).__name__}: {e}"[:300]
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        if not args.no_prefill:
+            torch._dynamo.reset()
+            row = {"format": fmt, "who": "braze prefill B4 S2048", "weight_GB": wb / 1e9}
+            try:
+                row["prefill_ms"] = prefill_ms(model, braze.jit(model), args)
+            except Exception as e:  # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {e}"[:300]
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "quant.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    md = [f"# Weight-only quantization, {meta['device']}, {meta['date']}", "",
+          table(rows, ["format", "who", "batch", "step_ms", "tokens_per_s", "roofline_frac", "prefill_ms",
+                       "weight_GB", "error"])]
+    with open(os.path.join(args.out, "quant.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
