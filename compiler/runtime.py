@@ -28,7 +28,6 @@ log = logging.getLogger("braze.runtime")
 MAX_PLANS = 64
 
 
-
 class CompiledProgram:
     """Callable running ``graph``; ``launchers`` maps fused/special nodes to
     objects with ``bind(env) -> callable(*tensors)``."""
@@ -258,10 +257,11 @@ def check_write_rows(index: torch.Tensor, size: int, what: str) -> None:
     if index.device.type != "cpu" or not index.numel():
         return
     hi, lo = int(index.max()), int(index.min())
-    if hi >= size or lo < -size:
-        bad = hi if hi >= size else lo
-        raise IndexError(f"braze: writing row {bad} of {what}, which has {size} rows: the cache is full "
-                         f"(position {bad} >= max_cache_len {size}); nothing was written")
+    if hi >= size:
+        raise IndexError(f"braze: writing row {hi} of {what}, which has {size} rows: the cache is full "
+                         f"(position {hi} >= max_cache_len {size}); nothing was written")
+    if lo < -size:
+        raise IndexError(f"braze: writing row {lo} of {what}, which has {size} rows; nothing was written")
 
 
 def written_in_place(v: Value, base: Value) -> bool:

@@ -11,8 +11,7 @@ nothing can tell the difference:
   the rows it names (the functional form copies the whole cache first);
 - ``scatter(fresh, ...)`` where ``fresh`` comes from a creation op (the zeros
   of a cache built inside a prefill graph) or from an earlier in-place write,
-  and nothing else reads it nor returns it.
-
+  and nothing else reads it nor returns it;
 - ``add/sub/mul/div(input, y)`` written back to that input and read by no
   one else, once every other reader of the input has run and none keeps a
   view of it (HF's cache step counter: ``cache_position = arange + n``
