@@ -169,13 +169,21 @@ def _quick(launcher, env, configs, db, sw):
         if m.ok:
             results.append((m.time_ms, k, cfg))
         else:
-            log.warning("braze: candidate %s of %s is %s with its default config: %s", k.name,
-                        launcher.node.name or launcher.node.op, m.status, m.error.splitlines()[0] if m.error else "")
+            log.warning("braze: candidate %s of %s is %s with its default config %s on %s: %s", k.name,
+                        launcher.node.name or launcher.node.op, m.status, cfg, _safe_problem(k, env),
+                        m.error.splitlines()[0] if m.error else "")
     _safe(lambda: db.record_many(trials), db)
     if not results:
         return None
     t, k, cfg = min(results, key=lambda r: r[0])
     return k, cfg
+
+
+def _safe_problem(kernel, env):
+    try:
+        return kernel.problem(env)
+    except Exception:  # noqa: BLE001 - only for the message
+        return "?"
 
 
 # --- search -------------------------------------------------------------------

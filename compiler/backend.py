@@ -56,11 +56,56 @@ def _compile(gm, example_inputs, options: Options, report: GraphReport):
     if torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in example_inputs):
         raise LoweringError("braze compiles inference only; call the model under torch.no_grad() "
                             "or torch.inference_mode()")
-    cap = capture_dynamo(gm, example_inputs)
-    graph, spec = lower(cap.gm, cap.placeholders, name=report.name)
+    try:
+        cap = capture_dynamo(gm, example_inputs)
+        lowered = lower(cap.gm, cap.placeholders, name=report.name)
+    except Exception as e:  # noqa: BLE001 - retried per shape below, or raised
+        if not _symbolic(example_inputs):
+            raise
+        # NOTE: some torch releases cannot trace an op on symbolic shapes (torch 2.11's
+        # CUDA SDPA: "SymIntArrayRef expected to contain only concrete integers"), and
+        # a symbolic trace may hold what braze cannot type (a SymFloat from .item());
+        # the graph is then compiled for each concrete shape it is called with.
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        report.notes.append(f"symbolic capture failed ({reason}); compiled per input shape")
+        log.info("braze: capturing %s with symbolic shapes failed (%s); compiling it per input shape",
+                 report.name, reason)
+        return PerShapeEntry(gm, options, report)
+    return _entry(lowered, example_inputs, options, report)
+
+
+def _entry(lowered, example_inputs, options: Options, report: GraphReport) -> "DynamoEntry":
+    graph, spec = lowered
     program = compile_graph(graph, options, report)
     return DynamoEntry(program, spec, example_inputs, graph,
                        lambda consts: compile_graph(_with_constants(graph, consts), options, GraphReport(report.name)))
+
+
+def _symbolic(example_inputs) -> bool:
+    return any(isinstance(x, torch.SymInt) or isinstance(x, torch.Tensor) and any(
+        isinstance(d, torch.SymInt) for d in (*x.shape, *x.stride())) for x in example_inputs)
+
+
+class PerShapeEntry:
+    """A Dynamo graph with symbolic shapes that could not be captured as such:
+    compiled (and cached) for each concrete argument signature it is called
+    with: shapes, strides, dtypes, devices and integer values."""
+
+    def __init__(self, gm: torch.fx.GraphModule, options: Options, report: GraphReport):
+        self.gm, self.options, self.report = gm, options, report
+        self.entries: dict = {}
+
+    def __call__(self, *args):
+        key = tuple((tuple(a.shape), a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor) else
+                    (type(a), a) for a in args)
+        entry = self.entries.get(key)
+        if entry is None:
+            self.report.passes.clear()        # the report shows the latest shape's compilation
+            self.report.entries.clear()
+            cap = capture_dynamo(self.gm, args, static=True)
+            entry = self.entries[key] = _entry(lower(cap.gm, cap.placeholders, name=self.report.name), args,
+                                               self.options, self.report)
+        return entry(*args)
 
 
 def _with_constants(graph, consts):

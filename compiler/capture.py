@@ -63,18 +63,31 @@ def _source_name(source, default: str) -> str:
     return _source_key(str(name))
 
 
-def capture_dynamo(gm: fx.GraphModule, example_inputs: Sequence[Any]) -> Captured:
-    """Classify Dynamo's placeholders and trace ``gm`` to ATen."""
+def capture_dynamo(gm: fx.GraphModule, example_inputs: Sequence[Any], static: bool = False) -> Captured:
+    """Classify Dynamo's placeholders and trace ``gm`` to ATen.
+
+    ``static``: ``example_inputs`` are a call's real arguments; the graph is
+    traced for exactly their shapes and integer values (its symbols
+    specialised), for ``compiler/backend.py``'s per-shape fallback."""
     from torch._dynamo.source import is_from_unspecialized_param_buffer_source
 
     placeholders: list[Placeholder] = []
     fake_args: list[Any] = []
+    mode = None
+    if static:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        mode = FakeTensorMode()
     for n, real in zip((n for n in gm.graph.nodes if n.op == "placeholder"), example_inputs):
         ev = n.meta.get("example_value")
         ga = n.meta.get("grapharg")
         source = getattr(ga, "source", None)
+        if static:
+            ev = mode.from_tensor(real) if isinstance(real, torch.Tensor) else real
         fake_args.append(ev)
-        if isinstance(ev, torch.SymInt) or isinstance(real, (int, torch.SymInt)) and not isinstance(real, bool):
+        if static and not isinstance(real, torch.Tensor):
+            placeholders.append(Placeholder("value", n.name, value=real))
+        elif isinstance(ev, torch.SymInt) or isinstance(real, (int, torch.SymInt)) and not isinstance(real, bool):
             placeholders.append(Placeholder("sym", n.name))
         elif not isinstance(ev, torch.Tensor):
             placeholders.append(Placeholder("value", n.name, value=real))

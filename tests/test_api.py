@@ -110,3 +110,56 @@ def test_options_refuse_wrong_names_and_types_naming_them():
 
     assert braze.Options(tuning_db=pathlib.Path("/tmp/t.db")).tuning_db == "/tmp/t.db"
     assert braze.Options(disable=["fuse"]).disable == ("fuse",)
+
+
+def test_no_grad_and_inference_mode_compile_the_same_plan():
+    from braze.compiler.backend import make_backend
+    from braze.config import Options
+
+    model = hf_models.build("bert")
+    inp = hf_models.inputs(2, 16, padding="right")
+    plans = []
+    for ctx in (torch.no_grad, torch.inference_mode):
+        torch._dynamo.reset()
+        reports: list = []
+        with ctx():
+            torch.compile(model, backend=make_backend(Options(strict=True), reports))(**inp)
+        assert len(reports) == 1
+        ir = reports[0].final_ir.split("{", 1)[1]            # the graph's name differs, nothing else
+        plans.append((ir, [(k.name, k.backend) for k in reports[0].kernels]))
+    assert plans[0] == plans[1]
+
+
+def test_graph_whose_symbolic_capture_fails_compiles_per_shape(monkeypatch):
+    """Some torch releases cannot trace an op on symbolic shapes (2.11's CUDA SDPA);
+    braze then compiles the graph for each concrete shape instead of running it eagerly."""
+    from braze.compiler import backend as backend_mod
+    from braze.compiler.backend import make_backend
+    from braze.config import Options
+
+    real = backend_mod.capture_dynamo
+    static_shapes = []
+
+    def fails_on_symbols(gm, example_inputs, static=False):
+        if not static and backend_mod._symbolic(example_inputs):
+            raise RuntimeError("SymIntArrayRef expected to contain only concrete integers")
+        if static:
+            static_shapes.append(tuple(x.shape[0] if isinstance(x, torch.Tensor) else x for x in example_inputs))
+        return real(gm, example_inputs, static=static)
+
+    monkeypatch.setattr(backend_mod, "capture_dynamo", fails_on_symbols)
+    w = torch.randn(16, 8)
+
+    def f(x, n: int):
+        return torch.nn.functional.silu(x @ w.t()).sum(-1) * n + x.shape[0]
+
+    reports: list = []
+    fast = torch.compile(f, backend=make_backend(Options(strict=True), reports), dynamic=True)
+    with torch.no_grad():
+        for rows, n in ((3, 2), (5, 4), (3, 2), (7, 3)):
+            x = torch.randn(rows, 8)
+            torch.testing.assert_close(fast(x, n), f(x, n))
+    assert len(reports) == 1 and reports[0].fallback is None
+    assert any("compiled per input shape" in note for note in reports[0].notes)
+    assert reports[0].kernels, "the report shows the compiled kernels"
+    assert len(static_shapes) == 3, static_shapes       # once per shape; (3, 2) is reused

@@ -23,6 +23,16 @@ from braze.ir.attention import attention_reference  # noqa: E402
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 
 
+@pytest.fixture(autouse=True)
+def _on_test_device(device):
+    """The same tests compiled on a GPU with ``BRAZE_TEST_DEVICE=cuda`` (tensors made there)."""
+    if device == "cpu":
+        yield
+        return
+    with torch.device(device):
+        yield
+
+
 def cfg(bm=16, bn=16, pack=False, splits=1, warps=4, stages=1, tma=False):
     return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages, "PACK_GQA": pack, "TMA": tma,
             "SPLITS": splits}

@@ -127,6 +127,18 @@ def test_bmm_and_mm_with_a_dim_of_one(bt, m, device):
     run_and_check(node, {"x": rand(m, 24), "w": rand(40, 24)}, BASE, device)
 
 
+def test_bmm_outer_product_with_k_of_one(device):
+    """Rotary's ``inv_freq[:, None] @ positions[None, :]`` per batch: K = 1 drops out of
+    the tile index; the tile's columns past K must not repeat the one product (on the GPU
+    the sum over BLOCK_K columns gave 16x the result)."""
+    b = Builder()
+    f = b.input("f", (2, 8, 1))
+    p = b.input("p", (2, 1, 7))
+    node = fused_node(b, [b.call("bmm", f, p)], "gemm")
+    run_and_check(node, {"f": rand(2, 8, 1), "p": rand(2, 1, 7)}, dict(BASE, BLOCK_K=16), device)
+    run_and_check(node, {"f": rand(2, 8, 1), "p": rand(2, 1, 7)}, dict(BASE, BLOCK_K=16, SPLIT_K=1, TMA=1), device)
+
+
 def test_bmm_with_expanded_kv_heads(device):
     """GQA: one K head expanded over two Q heads (stride-0 batch dim in B)."""
     b = Builder()
@@ -207,7 +219,9 @@ def test_tma_path_for_plain_views_and_pointer_fallback(dtype, device):
                   tol=TOL[dtype], kernel=k)
     assert k.module()._LAST_PATH[0] == "tma"
     # a column slice of a wider tensor: row stride 47 elements is not 16-byte aligned -> pointer kernel
-    run_and_check(node, {"x": rand(21, 47 + 48, dtype=dtype)[:, :48], "w": rand(48, 24, dtype=dtype)}, cfg, device,
+    # (made on the device: .to() would copy the view into a contiguous tensor)
+    run_and_check(node, {"x": rand(21, 47 + 48, dtype=dtype).to(device)[:, :48], "w": rand(48, 24, dtype=dtype)},
+                  cfg, device,
                   tol=TOL[dtype], kernel=k)
     assert k.module()._LAST_PATH[0] == "pointer"
 

@@ -33,8 +33,8 @@ def _check(out, ref, dtype):
 @pytest.mark.parametrize("m", [1, 3, 8])
 def test_gemv_rows(bits, group, m, device):
     (x, q, s, z, b), ref = _case(m, 45, 128, bits, group, torch.float32, bias=m == 3, device=device)
-    for split in (1, 2):
-        cfg = {"BLOCK_M": 1 << (m - 1).bit_length(), "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": split,
+    for split, bn, bk in ((1, 16, 32), (2, 16, 32), (1, 8, 64 if bits == 8 or group == 64 else 32)):
+        cfg = {"BLOCK_M": 1 << (m - 1).bit_length(), "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split,
                "num_warps": 4, "num_stages": 1}
         _check(quant_linear(x, q, s, z, b, bits=bits, group_size=group, config=cfg), ref, torch.float32)
 

@@ -31,6 +31,13 @@ def _prompt(batch=3, seq=12, vocab=128):
     return ids, mask
 
 
+def _cache_kw(model, cache) -> dict:
+    """The forward's cache argument: ``cache`` in newer transformers, ``past_key_values`` before."""
+    import inspect
+
+    return {"cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values": cache}
+
+
 def _eager(model, ids, mask, new=NEW):
     with torch.no_grad():
         return model.generate(ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
@@ -135,7 +142,7 @@ def test_cache_of_another_dtype_is_named():
     cache.early_initialization(batch_size=1, num_heads=2, head_dim=16, dtype=torch.float64, device="cpu")
     fwd = braze.jit(model.forward, strict=True)
     with torch.no_grad(), pytest.raises(CacheMismatchError, match="layer 0 keys is float64 .* float32"):
-        fwd(input_ids=torch.randint(0, 128, (1, 4)), cache=cache, use_cache=True)
+        fwd(input_ids=torch.randint(0, 128, (1, 4)), use_cache=True, **_cache_kw(model, cache))
 
 
 @pytest.mark.parametrize("family", ["falcon", "mixtral", "gemma2"])
@@ -172,12 +179,12 @@ def test_a_full_hf_cache_raises_before_writing_and_keeps_its_rows():
     fwd = braze.jit(model.forward, strict=True)
     ids = torch.randint(0, 128, (1, 14))
     with torch.no_grad():
-        fwd(input_ids=ids, cache=cache, use_cache=True)
-        fwd(input_ids=ids[:, :1], cache=cache, use_cache=True)
-        fwd(input_ids=ids[:, :1], cache=cache, use_cache=True)           # rows 14 and 15: full now
+        fwd(input_ids=ids, use_cache=True, **_cache_kw(model, cache))
+        fwd(input_ids=ids[:, :1], use_cache=True, **_cache_kw(model, cache))
+        fwd(input_ids=ids[:, :1], use_cache=True, **_cache_kw(model, cache))           # rows 14 and 15: full now
         keys = [layer.keys.clone() for layer in cache.layers]
         with pytest.raises(IndexError, match=r"row 16 .*16 rows.*max_cache_len 16"):
-            fwd(input_ids=ids[:, :1], cache=cache, use_cache=True)
+            fwd(input_ids=ids[:, :1], use_cache=True, **_cache_kw(model, cache))
     for layer, before in zip(cache.layers, keys):
         torch.testing.assert_close(layer.keys, before, rtol=0, atol=0)
         assert int(layer.cumulative_length) == 16

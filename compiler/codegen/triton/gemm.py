@@ -220,14 +220,20 @@ class Template:
         # so the load has shape [1, BLOCK_K]; tl.dot needs the full tile (rows >= M are
         # never stored).
         a = ld.pull(self.A, self.operand_index("A"))
-        ld.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)')}")
+        ld.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)', 'ak')}")
         for j, off in enumerate(self.offsets):
             b = ld.pull(self.B, self.operand_index("B", off))
-            ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', '(BLOCK_K, BLOCK_N)')}")
+            ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', '(BLOCK_K, BLOCK_N)', 'bk')}")
 
 
-def _full_tile(tv: TV, rows: str, cols: str, shape: str) -> str:
-    return tv.code if {rows, cols} <= tv.axes else f"tl.broadcast_to({tv.code}, {shape})"
+def _full_tile(tv: TV, rows: str, cols: str, shape: str, k: str) -> str:
+    """The operand's whole tile. A load without the K axis (K = 1, or an operand
+    broadcast along K) is the same for every k: the columns past K are zeroed,
+    as the masked load of a K-indexed operand would have made them."""
+    if {rows, cols} <= tv.axes:
+        return tv.code
+    code = f"tl.broadcast_to({tv.code}, {shape})"
+    return code if k in tv.axes else f"tl.where({k} < k_end, {code}, 0)"
 
 
 def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:

@@ -49,13 +49,17 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
         return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": min(32, bk_cap), "SPLIT_K": 1, "num_warps": 4,
                 "num_stages": 1}
     if m <= GEMV_MAX_M:
-        bn = 64 if n >= 4096 else 32
+        # NOTE: bench/gemv_variants.py on an H100 (Llama-1B decode shapes, bf16 weights):
+        # narrow column blocks (8) and long K chunks (512 for one row) read fastest; the
+        # [BLOCK_M, BLOCK_N, BLOCK_K] product is kept to ~32 fp32 registers a thread.
+        bm = _pow2(m)
+        bn = 8
+        bk = max(64, min(512 // bm, bk_cap))
         tiles = -(-n // bn)
         split = 1
         while tiles * split * 2 <= 2 * max(d.sm_count, 1) and k // (split * 2) >= 1024:
             split *= 2
-        return {"BLOCK_M": _pow2(m), "BLOCK_N": bn, "BLOCK_K": min(128, bk_cap), "SPLIT_K": split, "num_warps": 4,
-                "num_stages": 2}
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": split, "num_warps": 4, "num_stages": 2}
     return {"BLOCK_M": 128 if m >= 128 else 64, "BLOCK_N": 128, "BLOCK_K": min(64, bk_cap), "SPLIT_K": 1,
             "num_warps": 8 if m >= 128 else 4, "num_stages": 3}
 
@@ -63,8 +67,8 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
 SPACE = Space(
     knobs=(
         Knob("BLOCK_M", (1, 2, 4, 8, 16, 32, 64, 128)),
-        Knob("BLOCK_N", (16, 32, 64, 128, 256)),
-        Knob("BLOCK_K", (32, 64, 128, 256)),
+        Knob("BLOCK_N", (8, 16, 32, 64, 128, 256)),
+        Knob("BLOCK_K", (32, 64, 128, 256, 512)),
         Knob("SPLIT_K", (1, 2, 4, 8, 16)),
         Knob("num_warps", (2, 4, 8)),
         Knob("num_stages", (1, 2, 3, 4)),
@@ -75,6 +79,8 @@ SPACE = Space(
         Constraint("GEMV rows cover M (one row block), GEMM tiles of at least 16 rows",
                    lambda c, p, d: c["BLOCK_M"] == _pow2(int(p["M"])) if int(p["M"]) <= GEMV_MAX_M
                    else c["BLOCK_M"] >= 16),
+        Constraint("GEMM tiles of at least 16 columns (tl.dot)",
+                   lambda c, p, d: int(p["M"]) <= GEMV_MAX_M or c["BLOCK_N"] >= 16),
         Constraint("split-K only in the GEMV form",
                    lambda c, p, d: c["SPLIT_K"] == 1 or int(p["M"]) <= GEMV_MAX_M),
         Constraint("GEMV registers: BLOCK_M x BLOCK_N x BLOCK_K products per step",
