@@ -94,5 +94,34 @@ def _infer(q, k, v, mask=None, slopes=None, *, scale, causal="none", window=None
     return (TensorType(qt.shape[:-1] + vt.shape[-1:], qt.dtype, qt.device),)
 
 
-register(OpDef("attention", Category.ATTENTION, attention_reference, infer=_infer,
+# A decode step attends a few query rows over a static cache of at least this many keys.
+DECODE_MAX_QUERIES = 16
+DECODE_MIN_KEYS = 256
+
+
+def _sample(node, env, generator) -> dict:
+    """A decode step's mask for random inputs (the tuner's): over a static cache only a
+    prefix of the keys is valid, on average half of it over a generation that fills the
+    cache; rows get ragged valid lengths around that half. A uniformly random mask would
+    make every key visible and time each kernel on a case no model runs (a kernel that
+    skips the invalid keys would lose to one that reads the whole cache)."""
+    if node.attr("mask_kind", "none") == "none" or len(node.args) < 4 or node.args[3] is None:
+        return {}
+    q, mask = node.args[0], node.args[3]
+    sq = q.type.concrete_shape(env)[2]
+    shape = mask.type.concrete_shape(env)
+    sk = shape[-1]
+    if sq > DECODE_MAX_QUERIES or sk < DECODE_MIN_KEYS or len(shape) != 4:
+        return {}
+    b = shape[0]
+    lengths = (sk * (3 + 2 * torch.rand(b, generator=generator)) / 8).long().clamp(1, sk)   # 3/8 .. 5/8 of sk
+    keep = torch.arange(sk)[None, :] < lengths[:, None]                                       # [b, sk]
+    keep = keep[:, None, None, :].expand(shape)
+    if node.attr("mask_kind") == "bool":
+        return {mask: keep.clone()}
+    dtype = mask.type.dtype
+    return {mask: torch.where(keep, 0.0, torch.finfo(dtype).min).to(dtype)}
+
+
+register(OpDef("attention", Category.ATTENTION, attention_reference, infer=_infer, sample=_sample,
                doc="fused attention; see braze.ir.attention"))

@@ -80,3 +80,33 @@ def test_half_inputs_accumulate_in_float32():
     ref = attention_reference(q.double(), k.double(), v.double(), scale=0.25, groups=2)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("kind", ["bool", "additive"])
+def test_tuner_inputs_of_a_decode_step_mask_a_valid_prefix(kind):
+    """The candidates of decode attention over a static cache are timed on masks like a
+    generation's (a ragged valid prefix, about half the cache), not on random masks that
+    make every key visible; prefill masks stay random."""
+    from braze.autotune.measure import random_operands
+    from braze.ir import Builder
+
+    def node(sq, sk):
+        b = Builder()
+        dt = torch.bool if kind == "bool" else torch.float16
+        q, k, v = b.input("q", (3, 4, sq, 16)), b.input("k", (3, 2, sk, 16)), b.input("v", (3, 2, sk, 16))
+        m = b.input("m", (3, 1, sq, sk), dt)
+        out = b.call("attention", q, k, v, m, None, scale=0.25, groups=2, mask_kind=kind)
+        return [n for n in b.graph([out]).nodes if n.op == "attention"][0]
+
+    mask = random_operands(node(1, 1024), {}, "cpu", seed=3)[3]
+    keep = mask if kind == "bool" else mask == 0
+    lengths = keep[:, 0, 0].sum(-1)
+    assert torch.equal(keep[:, 0, 0], torch.arange(1024)[None, :] < lengths[:, None])     # a prefix per row
+    assert ((lengths >= 3 * 1024 // 8) & (lengths <= 5 * 1024 // 8)).all() and len(set(lengths.tolist())) > 1
+    if kind == "additive":
+        assert (mask[~keep] == torch.finfo(torch.float16).min).all()
+    prefill = random_operands(node(64, 1024), {}, "cpu", seed=3)[3]
+    if kind == "bool":
+        assert not torch.equal(prefill[:, 0, 0], torch.arange(1024)[None, :] < prefill[:, 0, 0].sum(-1)[:, None])
+    else:
+        assert not (prefill == torch.finfo(torch.float16).min).any()
