@@ -29,7 +29,21 @@ import time
 import torch
 
 import repo_root  # noqa: F401 - before transformers (see bench/repo_root.py)
-from decode import StepRunner, copy_bandwidth, kv_bytes, sync_ms, table
+
+
+def _load_decode():
+    """bench/decode.py by its path: this folder is not on sys.path (see repo_root.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_decode", os.path.join(repo_root.HERE, "decode.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_decode = _load_decode()
+StepRunner, copy_bandwidth, kv_bytes, sync_ms, table = (_decode.StepRunner, _decode.copy_bandwidth, _decode.kv_bytes,
+                                                        _decode.sync_ms, _decode.table)
 
 
 class Int8PeerLinear(torch.nn.Module):

@@ -59,3 +59,11 @@ def test_space_constraints():
         assert SPACE.valid(cfg, p, h100), (m, cfg)
         assert (cfg["SPLIT_K"] == 1) or m <= GEMV_MAX_M
         assert 128 % cfg["BLOCK_K"] == 0
+
+
+def test_gemv_k_not_a_multiple_of_the_block(device):
+    """The masked K tail (EVEN_K off): K = 100 in blocks of 32, with and without splits."""
+    (x, q, s, z, b), ref = _case(2, 21, 100, 8, 0, torch.float32, bias=False, device=device)
+    for split in (1, 2):
+        cfg = {"BLOCK_M": 2, "BLOCK_N": 8, "BLOCK_K": 32, "SPLIT_K": split, "num_warps": 4, "num_stages": 1}
+        _check(quant_linear(x, q, s, z, b, bits=8, group_size=0, config=cfg), ref, torch.float32)

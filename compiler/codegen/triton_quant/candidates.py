@@ -171,6 +171,7 @@ def quant_linear(x, q, s, z, bias, *, bits: int, group_size: int, config: Mappin
         km.quant_gemv_kernel[(-(-N // bn), split)](
             x, q, s, zz, bb, out, ws, *common, k_per, max(group_size, 1),
             BITS=bits, HAS_BIAS=bias is not None, SPLIT=split > 1, BLOCK_M=_pow2(M), BLOCK_N=bn, BLOCK_K=bk,
+            EVEN_K=K % bk == 0 and k_per % bk == 0,
             num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
         if split > 1:
             block = 1024

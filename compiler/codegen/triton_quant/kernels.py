@@ -28,13 +28,17 @@ def _add(a, b):
 def quant_gemv_kernel(X, Q, S, Z, BIAS, OUT, WS, M, N, K, sxm, sxk, sqn, sqk, ssn, ssg, szn, szg, som, son,
                       k_per_split, GROUP,
                       BITS: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+    # NOTE: weight rows are wrapped (% N) and, with EVEN_K (every split a whole number
+    # of K blocks), K is not masked: the weight loads are unmasked and vectorise (a
+    # per-element K mask made Triton load int8 weights one byte at a time).
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = offs_m < M
     n_ok = offs_n < N
+    w_n = offs_n % N
     k_lo = pid_k * k_per_split
     k_hi = tl.minimum(K, k_lo + k_per_split)
     acc = tl.full([BLOCK_M, BLOCK_N], 0, tl.float32)
@@ -42,31 +46,43 @@ def quant_gemv_kernel(X, Q, S, Z, BIAS, OUT, WS, M, N, K, sxm, sxk, sqn, sqk, ss
         offs_k = tl.arange(0, BLOCK_K)
         for k0 in range(k_lo, k_hi, BLOCK_K):
             kk = k0 + offs_k
-            k_ok = kk < k_hi
-            x = tl.load(X + offs_m[:, None] * sxm + kk[None, :] * sxk, mask=m_ok[:, None] & k_ok[None, :],
-                        other=0.0).to(tl.float32)
-            q = tl.load(Q + offs_n[:, None] * sqn + kk[None, :] * sqk, mask=n_ok[:, None] & k_ok[None, :],
-                        other=0).to(tl.float32)
+            if EVEN_K:
+                x = tl.load(X + offs_m[:, None] * sxm + kk[None, :] * sxk, mask=m_ok[:, None], other=0.0)
+                q = tl.load(Q + w_n[:, None] * sqn + kk[None, :] * sqk)
+            else:
+                k_ok = kk < k_hi
+                x = tl.load(X + offs_m[:, None] * sxm + kk[None, :] * sxk, mask=m_ok[:, None] & k_ok[None, :],
+                            other=0.0)
+                q = tl.load(Q + w_n[:, None] * sqn + kk[None, :] * sqk, mask=k_ok[None, :], other=0)
+            x = x.to(tl.float32)
+            q = q.to(tl.float32)
             acc += tl.reduce(x[:, None, :] * q[None, :, :], 2, _add)
-        s = tl.load(S + offs_n * ssn, mask=n_ok, other=0.0).to(tl.float32)
+        s = tl.load(S + w_n * ssn).to(tl.float32)
         acc = acc * s[None, :]
     else:
         HALF: tl.constexpr = BLOCK_K // 2
         offs_j = tl.arange(0, HALF)
         for k0 in range(k_lo, k_hi, BLOCK_K):
             jj = k0 // 2 + offs_j                 # packed bytes of input channels k0 .. k0 + BLOCK_K
-            k_ok = 2 * jj < k_hi
-            xe = tl.load(X + offs_m[:, None] * sxm + (2 * jj)[None, :] * sxk, mask=m_ok[:, None] & k_ok[None, :],
-                         other=0.0).to(tl.float32)
-            xo = tl.load(X + offs_m[:, None] * sxm + (2 * jj + 1)[None, :] * sxk,
-                         mask=m_ok[:, None] & k_ok[None, :], other=0.0).to(tl.float32)
-            b = tl.load(Q + offs_n[:, None] * sqn + jj[None, :] * sqk, mask=n_ok[:, None] & k_ok[None, :],
-                        other=0).to(tl.int32)
+            if EVEN_K:
+                xe = tl.load(X + offs_m[:, None] * sxm + (2 * jj)[None, :] * sxk, mask=m_ok[:, None], other=0.0)
+                xo = tl.load(X + offs_m[:, None] * sxm + (2 * jj + 1)[None, :] * sxk, mask=m_ok[:, None], other=0.0)
+                b = tl.load(Q + w_n[:, None] * sqn + jj[None, :] * sqk)
+            else:
+                k_ok = 2 * jj < k_hi
+                xe = tl.load(X + offs_m[:, None] * sxm + (2 * jj)[None, :] * sxk,
+                             mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+                xo = tl.load(X + offs_m[:, None] * sxm + (2 * jj + 1)[None, :] * sxk,
+                             mask=m_ok[:, None] & k_ok[None, :], other=0.0)
+                b = tl.load(Q + w_n[:, None] * sqn + jj[None, :] * sqk, mask=k_ok[None, :], other=0)
+            xe = xe.to(tl.float32)
+            xo = xo.to(tl.float32)
+            b = b.to(tl.int32)
             lo = (b & 15).to(tl.float32)
             hi = (b >> 4).to(tl.float32)
             g = k0 // GROUP
-            s = tl.load(S + offs_n * ssn + g * ssg, mask=n_ok, other=0.0).to(tl.float32)
-            z = tl.load(Z + offs_n * szn + g * szg, mask=n_ok, other=0.0).to(tl.float32)
+            s = tl.load(S + w_n * ssn + g * ssg).to(tl.float32)
+            z = tl.load(Z + w_n * szn + g * szg).to(tl.float32)
             part = tl.reduce(xe[:, None, :] * lo[None, :, :] + xo[:, None, :] * hi[None, :, :], 2, _add)
             sx = tl.reduce(xe + xo, 1, _add)
             acc += s[None, :] * (part - z[None, :] * sx[:, None])
