@@ -169,7 +169,9 @@ def _quick(launcher, env, configs, db, sw):
         if m.ok:
             results.append((m.time_ms, k, cfg))
         else:
-            log.warning("braze: candidate %s of %s is %s with its default config %s on %s: %s", k.name,
+            # NOTE: a build failure was warned about by the kernel itself, once per kernel and config
+            log.log(logging.INFO if m.status == "compile_error" else logging.WARNING,
+                    "braze: candidate %s of %s is %s with its default config %s on %s: %s", k.name,
                         launcher.node.name or launcher.node.op, m.status, cfg, _safe_problem(k, env),
                         m.error.splitlines()[0] if m.error else "")
     _safe(lambda: db.record_many(trials), db)

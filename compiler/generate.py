@@ -215,10 +215,18 @@ class _DecodeStep:
 
 
 def _step(model, state: _ModelState, params: SamplingParams, batch: int, max_len: int, device, eos, pad):
-    """The decode step of (batch bucket, cache length, sampling, eos/pad), built once and reused."""
-    key = (batch, max_len, str(device), params, eos, pad)
+    """The decode step of (batch bucket, cache length, device, model dtype, sampling, eos/pad),
+    built once and reused. A model moved to another dtype or device since gets new steps
+    (static caches of its dtype; the compiled forward recompiles for its new weights), and
+    the steps of what it was are dropped."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype = param.dtype if param is not None else None
+    where = (str(device), dtype)
+    key = (batch, max_len, where, params, eos, pad)
     step = state.steps.get(key)
     if step is None:
+        for old in [k for k in state.steps if k[2] != where]:
+            del state.steps[old]
         with torch.inference_mode():
             cache = _cache(model, batch, max_len)
         step = state.steps[key] = _DecodeStep(_forward_call(model, state.forward), cache, params, batch, max_len,

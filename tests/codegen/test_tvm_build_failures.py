@@ -43,3 +43,28 @@ def test_unbuildable_config_warns_once_and_the_library_runs(caplog, tmp_path):
     assert 1 <= len(built) <= 2, [r.getMessage() for r in built]
     failed = [t for t in get_db(db).trials() if t.status == "compile_error"]
     assert failed and all(t.backend == "tvm" for t in failed)
+
+
+def test_bool_outputs_are_not_vectorised():
+    """TVM's LLVM backend cannot always build bool vectors ("IntImm can only take scalar, but
+    boolx8 was supplied": braze.generate's mask group of a float64 Llama at batch bucket 8):
+    a pointwise group writing a mask gets scalar loops by default, the space refuses
+    vectorised ones, and the group still runs as a TVM kernel."""
+    from braze.autotune.space import device_info
+    from braze.compiler.codegen.tvm.schedule_cpu import POINTWISE_SPACE
+
+    def masks(pos, lim, keep):
+        return (pos.to(torch.float32) <= lim) & keep
+
+    fast = braze.jit(masks, strict=True, backend="tvm")
+    pos, lim = torch.arange(-3, 253).reshape(4, 64), torch.full((4, 64), 100.0)
+    keep = torch.rand(4, 64) > 0.3
+    with torch.no_grad():
+        assert torch.equal(fast(pos, lim, keep), masks(pos, lim, keep))
+    report = braze.explain(masks, pos, lim, keep, options={"backend": "tvm", "strict": True})
+    assert any(k.backend == "tvm" for g in report.graphs for k in g.kernels), str(report)
+    p = {"numel": 256, "last": 64, "dtype": "b8"}
+    cpu = device_info("cpu")
+    cfg = POINTWISE_SPACE.default_config(p, cpu)
+    assert cfg["vec"] == 1 and POINTWISE_SPACE.valid(cfg, p, cpu)
+    assert not POINTWISE_SPACE.valid(dict(cfg, vec=8), p, cpu)

@@ -92,6 +92,26 @@ def test_batch_bucket_rows_never_change_results():
         assert torch.equal(one[0, -6:], out3[b, -6:])
 
 
+def test_a_model_moved_to_another_dtype_gets_new_steps_and_a_batch_past_the_buckets_so_far_compiles():
+    """Guards: the static cache and step of a float32 model are never reused once it is
+    float64 (they were: SDPA then met float64 queries and float32 keys); a batch larger
+    than every bucket compiled so far gets its own bucket; each equals eager."""
+    model = hf_models.build("llama")
+    ids, mask = _prompt(batch=2)
+    assert torch.equal(braze.generate(model, ids, attention_mask=mask, max_new_tokens=5, pad_token_id=0),
+                       _eager(model, ids, mask, 5))
+    from braze.compiler.generate import DecodeStats, generate as generate_with_stats
+
+    model.double()
+    stats = DecodeStats()
+    got = generate_with_stats(model, ids, 5, attention_mask=mask, pad_token_id=0, stats=stats)
+    assert torch.equal(got, _eager(model, ids, mask, 5))
+    assert stats.compiles_prefill >= 1                   # recompiled for the float64 weights
+    big, big_mask = torch.cat([ids] * 3)[:5], torch.cat([mask] * 3)[:5]
+    got = generate_with_stats(model, big, 5, attention_mask=big_mask, pad_token_id=0, stats=stats)
+    assert stats.batch_bucket == 8 and torch.equal(got, _eager(model, big, big_mask, 5))
+
+
 def test_sampling_is_seeded_and_respects_top_k():
     model = hf_models.build("llama")
     ids, mask = _prompt(batch=2)

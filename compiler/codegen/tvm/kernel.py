@@ -37,6 +37,7 @@ KEY_VERSION = "tvm-1"
 STATS = {"runners": 0, "fallbacks": 0}
 # (kernel key, config) -> why TVM could not build it, for the rest of the process.
 _BUILD_FAILURES: dict = {}
+_WARNED: set = set()
 
 
 class KernelBuildError(RuntimeError):
@@ -140,7 +141,12 @@ class TVMKernel:
             msg = (f"TVM could not build {self.name} with {dict(config)} ({type(e).__name__}: "
                    f"{str(e).splitlines()[0] if str(e) else ''})")
             _BUILD_FAILURES[key] = msg
-            log.warning("braze: %s; another candidate runs it", msg)
+            warned = (self.name, key[1])      # once per kernel and config, whatever the shape
+            if warned not in _WARNED:
+                _WARNED.add(warned)
+                log.warning("braze: %s; another candidate runs it", msg)
+            else:
+                log.info("braze: %s; another candidate runs it", msg)
             raise KernelBuildError(msg) from e
 
     def _reference(self) -> Callable[..., Any]:  # NOTE: for empty operands (see Runner._empty)

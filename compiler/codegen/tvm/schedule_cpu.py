@@ -52,15 +52,19 @@ def _lanes(problem) -> int:
 # --- spaces -----------------------------------------------------------------------
 
 def _pw_default(problem, device: DeviceInfo) -> dict:
-    lanes = _lanes(problem)
+    lanes = 1 if problem.get("dtype") == "b8" else _lanes(problem)
     last = problem.get("last", 1)
     return {"vec": lanes, "unroll": 1, "parallel": problem.get("numel", 0) >= 1 << 15 and device.cores > 1,
             "flat": last < lanes or last % lanes != 0}
 
 
 # Knobs and constraint shared by the row-wise kinds (pointwise, reduction).
-_ROW_KNOBS = (Knob("vec", (4, 8, 16, 32, 64)), Knob("unroll", (1, 2, 4)), Knob("parallel", (False, True)))
-_ROW_CONSTRAINTS = (Constraint("vec <= 4 vector registers", lambda c, p, d: c["vec"] <= 4 * _lanes(p)),)
+_ROW_KNOBS = (Knob("vec", (1, 4, 8, 16, 32, 64)), Knob("unroll", (1, 2, 4)), Knob("parallel", (False, True)))
+# NOTE: TVM's LLVM backend cannot build bool vectors ("IntImm can only take scalar, but
+# boolx8 was supplied"): a group writing bool runs scalar loops.
+_ROW_CONSTRAINTS = (Constraint("vec <= 4 vector registers", lambda c, p, d: c["vec"] <= 4 * _lanes(p)),
+                    Constraint("bool outputs are not vectorised", lambda c, p, d: p.get("dtype") != "b8" or
+                               c["vec"] == 1))
 
 POINTWISE_SPACE = Space(_ROW_KNOBS + (Knob("flat", (False, True)),), _ROW_CONSTRAINTS, _pw_default)
 
