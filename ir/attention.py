@@ -1,7 +1,7 @@
 """The ``attention`` op: one fused attention, however the model wrote it.
 
     attention(q, k, v, mask=None, slopes=None, *, scale, causal="none",
-              window=None, groups=1, mask_kind="none") -> out
+              window=None, groups=1, mask_kind="none", softcap=None) -> out
 
 Layouts: ``q [B, Hq, Sq, D]``, ``k [B, Hkv, Sk, D]``, ``v [B, Hkv, Sk, Dv]``,
 ``out [B, Hq, Sq, Dv]`` in q's dtype. ``Hq = groups * Hkv``: query head h
@@ -21,6 +21,10 @@ Masking, all combined (a key is visible when every rule allows it):
 - ``slopes`` ``[Hq]`` (float32): ALiBi, score += slope[h] * (j - i') ... as
   BLOOM adds ``slope[h] * j`` (softmax is shift-invariant per row, so the
   two agree).
+
+Scores are ``scale * q @ k^T``, or with ``softcap`` (Gemma-2's logit
+soft-capping) ``softcap * tanh(scale * q @ k^T / softcap)``, before ALiBi
+and the mask are added.
 
 Rows with no visible key produce zeros (SDPA produces NaN there; braze's
 kernels and this reference agree on zeros, which padding rows need).
@@ -56,7 +60,8 @@ def visible(sq: int, sk: int, causal: str, window: Optional[int], device=None) -
 
 
 def attention_reference(q, k, v, mask=None, slopes=None, *, scale: float, causal: str = "none",
-                        window: Optional[int] = None, groups: int = 1, mask_kind: str = "none") -> torch.Tensor:
+                        window: Optional[int] = None, groups: int = 1, mask_kind: str = "none",
+                        softcap: Optional[float] = None) -> torch.Tensor:
     """Math reference in float32 (float64 for float64 inputs)."""
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     qf, kf, vf = q.to(acc), k.to(acc), v.to(acc)
@@ -64,6 +69,8 @@ def attention_reference(q, k, v, mask=None, slopes=None, *, scale: float, causal
         kf = kf.repeat_interleave(groups, dim=-3)
         vf = vf.repeat_interleave(groups, dim=-3)
     s = torch.matmul(qf, kf.transpose(-1, -2)) * scale
+    if softcap:
+        s = torch.tanh(s / softcap) * softcap
     sq, sk = s.shape[-2], s.shape[-1]
     if slopes is not None:
         i = torch.arange(sq, device=s.device)[:, None] + (sk - sq if causal == "bottom_right" else 0)
@@ -81,8 +88,11 @@ def attention_reference(q, k, v, mask=None, slopes=None, *, scale: float, causal
     return torch.matmul(p, vf).to(q.dtype)
 
 
-def _infer(q, k, v, mask=None, slopes=None, *, scale, causal="none", window=None, groups=1, mask_kind="none"):
+def _infer(q, k, v, mask=None, slopes=None, *, scale, causal="none", window=None, groups=1, mask_kind="none",
+           softcap=None):
     qt, kt, vt = q.type, k.type, v.type
+    if softcap is not None and not (isinstance(softcap, (int, float)) and softcap > 0):
+        raise TypeError(f"attention softcap={softcap!r}: a positive number or None")
     if qt.rank != 4 or kt.rank != 4 or vt.rank != 4:
         raise TypeError(f"attention takes [B, H, S, D] operands, got {qt}, {kt}, {vt}")
     if causal not in CAUSAL:

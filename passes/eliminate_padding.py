@@ -407,6 +407,8 @@ class _Packer:
         else:
             if n.attr("slopes") is not None or len(n.args) > 4 and n.args[4] is not None:
                 raise _Decline("ALiBi attention (positions of packed tokens differ with holes)")
+            if n.attr("softcap"):
+                raise _Decline("soft-capped attention (attention_varlen has no softcap)")
             scale, groups = n.attr("scale"), n.attr("groups", 1)
             causal = "bottom_right" if (n.attr("causal", "none") != "none" or cls.causal != "none") else "none"
             window = n.attr("window") if n.attr("window") is not None else cls.window

@@ -91,11 +91,15 @@ class QK:
 
 @dataclass(frozen=True)
 class Sum:
+    """``alpha * q@k^T + terms`` or, with ``tanh_scale`` (Gemma-2's logit soft-capping),
+    ``alpha * tanh(tanh_scale * q@k^T) + terms``; keys hidden where ``preds`` fail."""
+
     frame: Frame
     qk: Optional[QK] = None
     alpha: float = 1.0
     terms: tuple[Term, ...] = ()
     preds: tuple[tuple[Pred, Frame], ...] = ()
+    tanh_scale: Optional[float] = None
 
     def scaled(self, c: float) -> "Sum":
         return replace(self, alpha=self.alpha * c, terms=tuple(replace(t, coef=t.coef * c) for t in self.terms))
@@ -124,7 +128,7 @@ def plus(a: Sum, b: Sum, frame: Frame) -> Optional[Sum]:
     else:
         a = a.anchored(frame)
     b = b.anchored(frame)
-    return Sum(frame, a.qk, a.alpha, a.terms + b.terms, a.preds + b.preds)
+    return Sum(frame, a.qk, a.alpha, a.terms + b.terms, a.preds + b.preds, a.tanh_scale)
 
 
 class ScoreAnalysis:
@@ -239,6 +243,14 @@ def _div(an, args, kw, v, frame):
     return None if s is None else replace(s.scaled(1.0 / k), frame=replace(s.frame, shape=frame.shape))
 
 
+def _tanh(an, args, kw, v, frame):
+    """``tanh(c * q@k^T)``: the inside of a soft cap (nothing else may be inside)."""
+    s = an.sum(args[0])
+    if s is None or s.qk is None or s.terms or s.preds or s.tanh_scale is not None or s.alpha <= 0:
+        return None
+    return Sum(replace(s.frame, shape=frame.shape), s.qk, 1.0, tanh_scale=s.alpha)
+
+
 def _where(an, args, kw, v, frame):
     cond, x, y = args[0], args[1], args[2]
     if is_neg_inf(y, an.constants):
@@ -336,7 +348,7 @@ def _full(an, args, kw, v, frame):
 SCORE_RULES: dict[str, Callable] = {
     "bmm": _qk, "matmul": _qk, "mm": _qk, "baddbmm": _baddbmm,
     "add": _add(1), "sub": _add(-1), "mul": _mul, "div": _div,
-    "where": _where, "masked_fill": _masked_fill, "_to_copy": _cast,
+    "tanh": _tanh, "where": _where, "masked_fill": _masked_fill, "_to_copy": _cast,
     "reshape": _reshape, "expand": _expand, "slice": _slice, "triu": _tri, "tril": _tri,
     "full": _full, "full_like": _full, "new_full": _full, "scalar_tensor": _full,
     "zeros": _full, "zeros_like": _full, "new_zeros": _full,

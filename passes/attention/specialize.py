@@ -174,7 +174,10 @@ def chain_rule(n: Node, ctx: Context) -> Plan:
     q4, cq = peel_scale(q4, ctx.users, ctx.graph.constants)
     k0, ck = peel_scale(k0, ctx.users, ctx.graph.constants)
     mask, slopes, attrs = decide_mask(list(s.preds), list(s.terms), (B, H), Sq, Sk, ctx)
-    attrs.update(scale=float(s.alpha) * cq * ck, groups=g)
+    if s.tanh_scale is None:
+        attrs.update(scale=float(s.alpha) * cq * ck, groups=g)
+    else:   # alpha * tanh(t * q@k^T) = softcap * tanh(scale * q@k^T / softcap)
+        attrs.update(scale=float(s.tanh_scale * s.alpha) * cq * ck, softcap=float(s.alpha), groups=g)
     return Plan(q4, k0, v0, mask, slopes, attrs, n.out().type)
 
 
@@ -457,8 +460,10 @@ def _positional_mask(plan: Plan, graph: Graph) -> None:
 def _build(plan: Plan, b: Builder, env, memo, name: str) -> Value:
     q, k, v, mask, slopes = (build(x, b, env, memo) for x in (plan.q, plan.k, plan.v, plan.mask, plan.slopes))
     a = plan.attrs
+    extra = {"softcap": a["softcap"]} if a.get("softcap") else {}
     out = b.call("attention", q, k, v, mask, slopes, scale=a["scale"], causal=a["causal"], window=a["window"],
-                 groups=a["groups"], mask_kind=a["mask_kind"], name=f"attention_{name}" if name else "attention")
+                 groups=a["groups"], mask_kind=a["mask_kind"], name=f"attention_{name}" if name else "attention",
+                 **extra)
     want = plan.out_type
     if out.type.dtype != want.dtype:
         out = b.call("_to_copy", out, dtype=want.dtype)

@@ -59,10 +59,12 @@ def check(out, ref, dtype):
 
 
 def run_dense(B=1, Hq=2, Hkv=2, Sq=37, Sk=37, D=64, dtype=torch.float32, Dv=None, causal="none", window=None,
-              mask=None, mask_kind="none", slopes=None, config=None, permuted=True, scale=None):
+              mask=None, mask_kind="none", slopes=None, config=None, permuted=True, scale=None, softcap=None):
     q, k, v = qkv(B, Hq, Hkv, Sq, Sk, D, dtype, Dv, permuted)
     scale = scale or 1 / math.sqrt(D)
     attrs = dict(scale=scale, causal=causal, window=window, groups=Hq // Hkv, mask_kind=mask_kind)
+    if softcap is not None:
+        attrs["softcap"] = softcap
     out = attention_dense(q, k, v, mask, slopes, config=config or cfg(), **attrs)
     ref = attention_reference(q.double(), k.double(), v.double(),
                               mask.double() if mask is not None and mask.is_floating_point() else mask,
@@ -180,6 +182,21 @@ def test_value_head_dim_differs_and_contiguous_inputs():
 def test_decode_split_kv(sq, splits, causal, dtype):
     run_dense(B=2, Hq=8, Hkv=2, Sq=sq, Sk=77, dtype=dtype, causal=causal, config=cfg(16, 16, pack=True,
                                                                                       splits=splits))
+
+
+@pytest.mark.parametrize("sq,splits,dtype", [(37, 1, torch.float32), (1, 4, torch.bfloat16), (2, 3, torch.float16)])
+def test_softcapped_scores(sq, splits, dtype):
+    """Gemma-2's ``softcap * tanh(scale * q@k^T / softcap)`` (cap 2 against scores of up to ~4:
+    the cap bites), prefill and split-KV decode, with a sliding window and an additive mask."""
+    mask = torch.randn(2, 1, sq, 77)
+    run_dense(B=2, Hq=4, Hkv=2, Sq=sq, Sk=77, dtype=dtype, causal="bottom_right", window=30, mask=mask,
+              mask_kind="additive", scale=0.5, softcap=2.0, config=cfg(16, 16, pack=sq < 16, splits=splits))
+
+
+def test_softcap_must_be_positive():
+    q, k, v = qkv(1, 2, 2, 4, 8, 16, torch.float32)
+    with pytest.raises(ValueError, match="softcap"):
+        attention_dense(q, k, v, None, None, scale=0.25, softcap=-1.0, config=cfg())
 
 
 def test_decode_split_kv_with_window_mask_and_alibi():

@@ -83,6 +83,23 @@ def test_decode_step_compiles_once_and_names_its_torch_ops():
     assert "decode compiled 0 graph(s)" in str(report2)
 
 
+def test_gemma2_decode_runs_soft_capped_attention_and_equals_eager():
+    """Gemma-2 (logit soft-capping, alternating sliding windows): every layer's decode attention
+    is one ``attention`` op with ``softcap`` over the static cache, tokens equal eager's."""
+    model = hf_models.build("gemma2")
+    ids, mask = _prompt()
+    want = _eager(model, ids, mask)
+    report = braze.explain_generate(model, ids, attention_mask=mask, max_new_tokens=NEW, pad_token_id=0,
+                                    options={"strict": True})
+    decode = report.graphs[-1].final_ir
+    attn = [line for line in decode.splitlines() if " = attention(" in line]
+    assert len(attn) == model.config.num_hidden_layers, decode
+    assert all(f"softcap={model.config.attn_logit_softcapping}" in line for line in attn), attn
+    got = braze.generate(model, ids, attention_mask=mask, max_new_tokens=NEW, pad_token_id=0,
+                         options={"strict": True})
+    assert torch.equal(got, want), (got[:, ids.shape[1]:], want[:, ids.shape[1]:])
+
+
 def test_batch_bucket_rows_never_change_results():
     model = hf_models.build("llama")
     ids, mask = _prompt(batch=3)                          # bucket 4: one padded row

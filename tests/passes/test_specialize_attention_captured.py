@@ -130,15 +130,30 @@ def test_decoding_step_against_a_cache_is_bottom_right():
     assert (attn[0].attr("causal"), attn[0].attr("mask_kind")) == ("bottom_right", "none")
 
 
-def test_softcapped_scores_are_not_attention():
-    """Gemma-2-style tanh soft-capping is no sum of q@k^T and a mask: declined, still correct."""
+def test_softcapped_scores_are_attention_with_a_softcap():
+    """Gemma-2's logit soft-capping, ``tanh(scale * q@k^T / cap) * cap`` then the mask:
+    attention with ``softcap=cap`` (the cap is 1.5 so that it changes the result)."""
     def fn(q, k, v):
-        s = torch.tanh(q @ k.transpose(-1, -2) * 0.25 / 30.0) * 30.0
+        S = q.shape[-2]
+        s = torch.tanh(q @ k.transpose(-1, -2) * 0.25 / 1.5) * 1.5
+        s = s + torch.full((S, S), float("-inf")).triu(1)
+        return torch.softmax(s, -1) @ v
+
+    attn, _ = compile_and_check(fn, [_qkv(5), _qkv(7, seed=2)])
+    assert len(attn) == 1
+    a = attn[0]
+    assert a.attr("softcap") == 1.5 and abs(a.attr("scale") - 0.25) < 1e-12 and a.attr("causal") == "top_left"
+
+
+def test_scores_with_something_else_inside_the_tanh_are_not_attention():
+    """A term inside the tanh (here a bias) is no soft cap of q@k^T: declined, still correct,
+    and braze.explain names the declined rule (one Decline mechanism, passes/context.py)."""
+    def fn(q, k, v):
+        s = torch.tanh((q @ k.transpose(-1, -2) + 1.0 * torch.arange(q.shape[-2])) * 0.25 / 30.0) * 30.0
         return torch.softmax(s, -1) @ v
 
     attn, _ = compile_and_check(fn, [_qkv(5)])
     assert attn == []
-    # braze.explain shows the declined rule and its reason (one Decline mechanism, passes/context.py)
     report = braze.explain(fn, *_qkv(5), options={"strict": True})
     notes = [n for g in report.graphs for n in g.notes]
     assert any(n.startswith("specialize_attention: matmul(softmax") and "declined:" in n for n in notes), notes

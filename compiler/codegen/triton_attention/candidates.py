@@ -81,7 +81,7 @@ class TritonAttention:
     def compile(self, config: Config) -> Callable[..., Any]:
         spec, cfg = self.spec, dict(config)
         attrs = dict(scale=float(spec.scale), causal=spec.causal, window=spec.window, groups=spec.groups,
-                     mask_kind=spec.mask_kind)
+                     mask_kind=spec.mask_kind, softcap=spec.attrs.get("softcap"))
 
         def run(*xs):
             return launch.attention_dense(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),

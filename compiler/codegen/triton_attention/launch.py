@@ -142,6 +142,7 @@ class _DensePlan:
     ints: tuple = ()              # every integer argument of the kernel, in order
     consts: dict = field(default_factory=dict)
     scale2: float = 0.0
+    cap2: float = 0.0             # softcap * log2(e) (0: no soft cap)
     splits: int = 1
     ws_shape: tuple = ()
     lse_shape: tuple = ()
@@ -161,7 +162,7 @@ MAX_PLANS = 1024
 
 def attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: str = "none",
                     window: Optional[int] = None, groups: int = 1, mask_kind: str = "none",
-                    config: Mapping) -> torch.Tensor:
+                    softcap: Optional[float] = None, config: Mapping) -> torch.Tensor:
     """The ``attention`` op through the Triton template (see ``braze.ir.attention``).
 
     Launch plans are cached per (shapes, strides, dtypes, attributes, config); a
@@ -169,11 +170,11 @@ def attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: st
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            None if mask is None else (mask.shape, mask.stride(), mask.dtype),
            None if slopes is None else (slopes.shape, slopes.dtype, slopes.is_contiguous(), slopes.device),
-           scale, causal, window, groups, mask_kind, tuple(config.items()))
+           scale, causal, window, groups, mask_kind, softcap, tuple(config.items()))
     plan = _PLANS.get(key)
     if plan is None:
         check_device(q, k, v)
-        plan = _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, dict(config))
+        plan = _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, dict(config), softcap)
         if len(_PLANS) >= MAX_PLANS:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -185,7 +186,7 @@ def attention_dense(q, k, v, mask=None, slopes=None, *, scale: float, causal: st
             raise
         log.warning("braze attention: config %s refused by the GPU compiler (%s); using %s",
                     plan.config, type(e).__name__, safe)
-        plan = _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, safe)
+        plan = _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, safe, softcap)
         _PLANS[key] = plan
         return _run_dense(plan, q, k, v, mask, slopes)
 
@@ -196,7 +197,8 @@ def _compiler_refusals() -> tuple:
     return (OutOfResources, PTXASError)
 
 
-def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, config: dict) -> _DensePlan:
+def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind, config: dict,
+                softcap: Optional[float] = None) -> _DensePlan:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"braze triton attention: q, k, v must be [B, H, S, D], got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -207,6 +209,8 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
         raise ValueError(f"braze triton attention: k {tuple(k.shape)} and v {tuple(v.shape)} do not fit "
                          f"q {tuple(q.shape)}")
     _check_common(q, k, v, groups, scale, window, Hq, Hkv)
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"braze triton attention: softcap {softcap!r} (a positive number or None)")
     if causal not in CAUSAL_CODES or mask_kind not in MASK_CODES or (mask is None) != (mask_kind == "none"):
         raise ValueError(f"braze triton attention: causal={causal!r}, mask_kind={mask_kind!r}, "
                          f"mask {'given' if mask is not None else 'absent'}")
@@ -246,10 +250,12 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
                   CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=MASK_CODES[mask_kind],
                   HAS_ALIBI=slopes is not None, VARLEN=False, PACK_GQA=pack, SPLIT=splits > 1,
                   DOT_PREC=_dot_prec(q.dtype), DOT_F32=_dot_f32(q.dtype), USE_TMA=use_tma,
-                  HAS_SUMMARY=summary is not None, num_warps=int(config["num_warps"]),
+                  HAS_SUMMARY=summary is not None, HAS_SOFTCAP=bool(softcap), num_warps=int(config["num_warps"]),
                   num_stages=int(config["num_stages"]))
+    # NOTE: soft-capped scores in log2 units: softcap * log2(e) * tanh(qk * scale / softcap)
+    scale2 = float(scale) / float(softcap) if softcap else float(scale) * LOG2E
     plan = _DensePlan(trivial="", grid=(triton_cdiv(rows, bm), n_prog, splits), ints=ints, consts=consts,
-                      summary=summary, scale2=float(scale) * LOG2E, splits=splits,
+                      summary=summary, scale2=scale2, cap2=float(softcap) * LOG2E if softcap else 0.0, splits=splits,
                       tma_blocks=([1, 1, bn, bd], [1, 1, bn, bdv]) if use_tma else None,
                       slopes_cast=slopes is not None and (slopes.dtype != torch.float32 or not slopes.is_contiguous()
                                                           or slopes.device != q.device), **base)
@@ -356,7 +362,7 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
         o_t, lse = out, q  # q: placeholder pointer, never read
     tpl.attention_fwd_kernel[plan.grid](
         q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, desc_k, desc_v,
-        summary, plan.scale2, *plan.ints, **plan.consts)
+        summary, plan.scale2, plan.cap2, *plan.ints, **plan.consts)
     if plan.splits > 1:
         tpl.attention_combine_kernel[plan.combine_grid](o_t, lse, out, *plan.combine_ints, **plan.combine_consts)
     return out
@@ -442,14 +448,15 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_s
     qs, ks, vs, os_ = q.stride(), k.stride(), v.stride(), out.stride()
     tpl.attention_fwd_kernel[grid](
         q, k, v, out, q, sl if sl is not None else q, q, cq, ck, None, None, q,
-        float(scale) * LOG2E,
+        float(scale) * LOG2E, 0.0,
         0, qs[1], qs[0], qs[2], 0, ks[1], ks[0], ks[2], 0, vs[1], vs[0], vs[2], 0, os_[1], os_[0], os_[2], 0,
         0, 0, 0, 0, 0, 0, 0, 0,
         Hq, groups, max_seqlen_q, int(max_seqlen_k or 0), int(window or 0), 0,
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, HAS_SUMMARY=False, num_warps=int(config["num_warps"]),
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, HAS_SUMMARY=False, HAS_SOFTCAP=False,
+        num_warps=int(config["num_warps"]),
         num_stages=int(config["num_stages"]))
     return out
 

@@ -34,7 +34,7 @@ from braze.compiler.codegen.triton_attention.spec import AttentionSpec
 def sdpa_maps(spec: AttentionSpec, device_kind: str = "cuda") -> bool:
     """Whether SDPA computes this node exactly (up to rounding), without a
     host synchronisation on ``device_kind``."""
-    return not spec.has("slopes") and (not spec.varlen or device_kind == "cpu")
+    return not spec.has("slopes") and not spec.attrs.get("softcap") and (not spec.varlen or device_kind == "cpu")
 
 
 def sdpa_attention(q, k, v, mask=None, *, scale: float, causal: str = "none", window: Optional[int] = None,

@@ -84,6 +84,7 @@ class AttentionSpec:
         return {"B": pow2_bucket(b), "Hq": hq, "Hkv": hkv, "groups": self.groups, "Sq": pow2_bucket(sq),
                 "Sk": pow2_bucket(sk), "D": q[-1], "Dv": v[-1], "dtype": dtype, "causal": self.causal,
                 "window": pow2_bucket(self.window) if self.window else 0, "mask": self.mask_kind,
+                "softcap": bool(self.attrs.get("softcap")),
                 "alibi": self.has("slopes"), "varlen": self.varlen}
 
 

@@ -52,11 +52,20 @@ def _fadd(a, b):
 
 
 @triton.jit
+def _tanh(x):
+    """tanh from one exp (core builtins only; exact at 0, saturating for large |x|)."""
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0, -t, t)
+
+
+@triton.jit
 def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, key_lo, key_hi, len_k, pos, row_ok,
-                 m_off, slope2, qk_scale, window, skn, skd, svn, svd, smk, offs_d, offs_dv,
+                 m_off, slope2, qk_scale, cap2, window, skn, skd, svn, svd, smk, offs_d, offs_dv,
                  MASKED: tl.constexpr, USE_TMA: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
                  MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr, HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr,
-                 BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr):
+                 BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+                 DOT_F32: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
     """Online softmax over key blocks [lo, hi) (lo a multiple of BLOCK_N).
 
     MASKED: apply the key range [key_lo, key_hi), the causal and the window
@@ -84,13 +93,17 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
             qk = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
         else:
             qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-        if (not NEED_SAFE) and (not HAS_ALIBI):
+        if (not NEED_SAFE) and (not HAS_ALIBI) and (not HAS_SOFTCAP):
             # NOTE: needs qk_scale > 0 (the launcher checks scale > 0).
             m_new = tl.maximum(m_i, tl.reduce(qk, 1, _max) * qk_scale)
             qk = qk * qk_scale - m_new[:, None]
             alpha = tl.math.exp2(m_i - m_new)
         else:
-            qk = qk * qk_scale
+            if HAS_SOFTCAP:
+                # softcap * tanh(scale * qk / softcap), in log2 units: qk_scale = scale / softcap
+                qk = cap2 * _tanh(qk * qk_scale)
+            else:
+                qk = qk * qk_scale
             if HAS_ALIBI:
                 qk += slope2[:, None] * (offs_n[None, :] - pos[:, None]).to(tl.float32)
             if MASK_KIND != 0:
@@ -146,7 +159,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
 @triton.jit
 def attention_fwd_kernel(
         Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K, DESC_K, DESC_V, SUMMARY,
-        qk_scale,
+        qk_scale, cap2,
         sqb, sqh, sqs, sqd,
         skb, skh, sks, skd,
         svb, svh, svs, svd,
@@ -158,7 +171,7 @@ def attention_fwd_kernel(
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
         VARLEN: tl.constexpr, PACK_GQA: tl.constexpr, SPLIT: tl.constexpr, DOT_PREC: tl.constexpr,
-        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr, HAS_SUMMARY: tl.constexpr):
+        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr, HAS_SUMMARY: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
     """Attention forward. CAUSAL: 0 none, 1 top_left, 2 bottom_right.
     MASK_KIND: 0 none, 1 bool (uint8, nonzero = visible), 2 additive.
     DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8).
@@ -299,9 +312,9 @@ def attention_fwd_kernel(
             s_hi = hi
         acc, l_i, m_i = _attn_blocks(
             acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, s_lo, s_hi, lo, hi, len_k, pos, row_ok, m_off,
-            slope2, qk_scale, window, sks, skd, svs, svd, smk, offs_d, offs_dv, seg != 1, USE_TMA, CAUSAL,
+            slope2, qk_scale, cap2, window, sks, skd, svs, svd, smk, offs_d, offs_dv, seg != 1, USE_TMA, CAUSAL,
             HAS_WINDOW, MASK_KIND * (1 - HAS_SUMMARY * (seg == 1)), HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
-            BLOCK_N, DOT_PREC, DOT_F32)
+            BLOCK_N, DOT_PREC, DOT_F32, HAS_SOFTCAP)
 
     # Rows that saw no key: l == 0 and acc == 0 -> zeros.
     empty = l_i == 0.0

@@ -253,6 +253,8 @@ def supports_attention(node: Node, device_kind: str) -> Optional[str]:
     slopes = args[4] if len(args) > 4 else kw.get("slopes")
     if slopes is not None:
         return "ALiBi slopes"
+    if kw.get("softcap"):
+        return "soft-capped scores (softcap)"
     q, k, v = args[0], args[1], args[2]
     for t in (q.type, k.type, v.type):
         if t.dtype not in DTYPES or not t.dtype.is_floating_point:
