@@ -172,8 +172,8 @@ def _quick(launcher, env, configs, db, sw):
             # NOTE: a build failure was warned about by the kernel itself, once per kernel and config
             log.log(logging.INFO if m.status == "compile_error" else logging.WARNING,
                     "braze: candidate %s of %s is %s with its default config %s on %s: %s", k.name,
-                        launcher.node.name or launcher.node.op, m.status, cfg, _safe_problem(k, env),
-                        m.error.splitlines()[0] if m.error else "")
+                    launcher.node.name or launcher.node.op, m.status, cfg, _safe_problem(k, env),
+                    m.error.splitlines()[0] if m.error else "")
     _safe(lambda: db.record_many(trials), db)
     if not results:
         return None

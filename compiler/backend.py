@@ -89,7 +89,10 @@ def _symbolic(example_inputs) -> bool:
 class PerShapeEntry:
     """A Dynamo graph with symbolic shapes that could not be captured as such:
     compiled (and cached) for each concrete argument signature it is called
-    with: shapes, strides, dtypes, devices and integer values."""
+    with: shapes, strides, dtypes, devices and integer values. Past
+    ``MAX_SHAPES`` signatures, new ones run eagerly (said once)."""
+
+    MAX_SHAPES = 64
 
     def __init__(self, gm: torch.fx.GraphModule, options: Options, report: GraphReport):
         self.gm, self.options, self.report = gm, options, report
@@ -99,6 +102,11 @@ class PerShapeEntry:
         key = tuple((tuple(a.shape), a.stride(), a.dtype, a.device) if isinstance(a, torch.Tensor) else
                     (type(a), a) for a in args)
         entry = self.entries.get(key)
+        if entry is None and len(self.entries) >= self.MAX_SHAPES:
+            if self.report.fallback is None:
+                self.report.fallback = f"more than {self.MAX_SHAPES} input shapes compiled one by one"
+                log.warning("braze runs new shapes of %s eagerly: %s", self.report.name, self.report.fallback)
+            return self.gm.forward(*args)
         if entry is None:
             self.report.passes.clear()        # the report shows the latest shape's compilation
             self.report.entries.clear()

@@ -163,3 +163,8 @@ def test_graph_whose_symbolic_capture_fails_compiles_per_shape(monkeypatch):
     assert any("compiled per input shape" in note for note in reports[0].notes)
     assert reports[0].kernels, "the report shows the compiled kernels"
     assert len(static_shapes) == 3, static_shapes       # once per shape; (3, 2) is reused
+    monkeypatch.setattr(backend_mod.PerShapeEntry, "MAX_SHAPES", 3)
+    with torch.no_grad():
+        x = torch.randn(9, 8)
+        torch.testing.assert_close(fast(x, 1), f(x, 1))   # a fourth shape: eager, still right
+    assert len(static_shapes) == 3 and "more than 3 input shapes" in reports[0].fallback
