@@ -65,6 +65,15 @@ SHAPES = {"qkv": (3072, 2048), "o": (2048, 2048), "gate_up": (16384, 2048), "dow
           "lm_head": (128256, 2048)}
 
 
+def _copy_bandwidth(dev: str) -> float:
+    """Bytes per second of a 256 MB device-to-device copy (the bytes roofline)."""
+    from triton.testing import do_bench
+
+    src = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() / (do_bench(lambda: dst.copy_(src)) * 1e-3)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", default="1,8")
@@ -73,11 +82,7 @@ def main():
     from triton.testing import do_bench
 
     dev = "cuda"
-    # copy bandwidth of this GPU (the bytes roofline)
-    a = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
-    b = torch.empty_like(a)
-    bw = 2 * a.numel() / (do_bench(lambda: b.copy_(a)) * 1e-3)
-    del a, b
+    bw = _copy_bandwidth(dev)
     rows = []
     for m in [int(r) for r in args.rows.split(",")]:
         for name, (n, k) in SHAPES.items():
