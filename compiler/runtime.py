@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from braze.compiler import profile
+from braze.compiler import cpu_threads, profile
 from braze.compiler.codegen.calls import ACTIVE, CALLS
 from braze.compiler.memory_plan import drops_after
 from braze.ir import Graph, Node, Value, get_op
@@ -42,6 +42,7 @@ class CompiledProgram:
         self.cuda_graphs = cuda_graphs and not graph.sym_bounds
         self._written = tuple(i for i, _ in graph.writes)
         self._plans: "OrderedDict[tuple, Callable]" = OrderedDict()
+        self._threads: Any = None      # cpu_threads.ThreadRegime of a CPU program (False: not one)
 
     def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()) -> tuple[torch.Tensor, ...]:
         return self.run(inputs, sym_values)
@@ -59,13 +60,18 @@ class CompiledProgram:
             bind_symbols(self.graph, inputs, sym_values, check=True)  # raises a BindError naming the input
             raise
         plan = self._plans.get(key)
-        if plan is None:
+        fresh = plan is None
+        if fresh:
             plan = self._plan(inputs, sym_values, key)
         if isinstance(plan, CudaGraphPlan) and torch.cuda.is_current_stream_capturing():
             plan = plan.plan  # captured whole by a caller (braze.generate's step): no graph in a graph
+        if self._threads is None:
+            self._threads = self._thread_regime(inputs)
         outer = ACTIVE[0]
         ACTIVE[0] = CALLS[0]
         try:
+            if self._threads and not fresh:       # warm calls only: a fresh plan builds kernels
+                return self._threads.run(plan, inputs)
             return plan(inputs)
         except Exception as e:  # noqa: BLE001
             if not isinstance(plan, CudaGraphPlan) or plan.graph is not None or not plan.warm:
@@ -78,6 +84,13 @@ class CompiledProgram:
             return plan.plan(inputs)
         finally:
             ACTIVE[0] = outer
+
+    def _thread_regime(self, inputs):
+        """A CPU program of generated kernels picks its thread regime by timing (cpu_threads.py)."""
+        if not self.launchers or not cpu_threads.applies(inputs):
+            return False
+        notes = getattr(self.report, "notes", None)
+        return cpu_threads.ThreadRegime(self.graph.name, notes.append if notes is not None else None)
 
     def _plan(self, inputs, sym_values, key) -> Callable:
         env = bind_symbols(self.graph, inputs, sym_values, check=True)

@@ -342,17 +342,18 @@ class Runner:
 
 @functools.lru_cache(maxsize=1)
 def _warn_spinning_openmp() -> None:
-    """Once per process: TVM's CPU thread pool and torch's OpenMP threads
-    take turns on the same cores; OpenMP threads that spin-wait after each
-    torch op (the default) starve TVM's workers, measured 10-30x slower TVM
-    kernels on 2 cores (bench/results/README.md). OMP_WAIT_POLICY is read
-    when OpenMP starts, so braze can only say it."""
+    """Once per process, for the log: TVM's CPU thread pool and torch's OpenMP
+    threads take turns on the same cores; OpenMP threads that spin-wait after
+    each torch op (the default) starve TVM's workers (10-30x slower TVM kernels
+    on 2 cores, bench/results/README.md). braze's programs pick their thread
+    regime by timing (compiler/cpu_threads.py), so nothing needs setting."""
     import os
 
     if torch.get_num_threads() > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
-        log.warning("braze: TVM CPU kernels share the cores with torch's OpenMP threads, which spin after each "
-                    "op unless OMP_WAIT_POLICY=PASSIVE is set before Python starts (TVM kernels then run many "
-                    "times slower); set it, or torch.set_num_threads(1)")
+        log.info("braze: TVM CPU kernels share the cores with torch's OpenMP threads, which spin after each op; "
+                 "each program times its first calls with torch's threads shared and with torch single-threaded "
+                 "while it runs, and keeps the faster (OMP_WAIT_POLICY=PASSIVE, set before Python starts, "
+                 "avoids the trade-off)")
 
 
 def _constant_data(v) -> bool:
