@@ -42,7 +42,8 @@ class CompiledProgram:
         self.cuda_graphs = cuda_graphs and not graph.sym_bounds
         self._written = tuple(i for i, _ in graph.writes)
         self._plans: "OrderedDict[tuple, Callable]" = OrderedDict()
-        self._threads: Any = None      # cpu_threads.ThreadRegime of a CPU program (False: not one)
+        # cpu_threads.ThreadRegime per input signature of a CPU program (timed per shape)
+        self._regimes: dict = {}
 
     def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()) -> tuple[torch.Tensor, ...]:
         return self.run(inputs, sym_values)
@@ -65,13 +66,14 @@ class CompiledProgram:
             plan = self._plan(inputs, sym_values, key)
         if isinstance(plan, CudaGraphPlan) and torch.cuda.is_current_stream_capturing():
             plan = plan.plan  # captured whole by a caller (braze.generate's step): no graph in a graph
-        if self._threads is None:
-            self._threads = self._thread_regime(inputs)
+        regime = None if fresh else self._regimes.get(key)     # warm calls only: a fresh plan builds kernels
+        if regime is None and not fresh:
+            regime = self._regimes[key] = self._thread_regime(inputs)
         outer = ACTIVE[0]
         ACTIVE[0] = CALLS[0]
         try:
-            if self._threads and not fresh:       # warm calls only: a fresh plan builds kernels
-                return self._threads.run(plan, inputs)
+            if regime:
+                return regime.run(plan, inputs)
             return plan(inputs)
         except Exception as e:  # noqa: BLE001
             if not isinstance(plan, CudaGraphPlan) or plan.graph is not None or not plan.warm:
@@ -86,11 +88,17 @@ class CompiledProgram:
             ACTIVE[0] = outer
 
     def _thread_regime(self, inputs):
-        """A CPU program of generated kernels picks its thread regime by timing (cpu_threads.py)."""
+        """A CPU program of generated kernels picks its thread regime by timing, per input
+        signature (cpu_threads.py); the first few choices are noted in the report."""
         if not self.launchers or not cpu_threads.applies(inputs):
             return False
         notes = getattr(self.report, "notes", None)
-        return cpu_threads.ThreadRegime(self.graph.name, notes.append if notes is not None else None)
+
+        def note(msg: str) -> None:
+            if notes is not None and sum(n.startswith("CPU threads:") for n in notes) < 4:
+                notes.append(msg)
+
+        return cpu_threads.ThreadRegime(self.graph.name, note)
 
     def _plan(self, inputs, sym_values, key) -> Callable:
         env = bind_symbols(self.graph, inputs, sym_values, check=True)
@@ -103,6 +111,8 @@ class CompiledProgram:
         self._plans[key] = plan
         if len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)
+        if len(self._regimes) > MAX_PLANS:
+            self._regimes.clear()
         log.debug("new plan for %s: %s", self.graph.name, env)
         return plan
 
