@@ -18,3 +18,20 @@ def test_cuda_graph_replay_matches_eager_and_returns_fresh_outputs():
             torch.testing.assert_close(y, model(x), rtol=1e-4, atol=1e-4)
             outs.append(y)
         assert outs[0].data_ptr() != outs[1].data_ptr()  # not the graph's static buffer
+
+
+def test_padded_bert_replays_a_cuda_graph_without_host_copies_in_capture():
+    """Issue 17: BERT with ``cuda_graphs=True`` failed with "Cannot copy between CPU and CUDA
+    tensors during CUDA graph capture"; the padding prologue (token count, host sync) now runs
+    before the captured body. Valid rows equal eager's on every call, captured or not."""
+    from tools import hf_models
+
+    model = hf_models.build("bert", device="cuda")
+    inp = {k: v.cuda() for k, v in hf_models.inputs(3, 16, padding="right", lengths=[16, 5, 9]).items()}
+    fast = braze.jit(model, cuda_graphs=True, strict=True)
+    with torch.no_grad():
+        want = model(**inp).last_hidden_state
+        for _ in range(3):                                  # the first call runs, the second captures
+            got = fast(**inp).last_hidden_state
+            valid = inp["attention_mask"].bool()
+            torch.testing.assert_close(got[valid], want[valid], rtol=1e-4, atol=1e-4)
