@@ -19,6 +19,12 @@ and Linear + bias + GELU at GPT-2/BERT sizes, as fused groups compiled by
 TVM (default config, and the best of a few configs of its Space) against
 the eager ops and torch.compile of the same function.
 
+``--isolated`` (the headline, issue 18): each (model, batch, implementation)
+in its own fresh process, torch imported first and nothing set in the
+environment, the plain call timed under ``inference_mode`` and under
+``no_grad`` (``ms`` / ``ms_no_grad``; both equal eager's outputs), written to
+``bench/results/cpu-isolated-<date>.json``.
+
 Prints tables and writes JSON to ``--out`` (default
 ``$OUT/cpu.json`` when $OUT is set, else ``bench/results/cpu-<date>.json``).
 """
@@ -275,8 +281,17 @@ def one_model(fam: str, batch: int, seq: int, contender: str, rounds: int) -> di
     def call():
         with torch.inference_mode():
             m(**kw)
+
+    def call_no_grad():
+        with torch.no_grad():
+            m(**kw)
     ts = _timeit(call, rounds, warmup=3)
+    # the same plain call under no_grad (Dynamo guards on the grad mode: its own compile, then warm-up)
+    with torch.no_grad():
+        torch.testing.assert_close(m(**kw)[0], ref, rtol=1e-3, atol=1e-3)
+    ts_ng = _timeit(call_no_grad, rounds, warmup=3)
     return {"model": fam, "batch": batch, "seq": seq, "contender": contender, "ms": statistics.median(ts) * 1e3,
+            "ms_no_grad": statistics.median(ts_ng) * 1e3,
             "compile_s": round(compile_s, 1), "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
@@ -329,14 +344,18 @@ def main(argv=None) -> int:
     if args.isolated:
         rows = isolated(args.models.split(","), [int(b) for b in args.batches.split(",")], args.seq, args.rounds,
                         args.threads or len(os.sched_getaffinity(0)))
-        ratios = {}
+        ratios, ratios_ng = {}, {}
         for r in rows:
             if "ms" in r and r["contender"] != "eager":
                 e = next(x for x in rows if x.get("ms") and x["model"] == r["model"] and x["batch"] == r["batch"]
                          and x["contender"] == "eager")
                 r["x_eager"] = e["ms"] / r["ms"]
                 ratios.setdefault(r["contender"], []).append(r["x_eager"])
+                if "ms_no_grad" in r and "ms_no_grad" in e:
+                    r["x_eager_no_grad"] = e["ms_no_grad"] / r["ms_no_grad"]
+                    ratios_ng.setdefault(r["contender"], []).append(r["x_eager_no_grad"])
         summary = {k: geomean(v) for k, v in ratios.items()}
+        summary.update({f"{k} (no_grad)": geomean(v) for k, v in ratios_ng.items()})
         result = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(), "cpu": _cpu_name(),
                   "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__, "mode": "isolated",
                   "rows": rows, "geomean_x_eager": summary}
