@@ -33,18 +33,19 @@ def test_the_faster_regime_is_kept_and_threads_are_restored(faster, two_threads)
 
     notes: list = []
     regime = ThreadRegime("g", notes.append)
-    for i in range(6):
+    trials = 2 * ThreadRegime.TRIALS
+    for i in range(trials + 3):
         assert regime.run(program, i) == i + 1
         assert torch.get_num_threads() == 2          # restored after every call
     assert regime.choice == faster
-    assert seen[:4] == [False, True, False, True]      # alternated while timing
-    assert all(s == (faster == "tvm") for s in seen[4:])
+    assert seen[:trials] == [False, True] * ThreadRegime.TRIALS      # alternated while timing
+    assert all(s == (faster == "tvm") for s in seen[trials:])
     assert len(notes) == 1 and f"{faster} regime" in notes[0]
 
 
 def test_tvm_must_win_by_the_margin(two_threads):
     regime = ThreadRegime("g")
-    for _ in range(4):
+    for _ in range(2 * ThreadRegime.TRIALS):
         regime.run(lambda: time.sleep(0.01))           # the same either way: shared stays
     assert regime.choice == "shared"
 
@@ -70,7 +71,7 @@ def test_a_compiled_model_records_its_choice_and_stays_correct(two_threads):
     fast = torch.compile(model, backend=make_backend(Options(strict=True), reports), dynamic=True)
     xs = [torch.randn(8, 64), torch.randn(5, 64)]
     with torch.inference_mode():
-        for i in range(12):                 # two shapes of one program, alternating: timed apart
+        for i in range(16):                 # two shapes of one program, alternating: timed apart
             x = xs[i % 2]
             torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
             assert torch.get_num_threads() == 2
