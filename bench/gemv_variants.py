@@ -22,42 +22,35 @@ import triton
 import triton.language as tl
 
 
+FORMS = {"nk_reduce": 0, "nk_defer": 1, "kn_reduce": 2}
+
+
 @triton.jit
-def gemv_nk(X, W, O, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, DEFER: tl.constexpr):
+def gemv(X, W, O, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, FORM: tl.constexpr):
+    """FORM 0: weight tile [BN, BK] reduced each step; 1: same tile, products kept [BM, BN, BK]
+    and reduced once; 2: weight tile [BK, BN] (the GEMM template's B = w^T indexing)."""
     pid = tl.program_id(0)
     rm = tl.arange(0, BM)
     rn = pid * BN + tl.arange(0, BN)
     rk = tl.arange(0, BK)
     mm = rm < M
     nn = rn % N
-    if DEFER:
+    if FORM == 1:
         acc3 = tl.zeros((BM, BN, BK), tl.float32)
     acc = tl.zeros((BM, BN), tl.float32)
     for k0 in range(0, K, BK):
         x = tl.load(X + rm[:, None] * K + (k0 + rk)[None, :], mask=mm[:, None], other=0.0).to(tl.float32)
-        w = tl.load(W + nn[:, None] * K + (k0 + rk)[None, :]).to(tl.float32)
-        if DEFER:
-            acc3 += x[:, None, :] * w[None, :, :]
+        if FORM == 2:
+            b = tl.load(W + nn[None, :] * K + (k0 + rk)[:, None]).to(tl.float32)      # [BK, BN]
+            acc += tl.sum(x[:, :, None] * b[None, :, :], axis=1)
         else:
-            acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
-    if DEFER:
+            w = tl.load(W + nn[:, None] * K + (k0 + rk)[None, :]).to(tl.float32)      # [BN, BK]
+            if FORM == 1:
+                acc3 += x[:, None, :] * w[None, :, :]
+            else:
+                acc += tl.sum(x[:, None, :] * w[None, :, :], axis=2)
+    if FORM == 1:
         acc = tl.sum(acc3, axis=2)
-    tl.store(O + rm[:, None] * N + rn[None, :], acc.to(O.dtype.element_ty), mask=mm[:, None] & (rn < N)[None, :])
-
-
-@triton.jit
-def gemv_kn(X, W, O, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr):
-    pid = tl.program_id(0)
-    rm = tl.arange(0, BM)
-    rn = pid * BN + tl.arange(0, BN)
-    rk = tl.arange(0, BK)
-    mm = rm < M
-    nn = rn % N
-    acc = tl.zeros((BM, BN), tl.float32)
-    for k0 in range(0, K, BK):
-        x = tl.load(X + rm[:, None] * K + (k0 + rk)[None, :], mask=mm[:, None], other=0.0).to(tl.float32)
-        b = tl.load(W + nn[None, :] * K + (k0 + rk)[:, None]).to(tl.float32)      # [BK, BN]
-        acc += tl.sum(x[:, :, None] * b[None, :, :], axis=1)
     tl.store(O + rm[:, None] * N + rn[None, :], acc.to(O.dtype.element_ty), mask=mm[:, None] & (rn < N)[None, :])
 
 
@@ -93,7 +86,7 @@ def main():
             floor_ms = (n * k * 2 + m * k * 2 + m * n * 2) / bw * 1e3
             cands = {"cublas": lambda: torch.nn.functional.linear(x, w)}
             bm = max(1, triton.next_power_of_2(m))
-            for form in ("nk_reduce", "nk_defer", "kn_reduce"):
+            for form, code in FORMS.items():
                 for bn in (8, 16, 32, 64):
                     for bk in (128, 256, 512):
                         if form == "nk_defer" and bm * bn * bk > 64 * 32 * 4:
@@ -103,13 +96,8 @@ def main():
                         for warps in (4, 8):
                             out = torch.empty(m, n, device=dev, dtype=torch.bfloat16)
                             grid = (triton.cdiv(n, bn),)
-                            if form == "kn_reduce":
-                                fn = (lambda out=out, grid=grid, bn=bn, bk=bk, warps=warps:
-                                      gemv_kn[grid](x, w, out, m, n, k, BM=bm, BN=bn, BK=bk, num_warps=warps))
-                            else:
-                                fn = (lambda out=out, grid=grid, bn=bn, bk=bk, warps=warps, d=form == "nk_defer":
-                                      gemv_nk[grid](x, w, out, m, n, k, BM=bm, BN=bn, BK=bk, DEFER=d,
-                                                    num_warps=warps))
+                            fn = (lambda out=out, grid=grid, bn=bn, bk=bk, warps=warps, code=code:
+                                  gemv[grid](x, w, out, m, n, k, BM=bm, BN=bn, BK=bk, FORM=code, num_warps=warps))
                             cands[f"{form} bn{bn} bk{bk} w{warps}"] = (fn, out)
             best = {}
             for label, c in cands.items():

@@ -219,9 +219,8 @@ def _step(model, state: _ModelState, params: SamplingParams, batch: int, max_len
     built once and reused. A model moved to another dtype or device since gets new steps
     (static caches of its dtype; the compiled forward recompiles for its new weights), and
     the steps of what it was are dropped."""
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    dtype = param.dtype if param is not None else None
-    where = (str(device), dtype)
+    param = _float_param(model)
+    where = (str(device), param.dtype if param is not None else None)
     key = (batch, max_len, where, params, eos, pad)
     step = state.steps.get(key)
     if step is None:
@@ -262,7 +261,7 @@ class CacheMismatchError(GenerateError):
 def check_caches(model: torch.nn.Module, values, cause: Optional[BaseException] = None) -> None:
     """Raise ``CacheMismatchError`` naming the first cache tensor among ``values``
     (Hugging Face ``Cache`` objects) whose dtype or device differs from the model's."""
-    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    param = _float_param(model)
     if param is None:
         return
     for v in values:
@@ -276,6 +275,11 @@ def check_caches(model: torch.nn.Module, values, cause: Optional[BaseException] 
                         f"KV cache layer {i} {name} is {str(t.dtype).replace('torch.', '')} on {t.device}, but the "
                         f"model runs in {str(param.dtype).replace('torch.', '')} on {param.device}: build the "
                         "cache with the model's dtype and device") from cause
+
+
+def _float_param(model) -> Optional[torch.Tensor]:
+    """The model's first floating parameter: its compute dtype and device."""
+    return next((p for p in model.parameters() if p.is_floating_point()), None)
 
 
 def _eos(model, eos_token_id) -> Optional[int]:
