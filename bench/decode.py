@@ -208,21 +208,65 @@ def measure_generate(name, model, forward, batch, args) -> dict:
             "new_tokens": int(out.shape[1] - args.prompt)}
 
 
-def profile_step(model, forward, batch, args) -> str:
-    """GPU time per kernel of decode steps (torch.profiler, steps run uncaptured)."""
+def kernel_times(fn) -> dict:
+    """{kernel name: [launches, GPU us]} of one call of ``fn`` (torch.profiler; kernels
+    replayed from a CUDA graph are recorded one by one)."""
     from torch.profiler import ProfilerActivity, profile
 
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    rows: dict = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            r = rows.setdefault(e.name, [0, 0.0])
+            r[0] += 1
+            r[1] += e.device_time
+    return rows
+
+
+def kernels_per_step(many, few, steps: int, top: int = 30) -> str:
+    """Per decode step: each kernel's launches and GPU time, from the difference of two
+    profiled calls that run ``steps`` steps apart (prefill and setup cancel)."""
+    a, b = kernel_times(many), kernel_times(few)
+    rows = []
+    for name, (n, us) in a.items():
+        n0, us0 = b.get(name, [0, 0.0])
+        rows.append((name[:100], (n - n0) / steps, (us - us0) / steps))
+    rows.sort(key=lambda r: -r[2])
+    total = sum(r[2] for r in rows)
+    launches = sum(r[1] for r in rows)
+    lines = [f"GPU kernel time per step {total:.1f} us over {launches:.0f} launches", "| kernel | launches | us |",
+             "| --- | --- | --- |"]
+    lines += [f"| {n} | {c:.1f} | {us:.1f} |" for n, c, us in rows[:top]]
+    return "\n".join(lines)
+
+
+def profile_generate(model, batch, args) -> str:
+    import braze
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt), generator=g).cuda()
+    kw = dict(max_cache_len=args.cache)
+    return kernels_per_step(lambda: braze.generate(model, ids, max_new_tokens=33, **kw),
+                            lambda: braze.generate(model, ids, max_new_tokens=1, **kw), 32)
+
+
+def profile_step(model, forward, batch, args) -> str:
+    """GPU time per kernel of a forward's decode steps (as replayed: CUDA graphs included)."""
     r = StepRunner(model, forward, batch, args.prompt, args.cache, model.config.vocab_size)
     with torch.inference_mode():
         r.prefill()
-        for _ in range(3):
+        for _ in range(5):
             r.step()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                r.step()
-            torch.cuda.synchronize()
-    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=30)
+
+        def steps(n):
+            def run():
+                for _ in range(n):
+                    r.step()
+            return run
+        return kernels_per_step(steps(21), steps(1), 20)
 
 
 def table(rows: list, keys: list) -> str:
@@ -246,7 +290,8 @@ def main():
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--only", default="eager,compile,reduce-overhead,braze.jit,braze.generate,generate")
     ap.add_argument("--layers", type=int, default=16)
-    ap.add_argument("--profile", action="store_true", help="print braze.jit's kernels by GPU time (batch 1)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print each contender's kernels by GPU time per step (batch 1)")
     ap.add_argument("--tag", default="", help="suffix of the output files (decode<tag>.json/.md)")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
     args = ap.parse_args()
@@ -318,6 +363,8 @@ def main():
                 row = fail("braze.generate", batch, e)
             print(json.dumps(row), flush=True)
             steps.append(row)
+            if args.profile and batch == 1 and "step_ms" in row:
+                print("braze.generate, batch 1:\n" + profile_generate(model, 1, args), flush=True)
             if "generate" in only:
                 record_gen("braze.generate", None, batch)
             write(args.out, args.tag, meta, steps, gens)
@@ -341,8 +388,8 @@ def main():
             row["floor_ms"] = floor
             print(json.dumps(row), flush=True)
             steps.append(row)
-            if args.profile and name == "braze.jit" and batch == 1:
-                print(profile_step(model, fwd, 1, args), flush=True)
+            if args.profile and batch == 1 and "step_ms" in row:
+                print(f"{name}, batch 1:\n" + profile_step(model, fwd, 1, args), flush=True)
             if "generate" in only and name != "eager":
                 record_gen(name, fwd, batch)
             write(args.out, args.tag, meta, steps, gens)
