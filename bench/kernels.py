@@ -235,7 +235,7 @@ def candidates(kernel, problem: dict, device, limit: int) -> list:
             if tma and device.kind == "cuda" and device.capability < (9, 0):
                 continue
             add({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": gm, "num_warps": w, "num_stages": st,
-                 "SPLIT_K": sk, "TMA": tma, "PERSISTENT": pers})
+                 "SPLIT_K": sk, "TMA": tma, "PERSISTENT": pers, "GEMV": 0})
     elif kind == "reduction":
         base = out[0]
         for br in (1, 2, 4):

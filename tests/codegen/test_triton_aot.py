@@ -67,7 +67,7 @@ def test_gemm_dual_epilogue_compiles_to_wgmma_and_split_k():
     node = fused_node(b, [y], "gemm")
     feed = {"x": torch.empty(256, 256, dtype=BF16), "w": torch.empty(512, 256, dtype=BF16)}
     cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3,
-           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
+           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
     (c,) = _compile(node, feed, cfg)
     assert c.features.get("wgmma", 0) > 0 and c.features.get("cp.async", 0) > 0, c.features
     assert c.resources.get("LOCAL", 0) == 0
@@ -89,7 +89,7 @@ def test_scatter_stores_compile_for_hopper():
     node = fused_node(b, [b.call("unpack", y, dst, batch=4, seq=64)], "gemm")
     feed = {"x": torch.empty(200, 256, dtype=BF16), "w": torch.empty(512, 256, dtype=BF16), "dst": torch.arange(200)}
     cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3,
-           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
+           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
     zero, main = _compile(node, feed, cfg)
     assert zero.name == "zero_padding_rows_kernel" and main.name.endswith("unpack")
     assert main.features.get("wgmma", 0) > 0 and main.resources.get("LOCAL", 0) == 0
@@ -106,7 +106,7 @@ def test_bmm_epilogue_with_views_compiles():
     node = fused_node(b, [b.call("_to_copy", out, dtype=torch.float32)], "gemm")
     feed = {"q": torch.empty(2, 128, 4, 64, dtype=BF16), "k": torch.empty(2, 128, 4, 64, dtype=BF16)}
     cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "num_warps": 4, "num_stages": 2,
-           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
+           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
     (c,) = _compile(node, feed, cfg)
     assert c.features.get("wgmma", 0) > 0
 
@@ -148,3 +148,21 @@ def test_attention_template_compiles_for_hopper(case):
     else:
         assert main.features.get("wgmma", 0) > 0, main.features
     assert main.resources.get("LOCAL", 0) == 0
+
+
+def test_gemv_dual_epilogue_compiles_without_spills_or_tensor_cores():
+    """One decode row of the Llama-1B gate/up (dual epilogue) in the GEMV form: no wgmma,
+    no local memory, 16-byte weight loads."""
+    b = Builder()
+    x = b.input("x", (1, 2048), BF16)
+    w = b.input("w", (16384, 2048), BF16)
+    mm = b.call("mm", x, b.call("permute", w, (1, 0)))
+    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, 8192)), b.call("slice", mm, 1, 8192, 16384),
+               overload="Tensor")
+    node = fused_node(b, [y], "gemm")
+    feed = {"x": torch.empty(1, 2048, dtype=BF16), "w": torch.empty(16384, 2048, dtype=BF16)}
+    cfg = {"BLOCK_M": 1, "BLOCK_N": 4, "BLOCK_K": 1024, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
+           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
+    (c,) = _compile(node, feed, cfg)
+    assert c.features.get("wgmma", 0) == 0 and c.resources.get("LOCAL", 0) == 0, (c.features, c.resources)
+    assert c.features.get("ld.global.v4", 0) + c.features.get("ld.global.nc.v4", 0) >= 2, c.features

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 F32 = torch.float32
 BASE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1, "SPLIT_K": 1,
-        "TMA": 0, "PERSISTENT": 0}
+        "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
 SPLIT = dict(BASE, BLOCK_K=16, SPLIT_K=3)
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
 TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2)}
@@ -274,3 +274,59 @@ def test_persistent_config_never_splits_k():
     ok = dict(BASE, GROUP_M=4, PERSISTENT=1)
     assert SPACE.violations(ok, problem, dev) == []
     assert SPACE.violations(dict(ok, SPLIT_K=4), problem, dev) == ["persistent programs do not split K"]
+
+
+GEMV = dict(BASE, BLOCK_M=1, BLOCK_N=4, BLOCK_K=64, GROUP_M=1, GEMV=1)
+
+
+@DTYPES
+@pytest.mark.parametrize("rows,cfg", [(1, GEMV), (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8)),
+                                      (1, dict(GEMV, BLOCK_K=16, SPLIT_K=3))], ids=["m1", "m3", "m1-splitk"])
+def test_gemv_rows_with_residual_epilogue(dtype, rows, cfg, device):
+    """Decode rows through the multiply-reduce form (GEMV=1): o_proj + residual on a
+    transposed weight, N not a multiple of BLOCK_N, K not a multiple of BLOCK_K."""
+    b = Builder()
+    x = b.input("x", ("s0", 72), dtype)
+    w = b.input("w", (30, 72), dtype)
+    res = b.input("res", ("s0", 30), dtype)
+    node = fused_node(b, [b.call("add", linear(b, x, w), res, overload="Tensor")], "gemm")
+    feed = {"x": rand(rows, 72, dtype=dtype), "w": rand(30, 72, dtype=dtype), "res": rand(rows, 30, dtype=dtype)}
+    run_and_check(node, feed, cfg, device, tol=TOL[dtype])
+
+
+def test_gemv_dual_silu_gate_times_up(device):
+    """The gate/up dual epilogue (two accumulators) in the multiply-reduce form, bf16, one row."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    dtype, inter = torch.bfloat16, 24
+    b = Builder()
+    x = b.input("x", ("s0", 96), dtype)
+    wgu = b.input("wgu", (2 * inter, 96), dtype)
+    mm = linear(b, x, wgu)
+    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, inter)), b.call("slice", mm, 1, inter, 2 * inter),
+               overload="Tensor")
+    node = fused_node(b, [y], "gemm")
+    k = kernel_for(node)
+    assert "acc1 += tl.reduce(a.to(tl.float32)[:, :, None] * b1.to(tl.float32)[None, :, :], 1, _add)" in k.source
+    feed = {"x": rand(1, 96, dtype=dtype), "wgu": rand(2 * inter, 96, dtype=dtype)}
+    run_and_check(node, feed, dict(GEMV, BLOCK_K=32), device, tol=TOL[dtype], kernel=k)
+
+
+def test_gemv_space_defaults_and_constraints():
+    """Up to four rows on a GPU default to GEMV (4 columns, K chunks up to 1024, no split);
+    narrow tiles are only valid with GEMV, and GEMV never with TMA or persistent programs."""
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton.gemm import SPACE
+
+    dev = DeviceInfo(kind="cuda", name="test", capability=(9, 0), sm_count=132, smem_per_block=232448)
+    one = {"M": 1, "N": 8192, "K": 2048, "B": 1, "nacc": 2, "elt": 2}
+    cfg = SPACE.default_config(one, dev)
+    assert (cfg["GEMV"], cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"]) == (1, 1, 4, 1024, 1)
+    assert (SPACE.default_config(dict(one, M=3), dev)["BLOCK_M"], SPACE.default_config(dict(one, M=3), dev)["BLOCK_K"]) == (4, 512)
+    assert SPACE.default_config(dict(one, M=8), dev)["GEMV"] == 0     # tensor cores from 8 rows on
+    assert SPACE.default_config(one, DeviceInfo(kind="cpu", name="cpu"))["GEMV"] == 0
+    assert "tl.dot tiles are at least 16 x 16 x 16 (narrower ones only with GEMV)" in SPACE.violations(
+        dict(cfg, GEMV=0), one, dev)
+    assert SPACE.violations(dict(cfg, TMA=1), one, dev) == ["GEMV: at most 8 rows, pointer loads, one program per tile"]
+    assert "GEMV: the multiply-reduce tile fits the registers (128 fp32 per thread)" in SPACE.violations(
+        dict(cfg, BLOCK_N=64), one, dev)

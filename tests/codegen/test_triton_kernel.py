@@ -149,7 +149,9 @@ def test_spaces_defaults_are_valid_on_h100_and_cpu():
     big = gemm.SPACE.default_config({"M": 8192, "N": 4096, "K": 4096, "B": 1, "nacc": 1, "elt": 2}, H100)
     assert big["BLOCK_M"] == 128 and big["BLOCK_N"] == 256 and big["SPLIT_K"] == 1
     small = gemm.SPACE.default_config({"M": 1, "N": 2048, "K": 8192, "B": 1, "nacc": 1, "elt": 2}, H100)
-    assert small["SPLIT_K"] > 1
+    assert small["GEMV"] == 1 and small["SPLIT_K"] == 1      # one decode row: multiply-reduce, K chunks of 1024
+    rows16 = gemm.SPACE.default_config({"M": 16, "N": 2048, "K": 8192, "B": 1, "nacc": 1, "elt": 2}, H100)
+    assert rows16["GEMV"] == 0 and rows16["SPLIT_K"] > 1
     # shared memory is a constraint: too many stages of big tiles are invalid on an H100
     huge = dict(big, BLOCK_K=256, num_stages=5)
     assert "pipelined A and B tiles fit in shared memory" in gemm.SPACE.violations(
@@ -204,7 +206,7 @@ def test_int64_index_path(device, monkeypatch):
     x = b.input("x", ("s0", 40), torch.float32)
     node_p = fused_node(b, [b.call("permute", b.call("exp", x), (1, 0))], "pointwise")
     cfgs = {node_g: {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 1, "num_warps": 4, "num_stages": 1,
-                     "SPLIT_K": 2, "TMA": 0, "PERSISTENT": 0},
+                     "SPLIT_K": 2, "TMA": 0, "PERSISTENT": 0, "GEMV": 0},
             node_r: {"BLOCK_R": 2, "BLOCK_N": 16, "num_warps": 2}, node_p: {"BLOCK_R": 4, "BLOCK_C": 8, "num_warps": 2}}
     for node, cfg in cfgs.items():
         k = kernel_for(node)

@@ -87,7 +87,7 @@ def test_layernorm_scattered_through_a_reshape(mask, device):
 
 
 GEMM_CFG = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1,
-            "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
+            "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
 
 
 @DTYPES

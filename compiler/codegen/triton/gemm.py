@@ -48,11 +48,21 @@ def _smem(c: Mapping, p: Mapping) -> int:
     return c["num_stages"] * (c["BLOCK_M"] * c["BLOCK_K"] + int(p.get("nacc", 1)) * c["BLOCK_K"] * c["BLOCK_N"]) * elt
 
 
+GEMV_MAX_M = 4  # rows up to which the default is the multiply-reduce form (GEMV=1) on a GPU
+
+
 def _default(p: Mapping, d: DeviceInfo) -> dict:
     M, N, K, nacc = int(p["M"]), int(p["N"]), int(p["K"]), int(p.get("nacc", 1))
     if d.kind != "cuda":  # the interpreter: small tiles run fastest
         return {"BLOCK_M": 16 if M <= 16 else 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4,
-                "num_stages": 1, "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0}
+                "num_stages": 1, "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
+    if M <= GEMV_MAX_M and int(p.get("B", 1)) == 1:
+        # NOTE: one to four decode rows: H100 measurements (bench/gemv_fixup.py, in CUDA graphs)
+        # put 4 columns x 1024-wide K chunks, no split, 4 warps at or under cuBLAS on every
+        # Llama-1B projection (e.g. down 14.9 vs 15.9 us, lm_head 167.7 vs 177.8 us).
+        bm = next_pow2(M)
+        return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": min(1024 // max(1, bm // 2), max(16, next_pow2(K))), "GROUP_M": 1,
+                "num_warps": 4, "num_stages": 3, "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
     sms = max(d.sm_count, 1)
     if M <= 16:
         cfg = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "num_warps": 4, "num_stages": 5}
@@ -74,6 +84,7 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
     # TMA (Hopper's bulk tensor copies) for the big tiles; small-M tiles stay on cp.async
     cfg["TMA"] = int(d.capability >= (9, 0) and cfg["BLOCK_M"] >= 64)
     cfg["PERSISTENT"] = 0  # NOTE: a knob for the tuner; not measured as a default yet
+    cfg["GEMV"] = 0
     while _smem(cfg, p) > (d.smem_per_block or 232448) and cfg["num_stages"] > 2:
         cfg["num_stages"] -= 1
     return cfg
@@ -81,15 +92,16 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
 
 SPACE = Space(
     knobs=(
-        Knob("BLOCK_M", (16, 32, 64, 128, 256)),
-        Knob("BLOCK_N", (16, 32, 64, 128, 256)),
-        Knob("BLOCK_K", (16, 32, 64, 128, 256)),
+        Knob("BLOCK_M", (1, 2, 4, 8, 16, 32, 64, 128, 256)),
+        Knob("BLOCK_N", (4, 8, 16, 32, 64, 128, 256)),
+        Knob("BLOCK_K", (16, 32, 64, 128, 256, 512, 1024)),
         Knob("GROUP_M", (1, 4, 8, 16)),
         Knob("num_warps", (2, 4, 8)),
         Knob("num_stages", (1, 2, 3, 4, 5)),
         Knob("SPLIT_K", (1, 2, 4, 8, 16)),
         Knob("TMA", (0, 1)),
         Knob("PERSISTENT", (0, 1)),
+        Knob("GEMV", (0, 1)),
     ),
     constraints=(
         Constraint("pipelined A and B tiles fit in shared memory",
@@ -104,6 +116,14 @@ SPACE = Space(
                    lambda c, p, d: c["SPLIT_K"] == 1 or int(p["K"]) >= c["SPLIT_K"] * c["BLOCK_K"]),
         Constraint("persistent programs do not split K",
                    lambda c, p, d: not c.get("PERSISTENT") or c["SPLIT_K"] == 1),
+        Constraint("tl.dot tiles are at least 16 x 16 x 16 (narrower ones only with GEMV)",
+                   lambda c, p, d: c.get("GEMV") or min(c["BLOCK_M"], c["BLOCK_N"]) >= 16),
+        Constraint("GEMV: at most 8 rows, pointer loads, one program per tile",
+                   lambda c, p, d: not c.get("GEMV") or (c["BLOCK_M"] <= 8 and not c["TMA"]
+                                                         and not c.get("PERSISTENT"))),
+        Constraint("GEMV: the multiply-reduce tile fits the registers (128 fp32 per thread)",
+                   lambda c, p, d: not c.get("GEMV")
+                   or c["BLOCK_M"] * c["BLOCK_K"] * c["BLOCK_N"] <= 128 * 32 * c["num_warps"]),
     ),
     default=_default,
 )
@@ -269,12 +289,16 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         t.k_loop(body.scope(body.indent + "    "), even=True)
         body.line("else:")
         t.k_loop(body.scope(body.indent + "    "), even=False)
-    body.line("if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
-    body.line("    a = a.to(tl.float32)")
+    body.line("if GEMV:  # few rows: products reduced over K on the CUDA cores, no tensor-core tile")
     for j in range(nacc):
-        body.line(f"    b{j} = b{j}.to(tl.float32)")
+        body.line(f"    acc{j} += tl.reduce(a.to({acc_t})[:, :, None] * b{j}.to({acc_t})[None, :, :], 1, _add)")
+    body.line("else:")
+    body.line("    if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
+    body.line("        a = a.to(tl.float32)")
     for j in range(nacc):
-        body.line(f"acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
+        body.line(f"        b{j} = b{j}.to(tl.float32)")
+    for j in range(nacc):
+        body.line(f"    acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
     em.line("if SPLIT_K == 1:")
     em.lines.extend("    " + ln for ln in epi.lines)
     em.line("else:  # partial products; the _splitk_epilogue kernel sums them")
@@ -349,7 +373,7 @@ def generate(graph: Graph) -> Generated:
             views = None
         tma = main_kernel(t, epi, names, masks, ops, tma=True) if views else None
         split, helpers = split_kernel(t, names, masks, ops)
-        helpers |= epi.helpers
+        helpers |= epi.helpers | {"_add"}  # _add: the GEMV form's K reduction
     nacc = len(t.offsets)
 
     def signature(with_tma: bool):
@@ -361,7 +385,7 @@ def generate(graph: Graph) -> Generated:
         for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
             sig.size(c, e)
         for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
-                  "SPLIT_K", "PERSISTENT") + (("B_T",) if with_tma else ()):
+                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ()):
             sig.constexpr(c)
         return sig
 
@@ -382,7 +406,7 @@ def generate(graph: Graph) -> Generated:
     ret = scatter.returned(graph, t.scatters)
     acc_torch = "torch.float64" if t.dtype == torch.float64 else "torch.float32"
     lines = [f"def launch({ins}, *, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, TMA, num_warps, num_stages, "
-             "PERSISTENT=0):"]
+             "PERSISTENT=0, GEMV=0):"]
     lines += bind_symbols_code(graph)
     lines += scatter.alloc_lines(graph, t.scatters)
     lines += [f"    M = {render_size(t.M)}", f"    N = {render_size(t.Nd)}", f"    K = {render_size(t.K)}",
