@@ -9,10 +9,16 @@ Timing:
 
 - CPU (TVM/LLVM kernels, the library): warm-up, then ``reps`` repetitions of
   an inner loop long enough to be timed by ``perf_counter``; the median.
-- CUDA: CUDA events around each call, with the L2 cache flushed before each
-  repetition (a write of twice its size), the median; kernels shorter than
-  ``graph_below_us`` are timed as a CUDA graph of many calls replayed, which
-  removes launch overhead from what is a device-side number.
+- CUDA: device time, not the host's launch path. Calls shorter than
+  ``graph_below_us`` (all but the longest) are captured in a CUDA graph of
+  many calls, each after a write of twice the L2 size that evicts the
+  operands (as in a decode step, where every weight is read once); a second
+  graph of the flushes alone is replayed in alternation, and the time per
+  call is the difference of the medians. Longer calls, and calls that cannot
+  be captured (a host read), are timed with CUDA events around each call
+  after the same flush. Timed one call at a time with events, a 3 us kernel
+  measured its host launch (10-40 us through Python), so library calls with
+  cheaper launches won against faster generated kernels.
 
 Each measurement runs in a worker process (:class:`MeasureWorker`, protocol
 in ``autotune/worker.py``) so that a candidate that crashes, hangs or leaks
@@ -55,7 +61,7 @@ class MeasureSpec:
     max_seconds: float = 3.0       # cap on timing one config (reps shrink to fit)
     check: bool = True
     flush_l2: bool = True
-    graph_below_us: float = 20.0   # CUDA: time shorter kernels as a CUDA graph
+    graph_below_us: float = 20000.0   # CUDA: calls shorter than this are timed as a CUDA graph
     seed: int = 0
 
 
@@ -250,13 +256,13 @@ def _time_cuda(fn, spec: MeasureSpec, l2_bytes: int) -> tuple[float, dict]:
     end.record()
     sync()
     one_ms = start.elapsed_time(end)
+    flush = torch.empty(max(2 * l2_bytes, 64 << 20), dtype=torch.int8, device="cuda") if spec.flush_l2 else None
     if one_ms * 1e3 < spec.graph_below_us:
         try:
-            return _time_cuda_graph(fn, spec, one_ms)
+            return _time_cuda_graph(fn, spec, one_ms, flush)
         except Exception as e:  # noqa: BLE001 - not capturable: time with events
             log.debug("CUDA graph timing failed (%s); timing with events", e)
             sync()
-    flush = torch.empty(max(2 * l2_bytes, 64 << 20), dtype=torch.int8, device="cuda") if spec.flush_l2 else None
     reps = max(3, min(spec.reps, int(spec.max_seconds * 1e3 / max(one_ms, 1e-3))))
     evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
     for s, e in evs:
@@ -270,27 +276,49 @@ def _time_cuda(fn, spec: MeasureSpec, l2_bytes: int) -> tuple[float, dict]:
     return st["median"], st
 
 
-def _time_cuda_graph(fn, spec: MeasureSpec, one_ms: float) -> tuple[float, dict]:
-    inner = max(1, min(1000, math.ceil(0.5 / max(one_ms, 1e-4))))   # ~0.5 ms of work per replay
+def _time_cuda_graph(fn, spec: MeasureSpec, one_ms: float, flush: Optional[torch.Tensor] = None
+                     ) -> tuple[float, dict]:
+    """Per-call device time of ``fn`` from CUDA graph replays: ``inner`` calls per graph,
+    each after ``flush.zero_()`` when a flush buffer is given; the flushes alone are
+    captured in a second graph, replayed in alternation, and subtracted."""
+    inner = max(1, min(1000 if flush is None else 200, math.ceil(0.5 / max(one_ms, 1e-4))))
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         fn()
     torch.cuda.current_stream().wait_stream(stream)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(inner):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    evs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(spec.reps)]
-    for s, e in evs:
-        s.record()
+
+    def capture(body) -> "torch.cuda.CUDAGraph":
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(inner):
+                body()
         g.replay()
-        e.record()
+        return g
+
+    def flushed():
+        flush.zero_()
+        fn()
+
+    g = capture(fn if flush is None else flushed)
+    g0 = capture(flush.zero_) if flush is not None else None
     torch.cuda.synchronize()
-    st = _stats([s.elapsed_time(e) / inner for s, e in evs], "cuda-graph", inner)
-    del g
+    graphs = (g,) if g0 is None else (g, g0)
+    evs = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(spec.reps)]
+           for _ in graphs]
+    for r in range(spec.reps):
+        for gi, gr in enumerate(graphs):
+            s, e = evs[gi][r]
+            s.record()
+            gr.replay()
+            e.record()
+    torch.cuda.synchronize()
+    times = [s.elapsed_time(e) / inner for s, e in evs[0]]
+    if g0 is not None:
+        base = _median([s.elapsed_time(e) / inner for s, e in evs[1]])
+        times = [max(t - base, 1e-6) for t in times]
+    st = _stats(times, "cuda-graph" + ("-l2flush" if flush is not None else ""), inner)
+    del g, g0
     return st["median"], st
 
 
