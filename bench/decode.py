@@ -151,10 +151,19 @@ def measure_braze_generate(model, batch, args) -> dict:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt), generator=g).cuda()
     kw = dict(max_cache_len=args.cache)
+    prof = None
+    if args.compile_profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
     t0 = time.perf_counter()
     first = braze.generate(model, ids, max_new_tokens=4, **kw)
     torch.cuda.synchronize()
     cold = time.perf_counter() - t0
+    if prof is not None:
+        prof.disable()
+        write_profile(prof, os.path.join(args.out, f"decode{args.tag}-compile-b{batch}.txt"))
     braze.generate(model, ids, max_new_tokens=args.steps + 1, **kw)     # captures the step graph
     compile_peak = torch.cuda.max_memory_allocated()
     torch.cuda.reset_peak_memory_stats()              # from here: what serving holds
@@ -173,6 +182,19 @@ def measure_braze_generate(model, batch, args) -> dict:
             "prefill_ms": t1, "compile_s": max(0.0, cold - warm4 / 1e3),
             "peak_gb": torch.cuda.max_memory_allocated() / 1e9, "compile_peak_gb": compile_peak / 1e9,
             "valid_kv": args.prompt + args.steps // 2}, first[:, args.prompt:].cpu()
+
+
+def write_profile(prof, path: str, top: int = 45) -> None:
+    """The cold compile's cProfile: functions by cumulative and by own time."""
+    import io
+    import pstats
+
+    buf = io.StringIO()
+    st = pstats.Stats(prof, stream=buf)
+    st.sort_stats("cumulative").print_stats(top)
+    st.sort_stats("tottime").print_stats(top)
+    with open(path, "w") as f:
+        f.write(buf.getvalue())
 
 
 def measure_generate(name, model, forward, batch, args) -> dict:
@@ -292,6 +314,8 @@ def main():
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--profile", action="store_true",
                     help="print each contender's kernels by GPU time per step (batch 1)")
+    ap.add_argument("--compile-profile", action="store_true",
+                    help="cProfile braze.generate's cold compile (decode<tag>-compile-b<batch>.txt)")
     ap.add_argument("--tag", default="", help="suffix of the output files (decode<tag>.json/.md)")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
     args = ap.parse_args()
