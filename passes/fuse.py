@@ -36,7 +36,7 @@ from braze.passes.context import PassContext
 from braze.ir.fused import fuse_groups, subgraph_of, unbound_symbols
 from braze.ir.types import TensorType, dim_mul, dim_symbols, dims_equal, eval_dim
 
-GEMMS = frozenset({"mm", "addmm", "bmm"})
+GEMMS = frozenset({"mm", "addmm", "bmm", "quant_linear"})
 REDUCTIONS = frozenset({"sum", "mean", "amax", "amin", "var", "var_mean", "_softmax", "_log_softmax"})
 LAYOUT = frozenset({"reshape", "permute", "expand", "slice", "select", "cat"})
 # Layout ops that are free views at a group boundary (cat is not: it copies).

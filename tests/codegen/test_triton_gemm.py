@@ -330,3 +330,66 @@ def test_gemv_space_defaults_and_constraints():
     assert SPACE.violations(dict(cfg, TMA=1), one, dev) == ["GEMV: at most 8 rows, pointer loads, one program per tile"]
     assert "GEMV: the multiply-reduce tile fits the registers (128 fp32 per thread)" in SPACE.violations(
         dict(cfg, BLOCK_N=64), one, dev)
+
+
+def _int8_weight(n, k, dtype):
+    from braze.compiler.quantize import quantize_weight
+
+    return quantize_weight(rand(n, k, dtype=dtype), 8)
+
+
+@DTYPES
+@pytest.mark.parametrize("rows,cfg", [(1, GEMV), (1, dict(GEMV, BLOCK_K=16, SPLIT_K=3)), (37, BASE),
+                                      (37, dict(SPLIT, SPLIT_K=2))], ids=["gemv", "gemv-splitk", "tiles", "splitk"])
+def test_int8_quant_linear_with_bias_and_residual_epilogue(dtype, rows, cfg, device):
+    """quant_linear on int8 per-channel weights as the GEMM of a group: the int8 tile is
+    loaded in the K loop, the product scaled per output column in the epilogue, then the
+    bias and the residual add; no dequantized weight exists."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    qw = _int8_weight(30, 72, dtype)
+    b = Builder()
+    x = b.input("x", ("s0", 72), dtype)
+    q = b.input("q", (30, 72), torch.int8)
+    s = b.input("s", (30,), qw[1].dtype)
+    bias = b.input("bias", (30,), dtype)
+    res = b.input("res", ("s0", 30), dtype)
+    y = b.call("quant_linear", x, q, s, None, bias, bits=8, group_size=0)
+    node = fused_node(b, [b.call("add", y, res, overload="Tensor")], "gemm")
+    k = kernel_for(node)
+    assert "tl.dot" in k.source and " = acc0 * " in k.source     # scaled once per output, after the K loop
+    feed = {"x": rand(rows, 72, dtype=dtype), "q": qw[0], "s": qw[1], "bias": rand(30, dtype=dtype),
+            "res": rand(rows, 30, dtype=dtype)}
+    run_and_check(node, feed, cfg, device, tol=TOL[dtype], kernel=k)
+
+
+def test_int8_quant_linear_dual_gate_up_gemv(device):
+    """A gate/up pair quantized and concatenated (fold_dequantize's horizontal merge):
+    silu(y[:, :I]) * y[:, I:] with each half scaled by its own columns' scales."""
+    dtype, inter = torch.bfloat16, 24
+    q, s = _int8_weight(2 * inter, 64, dtype)[:2]
+    b = Builder()
+    x = b.input("x", ("s0", 64), dtype)
+    qi = b.input("q", (2 * inter, 64), torch.int8)
+    si = b.input("s", (2 * inter,), s.dtype)
+    y = b.call("quant_linear", x, qi, si, None, None, bits=8, group_size=0)
+    out = b.call("mul", b.call("silu", b.call("slice", y, 1, 0, inter)), b.call("slice", y, 1, inter, 2 * inter),
+                 overload="Tensor")
+    node = fused_node(b, [out], "gemm")
+    for rows, cfg in ((1, dict(GEMV, BLOCK_K=32)), (20, BASE)):
+        run_and_check(node, {"x": rand(rows, 64, dtype=dtype), "q": q, "s": s}, cfg, device, tol=TOL[dtype])
+
+
+def test_int4_quant_linear_is_not_a_template_gemm():
+    from braze.compiler.codegen.triton.indexing import Unsupported
+    from braze.compiler.codegen.triton.gemm import Template
+
+    b = Builder()
+    x = b.input("x", ("s0", 64), torch.bfloat16)
+    q = b.input("q", (16, 32), torch.uint8)
+    s = b.input("s", (16, 2), torch.bfloat16)
+    z = b.input("z", (16, 2), torch.bfloat16)
+    y = b.call("quant_linear", x, q, s, z, None, bits=4, group_size=32)
+    node = fused_node(b, [y], "gemm")
+    with pytest.raises(Unsupported, match="4-bit"):
+        Template(node.attr("graph"))

@@ -142,3 +142,27 @@ def test_a_trained_model_keeps_its_accuracy():
     int4 = accuracy(braze.quantize(model, "int4", group_size=128, inplace=False))
     assert int8 >= 0.99 * base, (int8, base)
     assert int4 >= 0.97 * base, (int4, base)
+
+
+def test_int8_projections_fuse_their_epilogues_under_triton(monkeypatch, tmp_path):
+    """With Triton kernels (the interpreter here), each int8 quant_linear is the GEMM of a
+    fused group: o_proj and down_proj with the residual add, gate/up with SiLU * up; the
+    model equals its eager self (which dequantizes and multiplies)."""
+    from braze.ir import parse_graph
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("BRAZE_CACHE_DIR", str(tmp_path))
+    model = braze.quantize(_llama(), "int8")
+    ids = hf_models.inputs(1, 5)["input_ids"]
+    with torch.no_grad():
+        want = model(ids).logits
+        report = braze.explain(model, ids, options={"strict": True, "backend": "triton"})
+        got = braze.jit(model, strict=True, backend="triton")(ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    g = parse_graph(report.graphs[0].final_ir)
+    groups = [n.attr("graph") for n in g.compute_nodes if n.op == "fused" and n.attr("kind") == "gemm"
+              and any(m.op == "quant_linear" for m in n.attr("graph").compute_nodes)]
+    ops = [sorted({m.op for m in sg.compute_nodes} - {"quant_linear", "reshape", "slice"}) for sg in groups]
+    assert len(groups) == 2 * 4, ops
+    assert ops.count(["add"]) == 2 * 2 and ops.count(["mul", "silu"]) == 2, ops
+    assert "quant_linear" not in report.torch_ops

@@ -39,7 +39,7 @@ from braze.compiler.codegen.triton.kernel import (Generated, bind_symbols_code, 
                                                   launch_call, next_pow2, operand_signature, shape_code)
 from braze.ir import Graph, Value
 
-GEMMS = ("mm", "addmm", "bmm")
+GEMMS = ("mm", "addmm", "bmm", "quant_linear")
 ELT = {torch.float16: 2, torch.bfloat16: 2, torch.float32: 4, torch.float64: 8}
 
 
@@ -139,7 +139,15 @@ class Template:
         for n in graph.compute_nodes:
             if n is not g and n.op not in exprs.TABLE and n.op not in LAYOUT and n.op != "unpack":
                 raise Unsupported(f"op {n.op} in a gemm epilogue")
-        if g.op == "addmm":
+        self.scales = None   # quant_linear: B is int8 weights [N, K], scaled per output column
+        if g.op == "quant_linear":
+            x, q, scales, zeros, bias = (tuple(g.args) + (None,) * 5)[:5]
+            if g.attr("bits") != 8 or zeros is not None or q.type.dtype != torch.int8 or scales.type.rank != 1:
+                raise Unsupported(f"quant_linear with {g.attr('bits')}-bit weights (the template reads int8 "
+                                  "per-channel weights; int4 runs its own kernel)")
+            self.A, self.B, self.scales, self.bias = x, q, scales, bias
+            self.beta = self.alpha = 1
+        elif g.op == "addmm":
             self.bias, self.A, self.B = g.args[0], g.args[1], g.args[2]
             self.beta, self.alpha = g.attr("beta", 1), g.attr("alpha", 1)
             if len(g.args) > 3:
@@ -149,14 +157,15 @@ class Template:
             self.beta = self.alpha = 1
         self.batched = g.op == "bmm"
         at, bt = self.A.type, self.B.type
-        if at.dtype != bt.dtype or at.dtype not in ELT:
+        if (at.dtype != bt.dtype and self.scales is None) or at.dtype not in ELT:
             raise Unsupported(f"GEMM of {at.dtype} x {bt.dtype}")
         self.dtype = at.dtype
         if self.batched:
             self.Bt, self.M, self.K = (size(d) for d in at.shape)
             self.N = size(bt.shape[2])
         else:
-            (self.M, self.K), self.N, self.Bt = (size(d) for d in at.shape), size(bt.shape[1]), size(1)
+            n_axis = 0 if self.scales is not None else 1
+            (self.M, self.K), self.N, self.Bt = (size(d) for d in at.shape), size(bt.shape[n_axis]), size(1)
         if not graph.outputs:
             raise Unsupported("gemm group without outputs")
         self.scatters = scatter.scatters(graph)
@@ -199,9 +208,12 @@ class Template:
             self.offsets.append(off)
         acc = TV(f"acc{j}", torch.float64 if self.dtype == torch.float64 else torch.float32, v.type.dtype,
                  frozenset({"r", "c"}), False)
+        ct = acc.dtype
+        if self.scales is not None:   # int8 weights: the product scaled per output column
+            sc = em.pull(self.scales, map_broadcast(idx, self.scales.type.shape), cond)
+            acc = em.tmp(f"{acc.code} * {exprs.cast(sc, ct)}", ct, v.type.dtype, acc.axes | sc.axes)
         if self.bias is None:
             return acc
-        ct = acc.dtype
         b = em.pull(self.bias, map_broadcast(idx, self.bias.type.shape), cond)
         a_code = acc.code if self.alpha == 1 else f"{acc.code} * {exprs.literal(self.alpha, ct)}"
         b_code = exprs.cast(b, ct) if self.beta == 1 else f"{exprs.cast(b, ct)} * {exprs.literal(self.beta, ct)}"
@@ -225,6 +237,8 @@ class Template:
         else:
             shape, (rows, cols) = self.B.type.shape, ("bk", "bn")
         lin_c = atom(cols) if which == "A" or off == 0 else atom(cols).shift(off)
+        if which == "B" and self.scales is not None:   # int8 weights stored [N, K]
+            return Index.of(shape, [(0, 1, lin_c), (1, 2, atom(rows))])
         groups = [(0, 1, atom("b"))] if self.batched else []
         k = len(groups)
         groups += [(k, k + 1, atom(rows)), (k + 1, k + 2, lin_c)]
@@ -297,6 +311,9 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
     body.line("        a = a.to(tl.float32)")
     for j in range(nacc):
         body.line(f"        b{j} = b{j}.to(tl.float32)")
+    if t.scales is not None:  # int8 weights: exact in fp16/bf16, the tensor cores take them as A's type
+        for j in range(nacc):
+            body.line(f"    b{j} = b{j}.to(a.dtype)")
     for j in range(nacc):
         body.line(f"    acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
     em.line("if SPLIT_K == 1:")
@@ -368,7 +385,8 @@ def generate(graph: Graph) -> Generated:
         if not t.offsets:
             raise Unsupported("the epilogue never reads the product")
         main = main_kernel(t, epi, names, masks, ops, tma=False)
-        views = None if t.batched else (tma_view_code(t.A, graph), tma_view_code(t.B, graph))
+        views = None if t.batched or t.scales is not None else (tma_view_code(t.A, graph),
+                                                                  tma_view_code(t.B, graph))
         if views is not None and None in views:
             views = None
         tma = main_kernel(t, epi, names, masks, ops, tma=True) if views else None
