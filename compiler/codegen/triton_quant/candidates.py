@@ -55,6 +55,8 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
         bm = _pow2(m)
         bn = 8
         bk = max(64, min(512 // bm, bk_cap))
+        if p["bits"] == 4 and bm <= 2 and 512 % group == 0 and k % 512 == 0:
+            bk = 512   # NOTE: whole groups per K block: the int4 weight tile is 256 bytes a row, not 64
         tiles = -(-n // bn)
         split = 1
         while tiles * split * 2 <= 2 * max(d.sm_count, 1) and k // (split * 2) >= 1024:
@@ -68,14 +70,17 @@ SPACE = Space(
     knobs=(
         Knob("BLOCK_M", (1, 2, 4, 8, 16, 32, 64, 128)),
         Knob("BLOCK_N", (8, 16, 32, 64, 128, 256)),
-        Knob("BLOCK_K", (32, 64, 128, 256, 512)),
+        Knob("BLOCK_K", (32, 64, 128, 256, 512, 1024)),
         Knob("SPLIT_K", (1, 2, 4, 8, 16)),
         Knob("num_warps", (2, 4, 8)),
         Knob("num_stages", (1, 2, 3, 4)),
     ),
     constraints=(
-        Constraint("an int4 K block stays inside one quantization group",
-                   lambda c, p, d: p["bits"] != 4 or p["group"] % c["BLOCK_K"] == 0),
+        Constraint("an int4 K block stays inside one quantization group (tiles: GEMM form) or holds whole "
+                   "groups (GEMV form, at most 16)",
+                   lambda c, p, d: p["bits"] != 4 or p["group"] % c["BLOCK_K"] == 0
+                   or (int(p["M"]) <= GEMV_MAX_M and c["BLOCK_K"] % p["group"] == 0
+                       and c["BLOCK_K"] // p["group"] <= 16)),
         Constraint("GEMV rows cover M (one row block), GEMM tiles of at least 16 rows",
                    lambda c, p, d: c["BLOCK_M"] == _pow2(int(p["M"])) if int(p["M"]) <= GEMV_MAX_M
                    else c["BLOCK_M"] >= 16),
@@ -164,14 +169,14 @@ def quant_linear(x, q, s, z, bias, *, bits: int, group_size: int, config: Mappin
     common = (M, N, K, x.stride(0), x.stride(1), q.stride(0), q.stride(1), *ss, *sz, out.stride(0), out.stride(1))
     if M <= GEMV_MAX_M:
         split = max(1, int(config.get("SPLIT_K", 1)))
-        step = (group_size if bits == 4 else bk)
+        step = max(group_size, bk) if bits == 4 else bk
         k_per = -(-(-(-K // split)) // step) * step      # each split a whole number of groups / blocks
         split = -(-K // k_per)
         ws = torch.empty(split * M * N, dtype=torch.float32, device=x.device) if split > 1 else out
         km.quant_gemv_kernel[(-(-N // bn), split)](
             x, q, s, zz, bb, out, ws, *common, k_per, max(group_size, 1),
             BITS=bits, HAS_BIAS=bias is not None, SPLIT=split > 1, BLOCK_M=_pow2(M), BLOCK_N=bn, BLOCK_K=bk,
-            EVEN_K=K % bk == 0 and k_per % bk == 0,
+            EVEN_K=K % bk == 0 and k_per % bk == 0, NG=max(1, bk // group_size) if bits == 4 else 1,
             num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
         if split > 1:
             block = 1024

@@ -28,7 +28,7 @@ def _add(a, b):
 def quant_gemv_kernel(X, Q, S, Z, BIAS, OUT, WS, M, N, K, sxm, sxk, sqn, sqk, ssn, ssg, szn, szg, som, son,
                       k_per_split, GROUP,
                       BITS: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, NG: tl.constexpr):
     # NOTE: weight rows are wrapped (% N) and, with EVEN_K (every split a whole number
     # of K blocks), K is not masked: the weight loads are unmasked and vectorise (a
     # per-element K mask made Triton load int8 weights one byte at a time).
@@ -80,12 +80,23 @@ def quant_gemv_kernel(X, Q, S, Z, BIAS, OUT, WS, M, N, K, sxm, sxk, sqn, sqk, ss
             b = b.to(tl.int32)
             lo = (b & 15).to(tl.float32)
             hi = (b >> 4).to(tl.float32)
-            g = k0 // GROUP
-            s = tl.load(S + w_n * ssn + g * ssg).to(tl.float32)
-            z = tl.load(Z + w_n * szn + g * szg).to(tl.float32)
-            part = tl.reduce(xe[:, None, :] * lo[None, :, :] + xo[:, None, :] * hi[None, :, :], 2, _add)
-            sx = tl.reduce(xe + xo, 1, _add)
-            acc += s[None, :] * (part - z[None, :] * sx[:, None])
+            prod = xe[:, None, :] * lo[None, :, :] + xo[:, None, :] * hi[None, :, :]
+            if NG == 1:   # the K block inside one group
+                g = k0 // GROUP
+                s = tl.load(S + w_n * ssn + g * ssg).to(tl.float32)
+                z = tl.load(Z + w_n * szn + g * szg).to(tl.float32)
+                part = tl.reduce(prod, 2, _add)
+                sx = tl.reduce(xe + xo, 1, _add)
+                acc += s[None, :] * (part - z[None, :] * sx[:, None])
+            else:         # NG whole groups per K block: per-group sums, then scales and zero points
+                gg = k0 // GROUP + tl.arange(0, NG)
+                g_ok = gg < K // GROUP
+                s = tl.load(S + w_n[:, None] * ssn + gg[None, :] * ssg, mask=g_ok[None, :], other=0.0)
+                z = tl.load(Z + w_n[:, None] * szn + gg[None, :] * szg, mask=g_ok[None, :], other=0.0)
+                part = tl.reduce(tl.reshape(prod, [BLOCK_M, BLOCK_N, NG, HALF // NG]), 3, _add)
+                sx = tl.reduce(tl.reshape(xe + xo, [BLOCK_M, NG, HALF // NG]), 2, _add)
+                acc += tl.reduce(s.to(tl.float32)[None, :, :] * (part - z.to(tl.float32)[None, :, :] * sx[:, None, :]),
+                                 2, _add)
     out_mask = m_ok[:, None] & n_ok[None, :]
     if SPLIT:
         tl.store(WS + (pid_k * M + offs_m[:, None]) * N + offs_n[None, :], acc, mask=out_mask)
