@@ -84,16 +84,9 @@ def _select(launcher, env: Mapping[str, int]):
     tune = bool(getattr(options, "tune", False))
 
     # 1. exact hits
-    hits = []
-    for k in cands:
-        b = _safe(lambda: db.best(device.key, sw, k.key(), k.problem(env)), db)
-        if b is not None and _usable(k, b.config, env, device):
-            hits.append((b, k))
-    if hits and (not tune or any(b.tuned for b, _ in hits)):
-        if tune:
-            hits = [(b, k) for b, k in hits if b.tuned]
-        b, k = min(hits, key=lambda h: h[0].time_ms)
-        return Choice(k, k.space.normalize(k.space.coerce(b.config)), "database")
+    hit = _exact_hit(launcher, env, db, sw, tune)
+    if hit is not None:
+        return hit
 
     # 2. search
     if tune:
@@ -102,19 +95,7 @@ def _select(launcher, env: Mapping[str, int]):
             return choice
 
     # 3. nearest buckets, 4. measured defaults
-
-    configs = []
-    source: dict[int, str] = {}
-    for k in cands:
-        cfg = None
-        fam = family_key(k, launcher.node)
-        for _, b in _safe(lambda: db.nearest(device.key, fam, k.problem(env), software=sw, limit=3), db) or ():
-            if _usable(k, b.config, env, device):
-                cfg, source[id(k)] = k.space.normalize(k.space.coerce(b.config)), "database"
-                break
-        if cfg is None:
-            cfg = k.space.default_config(k.problem(env), device)
-        configs.append((k, cfg))
+    configs, source = _nearest_or_default(launcher, env, db, sw)
     if mode == "measure" and _measurable(cands):
         # NOTE: only the first candidate (which runs anyway when nothing is
         # measured) and the library calls run in this process; other
@@ -125,6 +106,59 @@ def _select(launcher, env: Mapping[str, int]):
             return Choice(best[0], best[1], source.get(id(best[0]), "default"))
     k, cfg = configs[0]
     return Choice(k, cfg, source.get(id(k), "default"))
+
+
+def _exact_hit(launcher, env, db, sw, tune: bool) -> Optional[Choice]:
+    """The fastest candidate recorded for exactly this bucket (tuned ones only when tuning)."""
+    device = launcher.device
+    hits = []
+    for k in launcher.candidates:
+        b = _safe(lambda: db.best(device.key, sw, k.key(), k.problem(env)), db)
+        if b is not None and _usable(k, b.config, env, device):
+            hits.append((b, k))
+    if not hits or (tune and not any(b.tuned for b, _ in hits)):
+        return None
+    if tune:
+        hits = [(b, k) for b, k in hits if b.tuned]
+    b, k = min(hits, key=lambda h: h[0].time_ms)
+    return Choice(k, k.space.normalize(k.space.coerce(b.config)), "database")
+
+
+def _nearest_or_default(launcher, env, db, sw) -> tuple[list, dict]:
+    """Each candidate's config: from the nearest recorded bucket of its family, else its default."""
+    device = launcher.device
+    configs = []
+    source: dict[int, str] = {}
+    for k in launcher.candidates:
+        cfg = None
+        fam = family_key(k, launcher.node)
+        for _, b in _safe(lambda: db.nearest(device.key, fam, k.problem(env), software=sw, limit=3), db) or ():
+            if _usable(k, b.config, env, device):
+                cfg, source[id(k)] = k.space.normalize(k.space.coerce(b.config)), "database"
+                break
+        if cfg is None:
+            cfg = k.space.default_config(k.problem(env), device)
+        configs.append((k, cfg))
+    return configs, source
+
+
+def first_compiled(launcher, env: Mapping[str, int]):
+    """(kernel, config) that :func:`select` compiles first for ``launcher`` at ``env``
+    without a search: the exact database hit, else the first candidate's nearest or
+    default config (what ``compiler/precompile.py`` builds ahead)."""
+    from braze.autotune.db import get_db, software_key  # lazy: imports sqlalchemy on first use
+
+    cands = launcher.candidates
+    if policy(launcher.options) == "library" or len(cands) == 1:
+        k = cands[-1] if len(cands) > 1 else cands[0]
+        return k, k.space.default_config(k.problem(env), launcher.device)
+    db = get_db(getattr(launcher.options, "tuning_db", None))
+    sw = software_key()
+    hit = _exact_hit(launcher, env, db, sw, bool(getattr(launcher.options, "tune", False)))
+    if hit is not None:
+        return hit.kernel, hit.config
+    configs, _ = _nearest_or_default(launcher, env, db, sw)
+    return configs[0]
 
 
 def _safe(fn, db):

@@ -19,6 +19,7 @@ import torch
 from braze.compiler import cpu_threads, profile
 from braze.compiler.codegen.calls import ACTIVE, CALLS
 from braze.compiler.memory_plan import drops_after
+from braze.compiler.precompile import precompile
 from braze.ir import Graph, Node, Value, get_op
 from braze.ir.graph import map_values
 from braze.ir.interpreter import BindError, bind_symbols, concretize
@@ -178,6 +179,7 @@ def build_plan(graph: Graph, launchers: Mapping[Node, Any], env: Mapping[str, in
         names[n.out()] = f"x{i}"
     drops = drops_after(graph)  # NOTE: intermediates go right after their last reader (memory_plan.py)
     profiling = profile.enabled()
+    precompile(launchers, env)  # NOTE: GPU kernels built in parallel before selection runs them one by one
 
     def ref(obj):
         if isinstance(obj, Value):

@@ -1,0 +1,88 @@
+"""Parallel precompile (compiler/precompile.py): one job per distinct generated kernel,
+bucket and config, run from a thread pool; failures never stop the program."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from braze.autotune.space import EMPTY, DeviceInfo, Space
+from braze.compiler import precompile as pc
+from braze.compiler.kernels import Launcher, LibraryKernel
+from braze.config import Options
+from braze.ir import Builder
+
+CUDA = DeviceInfo("cuda", "test GPU", (9, 0), 132)
+
+
+@dataclass
+class FakeKernel:
+    """A generated candidate that records which thread compiled and ran it."""
+
+    node: object
+    tag: str
+    fail: bool = False
+    name: str = "fake_triton"
+    backend: str = "triton"
+    space: Space = field(default=EMPTY)
+    source: str = ""
+    runs: list = field(default_factory=list)
+
+    def key(self):
+        return f"fake:{self.tag}"
+
+    def problem(self, env):
+        return {"n": int(env.get("s0", 4))}
+
+    def compile(self, config):
+        def run(*xs):
+            if self.fail:
+                raise RuntimeError("does not build")
+            self.runs.append(threading.current_thread().name)
+            return torch.relu(xs[0])
+        return run
+
+
+def _launchers(tags, fail=()):
+    b = Builder()
+    x = b.input("x", ("s0", 8), torch.float32)
+    outs = [b.call("relu", x) for _ in tags]
+    g = b.graph(outs)
+    nodes = [n for n in g.compute_nodes]
+    out = {}
+    for n, tag in zip(nodes, tags):
+        k = FakeKernel(n, tag, fail=tag in fail)
+        out[n] = Launcher(n, [k, LibraryKernel(n)], Options(), CUDA)
+    return out
+
+
+def test_one_job_per_distinct_kernel_run_from_the_pool():
+    ls = _launchers(["a", "a", "a", "b"])
+    todo = pc.jobs(ls, {"s0": 4})
+    assert sorted(k.tag for _, k, _ in todo) == ["a", "b"]      # three identical layers: one job
+    assert pc.precompile(ls, {"s0": 4}, n_threads=4) == 2
+    ran = [t for L in ls.values() for t in L.primary.runs]
+    assert len(ran) == 2 and all(t.startswith("braze-precompile") for t in ran)
+
+
+def test_failures_are_logged_not_raised_and_cpu_or_bound_launchers_are_skipped():
+    ls = _launchers(["a", "bad", "c"], fail={"bad"})
+    assert pc.precompile(ls, {"s0": 4}, n_threads=2) == 2
+    cpu = {n: Launcher(n, L.candidates, L.options, DeviceInfo("cpu", "cpu")) for n, L in ls.items()}
+    assert pc.jobs(cpu, {"s0": 4}) == []
+    first = next(iter(ls.values()))
+    first.choices[repr(sorted(first.primary.problem({"s0": 4}).items()))] = object()   # already chosen
+    assert len(pc.jobs(ls, {"s0": 4})) == 2
+
+
+def test_thread_count_from_the_environment(monkeypatch):
+    ls = _launchers(["a", "b"])
+    monkeypatch.setenv("BRAZE_PRECOMPILE", "0")
+    assert pc.threads() == 0 and pc.precompile(ls, {"s0": 4}) == 0
+    monkeypatch.setenv("BRAZE_PRECOMPILE", "3")
+    assert pc.threads() == 3
+    monkeypatch.setenv("BRAZE_PRECOMPILE", "many")
+    with pytest.raises(ValueError, match="BRAZE_PRECOMPILE='many'"):
+        pc.threads()
