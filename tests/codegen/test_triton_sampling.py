@@ -50,6 +50,22 @@ def test_greedy_is_argmax(device, dtype):
     assert int(seed) == 0                                       # greedy draws nothing
 
 
+def test_greedy_over_a_long_vocabulary_is_argmax_in_two_launches(device):
+    """Past GREEDY_CHUNK columns greedy splits the row: chunk maxima, then one combine;
+    ties inside a chunk and across chunks go to the first index, like torch.argmax."""
+    from braze.compiler.codegen.triton import sampling
+
+    V = 3 * 64 + 17
+    logits = torch.randn(4, V) * 4
+    top = logits.max() + 1
+    logits[1, 5] = logits[1, 200] = top                  # across chunks: 5 wins
+    logits[2, 70] = logits[2, 71] = top                  # inside one chunk: 70 wins
+    logits[3, :] = -math.inf                             # no finite logit: column 0, as argmax says
+    out = torch.empty(4, dtype=torch.int64, device=device)
+    sampling.greedy_split(logits.to(device), out, chunk=64, block=32)
+    assert torch.equal(out.cpu(), logits.argmax(-1))
+
+
 CASES = [SamplingParams(True, 0.7), SamplingParams(True, 1.3, top_k=4), SamplingParams(True, 1.0, top_p=0.8),
          SamplingParams(True, 0.9, top_k=6, top_p=0.7)]
 

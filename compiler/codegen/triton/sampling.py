@@ -1,6 +1,10 @@
 """One Triton kernel that picks the next token of each row of logits.
 
-One program per row, looping over the vocabulary in blocks:
+Greedy decoding over a long vocabulary is two short launches: programs over
+(row, chunk of ``GREEDY_CHUNK`` columns) write each chunk's max and first
+argmax, and one program per row combines them (a single program looping over
+128k logits took 25 us of a 1.8 ms decode step on an H100). Otherwise one
+program per row, looping over the vocabulary in blocks:
 
 1. max, min and first argmax of the row (greedy stops here);
 2. top-k: the k-th largest scaled logit, by bisection over the row's values
@@ -30,14 +34,34 @@ import torch
 from braze.compiler.codegen.triton import sampling_kernel as _kernel_mod
 
 
-def _kernel():
-    """The kernel, its module reloaded if ``TRITON_INTERPRET`` changed since its import
+GREEDY_CHUNK = 4096   # columns per program of the split greedy argmax
+
+
+def _module():
+    """The kernel module, reloaded if ``TRITON_INTERPRET`` changed since its import
     (Triton decides at decoration whether a kernel is compiled or interpreted)."""
     global _kernel_mod
     interpreted = type(_kernel_mod.sample_kernel).__name__ == "InterpretedFunction"
     if interpreted != (os.environ.get("TRITON_INTERPRET", "0") == "1"):
         _kernel_mod = importlib.reload(_kernel_mod)
-    return _kernel_mod.sample_kernel
+    return _kernel_mod
+
+
+def _kernel():
+    return _module().sample_kernel
+
+
+def greedy_split(logits: torch.Tensor, out: torch.Tensor, chunk: int = GREEDY_CHUNK, block: int = 0) -> None:
+    """``out[b] = argmax(logits[b])`` (the first maximum) in two launches."""
+    B, V = logits.shape
+    n = -(-V // chunk)
+    block = block or min(chunk, 2048)
+    vals = torch.empty(B, n, dtype=torch.float32, device=logits.device)
+    idxs = torch.empty(B, n, dtype=torch.int32, device=logits.device)
+    mod = _module()
+    mod.argmax_partial_kernel[(B, n)](logits, vals, idxs, logits.stride(0), V, chunk, BLOCK=block,
+                                       num_warps=8 if block >= 2048 else 4)
+    mod.argmax_combine_kernel[(B,)](vals, idxs, out, n, BLOCK=max(2, 1 << (n - 1).bit_length()), num_warps=1)
 
 
 def sample_fused(logits: torch.Tensor, params, seed: torch.Tensor, block: int = 0) -> torch.Tensor:
@@ -52,8 +76,11 @@ def sample_fused(logits: torch.Tensor, params, seed: torch.Tensor, block: int = 
     out = torch.empty(B, dtype=torch.int64, device=logits.device)
     if B == 0:
         return out
-    block = block or min(4096, 1 << max(V - 1, 1).bit_length())
     sample = bool(params.do_sample)
+    if not sample and V > GREEDY_CHUNK:
+        greedy_split(logits, out, block=block)
+        return out
+    block = block or min(4096, 1 << max(V - 1, 1).bit_length())
     top_k = min(params.top_k, V) if sample else 0
     top_p = params.top_p if sample else 1.0
     _kernel()[(B,)](logits, out, seed, logits.stride(0), V, 1.0 / params.temperature if sample else 1.0,

@@ -135,3 +135,37 @@ def sample_kernel(logits_ptr, out_ptr, seed_ptr, stride_row, V, inv_temp, top_k,
         token = tl.where(cmax > draw, ci, token)
         draw = tl.maximum(draw, cmax)
     tl.store(out_ptr + row, token.to(tl.int64))
+
+
+@triton.jit
+def argmax_partial_kernel(logits_ptr, val_ptr, idx_ptr, stride_row, V, CHUNK, BLOCK: tl.constexpr):
+    """Greedy, first of two launches: program (row, c) writes the max and first argmax of
+    columns [c * CHUNK, (c + 1) * CHUNK) of its row."""
+    row = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1)
+    n_chunks = tl.num_programs(1)
+    base = logits_ptr + row * stride_row
+    offs = tl.arange(0, BLOCK)
+    best = -float("inf")
+    best_i = c * CHUNK
+    for start in range(c * CHUNK, tl.minimum(V, (c + 1) * CHUNK), BLOCK):
+        idx = start + offs
+        x = tl.load(base + idx, mask=idx < V, other=-float("inf")).to(tl.float32)
+        cmax, ci = tl.reduce((x, idx), 0, _argmax_combine)
+        best_i = tl.where(cmax > best, ci, best_i)
+        best = tl.maximum(best, cmax)
+    tl.store(val_ptr + row * n_chunks + c, best)
+    tl.store(idx_ptr + row * n_chunks + c, best_i)
+
+
+@triton.jit
+def argmax_combine_kernel(val_ptr, idx_ptr, out_ptr, n_chunks, BLOCK: tl.constexpr):
+    """Greedy, second launch: the row's max over its chunks' maxima; on a tie the lower
+    index (chunks are in column order, so that is torch.argmax's first maximum)."""
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    ok = offs < n_chunks
+    v = tl.load(val_ptr + row * n_chunks + offs, mask=ok, other=-float("inf"))
+    i = tl.load(idx_ptr + row * n_chunks + offs, mask=ok, other=2147483647)
+    best, best_i = tl.reduce((v, i), 0, _argmax_combine)
+    tl.store(out_ptr + row, best_i.to(tl.int64))
