@@ -124,8 +124,10 @@ def group_name(nodes: Sequence[Node], kind: str) -> str:
     return re.sub(r"\W+", "_", f"{kind}_{body}" if body else kind)
 
 
-def fuse_groups(graph: Graph, groups: Sequence[tuple[Sequence[Node], str]]) -> Graph:
-    """Replace each group of nodes by one ``fused`` node of the given kind.
+def fuse_groups(graph: Graph, groups: Sequence[tuple[Sequence[Node], str]], at_first: bool = False) -> Graph:
+    """Replace each group of nodes by one ``fused`` node of the given kind, placed
+    where its last member was (``at_first``: its first, for groups whose members
+    read only inputs, so that nothing waits for the group longer than for a member).
 
     Groups must be disjoint and convex (no path leaves a group and comes
     back; the fusion pass checks that with networkx reachability): the graph
@@ -153,7 +155,8 @@ def fuse_groups(graph: Graph, groups: Sequence[tuple[Sequence[Node], str]]) -> G
     for i, n in enumerate(graph.nodes):
         u = unit(n)
         quotient.add_node(u)
-        pos[u] = i  # a group sits where its last member was
+        if not (at_first and u in pos):
+            pos[u] = i  # a group sits where its last member was (its first with at_first)
     for n in graph.nodes:
         for v in n.inputs:
             a, b = unit(v.node), unit(n)

@@ -12,6 +12,7 @@ from braze.passes.eliminate_padding import eliminate_padding
 from braze.passes.fuse_horizontal import fuse_horizontal
 from braze.passes.fuse import fuse
 from braze.passes.merge_parallel_groups import merge_parallel_groups
+from braze.passes.merge_leaf_pointwise import merge_leaf_pointwise
 from braze.passes.reinplace import reinplace
 
 PIPELINE: list[Pass] = [
@@ -30,6 +31,7 @@ PIPELINE: list[Pass] = [
     Pass("fuse_horizontal", fuse_horizontal),
     Pass("fuse", fuse),
     Pass("merge_parallel_groups", merge_parallel_groups),
+    Pass("merge_leaf_pointwise", merge_leaf_pointwise),
     # side effects: scatters into the caller's buffers written in place
     Pass("reinplace", reinplace),
 ]

@@ -1,0 +1,63 @@
+"""merge_leaf_pointwise: lone pointwise ops reading only inputs and constants run as one
+kernel; ops whose result the graph returns (a counter written back) stay, and become
+in-place updates."""
+from __future__ import annotations
+
+import torch
+
+from braze.compiler.backend import make_backend
+from braze.config import Options
+from braze.ir import Builder, parse_graph
+from braze.passes.merge_leaf_pointwise import merge_leaf_pointwise
+
+
+def _layers(n0, n1, n2, c0, c1, c2, k):
+    """Three 'layers' of HF's static cache: positions from each layer's own counter, read
+    first, then the counter advanced."""
+    out = 0
+    for n, cache in ((n0, c0), (n1, c1), (n2, c2)):
+        pos = torch.arange(1) + n
+        n.add_(1)
+        cache.index_copy_(0, pos, k)
+        out = out + cache.sum()
+    return out
+
+
+def test_per_layer_positions_are_one_kernel_and_counters_stay_in_place():
+    args = [torch.tensor(i) for i in (3, 3, 3)] + [torch.zeros(8, 2) for _ in range(3)] + [torch.randn(1, 2)]
+    a = [x.clone() for x in args]
+    b = [x.clone() for x in args]
+    reports: list = []
+    with torch.no_grad():
+        want = _layers(*a)
+        got = torch.compile(_layers, backend=make_backend(Options(strict=True), reports))(*b)
+    torch.testing.assert_close(got, want)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y, x, rtol=0, atol=0)
+    g = parse_graph(reports[0].final_ir)
+    merged = [n for n in g.compute_nodes if n.op == "fused" and n.types[0].dtype == torch.int64]
+    assert len(merged) == 1 and len(merged[0].types) == 3, reports[0].final_ir
+    assert reports[0].final_ir.count("= add_.") == 3          # the counters: in place, after their readers
+    assert g.nodes.index(merged[0]) < min(g.nodes.index(n) for n in g.compute_nodes if n.op == "index_copy_")
+
+
+def test_only_leaf_ops_of_one_shape_merge_and_outputs_stay():
+    b = Builder()
+    x = b.input("x", (4,), torch.float32)
+    y = b.input("y", (4,), torch.float32)
+    z = b.input("z", (2,), torch.float32)
+    a1 = b.call("add", x, y, overload="Tensor")
+    a2 = b.call("mul", x, 2.0, overload="Tensor")
+    a3 = b.call("neg", z)                                  # another shape: alone
+    a4 = b.call("exp", a1)                                 # reads a computed value: not a leaf
+    ret = b.call("sub", y, 1.0, overload="Tensor")         # returned: stays
+    g = b.graph([b.call("add", a4, a2, overload="Tensor"), a3, ret])
+    out = merge_leaf_pointwise(g)
+    fused = [n for n in out.compute_nodes if n.op == "fused"]
+    assert len(fused) == 1 and sorted(m.op for m in fused[0].attr("graph").compute_nodes) == ["add", "mul"]
+    assert {n.op for n in out.compute_nodes} == {"fused", "neg", "exp", "add", "sub"}
+    xs = [torch.randn(4), torch.randn(4), torch.randn(2)]
+    from braze.ir import interpret
+
+    for w, v in zip(interpret(g, *xs), interpret(out, *xs)):
+        torch.testing.assert_close(v, w)
