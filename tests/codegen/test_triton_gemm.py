@@ -307,7 +307,7 @@ def test_gemv_dual_silu_gate_times_up(device):
                overload="Tensor")
     node = fused_node(b, [y], "gemm")
     k = kernel_for(node)
-    assert "acc1 += tl.reduce(a.to(tl.float32)[:, :, None] * b1.to(tl.float32)[None, :, :], 1, _add)" in k.source
+    assert "acc1 += tl.reduce(a.to(tl.float32)[:, None, :] * b1.to(tl.float32)[None, :, :], 2, _add)" in k.source
     feed = {"x": rand(1, 96, dtype=dtype), "wgu": rand(2 * inter, 96, dtype=dtype)}
     run_and_check(node, feed, dict(GEMV, BLOCK_K=32), device, tol=TOL[dtype], kernel=k)
 

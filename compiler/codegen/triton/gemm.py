@@ -244,9 +244,10 @@ class Template:
         groups += [(k, k + 1, atom(rows)), (k + 1, k + 2, lin_c)]
         return Index.of(shape, groups)
 
-    def k_loop(self, em: Emitter, even: bool) -> None:
-        """Loads of A and B tiles and the dots (inside the K loop body ``em``)."""
-        masks = {} if even else {"ak": "(ak < k_end)", "bk": "(bk < k_end)"}
+    def k_loop(self, em: Emitter, even: bool, b_tile: str = "(BLOCK_K, BLOCK_N)") -> None:
+        """Loads of A and B tiles (inside the K loop body ``em``); B's tile is ``b_tile``
+        (``(BLOCK_N, BLOCK_K)`` in the GEMV form, where ``bk`` and ``bn`` are transposed)."""
+        masks = {} if even else {"ak": f"({em.names['ak']} < k_end)", "bk": f"({em.names['bk']} < k_end)"}
         ld = em.scope(masks=masks)
         ld.raw_loads = ld.loads_only = True
         ld.special = {}
@@ -257,7 +258,7 @@ class Template:
         ld.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)', 'ak')}")
         for j, off in enumerate(self.offsets):
             b = ld.pull(self.B, self.operand_index("B", off))
-            ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', '(BLOCK_K, BLOCK_N)', 'bk')}")
+            ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', b_tile, 'bk')}")
 
 
 def _full_tile(tv: TV, rows: str, cols: str, shape: str, k: str) -> str:
@@ -296,26 +297,39 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             body.line(f"    b{j} = b_desc.load([{col}, k0]).T")
             body.line("else:")
             body.line(f"    b{j} = b_desc.load([k0, {col}])")
+        dot = body
     else:
         body.line("ak = k0 + tl.arange(0, BLOCK_K)[None, :]")
-        body.line("bk = k0 + tl.arange(0, BLOCK_K)[:, None]")
-        body.line("if EVEN_K:")
-        t.k_loop(body.scope(body.indent + "    "), even=True)
+        # NOTE: the GEMV form loads B as [BLOCK_N, BLOCK_K], K along the fast axis, and
+        # reduces the [BLOCK_M, BLOCK_N, BLOCK_K] products over their last axis: within a
+        # warp, by shuffles. Reduced over the middle axis of a [BLOCK_K, BLOCK_N] tile, the
+        # sums went through shared memory (71 registers and 32 shared loads a step against
+        # 35 and none, sm_90) and ran 1.1-4x slower than cuBLAS on an H200.
+        body.line("if GEMV:  # few rows: products reduced over K on the CUDA cores, no tensor-core tile")
+        gemv = body.scope(body.indent + "    ", names=dict(body.names, bk="bk_t", bn="bn_t"))
+        gemv.line("bk_t = k0 + tl.arange(0, BLOCK_K)[None, :]")
+        gemv.line("if EVEN_K:")
+        t.k_loop(gemv.scope(gemv.indent + "    "), even=True, b_tile="(BLOCK_N, BLOCK_K)")
+        gemv.line("else:")
+        t.k_loop(gemv.scope(gemv.indent + "    "), even=False, b_tile="(BLOCK_N, BLOCK_K)")
+        for j in range(nacc):
+            gemv.line(f"acc{j} += tl.reduce(a.to({acc_t})[:, None, :] * b{j}.to({acc_t})[None, :, :], 2, _add)")
         body.line("else:")
-        t.k_loop(body.scope(body.indent + "    "), even=False)
-    body.line("if GEMV:  # few rows: products reduced over K on the CUDA cores, no tensor-core tile")
+        dot = body.scope(body.indent + "    ")
+        dot.line("bk = k0 + tl.arange(0, BLOCK_K)[:, None]")
+        dot.line("if EVEN_K:")
+        t.k_loop(dot.scope(dot.indent + "    "), even=True)
+        dot.line("else:")
+        t.k_loop(dot.scope(dot.indent + "    "), even=False)
+    dot.line("if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
+    dot.line("    a = a.to(tl.float32)")
     for j in range(nacc):
-        body.line(f"    acc{j} += tl.reduce(a.to({acc_t})[:, :, None] * b{j}.to({acc_t})[None, :, :], 1, _add)")
-    body.line("else:")
-    body.line("    if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
-    body.line("        a = a.to(tl.float32)")
-    for j in range(nacc):
-        body.line(f"        b{j} = b{j}.to(tl.float32)")
+        dot.line(f"    b{j} = b{j}.to(tl.float32)")
     if t.scales is not None:  # int8 weights: exact in fp16/bf16, the tensor cores take them as A's type
         for j in range(nacc):
-            body.line(f"    b{j} = b{j}.to(a.dtype)")
+            dot.line(f"b{j} = b{j}.to(a.dtype)")
     for j in range(nacc):
-        body.line(f"    acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
+        dot.line(f"acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
     em.line("if SPLIT_K == 1:")
     em.lines.extend("    " + ln for ln in epi.lines)
     em.line("else:  # partial products; the _splitk_epilogue kernel sums them")
@@ -577,6 +591,10 @@ MAIN_HEAD = [
     "# wrapped rows/columns: tile loads never leave A and B",
     "am = rm % M",
     "bn = c % N",
+    "# the GEMV form's B columns, as rows of its [BLOCK_N, BLOCK_K] tile",
+    "bn_t = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[:, None] % N",
+    "if INDEX64:",
+    "    bn_t = bn_t.to(tl.int64)",
 ]
 
 SPLIT_HEAD = [
