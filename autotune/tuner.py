@@ -353,7 +353,8 @@ class Tuner:
         for cj, cfg in sorted(((wj, out.config), (dj, default)), key=lambda x: x[0] == keep):
             ms = runs[cj]
             bad = next((m for m in ms if not m.ok), None)
-            m = bad or Measurement("ok", med[cj], {"method": "confirm", "reps": len(ms),
+            method = ms[0].stats.get("method", "") if ms and ms[0].stats else ""
+            m = bad or Measurement("ok", med[cj], {"method": f"{method}-confirm", "reps": len(ms),
                                                    "times": [x.time_ms for x in ms]},
                                    statistics.median([x.compile_ms or 0.0 for x in ms]))
             self._record(kernel, problem, cfg, m, "confirm", study, family)
