@@ -98,6 +98,15 @@ def random_tensor(t: TensorType, env: Mapping[str, int], device: Optional[str] =
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
     shape = t.concrete_shape(env)
     dev = device or t.device
+    if t.dtype.is_floating_point and torch.device(dev).type == "cuda":
+        # NOTE: drawn on the device (a 128k x 2k LM-head weight took seconds on the host):
+        # a device generator seeded from the caller's, so operands stay distinct and repeatable.
+        g = torch.Generator(device=dev)
+        if generator is not None:
+            g.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator).item()))
+        else:
+            g.seed()
+        return torch.randn(shape, generator=g, dtype=torch.float32, device=dev).to(t.dtype)
     if t.dtype.is_floating_point:
         x = torch.randn(shape, generator=generator, dtype=torch.float32).to(t.dtype)
     elif t.dtype == torch.bool:
