@@ -149,8 +149,9 @@ def first_compiled(launcher, env: Mapping[str, int]):
     from braze.autotune.db import get_db, software_key  # lazy: imports sqlalchemy on first use
 
     cands = launcher.candidates
-    if policy(launcher.options) == "library" or len(cands) == 1:
-        k = cands[-1] if len(cands) > 1 else cands[0]
+    mode = policy(launcher.options)
+    if mode == "library" or len(cands) == 1:
+        k = cands[-1] if mode == "library" else cands[0]
         return k, k.space.default_config(k.problem(env), launcher.device)
     db = get_db(getattr(launcher.options, "tuning_db", None))
     sw = software_key()

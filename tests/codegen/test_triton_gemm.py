@@ -322,7 +322,8 @@ def test_gemv_space_defaults_and_constraints():
     one = {"M": 1, "N": 8192, "K": 2048, "B": 1, "nacc": 2, "elt": 2}
     cfg = SPACE.default_config(one, dev)
     assert (cfg["GEMV"], cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["SPLIT_K"]) == (1, 1, 4, 1024, 1)
-    assert (SPACE.default_config(dict(one, M=3), dev)["BLOCK_M"], SPACE.default_config(dict(one, M=3), dev)["BLOCK_K"]) == (4, 512)
+    three = SPACE.default_config(dict(one, M=3), dev)
+    assert (three["BLOCK_M"], three["BLOCK_K"]) == (4, 512)
     assert SPACE.default_config(dict(one, M=8), dev)["GEMV"] == 0     # tensor cores from 8 rows on
     assert SPACE.default_config(one, DeviceInfo(kind="cpu", name="cpu"))["GEMV"] == 0
     assert "tl.dot tiles are at least 16 x 16 x 16 (narrower ones only with GEMV)" in SPACE.violations(

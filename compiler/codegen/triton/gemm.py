@@ -19,7 +19,15 @@ are wrapped (``% M``, ``% Nd``) so the K loop needs no M/N masks. With
 products to a workspace, and a second kernel sums them and runs the same
 epilogue (for small M, where M x N tiles alone cannot fill the GPU). With
 ``PERSISTENT`` the grid is one program per SM, each looping over tiles (no
-partial last wave; a tuner knob, off by default until measured).
+partial last wave; a tuner knob, off by default until measured). With ``GEMV``
+(the default for up to four rows on a GPU) the K loop multiplies a
+``[BLOCK_M, BLOCK_K]`` tile of A with a ``[BLOCK_N, BLOCK_K]`` tile of B and
+sums over K in registers: no tensor-core tile of 16 rows for one token.
+
+``quant_linear`` with int8 per-channel weights is a GEMM here too: B is the
+int8 ``[N, K]`` weight, loaded as integers in the K loop, and the product is
+scaled per output column before the epilogue, so no dequantized weight is
+written and the quantized projections keep their fused epilogues.
 """
 from __future__ import annotations
 
@@ -57,12 +65,14 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
         return {"BLOCK_M": 16 if M <= 16 else 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4,
                 "num_stages": 1, "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
     if M <= GEMV_MAX_M and int(p.get("B", 1)) == 1:
-        # NOTE: one to four decode rows: H100 measurements (bench/gemv_fixup.py, in CUDA graphs)
-        # put 4 columns x 1024-wide K chunks, no split, 4 warps at or under cuBLAS on every
-        # Llama-1B projection (e.g. down 14.9 vs 15.9 us, lm_head 167.7 vs 177.8 us).
+        # NOTE: one to four decode rows. bench/gemv_fixup.py's kernel on an H100 (in CUDA graphs):
+        # 4 columns x 1024-wide K chunks, no split, 4 warps at or under cuBLAS on 4 of 5 Llama-1B
+        # projections (down 14.9 vs 15.9 us, lm_head 167.7 vs 177.8 us). The template's form
+        # compiles to the same code since its [BLOCK_N, BLOCK_K] tile; not measured as such yet.
         bm = next_pow2(M)
-        return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": min(1024 // max(1, bm // 2), max(16, next_pow2(K))), "GROUP_M": 1,
-                "num_warps": 4, "num_stages": 3, "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
+        bk = min(1024 // max(1, bm // 2), max(16, next_pow2(K)))
+        return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": bk, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
+                "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
     sms = max(d.sm_count, 1)
     if M <= 16:
         cfg = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "num_warps": 4, "num_stages": 5}
