@@ -16,6 +16,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -98,6 +99,7 @@ def module_source(gen: Generated, graph: Graph) -> str:
 
 
 _MODULES: dict[str, Any] = {}
+_MODULES_LOCK = threading.Lock()   # NOTE: compiler/precompile.py loads modules from several threads
 
 
 def load_module(source: str, name: str, dump: Optional[str] = None):
@@ -110,9 +112,11 @@ def load_module(source: str, name: str, dump: Optional[str] = None):
         d = Path(dump) / "triton"
         d.mkdir(parents=True, exist_ok=True)
         (d / fname).write_text(source)
-    mod = _MODULES.get(key)
-    if mod is not None:
-        return mod
+    with _MODULES_LOCK:
+        return _MODULES.get(key) or _load(source, name, digest, interp, key, fname)
+
+
+def _load(source: str, name: str, digest: str, interp: bool, key: str, fname: str):
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     path = d / fname
