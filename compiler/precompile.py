@@ -70,6 +70,8 @@ def jobs(launchers: Mapping[Any, Any], env: Mapping[str, int]) -> list[tuple]:
 def precompile(launchers: Mapping[Any, Any], env: Mapping[str, int], n_threads: int | None = None) -> int:
     """Run the jobs of :func:`jobs` once each from a thread pool; the number run."""
     n = threads() if n_threads is None else n_threads
+    if n > 0 and torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+        return 0   # NOTE: never launch from other threads while a CUDA graph is being captured
     todo = jobs(launchers, env) if n > 0 else []
     if len(todo) < 2:
         return 0
