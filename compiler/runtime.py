@@ -22,6 +22,7 @@ from braze.compiler.memory_plan import drops_after
 from braze.compiler.precompile import precompile
 from braze.ir import Graph, Node, Value, get_op
 from braze.ir.graph import map_values
+from braze.ir.inplace_ops import written_base
 from braze.ir.interpreter import BindError, bind_symbols, concretize
 
 log = logging.getLogger("braze.runtime")
@@ -258,10 +259,9 @@ def _write_guard(graph: Graph, n: Node, env):
     base = n.args[w]
     inputs = {x.out(): x for x in graph.inputs}
     while base not in inputs:
-        bw = get_op(base.node.op).writes
-        if bw is None:
+        base = written_base(base)
+        if base is None:
             return None  # a fresh buffer of the graph's own
-        base = base.node.args[bw]
     shape = base.type.concrete_shape(env)
     name = inputs[base].args[0]
     if n.op == "index_copy_":
@@ -292,10 +292,9 @@ def check_write_rows(index: torch.Tensor, size: int, what: str) -> None:
 def written_in_place(v: Value, base: Value) -> bool:
     """Whether ``v`` is ``base`` after a chain of in-place writes to it."""
     while v != base:
-        w = get_op(v.node.op).writes
-        if w is None:
+        v = written_base(v)
+        if v is None:
             return False
-        v = v.node.args[w]
     return True
 
 

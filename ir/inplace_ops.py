@@ -14,9 +14,28 @@ from __future__ import annotations
 
 import torch
 
-from braze.ir.registry import Category, OpDef, register
+from braze.ir.registry import REGISTRY, Category, OpDef, register
 
 aten = torch.ops.aten
+EACH = "each"   # OpDef.writes of a list op: output j is element j of operand 0, written in place
+
+
+def written_operands(node) -> list:
+    """(output index, the operand Value that output aliases) for each operand ``node`` writes."""
+    w = REGISTRY[node.op].writes if node.op in REGISTRY else None
+    if w is None:
+        return []
+    if w == EACH:
+        return list(enumerate(node.args[0]))
+    return [(0, node.args[w])]
+
+
+def written_base(v):
+    """The operand Value that output ``v`` of an in-place node aliases (None if it aliases none)."""
+    for j, base in written_operands(v.node):
+        if j == v.index:
+            return base
+    return None
 
 
 def _same_as_base(base, *args, **kwargs):
@@ -53,3 +72,17 @@ for _name in POINTWISE_INPLACE_OF.values():
     _packet = getattr(aten, _name)
     register(OpDef(_name, Category.OPAQUE, _packet, packet=_packet, writes=0,
                    doc=f"{_name[:-1]} written into operand 0"))
+
+
+def _foreach_add_(bases, other):
+    """``b += other`` for every tensor of ``bases`` in one launch (``torch._foreach_add_``)."""
+    torch._foreach_add_(list(bases), other)
+    return tuple(bases)
+
+
+def _foreach_infer(bases, other):
+    return tuple(b.type for b in bases)
+
+
+register(OpDef("foreach_add_", Category.OPAQUE, _foreach_add_, infer=_foreach_infer, writes=EACH,
+               doc="every tensor of operand 0 plus a number, in place, in one launch (step counters)"))

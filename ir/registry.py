@@ -43,8 +43,9 @@ class OpDef:
     # invariant of the op (e.g. prefix sums of sequence lengths); the others are plain random.
     sample: Optional[Callable[..., dict]] = None
     # The operand position this op writes in place (its output aliases that
-    # operand), or None for an op without side effects (see ir/inplace_ops.py).
-    writes: Optional[int] = None
+    # operand), "each" for a list op whose output j is element j of operand 0,
+    # written in place, or None for an op without side effects (ir/inplace_ops.py).
+    writes: Optional[int | str] = None
     _overloads: dict = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, overload: str = "") -> Callable[..., Any]:

@@ -11,6 +11,7 @@ import torch
 
 from braze.ir.graph import Graph, Node, Value
 from braze.ir.infer import TypeInferenceError, check_types
+from braze.ir.inplace_ops import written_operands
 from braze.ir.registry import REGISTRY
 from braze.ir.types import TensorType
 
@@ -95,17 +96,14 @@ def _check_writes(g: Graph) -> None:
     order = {n: k for k, n in enumerate(g.nodes)}
     users = g.value_users()
     for n in g.nodes:
-        w = REGISTRY[n.op].writes
-        if w is None:
-            continue
-        base = n.args[w]
-        late = [u for u in users.get(base, ()) if u is not n and order[u] > order[n]]
-        if late:
-            raise VerificationError(f"{_where(g, n)} writes {base.node.name or base.node.op} in place, but "
-                                    f"{late[0].name or late[0].op} reads it afterwards")
-        if base in g.outputs:
-            raise VerificationError(f"{_where(g, n)} writes {base.node.name or base.node.op} in place, "
-                                    "but the graph returns its value before the write")
+        for _, base in written_operands(n):
+            late = [u for u in users.get(base, ()) if u is not n and order[u] > order[n]]
+            if late:
+                raise VerificationError(f"{_where(g, n)} writes {base.node.name or base.node.op} in place, but "
+                                        f"{late[0].name or late[0].op} reads it afterwards")
+            if base in g.outputs:
+                raise VerificationError(f"{_where(g, n)} writes {base.node.name or base.node.op} in place, "
+                                        "but the graph returns its value before the write")
 
 
 def _check_operand(g: Graph, n: Node, v: Value, seen: set, members: set) -> None:

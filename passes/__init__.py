@@ -14,6 +14,7 @@ from braze.passes.fuse import fuse
 from braze.passes.merge_parallel_groups import merge_parallel_groups
 from braze.passes.merge_leaf_pointwise import merge_leaf_pointwise
 from braze.passes.reinplace import reinplace
+from braze.passes.merge_counter_updates import merge_counter_updates
 
 PIPELINE: list[Pass] = [
     # canonicalize
@@ -34,4 +35,5 @@ PIPELINE: list[Pass] = [
     Pass("merge_leaf_pointwise", merge_leaf_pointwise),
     # side effects: scatters into the caller's buffers written in place
     Pass("reinplace", reinplace),
+    Pass("merge_counter_updates", merge_counter_updates),
 ]

@@ -1,6 +1,6 @@
 """merge_leaf_pointwise: lone pointwise ops reading only inputs and constants run as one
-kernel; ops whose result the graph returns (a counter written back) stay, and become
-in-place updates."""
+kernel; ops whose result the graph returns (a counter written back) stay, become in-place
+updates, and merge_counter_updates advances them all in one foreach_add_."""
 from __future__ import annotations
 
 import torch
@@ -37,8 +37,10 @@ def test_per_layer_positions_are_one_kernel_and_counters_stay_in_place():
     g = parse_graph(reports[0].final_ir)
     merged = [n for n in g.compute_nodes if n.op == "fused" and n.types[0].dtype == torch.int64]
     assert len(merged) == 1 and len(merged[0].types) == 3, reports[0].final_ir
-    assert reports[0].final_ir.count("= add_.") == 3          # the counters: in place, after their readers
+    (counters,) = [n for n in g.compute_nodes if n.op == "foreach_add_"]   # in place, after their readers
+    assert len(counters.types) == 3 and "= add_." not in reports[0].final_ir
     assert g.nodes.index(merged[0]) < min(g.nodes.index(n) for n in g.compute_nodes if n.op == "index_copy_")
+    assert g.nodes.index(counters) > max(g.nodes.index(n) for n in g.compute_nodes if n.op == "index_copy_")
 
 
 def test_only_leaf_ops_of_one_shape_merge_and_outputs_stay():
@@ -61,3 +63,30 @@ def test_only_leaf_ops_of_one_shape_merge_and_outputs_stay():
 
     for w, v in zip(interpret(g, *xs), interpret(out, *xs)):
         torch.testing.assert_close(v, w)
+
+
+def test_counter_updates_merge_only_when_only_returned_and_alike():
+    """A counter read again in the graph, or advanced by another number, keeps its own add_."""
+    def fn(n0, n1, n2, n3, x):
+        y = x * n0 + n1 + n2 + n3
+        n0.add_(1)
+        n1.add_(1)
+        n2.add_(2)
+        n3.add_(1)
+        return y, n3 * 3
+
+    args = [torch.tensor(i) for i in (1, 2, 3, 4)] + [torch.randn(3)]
+    a = [x.clone() for x in args]
+    b = [x.clone() for x in args]
+    reports: list = []
+    with torch.no_grad():
+        want = fn(*a)
+        got = torch.compile(fn, backend=make_backend(Options(strict=True), reports))(*b)
+    for w, v in zip(want, got):
+        torch.testing.assert_close(v, w)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y, x, rtol=0, atol=0)
+    g = parse_graph(reports[0].final_ir)
+    (fe,) = [n for n in g.compute_nodes if n.op == "foreach_add_"]   # n0 and n1 (+1)
+    assert len(fe.types) == 2 and fe.args[1] == 1
+    assert [n.args[1] for n in g.compute_nodes if n.op == "add_"] == [2]   # n2 adds 2; n3's new value is read
