@@ -86,3 +86,16 @@ def _foreach_infer(bases, other):
 
 register(OpDef("foreach_add_", Category.OPAQUE, _foreach_add_, infer=_foreach_infer, writes=EACH,
                doc="every tensor of operand 0 plus a number, in place, in one launch (step counters)"))
+
+
+def _index_copy_many_(bases, dim, index, srcs):
+    """``base.index_copy_(dim, index, src)`` for each pair (the K and V cache writes of a
+    layer, one node: a kernel may write both in one launch)."""
+    for b, src in zip(bases, srcs):
+        b.index_copy_(dim, index, src)
+    return tuple(bases)
+
+
+register(OpDef("index_copy_many_", Category.OPAQUE, _index_copy_many_,
+               infer=lambda bases, dim, index, srcs: tuple(b.type for b in bases), writes=EACH,
+               doc="index_copy_ of several buffers at the same rows (a layer's K and V cache writes)"))

@@ -15,6 +15,7 @@ from braze.passes.merge_parallel_groups import merge_parallel_groups
 from braze.passes.merge_leaf_pointwise import merge_leaf_pointwise
 from braze.passes.reinplace import reinplace
 from braze.passes.merge_counter_updates import merge_counter_updates
+from braze.passes.merge_cache_writes import merge_cache_writes
 
 PIPELINE: list[Pass] = [
     # canonicalize
@@ -36,4 +37,5 @@ PIPELINE: list[Pass] = [
     # side effects: scatters into the caller's buffers written in place
     Pass("reinplace", reinplace),
     Pass("merge_counter_updates", merge_counter_updates),
+    Pass("merge_cache_writes", merge_cache_writes),
 ]

@@ -171,3 +171,17 @@ def test_gemv_dual_epilogue_compiles_without_spills_or_tensor_cores():
     assert c.ptx.count("ld.shared") <= 4 and c.ptx.count("shfl") >= 20, (c.ptx.count("ld.shared"), c.ptx.count("shfl"))
     if "REG" in c.resources:
         assert c.resources["REG"] <= 96, c.resources
+
+
+def test_kv_cache_write_kernel_compiles():
+    from braze.compiler.codegen.triton_cache import kernels as mod
+    from tools.triton_aot import compiling_for
+
+    kc = torch.empty(1, 8, 2048, 64, dtype=BF16)
+    k = torch.empty(1, 1, 8, 64, dtype=BF16).transpose(1, 2)
+    with compiling_for(mod, 90) as out:
+        mod.index_copy_pair_kernel[(8,)](kc, torch.empty_like(kc), torch.zeros(1, dtype=torch.int64), k,
+                                         torch.empty_like(k), 8, 1, 64, *kc.stride(), *kc.stride(), *k.stride(),
+                                         *k.stride(), BLOCK_D=64, num_warps=1)
+    (c,) = out
+    assert c.resources.get("LOCAL", 0) == 0 and c.shared == 0

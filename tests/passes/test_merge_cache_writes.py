@@ -1,0 +1,52 @@
+"""merge_cache_writes: a layer's K and V index_copy_ at the same rows become one
+index_copy_many_ node; results and caches equal eager's; a full cache still raises first."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from braze.compiler.backend import make_backend
+from braze.config import Options
+from braze.ir import parse_graph
+
+
+def _layers(n, kc0, vc0, kc1, vc1, k, v):
+    out = 0
+    for kc, vc in ((kc0, vc0), (kc1, vc1)):
+        pos = torch.arange(1) + n
+        kc.index_copy_(2, pos, k * 2)
+        vc.index_copy_(2, pos, v)
+        out = out + (kc.sum(-1) * vc.sum(-1)).sum()
+    n.add_(1)
+    return out
+
+
+def _args(start=3, rows=8):
+    return [torch.tensor(start)] + [torch.zeros(1, 2, rows, 4) for _ in range(4)] + [torch.randn(1, 2, 1, 4),
+                                                                                    torch.randn(1, 2, 1, 4)]
+
+
+def test_k_and_v_writes_are_one_node_with_eager_results():
+    a, b = _args(), _args()
+    for x, y in zip(a, b):
+        y.copy_(x)
+    reports: list = []
+    with torch.no_grad():
+        want = _layers(*a)
+        got = torch.compile(_layers, backend=make_backend(Options(strict=True), reports))(*b)
+    torch.testing.assert_close(got, want)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(y, x, rtol=0, atol=0)
+    g = parse_graph(reports[0].final_ir)
+    merged = [n for n in g.compute_nodes if n.op == "index_copy_many_"]
+    assert len(merged) == 2 and not [n for n in g.compute_nodes if n.op == "index_copy_"]
+
+
+def test_a_full_cache_still_raises_before_writing():
+    args = _args(start=8, rows=8)
+    before = [x.clone() for x in args]
+    fn = torch.compile(_layers, backend=make_backend(Options(strict=True)))
+    with torch.no_grad(), pytest.raises(IndexError, match="cache is full"):
+        fn(*args)
+    for x, y in zip(before, args):
+        assert torch.equal(x, y)
