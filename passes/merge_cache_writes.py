@@ -32,8 +32,8 @@ def merge_cache_writes(graph: Graph, ctx=None) -> Graph:
         base, dim, index, _ = n.args
         key = (index, dim % base.type.rank, base.type)
         first = pending.pop(key, None)
-        if first is None or any(order[u] < order[n] for u in users.get(first.out(), ())):
-            pending[key] = n    # no partner yet, or the earlier write is read before this one
+        if first is None or any(order[u] <= order[n] for u in users.get(first.out(), ())):
+            pending[key] = n    # no partner yet, or the earlier write is read before (or by) this one
             continue
         pair_of[n] = first
     if not pair_of:

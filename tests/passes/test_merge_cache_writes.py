@@ -50,3 +50,23 @@ def test_a_full_cache_still_raises_before_writing():
         fn(*args)
     for x, y in zip(before, args):
         assert torch.equal(x, y)
+
+
+def test_two_writes_into_one_buffer_stay_apart():
+    """The second write's buffer is the first's result: not a pair (merging would read a
+    value that no longer exists)."""
+    def fn(n, kc, k, v):
+        pos = torch.arange(1) + n
+        kc.index_copy_(2, pos, k)
+        kc.index_copy_(2, pos, v * 2)
+        return kc.sum()
+
+    a = [torch.tensor(2), torch.zeros(1, 2, 8, 4), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4)]
+    b = [x.clone() for x in a]
+    reports: list = []
+    with torch.no_grad():
+        want = fn(*a)
+        got = torch.compile(fn, backend=make_backend(Options(strict=True), reports))(*b)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(b[1], a[1], rtol=0, atol=0)
+    assert "index_copy_many_" not in reports[0].final_ir
