@@ -73,9 +73,10 @@ def test_decode_step_compiles_once_and_names_its_torch_ops():
     assert "decode compiled 0 graph(s) after its first step" in text
     assert len(report.graphs) == 2                      # prefill, decode: nothing recompiled in 8 steps
     assert all(g.fallback is None for g in report.graphs)
-    assert "runs through its torch reference" in text and "index_copy_" in report.torch_ops
+    assert "runs through its torch reference" in text and "index_copy_many_" in report.torch_ops
     decode = report.graphs[1].final_ir
-    assert decode.count("= index_copy_.") == 4          # K and V of 2 layers, written in place
+    assert decode.count("= index_copy_many_(") == 2     # K and V of each of 2 layers, one node, in place
+    assert decode.count("= foreach_add_(") == 1         # the layers' step counters, one update
     assert " s" not in decode.split("{")[0]             # the step's input shapes are all static
     # A second call with another prompt length reuses the decode step.
     ids2, mask2 = _prompt(batch=2, seq=9)
