@@ -26,25 +26,21 @@ on every replay.
 """
 from __future__ import annotations
 
-import importlib
-import os
 
 import torch
 
+from braze.compiler.codegen.kernel_modules import KernelModule
 from braze.compiler.codegen.triton import sampling_kernel as _kernel_mod
 
 
 GREEDY_CHUNK = 4096   # columns per program of the split greedy argmax
 
 
+_KERNELS = KernelModule(_kernel_mod, "sample_kernel")
+
+
 def _module():
-    """The kernel module, reloaded if ``TRITON_INTERPRET`` changed since its import
-    (Triton decides at decoration whether a kernel is compiled or interpreted)."""
-    global _kernel_mod
-    interpreted = type(_kernel_mod.sample_kernel).__name__ == "InterpretedFunction"
-    if interpreted != (os.environ.get("TRITON_INTERPRET", "0") == "1"):
-        _kernel_mod = importlib.reload(_kernel_mod)
-    return _kernel_mod
+    return _KERNELS.get()
 
 
 def _kernel():

@@ -8,15 +8,14 @@ and SPLITS; SPLITS > 1 runs split-KV and the combine kernel.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 import torch
 
+from braze.compiler.codegen.kernel_modules import KernelModule, interpreting
 from braze.compiler.codegen.triton_attention import template as _template_mod
 from braze.compiler.codegen.calls import ACTIVE
 
@@ -30,18 +29,12 @@ MAX_HEAD_DIM = 256
 MAX_GRID_YZ = 65535
 
 
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+_TEMPLATE = KernelModule(_template_mod, "attention_fwd_kernel")
 
 
 def _template(interp: Optional[bool] = None):
-    """The template module, rebuilt if TRITON_INTERPRET changed since its import
-    (a @triton.jit function is compiled or interpreted as decided when it is defined)."""
-    global _template_mod
-    interpreted = type(_template_mod.attention_fwd_kernel).__name__ == "InterpretedFunction"
-    if interpreted != (interpreting() if interp is None else interp):
-        _template_mod = importlib.reload(_template_mod)
-    return _template_mod
+    """The template module as ``TRITON_INTERPRET`` (or ``interp``) wants it."""
+    return _TEMPLATE.get(interp)
 
 
 def pow2(n: int, lo: int = 16) -> int:

@@ -7,8 +7,6 @@ as for every kernel.
 """
 from __future__ import annotations
 
-import importlib
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -16,22 +14,17 @@ import torch
 
 from braze.autotune.contract import problem_of, structural_key
 from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space
+from braze.compiler.codegen.kernel_modules import KernelModule, interpreting
 from braze.compiler.codegen.triton_cache import kernels as _kernels_mod
 from braze.ir import Graph, Node
 from braze.ir.decline import Decline
 
 
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+_KERNELS = KernelModule(_kernels_mod, "index_copy_pair_kernel")
 
 
 def _kernels():
-    """The kernel module, reloaded if ``TRITON_INTERPRET`` changed since its import."""
-    global _kernels_mod
-    interpreted = type(_kernels_mod.index_copy_pair_kernel).__name__ == "InterpretedFunction"
-    if interpreted != interpreting():
-        _kernels_mod = importlib.reload(_kernels_mod)
-    return _kernels_mod
+    return _KERNELS.get()
 
 
 def _pow2(n: int) -> int:

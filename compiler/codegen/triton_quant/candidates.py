@@ -7,9 +7,7 @@ op's reference: dequantize, then cuBLAS / MKL.
 """
 from __future__ import annotations
 
-import importlib
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -17,6 +15,7 @@ import torch
 
 from braze.autotune.contract import problem_of, structural_key
 from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space
+from braze.compiler.codegen.kernel_modules import KernelModule, interpreting
 from braze.compiler.codegen.triton_quant import kernels as _kernels_mod
 from braze.ir import Graph, Node
 from braze.ir.decline import Decline
@@ -25,17 +24,11 @@ GEMV_MAX_M = 16
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
-def interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+_KERNELS = KernelModule(_kernels_mod, "quant_gemv_kernel")
 
 
 def _kernels():
-    """The kernel module, reloaded if ``TRITON_INTERPRET`` changed since its import."""
-    global _kernels_mod
-    interpreted = type(_kernels_mod.quant_gemv_kernel).__name__ == "InterpretedFunction"
-    if interpreted != interpreting():
-        _kernels_mod = importlib.reload(_kernels_mod)
-    return _kernels_mod
+    return _KERNELS.get()
 
 
 def _pow2(n: int, lo: int = 1) -> int:
