@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from braze.compiler.backend import make_backend
-from braze.config import Options
 from braze.ir import parse_graph
+from tests.passes.mutation_helpers import assert_same_effects, compile_strict, run_both
 
 
 def _layers(n, kc0, vc0, kc1, vc1, k, v):
@@ -27,16 +26,9 @@ def _args(start=3, rows=8):
 
 
 def test_k_and_v_writes_are_one_node_with_eager_results():
-    a, b = _args(), _args()
-    for x, y in zip(a, b):
-        y.copy_(x)
-    reports: list = []
-    with torch.no_grad():
-        want = _layers(*a)
-        got = torch.compile(_layers, backend=make_backend(Options(strict=True), reports))(*b)
+    (want, a), (got, b), reports = run_both(_layers, *_args())
     torch.testing.assert_close(got, want)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(y, x, rtol=0, atol=0)
+    assert_same_effects(a, b)
     g = parse_graph(reports[0].final_ir)
     merged = [n for n in g.compute_nodes if n.op == "index_copy_many_"]
     assert len(merged) == 2 and not [n for n in g.compute_nodes if n.op == "index_copy_"]
@@ -45,7 +37,7 @@ def test_k_and_v_writes_are_one_node_with_eager_results():
 def test_a_full_cache_still_raises_before_writing():
     args = _args(start=8, rows=8)
     before = [x.clone() for x in args]
-    fn = torch.compile(_layers, backend=make_backend(Options(strict=True)))
+    fn = compile_strict(_layers)
     with torch.no_grad(), pytest.raises(IndexError, match="cache is full"):
         fn(*args)
     for x, y in zip(before, args):
@@ -61,12 +53,8 @@ def test_two_writes_into_one_buffer_stay_apart():
         kc.index_copy_(2, pos, v * 2)
         return kc.sum()
 
-    a = [torch.tensor(2), torch.zeros(1, 2, 8, 4), torch.randn(1, 2, 1, 4), torch.randn(1, 2, 1, 4)]
-    b = [x.clone() for x in a]
-    reports: list = []
-    with torch.no_grad():
-        want = fn(*a)
-        got = torch.compile(fn, backend=make_backend(Options(strict=True), reports))(*b)
+    (want, a), (got, b), reports = run_both(fn, torch.tensor(2), torch.zeros(1, 2, 8, 4), torch.randn(1, 2, 1, 4),
+                                            torch.randn(1, 2, 1, 4))
     torch.testing.assert_close(got, want)
-    torch.testing.assert_close(b[1], a[1], rtol=0, atol=0)
+    assert_same_effects(a, b)
     assert "index_copy_many_" not in reports[0].final_ir

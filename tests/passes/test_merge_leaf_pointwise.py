@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from braze.compiler.backend import make_backend
-from braze.config import Options
 from braze.ir import Builder, parse_graph
 from braze.passes.merge_leaf_pointwise import merge_leaf_pointwise
+from tests.passes.mutation_helpers import assert_same_effects, run_both
 
 
 def _layers(n0, n1, n2, c0, c1, c2, k):
@@ -25,15 +24,9 @@ def _layers(n0, n1, n2, c0, c1, c2, k):
 
 def test_per_layer_positions_are_one_kernel_and_counters_stay_in_place():
     args = [torch.tensor(i) for i in (3, 3, 3)] + [torch.zeros(8, 2) for _ in range(3)] + [torch.randn(1, 2)]
-    a = [x.clone() for x in args]
-    b = [x.clone() for x in args]
-    reports: list = []
-    with torch.no_grad():
-        want = _layers(*a)
-        got = torch.compile(_layers, backend=make_backend(Options(strict=True), reports))(*b)
+    (want, a), (got, b), reports = run_both(_layers, *args)
     torch.testing.assert_close(got, want)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(y, x, rtol=0, atol=0)
+    assert_same_effects(a, b)
     g = parse_graph(reports[0].final_ir)
     merged = [n for n in g.compute_nodes if n.op == "fused" and n.types[0].dtype == torch.int64]
     assert len(merged) == 1 and len(merged[0].types) == 3, reports[0].final_ir
@@ -75,17 +68,10 @@ def test_counter_updates_merge_only_when_only_returned_and_alike():
         n3.add_(1)
         return y, n3 * 3
 
-    args = [torch.tensor(i) for i in (1, 2, 3, 4)] + [torch.randn(3)]
-    a = [x.clone() for x in args]
-    b = [x.clone() for x in args]
-    reports: list = []
-    with torch.no_grad():
-        want = fn(*a)
-        got = torch.compile(fn, backend=make_backend(Options(strict=True), reports))(*b)
+    (want, a), (got, b), reports = run_both(fn, *[torch.tensor(i) for i in (1, 2, 3, 4)], torch.randn(3))
     for w, v in zip(want, got):
         torch.testing.assert_close(v, w)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(y, x, rtol=0, atol=0)
+    assert_same_effects(a, b)
     g = parse_graph(reports[0].final_ir)
     (fe,) = [n for n in g.compute_nodes if n.op == "foreach_add_"]   # n0 and n1 (+1)
     assert len(fe.types) == 2 and fe.args[1] == 1

@@ -9,25 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from braze.compiler.backend import make_backend
 from braze.config import Options
 from braze.ir import Builder, Graph, VerificationError, verify
 from braze.passes.reinplace import reinplace
+from tests.passes.mutation_helpers import compile_strict, run_both
 
 
-def _compile(fn, reports=None):
-    return torch.compile(fn, backend=make_backend(Options(strict=True), reports))
-
-
-def _both(fn, *args):
-    """(eager result, eager args after the call), (braze result, braze args after the call)."""
-    a = [x.clone() if isinstance(x, torch.Tensor) else x for x in args]
-    b = [x.clone() if isinstance(x, torch.Tensor) else x for x in args]
-    reports: list = []
-    with torch.no_grad():
-        want = fn(*a)
-        got = _compile(fn, reports)(*b)
-    return (want, a), (got, b), reports
+_compile = compile_strict
+_both = run_both
 
 
 def test_cache_update_writes_only_the_new_rows_of_the_callers_buffer():
