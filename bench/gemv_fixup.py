@@ -59,8 +59,7 @@ def gemv_fixup(X, W, O, WS, CNT, M, N, K, BM: tl.constexpr, BN: tl.constexpr, BK
             tl.atomic_xchg(CNT + pid_n, 0)
 
 
-SHAPES = {"qkv": (3072, 2048), "o": (2048, 2048), "gate_up": (16384, 2048), "down": (2048, 8192),
-          "lm_head": (128256, 2048)}
+from gemv_variants import SHAPES  # noqa: E402 - the Llama-1B decode shapes of the variants study (same folder)
 
 
 def graph_us(fns, reps: int = 20) -> float:

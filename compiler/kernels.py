@@ -50,9 +50,13 @@ class Launcher:
     def primary(self):
         return self.candidates[0]
 
+    def problem_key(self, env: Mapping[str, int]) -> str:
+        """The key of ``choices`` for the shape bucket of ``env``."""
+        return repr(sorted(self.primary.problem(env).items()))
+
     def bind(self, env: Mapping[str, int]) -> Callable[..., Any]:
         problem = self.primary.problem(env)
-        pkey = repr(sorted(problem.items()))
+        pkey = self.problem_key(env)
         choice = self.choices.get(pkey)
         if choice is None:
             choice = select(self, problem, env)

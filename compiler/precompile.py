@@ -52,8 +52,7 @@ def jobs(launchers: Mapping[Any, Any], env: Mapping[str, int]) -> list[tuple]:
     for launcher in launchers.values():
         if launcher.device.kind != "cuda" or policy(launcher.options) == "library":
             continue
-        problem = launcher.primary.problem(env)
-        if repr(sorted(problem.items())) in launcher.choices:
+        if launcher.problem_key(env) in launcher.choices:
             continue
         try:
             kernel, config = first_compiled(launcher, env)

@@ -1,5 +1,6 @@
 """Modules of handwritten ``@triton.jit`` kernels (attention, sampling, quantized
-linear, KV-cache writes), reloaded when ``TRITON_INTERPRET`` changes.
+linear, KV-cache writes), reloaded when ``TRITON_INTERPRET`` changes, and the
+device rule their generators share.
 
 Triton decides when a ``@triton.jit`` function is defined whether it is
 compiled or interpreted; tests switch the interpreter on per test, so a
@@ -12,6 +13,8 @@ import importlib
 import os
 from types import ModuleType
 from typing import Optional
+
+from braze.ir.decline import Decline
 
 
 def interpreting() -> bool:
@@ -30,3 +33,11 @@ class KernelModule:
         if interpreted != (interpreting() if interp is None else interp):
             self.module = importlib.reload(self.module)
         return self.module
+
+
+def off_gpu(device, rule: str, by: str, instead: str) -> Optional[Decline]:
+    """The decline of a handwritten Triton kernel on a device it cannot run on (the CPU
+    outside the interpreter); ``instead`` says what runs. None where it can run."""
+    if device.kind == "cuda" or interpreting():
+        return None
+    return Decline.because(f"the Triton kernel needs CUDA (or TRITON_INTERPRET=1 in tests); {instead}", rule, by)

@@ -73,7 +73,7 @@ def test_failures_are_logged_not_raised_and_cpu_or_bound_launchers_are_skipped()
     cpu = {n: Launcher(n, L.candidates, L.options, DeviceInfo("cpu", "cpu")) for n, L in ls.items()}
     assert pc.jobs(cpu, {"s0": 4}) == []
     first = next(iter(ls.values()))
-    first.choices[repr(sorted(first.primary.problem({"s0": 4}).items()))] = object()   # already chosen
+    first.choices[first.problem_key({"s0": 4})] = object()   # already chosen
     assert len(pc.jobs(ls, {"s0": 4})) == 2
 
 

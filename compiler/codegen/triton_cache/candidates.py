@@ -14,7 +14,7 @@ import torch
 
 from braze.autotune.contract import problem_of, structural_key
 from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space
-from braze.compiler.codegen.kernel_modules import KernelModule, interpreting
+from braze.compiler.codegen.kernel_modules import KernelModule, off_gpu
 from braze.compiler.codegen.triton_cache import kernels as _kernels_mod
 from braze.ir import Graph, Node
 from braze.ir.decline import Decline
@@ -98,9 +98,9 @@ def generate(node: Node, graph: Graph, options, device) -> list:
     """Candidates for an ``index_copy_many_`` node (the generator registered as "triton_cache")."""
     if node.op != "index_copy_many_":
         return []
-    if device.kind != "cuda" and not interpreting():
-        return Decline.because("the Triton kernel needs CUDA (or TRITON_INTERPRET=1 in tests); the library "
-                               "call copies each buffer's rows", "KV cache write", "triton_cache")
+    off = off_gpu(device, "KV cache write", "triton_cache", "the library call copies each buffer's rows")
+    if off is not None:
+        return off
     why = why_not(node)
     if why:
         return Decline.because(why, "KV cache write", "triton_cache")

@@ -15,7 +15,7 @@ import torch
 
 from braze.autotune.contract import problem_of, structural_key
 from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space
-from braze.compiler.codegen.kernel_modules import KernelModule, interpreting
+from braze.compiler.codegen.kernel_modules import KernelModule, interpreting, off_gpu
 from braze.compiler.codegen.triton_quant import kernels as _kernels_mod
 from braze.ir import Graph, Node
 from braze.ir.decline import Decline
@@ -187,9 +187,9 @@ def generate(node: Node, graph: Graph, options, device) -> list:
     """Candidates for a ``quant_linear`` node (the generator registered as "triton_quant")."""
     if node.op != "quant_linear":
         return []
-    if device.kind != "cuda" and not interpreting():
-        return Decline.because("the Triton kernel needs CUDA (or TRITON_INTERPRET=1 in tests); the torch "
-                               "reference dequantizes and multiplies", "quant_linear template", "triton_quant")
+    off = off_gpu(device, "quant_linear template", "triton_quant", "the torch reference dequantizes and multiplies")
+    if off is not None:
+        return off
     why = _check(node)
     if why:
         return Decline.because(why, "quant_linear template", "triton_quant")
