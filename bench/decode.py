@@ -178,8 +178,12 @@ def measure_braze_generate(model, batch, args) -> dict:
     t1 = min(run(1)[0] for _ in range(3))
     tn, out = min((run(args.steps + 1) for _ in range(3)), key=lambda x: x[0])
     warm4 = run(4)[0]
+    # NOTE: under --compile-profile the cold call ran under cProfile, which slows Python
+    # several-fold: that time is reported apart, never as compile_s.
+    compile_s = max(0.0, cold - warm4 / 1e3)
     return {"contender": "braze.generate", "batch": batch, "step_ms": (tn - t1) / args.steps,
-            "prefill_ms": t1, "compile_s": max(0.0, cold - warm4 / 1e3),
+            "prefill_ms": t1, "compile_s": None if prof is not None else compile_s,
+            **({"compile_s_under_cprofile": compile_s} if prof is not None else {}),
             "peak_gb": torch.cuda.max_memory_allocated() / 1e9, "compile_peak_gb": compile_peak / 1e9,
             "valid_kv": args.prompt + args.steps // 2}, first[:, args.prompt:].cpu()
 
