@@ -490,10 +490,26 @@ class MeasureWorker:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _measure(self, recipe, config, env, spec, timeout) -> Measurement:
+        msg = {"op": "measure", "recipe": recipe, "config": dict(config), "env": dict(env), "spec": asdict(spec)}
+        reply = self._request(msg, timeout, "compile + check + timing")
+        return reply if isinstance(reply, Measurement) else Measurement.from_dict(reply)
+
+    def compile_only(self, recipe: Mapping[str, Any], config: Mapping[str, Any], env: Mapping[str, int],
+                     device: Mapping[str, Any], target: Sequence, timeout: float) -> Measurement:
+        """Build one config's GPU kernels for ``target`` (``[backend, arch, warp_size]``)
+        into Triton's on-disk cache without running them (``compiler/compile_ahead.py``);
+        status ``ok`` or why not. Never raises for what the candidate does."""
+        msg = {"op": "compile", "recipe": recipe, "config": dict(config), "env": dict(env),
+               "device": dict(device), "target": list(target)}
+        reply = self._request(msg, timeout, "compile")
+        return reply if isinstance(reply, Measurement) else Measurement.from_dict(reply)
+
+    def _request(self, msg: Mapping[str, Any], timeout: float, what: str):
+        """The worker's reply to ``msg`` (a dict), or a failed Measurement when it timed
+        out (killed) or died."""
         if self.proc is None or self.proc.poll() is not None:
             self._kill()
             self._start()
-        msg = {"op": "measure", "recipe": recipe, "config": dict(config), "env": dict(env), "spec": asdict(spec)}
         try:
             self.proc.stdin.write((json.dumps(msg) + "\n").encode())
             self.proc.stdin.flush()
@@ -507,8 +523,7 @@ class MeasureWorker:
         if line is None:
             self._kill()
             self.restarts += 1
-            return Measurement("timeout", error=f"no result within {timeout:g} s (compile + check + timing); "
-                                                "the worker was killed")
+            return Measurement("timeout", error=f"no result within {timeout:g} s ({what}); the worker was killed")
         if line == b"":
             code = self.proc.wait()
             tail = self._stderr_tail(600)
@@ -520,7 +535,7 @@ class MeasureWorker:
         reply = json.loads(line)
         if reply.get("exiting"):
             self._kill()
-        return Measurement.from_dict(reply)
+        return reply
 
 
 __all__ = ["node_device", "MeasureSpec", "Measurement", "MeasureWorker", "Bench", "measure", "check_outputs",

@@ -34,6 +34,11 @@ class DeviceInfo:
     l2_bytes: int = 0
     cores: int = 1
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DeviceInfo":
+        """The inverse of ``dataclasses.asdict`` (after a JSON round trip)."""
+        return cls(**dict(d, capability=tuple(d.get("capability", (0, 0)))))
+
     @property
     def key(self) -> str:
         if self.kind == "cuda":

@@ -7,6 +7,11 @@ writes one reply line:
 - ``{"op": "measure", "recipe": {...}, "config": {...}, "env": {...}, "spec": {...}}``
   -> ``{"stage": "rebuilt"}`` once the kernel is rebuilt (imports done),
   then a :class:`braze.autotune.measure.Measurement` as a dict;
+- ``{"op": "compile", "recipe": {...}, "config": {...}, "env": {...}, "device": {...},
+  "target": [backend, arch, warp_size]}`` -> ``{"stage": "rebuilt"}``, then a
+  Measurement whose status is ``ok`` once every GPU launch of the config is built
+  for ``target`` into Triton's on-disk cache, run nowhere (CPU operands; see
+  ``autotune/compile_only.py``);
 - ``{"op": "ping"}`` -> ``{"pong": true}``;
 - ``{"op": "exit"}`` -> exits.
 
@@ -23,6 +28,8 @@ import sys
 import traceback
 from braze.autotune.measure import Bench, Measurement, MeasureSpec, measure, node_device
 from braze.autotune.recipe import RecipeError, rebuild, recipe_digest
+from braze.autotune.space import DeviceInfo
+from braze.autotune import compile_only
 
 
 def main() -> int:
@@ -57,7 +64,7 @@ def main() -> int:
             entry = kernels.get(digest)
             if entry is None:
                 try:
-                    entry = rebuild(msg["recipe"])
+                    entry = rebuild(msg["recipe"], DeviceInfo.from_dict(msg["device"]) if "device" in msg else None)
                 except RecipeError as e:
                     proto.write(json.dumps(Measurement("compile_error", error=str(e)).to_dict()) + "\n")
                     continue
@@ -66,6 +73,11 @@ def main() -> int:
             # not the candidate's time; the parent's trial timeout starts now.
             proto.write('{"stage": "rebuilt"}\n')
             kernel, node = entry
+            if op == "compile":
+                device = "cpu"
+                result = compile_only.build(kernel, node, msg["config"], msg["env"], msg["target"])
+                proto.write(json.dumps(result.to_dict()) + "\n")
+                continue
             spec = MeasureSpec(**msg["spec"])
             env = {k: int(v) for k, v in msg["env"].items()}
             device = node_device(node)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from braze.autotune.compile_only import TargetDriver
+
 FEATURES = ("wgmma", "mma.sync", "ld.global.v4", "ld.global.v2", "cp.async.bulk.tensor", "cp.async", "st.global.v4")
 
 
@@ -39,27 +41,6 @@ class Compiled:
     @property
     def features(self) -> dict[str, int]:
         return {f: self.ptx.count(f) for f in FEATURES if f in self.ptx}
-
-
-class _FakeDriver:
-    """Just enough of a Triton driver to compile (never to launch) for ``target``."""
-
-    def __init__(self, target):
-        self.target = target
-
-    def get_current_device(self):
-        return 0
-
-    def get_current_stream(self, device=None):
-        return 0
-
-    def get_current_target(self):
-        return self.target
-
-    def get_active_torch_device(self):
-        import torch
-
-        return torch.device("cpu")
 
 
 class _Intercept:
@@ -144,7 +125,7 @@ def compiling_for(module, arch: int = 90, warp_size: int = 32):
     # NOTE: restore the previous active driver as it was (possibly unset):
     # reset_active() would create the default driver, which fails without a GPU.
     prev = getattr(driver, "_active", None)
-    driver.set_active(_FakeDriver(GPUTarget("cuda", arch, warp_size)))
+    driver.set_active(TargetDriver(GPUTarget("cuda", arch, warp_size)))
     result: list = []
     try:
         with _env(TRITON_INTERPRET="0", TRITON_CACHE_DIR=os.environ.get("TRITON_CACHE_DIR") or
