@@ -12,26 +12,41 @@ each kernel compiled (the generated module, and with it Triton's compiled
 function, is shared per source). Nothing is timed here; a job that fails is
 logged and selection meets the failure again, as before.
 
+Before the threads, when there are at least ``MIN_AHEAD_JOBS`` jobs, worker
+processes build the same kernels into Triton's on-disk cache
+(``autotune/compile_only.py``): Triton's Python front end holds the GIL, so
+threads alone overlap only its MLIR passes and ``ptxas``; processes overlap
+all of it, and the threads then load the cubins from the cache. The workers
+(no GPU visible to them) stay up for the next graph of the same process.
+
 ``BRAZE_PRECOMPILE=0`` turns it off; ``BRAZE_PRECOMPILE=<n>`` sets the
-number of threads (default: up to 8, one per core).
+number of threads and of worker processes (default: up to 8, one per core);
+``BRAZE_PRECOMPILE_PROCESSES=0`` keeps the threads only.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import logging
 import os
+import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
 import torch
 
-from braze.autotune.measure import Bench, node_device
+from braze.autotune.measure import Bench, MeasureWorker, node_device
+from braze.autotune.recipe import make_recipe
 from braze.autotune.select import first_compiled, policy
 
 log = logging.getLogger("braze.precompile")
 
 MAX_THREADS = 8
+MIN_AHEAD_JOBS = 4        # fewer: starting the worker processes costs more than it saves
+AHEAD_TIMEOUT_S = 180.0   # one job in a worker (a compile that slow is compiled by the parent)
 
 
 def threads() -> int:
@@ -74,6 +89,7 @@ def precompile(launchers: Mapping[Any, Any], env: Mapping[str, int], n_threads: 
     todo = jobs(launchers, env) if n > 0 else []
     if len(todo) < 2:
         return 0
+    compile_ahead(todo, env, n)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=min(n, len(todo)), thread_name_prefix="braze-precompile") as pool:
         ok = sum(pool.map(lambda job: _run_once(*job, env), todo))
@@ -94,3 +110,73 @@ def _run_once(launcher, kernel, config, env) -> bool:
         log.debug("precompile of %s (%s) failed: %s", kernel.name, config, e)
         return False
 
+
+
+# --- worker processes -----------------------------------------------------------
+_pool: list[MeasureWorker] = []
+_pool_lock = threading.Lock()
+
+
+def _workers(n: int) -> list[MeasureWorker]:
+    with _pool_lock:
+        while len(_pool) < n:
+            # NOTE: no visible GPU: a worker only compiles, and a CUDA context per worker
+            # would cost device memory for nothing.
+            _pool.append(MeasureWorker(cuda_device="", extra_env={"BRAZE_PRECOMPILE": "0"}))
+        return _pool[:n]
+
+
+@atexit.register
+def close_workers() -> None:
+    with _pool_lock:
+        for w in _pool:
+            w.close()
+        _pool.clear()
+
+
+def ahead_processes(n: int) -> int:
+    raw = os.environ.get("BRAZE_PRECOMPILE_PROCESSES", "").strip()
+    if raw in ("0", "off", "false"):
+        return 0
+    return n
+
+
+def compile_ahead(todo: list[tuple], env: Mapping[str, int], n: int) -> int:
+    """Build the jobs' Triton kernels in worker processes into Triton's on-disk cache
+    (see the module docstring); the number built. Never raises."""
+    n = min(ahead_processes(n), len(todo))
+    if n < 2 or len(todo) < MIN_AHEAD_JOBS:
+        return 0
+    try:
+        from triton.runtime import driver
+
+        t = driver.active.get_current_target()
+        target = [t.backend, t.arch, t.warp_size]
+        requests = []
+        for launcher, kernel, config in todo:
+            recipe = make_recipe(kernel, launcher.node, launcher.options, index=list(launcher.candidates).index(kernel))
+            requests.append((recipe, dict(config), dataclasses.asdict(launcher.device)))
+    except Exception as e:  # noqa: BLE001 - the threads compile everything as before
+        log.debug("precompile: no worker jobs: %s", e)
+        return 0
+    t0 = time.perf_counter()
+    free: queue.Queue = queue.Queue()
+    for w in _workers(n):
+        free.put(w)
+
+    def one(req) -> bool:
+        recipe, config, device = req
+        w = free.get()
+        try:
+            m = w.compile_only(recipe, config, env, device, target, AHEAD_TIMEOUT_S)
+        finally:
+            free.put(w)
+        if m.status != "ok":
+            log.debug("precompile: a worker could not build %s (%s): %s", recipe.get("name"), config, m.error)
+        return m.status == "ok"
+
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="braze-compile-ahead") as pool:
+        ok = sum(pool.map(one, requests))
+    log.info("braze: %d of %d kernels built in %d worker processes in %.1f s", ok, len(requests), n,
+             time.perf_counter() - t0)
+    return ok
