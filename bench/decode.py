@@ -36,6 +36,7 @@ import argparse
 import datetime
 import gc
 import json
+import logging
 import os
 import time
 
@@ -320,6 +321,9 @@ def table(rows: list, keys: list) -> str:
 
 
 def main():
+    # what precompiling did (kernels built in worker processes, in threads) goes with the compile time
+    logging.basicConfig(format="%(name)s: %(message)s")
+    logging.getLogger("braze.precompile").setLevel(logging.INFO)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", default="1,8,64")
     ap.add_argument("--prompt", type=int, default=512)
