@@ -227,7 +227,7 @@ def _step(model, state: _ModelState, params: SamplingParams, batch: int, max_len
         for old in [k for k in state.steps if k[2] != where]:
             del state.steps[old]
         with torch.inference_mode():
-            cache = _cache(model, batch, max_len)
+            cache = _cache(model, batch, max_len, param.dtype if param is not None else torch.float32, device)
         step = state.steps[key] = _DecodeStep(_forward_call(model, state.forward), cache, params, batch, max_len,
                                               device, eos, pad, cuda_graph=torch.device(device).type == "cuda")
     return step
@@ -312,14 +312,26 @@ def _pad_rows(x: torch.Tensor, rows: int, value: int) -> torch.Tensor:
     return torch.cat([x.to(torch.long), pad])
 
 
-def _cache(model, batch: int, max_len: int):
-    """A static cache of (batch, max_len) rows whose layers all keep every position."""
+def _cache(model, batch: int, max_len: int, dtype: torch.dtype, device):
+    """A static cache of (batch, max_len) rows whose layers all keep every position,
+    allocated now.
+
+    NOTE: allocated before the first compiled call, as HF generate does: a cache the
+    prefill initialises lazily makes the first prefill's graph see ``is_initialized ==
+    False`` and the next generate call's prefill recompile (a whole compile, once per
+    step bucket).
+    """
     import transformers
 
     cache = transformers.StaticCache(config=model.config, max_cache_len=max_len)
     for i, layer in enumerate(cache.layers):
         if layer.is_sliding:  # NOTE: the window is the mask's business (see the module docstring)
             cache.layers[i] = transformers.cache_utils.StaticLayer(max_cache_len=max_len)
+    cfg = model.config
+    if hasattr(cache, "early_initialization") and getattr(cfg, "num_attention_heads", None):
+        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        cache.early_initialization(batch, heads, head_dim, dtype, torch.device(device))
     return cache
 
 

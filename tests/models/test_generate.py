@@ -84,6 +84,21 @@ def test_decode_step_compiles_once_and_names_its_torch_ops():
     assert "decode compiled 0 graph(s)" in str(report2)
 
 
+def test_a_second_identical_generate_call_compiles_nothing():
+    """The static cache is allocated before the first compiled call: a cache the first
+    prefill initialised lazily made the second call's prefill recompile (its graph had
+    guarded on an uninitialised cache)."""
+    from braze.compiler.generate import DecodeStats, generate as generate_with_stats
+
+    model = hf_models.build("llama")
+    ids, mask = _prompt(batch=2, seq=6)
+    first, second = DecodeStats(), DecodeStats()
+    a = generate_with_stats(model, ids, 4, attention_mask=mask, pad_token_id=0, stats=first)
+    b = generate_with_stats(model, ids, 4, attention_mask=mask, pad_token_id=0, stats=second)
+    assert torch.equal(a, b)
+    assert len(first.graphs) == 2 and len(second.graphs) == 2, (len(first.graphs), len(second.graphs))
+
+
 def test_gemma2_decode_runs_soft_capped_attention_and_equals_eager():
     """Gemma-2 (logit soft-capping, alternating sliding windows): every layer's decode attention
     is one ``attention`` op with ``softcap`` over the static cache, tokens equal eager's."""
