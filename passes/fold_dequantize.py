@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Optional
 
-import torch
-
 from braze.ir import Graph, Node, Value, rewrite
 from braze.ir.builder import Builder, eliminate_dead
 from braze.ir.types import TensorType
+from braze.passes.shared_constants import concat_once
 
 DEQUANT = "braze::dequantize"
 
@@ -86,8 +85,7 @@ def merge_parallel(graph: Graph) -> Graph:
 
         def cat(i: int, what: str):
             parts = [graph.constant(m.args[i].node) for m in members]
-            with torch.no_grad():
-                return b.constant(torch.cat(parts, 0).contiguous(), f"qfused.{members[0].name}.{what}")
+            return b.constant(concat_once(parts), f"qfused.{members[0].name}.{what}")
 
         q, s = cat(1, "qweight"), cat(2, "scales")
         z = cat(3, "zeros") if n.args[3] is not None else None

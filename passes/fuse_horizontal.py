@@ -13,18 +13,20 @@ narrow ones and reads ``x`` once.
 
 NOTE: the concatenated weights are new constants; the module's own
 parameters stay alive too (it still owns them), so these weights are held
-twice in memory.
+twice in memory. They are made once per set of weights, not once per
+compiled graph (``concat_once``): the prefill and decode graphs of a model,
+and each of its recompiles, share one copy (each graph had its own: three
+copies of every Q/K/V and gate/up weight once a model decoded).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Optional
 
-import torch
-
 from braze.ir import Graph, Node, Value, rewrite
 from braze.ir.builder import Builder
 from braze.ir.types import TensorType
+from braze.passes.shared_constants import concat_once
 
 
 def _weight_of(mat: Value) -> Optional[Node]:
@@ -77,8 +79,7 @@ def fuse_horizontal(graph: Graph, ctx=None) -> Graph:
         weights = [graph.constant(info[m][2]) for m in members]
         names = "+".join(info[m][2].args[0].rsplit(".", 2)[-2] if "." in info[m][2].args[0] else info[m][2].args[0]
                          for m in members)
-        with torch.no_grad():
-            wcat = b.constant(torch.cat(weights, 0).contiguous(), f"hfused.{names}")
+        wcat = b.constant(concat_once(weights), f"hfused.{names}")
         wt = b.append(Node("permute", (wcat, (1, 0)), (), (TensorType(tuple(reversed(wcat.type.shape)),
                                                                         wcat.type.dtype, wcat.type.device),),
                            "default", "hfused_t"))
@@ -88,9 +89,7 @@ def fuse_horizontal(graph: Graph, ctx=None) -> Graph:
         if kind == "mm":
             y = b.append(Node("mm", (x, wt.out()), (), (out_t,), "default", f"hfused_{n.name}"))
         else:
-            with torch.no_grad():
-                bcat = b.constant(torch.cat([graph.constant(info[m][3]) for m in members], 0).contiguous(),
-                                  f"hfused.{names}.bias")
+            bcat = b.constant(concat_once([graph.constant(info[m][3]) for m in members]), f"hfused.{names}.bias")
             y = b.append(Node("addmm", (bcat, x, wt.out()), (), (out_t,), "default", f"hfused_{n.name}"))
         off = 0
         for m, w in zip(members, weights):
