@@ -111,7 +111,6 @@ def _run_once(launcher, kernel, config, env) -> bool:
         return False
 
 
-
 # --- worker processes -----------------------------------------------------------
 _pool: list[MeasureWorker] = []
 _pool_lock = threading.Lock()
@@ -144,6 +143,7 @@ def ahead_processes(n: int) -> int:
 def compile_ahead(todo: list[tuple], env: Mapping[str, int], n: int) -> int:
     """Build the jobs' Triton kernels in worker processes into Triton's on-disk cache
     (see the module docstring); the number built. Never raises."""
+    todo = [job for job in todo if job[1].backend == "triton"]   # what Triton's on-disk cache keeps
     n = min(ahead_processes(n), len(todo))
     if n < 2 or len(todo) < MIN_AHEAD_JOBS:
         return 0
