@@ -263,6 +263,36 @@ def test_varlen_empty_sequences_window_alibi_bf16():
     assert torch.equal(out[3:], torch.zeros_like(out[3:]))   # the third sequence has no key
 
 
+@pytest.mark.parametrize("pack", [False, True])
+def test_varlen_window_over_positions_with_holes(pack):
+    """Packed rows of a padding mask with holes: the window counts the tokens' positions in
+    their rows (as the dense model does), not packed rows; equal to a dense masked reference."""
+    lens, Hq, Hkv, D, window = [20, 7, 33], 4, 2, 32, 5
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32)
+    t = int(cu[-1])
+    g = torch.Generator().manual_seed(3)
+    step = 1 + (torch.rand(t, generator=g) < 0.3).long() * 2          # holes of two positions
+    pos = torch.cat([torch.cumsum(step[int(cu[b]):int(cu[b + 1])], 0) - 1 for b in range(len(lens))])
+    q, k, v = (torch.randn(t, h, D, generator=g) for h in (Hq, Hkv, Hkv))
+    attrs = dict(scale=D ** -0.5, causal="bottom_right", window=window, groups=Hq // Hkv)
+    out = attention_varlen(q, k, v, cu, cu, None, pos, config=cfg(16, 16, pack=pack), max_seqlen_q=max(lens),
+                           max_seqlen_k=max(lens), **attrs)
+    ref = attention_varlen_reference(q.double(), k.double(), v.double(), cu, cu, None, pos, **attrs)
+    check(out, ref, torch.float32)
+    # the dense model's view of sequence 0: its tokens at their positions, the rest masked
+    p0, n0 = pos[:lens[0]], int(pos[lens[0] - 1]) + 1
+    dq, dk, dv = (torch.zeros(1, h, n0, D, dtype=torch.float64) for h in (Hq, Hkv, Hkv))
+    for dense, packed in ((dq, q), (dk, k), (dv, v)):
+        dense[0, :, p0] = packed[:lens[0]].transpose(0, 1).double()
+    mask = torch.zeros(n0, dtype=torch.bool)
+    mask[p0] = True
+    dense = attention_reference(dq, dk, dv, mask[None, None, None, :], None, mask_kind="bool", **attrs)
+    check(out[:lens[0]], dense[0, :, p0].transpose(0, 1), torch.float32)
+    assert (pos[1:lens[0]] - pos[:lens[0] - 1] > 1).any()                 # the test has holes
+    plain = attention_varlen_reference(q.double(), k.double(), v.double(), cu, cu, None, **attrs)
+    assert not torch.allclose(plain, ref)                                 # and they matter
+
+
 # ---- bad input --------------------------------------------------------------------------------
 
 def test_bad_inputs_name_the_problem():

@@ -123,7 +123,7 @@ class TritonAttentionVarlen:
         def run(*xs):
             return launch.attention_varlen(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
                                            spec.pick(xs, "cu_seqlens_q"), spec.pick(xs, "cu_seqlens_k"),
-                                           spec.pick(xs, "slopes"), config=cfg, **attrs)
+                                           spec.pick(xs, "slopes"), spec.pick(xs, "positions"), config=cfg, **attrs)
 
         run.__name__ = self.name
         return run

@@ -354,8 +354,8 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
     else:
         o_t, lse = out, q  # q: placeholder pointer, never read
     tpl.attention_fwd_kernel[plan.grid](
-        q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, desc_k, desc_v,
-        summary, plan.scale2, plan.cap2, *plan.ints, **plan.consts)
+        q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, q, desc_k, desc_v,
+        summary, plan.scale2, plan.cap2, *plan.ints, **plan.consts, HAS_POS=False)
     if plan.splits > 1:
         tpl.attention_combine_kernel[plan.combine_grid](o_t, lse, out, *plan.combine_ints, **plan.combine_consts)
     return out
@@ -389,19 +389,22 @@ def _contiguous_strides(shape: tuple) -> tuple:
     return tuple(reversed(out))
 
 
-def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_seqlen_q: Optional[int] = None,
-                     max_seqlen_k: Optional[int] = None, scale: float, causal: str = "none",
-                     window: Optional[int] = None, groups: int = 1, config: Mapping) -> torch.Tensor:
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *,
+                     max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None, scale: float,
+                     causal: str = "none", window: Optional[int] = None, groups: int = 1,
+                     config: Mapping) -> torch.Tensor:
     """The ``attention_varlen`` op (see ``ir/attention_varlen.py``) through the Triton template."""
-    spec_key = ("varlen", q.dtype, q.shape[-1], v.shape[-1], causal, window is None, groups, slopes is None)
+    spec_key = ("varlen", q.dtype, q.shape[-1], v.shape[-1], causal, window is None, groups, slopes is None,
+                positions is None)
     return _with_fallback(_attention_varlen, config, spec_key, q, k, v, cu_seqlens_q, cu_seqlens_k, slopes,
-                          max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, scale=scale, causal=causal,
+                          positions, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, scale=scale, causal=causal,
                           window=window, groups=groups)
 
 
-def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_seqlen_q: Optional[int] = None,
-                      max_seqlen_k: Optional[int] = None, scale: float, causal: str = "none",
-                      window: Optional[int] = None, groups: int = 1, config: Mapping) -> torch.Tensor:
+def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *,
+                      max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None, scale: float,
+                      causal: str = "none", window: Optional[int] = None, groups: int = 1,
+                      config: Mapping) -> torch.Tensor:
     if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
         raise ValueError(f"braze triton attention_varlen: q, k, v must be [T, H, D], got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -417,6 +420,12 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_s
         raise ValueError(f"braze triton attention_varlen: cu_seqlens {tuple(cu_seqlens_q.shape)} and "
                          f"{tuple(cu_seqlens_k.shape)} must be [B + 1]")
     check_device(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    if positions is not None:
+        if positions.dim() != 1 or positions.shape[0] < max(Tq, Tk) or positions.is_floating_point():
+            raise ValueError(f"braze triton attention_varlen: positions {tuple(positions.shape)} "
+                             f"{positions.dtype} must be integers, one per packed token ({max(Tq, Tk)})")
+        check_device(q, positions)
+        positions = positions.contiguous()
     B = cu_seqlens_q.numel() - 1
     # NOTE: zeros, not empty: rows past cu_seqlens_q[B] (token buckets) belong to no
     # sequence, no program writes them, and the op gives zeros there. Finding the
@@ -440,7 +449,7 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_s
     # [T, H, D] is [B=1, H, T, D] with batch stride 0 and the token offset from cu_seqlens.
     qs, ks, vs, os_ = q.stride(), k.stride(), v.stride(), out.stride()
     tpl.attention_fwd_kernel[grid](
-        q, k, v, out, q, sl if sl is not None else q, q, cq, ck, None, None, q,
+        q, k, v, out, q, sl if sl is not None else q, q, cq, ck, q if positions is None else positions, None, None, q,
         float(scale) * LOG2E, 0.0,
         0, qs[1], qs[0], qs[2], 0, ks[1], ks[0], ks[2], 0, vs[1], vs[0], vs[2], 0, os_[1], os_[0], os_[2], 0,
         0, 0, 0, 0, 0, 0, 0, 0,
@@ -449,7 +458,7 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, *, max_s
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
         DOT_F32=_dot_f32(q.dtype), USE_TMA=False, HAS_SUMMARY=False, HAS_SOFTCAP=False,
-        num_warps=int(config["num_warps"]),
+        HAS_POS=positions is not None and window is not None, num_warps=int(config["num_warps"]),
         num_stages=int(config["num_stages"]))
     return out
 

@@ -34,7 +34,13 @@ from braze.compiler.codegen.triton_attention.spec import AttentionSpec
 def sdpa_maps(spec: AttentionSpec, device_kind: str = "cuda") -> bool:
     """Whether SDPA computes this node exactly (up to rounding), without a
     host synchronisation on ``device_kind``."""
-    return not spec.has("slopes") and not spec.attrs.get("softcap") and (not spec.varlen or device_kind == "cpu")
+    return (not spec.has("slopes") and not spec.attrs.get("softcap") and not _window_over_positions(spec)
+            and (not spec.varlen or device_kind == "cpu"))
+
+
+def _window_over_positions(spec: AttentionSpec) -> bool:
+    """A varlen window measured in the tokens' positions: the library kernels count rows."""
+    return spec.window is not None and spec.has("positions")
 
 
 def sdpa_attention(q, k, v, mask=None, *, scale: float, causal: str = "none", window: Optional[int] = None,
@@ -96,7 +102,7 @@ def flash_varlen_maps(spec: AttentionSpec, device_kind: str = "cuda") -> bool:
     CUDA, fp16/bf16, equal q/v head dims (a multiple of 8, at most 256), no ALiBi, a
     static ``max_seqlen`` bound, causal only bottom-right aligned (flash's rule; top-left
     too when q and k share ``cu_seqlens``), a window only with causal."""
-    if not spec.varlen or device_kind != "cuda" or spec.has("slopes"):
+    if not spec.varlen or device_kind != "cuda" or spec.has("slopes") or _window_over_positions(spec):
         return False
     q, v = spec.values["q"].type, spec.values["v"].type
     d, dv = q.shape[-1], v.shape[-1]

@@ -29,7 +29,7 @@ TEMPLATE_VERSION = "fa-fwd-2"  # 2: mask block summary (MASK_SKIP)
 _SIGNATURES = {"attention": inspect.signature(attention_reference),
                "attention_varlen": inspect.signature(attention_varlen_reference)}
 _OPERANDS = {"attention": ("q", "k", "v", "mask", "slopes"),
-             "attention_varlen": ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "slopes")}
+             "attention_varlen": ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "slopes", "positions")}
 
 
 @dataclass(frozen=True)

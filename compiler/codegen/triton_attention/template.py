@@ -61,11 +61,11 @@ def _tanh(x):
 
 @triton.jit
 def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, key_lo, key_hi, len_k, pos, row_ok,
-                 m_off, slope2, qk_scale, cap2, window, skn, skd, svn, svd, smk, offs_d, offs_dv,
+                 m_off, slope2, qk_scale, cap2, window, skn, skd, svn, svd, smk, offs_d, offs_dv, POS_K, qpos,
                  MASKED: tl.constexpr, USE_TMA: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
                  MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr, HEAD_D: tl.constexpr, HEAD_DV: tl.constexpr,
                  BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
-                 DOT_F32: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
+                 DOT_F32: tl.constexpr, HAS_SOFTCAP: tl.constexpr, HAS_POS: tl.constexpr):
     """Online softmax over key blocks [lo, hi) (lo a multiple of BLOCK_N).
 
     MASKED: apply the key range [key_lo, key_hi), the causal and the window
@@ -73,6 +73,8 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
     (the caller guarantees it) and only the mask operand / ALiBi apply.
     USE_TMA: K/V blocks come through tensor descriptors ``[B, Hkv, Sk, D]``
     (the copy engine on Hopper; out-of-bounds rows and columns read as zero).
+    HAS_POS: the window compares the tokens' positions (``qpos``, keys' from
+    ``POS_K``) instead of their rows.
     """
     NEED_SAFE: tl.constexpr = MASKED or (MASK_KIND != 0)
     for start_n in range(lo, hi, BLOCK_N):
@@ -127,7 +129,11 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
                 if CAUSAL != 0:
                     vis = vis & (offs_n[None, :] <= pos[:, None])
                 if HAS_WINDOW:
-                    vis = vis & (pos[:, None] - offs_n[None, :] < window)
+                    if HAS_POS:
+                        kpos = tl.load(POS_K + offs_n, mask=n_ok, other=0).to(tl.int32)
+                        vis = vis & (qpos[:, None] - kpos[None, :] < window)
+                    else:
+                        vis = vis & (pos[:, None] - offs_n[None, :] < window)
                 qk = tl.where(vis, qk, float("-inf"))
             m_new = tl.maximum(m_i, tl.reduce(qk, 1, _max))
             if NEED_SAFE:
@@ -158,7 +164,7 @@ def _attn_blocks(acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, lo, hi, ke
 
 @triton.jit
 def attention_fwd_kernel(
-        Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K, DESC_K, DESC_V, SUMMARY,
+        Q, K, V, O, MASK, SLOPES, LSE, CU_Q, CU_K, POS, DESC_K, DESC_V, SUMMARY,
         qk_scale, cap2,
         sqb, sqh, sqs, sqd,
         skb, skh, sks, skd,
@@ -171,14 +177,19 @@ def attention_fwd_kernel(
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
         VARLEN: tl.constexpr, PACK_GQA: tl.constexpr, SPLIT: tl.constexpr, DOT_PREC: tl.constexpr,
-        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr, HAS_SUMMARY: tl.constexpr, HAS_SOFTCAP: tl.constexpr):
+        DOT_F32: tl.constexpr, USE_TMA: tl.constexpr, HAS_SUMMARY: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+        HAS_POS: tl.constexpr):
     """Attention forward. CAUSAL: 0 none, 1 top_left, 2 bottom_right.
     MASK_KIND: 0 none, 1 bool (uint8, nonzero = visible), 2 additive.
     DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8).
     HAS_SUMMARY: SUMMARY (int32 ``[B or 1, row blocks, 4]``, batch stride ``ssum``, written
     by :func:`mask_block_summary_kernel`) narrows the key range of each row block to the
     key blocks its mask leaves visible, and the unmasked middle to the blocks where the
-    mask adds nothing (no mask load there)."""
+    mask adds nothing (no mask load there).
+    HAS_POS (varlen): POS (``[T]``, one packing for q and k) holds each packed token's
+    position in its original row; the window compares positions. Positions are at least
+    as far apart as rows, so the key range bounds from rows stay safe, but no block is
+    known to be inside the window: every block is masked."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -232,6 +243,12 @@ def attention_fwd_kernel(
     pos = tok + shift
     p_lo = tok_lo + shift
     p_hi = tok_hi + shift
+    if HAS_POS:
+        qpos = tl.load(POS + q_start + tok, mask=row_ok, other=0).to(tl.int32)
+        POS_K = POS + k_start
+    else:
+        qpos = pos
+        POS_K = POS
 
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
@@ -285,6 +302,8 @@ def attention_fwd_kernel(
         full_hi = tl.minimum(full_hi, p_lo + 1)
     if HAS_WINDOW:
         full_lo = tl.maximum(full_lo, p_hi - window + 1)
+        if HAS_POS:
+            full_lo = tl.maximum(full_lo, hi)   # no block known to be inside the window
     # NOTE: lo, full_lo >= 0; full_hi and hi may be negative (no visible key), then
     # every segment below is empty. Integer division of negatives differs between the
     # compiler (truncation) and the interpreter (floor); the maxima make both agree.
@@ -312,9 +331,9 @@ def attention_fwd_kernel(
             s_hi = hi
         acc, l_i, m_i = _attn_blocks(
             acc, l_i, m_i, q, K, V, DESC_K, DESC_V, b, hk, MASK, s_lo, s_hi, lo, hi, len_k, pos, row_ok, m_off,
-            slope2, qk_scale, cap2, window, sks, skd, svs, svd, smk, offs_d, offs_dv, seg != 1, USE_TMA, CAUSAL,
-            HAS_WINDOW, MASK_KIND * (1 - HAS_SUMMARY * (seg == 1)), HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D, BLOCK_DV,
-            BLOCK_N, DOT_PREC, DOT_F32, HAS_SOFTCAP)
+            slope2, qk_scale, cap2, window, sks, skd, svs, svd, smk, offs_d, offs_dv, POS_K, qpos, seg != 1, USE_TMA,
+            CAUSAL, HAS_WINDOW, MASK_KIND * (1 - HAS_SUMMARY * (seg == 1)), HAS_ALIBI, HEAD_D, HEAD_DV, BLOCK_D,
+            BLOCK_DV, BLOCK_N, DOT_PREC, DOT_F32, HAS_SOFTCAP, HAS_POS)
 
     # Rows that saw no key: l == 0 and acc == 0 -> zeros.
     empty = l_i == 0.0
