@@ -413,11 +413,12 @@ class _Packer:
             causal = "bottom_right" if (n.attr("causal", "none") != "none" or cls.causal != "none") else "none"
             window = n.attr("window") if n.attr("window") is not None else cls.window
             slopes = None
-        if window is not None:
-            raise _Decline("sliding-window attention (a row with holes would shift the window)")
         cu = self.idx()[1]
-        out = self.b.call("attention_varlen", *packed, cu, cu, slopes, scale=scale, max_seqlen_q=self.S,
-                          max_seqlen_k=self.S, causal=causal, window=window, groups=groups)
+        # NOTE: a window counts positions in the padded row (a mask may have holes, and
+        # the dense model's window counts those too): the packed tokens' columns.
+        positions = self.idx()[2] if window is not None else None
+        out = self.b.call("attention_varlen", *packed, cu, cu, slopes, positions, scale=scale,
+                          max_seqlen_q=self.S, max_seqlen_k=self.S, causal=causal, window=window, groups=groups)
         return [out], [Layout(0, 2)]
 
     # --- driver -----------------------------------------------------------------------
