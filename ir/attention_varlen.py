@@ -2,7 +2,7 @@
 
     attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *,
                      scale, max_seqlen_q=None, max_seqlen_k=None,
-                     causal="none", window=None, groups=1) -> out
+                     causal="none", window=None, groups=1, softcap=None) -> out
 
 Layouts: ``q [Tq, Hq, D]``, ``k [Tk, Hkv, D]``, ``v [Tk, Hkv, Dv]``,
 ``out [Tq, Hq, Dv]`` in q's dtype; ``cu_seqlens_q`` and ``cu_seqlens_k`` are
@@ -12,7 +12,8 @@ the query rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` and the key/value rows
 ``attention`` op does (see ``braze.ir.attention``) on that one sequence:
 ``causal`` "none" / "top_left" / "bottom_right" aligned per sequence (the
 padding-elimination pass uses "bottom_right", as flash-attention's varlen
-kernels do), ``window``, GQA ``groups`` = Hq / Hkv, ALiBi ``slopes [Hq]``.
+kernels do), ``window``, GQA ``groups`` = Hq / Hkv, ALiBi ``slopes [Hq]``,
+Gemma-2's logit ``softcap``.
 There is no mask operand: the sequences are the mask. Rows with no visible
 key, and query rows outside ``[cu_q[0], cu_q[B])``, produce zeros.
 
@@ -45,7 +46,7 @@ from braze.ir.types import TensorType
 def attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *, scale: float,
                                max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None,
                                causal: str = "none", window: Optional[int] = None,
-                               groups: int = 1) -> torch.Tensor:
+                               groups: int = 1, softcap: Optional[float] = None) -> torch.Tensor:
     """Loop over the sequences, each through ``attention_reference`` (a window over
     ``positions`` as a bool mask)."""
     cq = [int(x) for x in cu_seqlens_q.tolist()]
@@ -66,13 +67,13 @@ def attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None,
             qp, kp = positions[cq[b]:cq[b + 1]].to(torch.int64), positions[ck[b]:ck[b + 1]].to(torch.int64)
             mask, win = (qp[:, None] - kp[None, :] < window)[None, None], None
         ob = attention_reference(qb, kb, vb, mask, slopes, scale=scale, causal=causal, window=win,
-                                 groups=groups, mask_kind="none" if mask is None else "bool")
+                                 groups=groups, mask_kind="none" if mask is None else "bool", softcap=softcap)
         out[cq[b]:cq[b + 1]] = ob[0].transpose(0, 1)
     return out
 
 
 def _infer(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *, scale, max_seqlen_q=None,
-           max_seqlen_k=None, causal="none", window=None, groups=1):
+           max_seqlen_k=None, causal="none", window=None, groups=1, softcap=None):
     qt, kt, vt = q.type, k.type, v.type
     if qt.rank != 3 or kt.rank != 3 or vt.rank != 3:
         raise TypeError(f"attention_varlen takes [T, H, D] operands, got {qt}, {kt}, {vt}")
@@ -81,6 +82,8 @@ def _infer(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *, 
             raise TypeError(f"attention_varlen {name} must be int32 [B + 1], got {c.type}")
     if causal not in CAUSAL:
         raise TypeError(f"attention_varlen causal={causal!r}: expected one of {CAUSAL}")
+    if softcap is not None and not (isinstance(softcap, (int, float)) and softcap > 0):
+        raise TypeError(f"attention_varlen softcap={softcap!r}: a positive number or None")
     if positions is not None:
         pt = positions.type
         if pt.rank != 1 or pt.dtype.is_floating_point or pt.dtype == torch.bool:

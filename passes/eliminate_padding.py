@@ -403,22 +403,21 @@ class _Packer:
             scale = scale if scale is not None else 1.0 / float(q.type.shape[-1]) ** 0.5
             causal = "bottom_right" if (n.attr("is_causal") or cls.causal != "none") else "none"
             groups = _div(q.type.shape[1], k.type.shape[1])
-            window, slopes = cls.window, None
+            window, slopes, softcap = cls.window, None, None
         else:
             if n.attr("slopes") is not None or len(n.args) > 4 and n.args[4] is not None:
                 raise _Decline("ALiBi attention (positions of packed tokens differ with holes)")
-            if n.attr("softcap"):
-                raise _Decline("soft-capped attention (attention_varlen has no softcap)")
             scale, groups = n.attr("scale"), n.attr("groups", 1)
             causal = "bottom_right" if (n.attr("causal", "none") != "none" or cls.causal != "none") else "none"
             window = n.attr("window") if n.attr("window") is not None else cls.window
-            slopes = None
+            slopes, softcap = None, n.attr("softcap")
         cu = self.idx()[1]
         # NOTE: a window counts positions in the padded row (a mask may have holes, and
         # the dense model's window counts those too): the packed tokens' columns.
         positions = self.idx()[2] if window is not None else None
         out = self.b.call("attention_varlen", *packed, cu, cu, slopes, positions, scale=scale,
-                          max_seqlen_q=self.S, max_seqlen_k=self.S, causal=causal, window=window, groups=groups)
+                          max_seqlen_q=self.S, max_seqlen_k=self.S, causal=causal, window=window, groups=groups,
+                          **({"softcap": softcap} if softcap else {}))
         return [out], [Layout(0, 2)]
 
     # --- driver -----------------------------------------------------------------------

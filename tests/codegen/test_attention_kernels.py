@@ -293,6 +293,22 @@ def test_varlen_window_over_positions_with_holes(pack):
     assert not torch.allclose(plain, ref)                                 # and they matter
 
 
+def test_varlen_softcap_and_window():
+    """Gemma-2's soft-capped scores with a window, on packed sequences."""
+    lens = [9, 30, 4]
+    cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32)
+    t = int(cu[-1])
+    q, k, v = torch.randn(t, 4, 32) * 3, torch.randn(t, 2, 32) * 3, torch.randn(t, 2, 32)
+    attrs = dict(scale=32 ** -0.5, causal="bottom_right", window=7, groups=2, softcap=5.0)
+    out = attention_varlen(q, k, v, cu, cu, None, None, config=cfg(16, 16), max_seqlen_q=30, max_seqlen_k=30,
+                           **attrs)
+    ref = attention_varlen_reference(q.double(), k.double(), v.double(), cu, cu, None, None, **attrs)
+    check(out, ref, torch.float32)
+    uncapped = attention_varlen_reference(q.double(), k.double(), v.double(), cu, cu, None, None,
+                                          **dict(attrs, softcap=None))
+    assert not torch.allclose(uncapped, ref)
+
+
 # ---- bad input --------------------------------------------------------------------------------
 
 def test_bad_inputs_name_the_problem():

@@ -204,3 +204,20 @@ def test_sliding_window_models_are_packed():
     assert _ops(reports[0]).count("attention_varlen") == 2
     windowed = [ln for ln in reports[-1].final_ir.splitlines() if " = attention_varlen(" in ln]
     assert len(windowed) == 2 and all("window=8" in ln for ln in windowed), windowed
+
+
+def test_gemma2_soft_capped_alternating_windows_are_packed():
+    model = hf_models.build("gemma2")
+    reports: list = []
+    compiled = torch.compile(model, backend=make_backend(Options(strict=True), reports))
+    inp = hf_models.inputs(3, 20, padding="left", lengths=[20, 6, 14], seed=4)
+    inp["attention_mask"][0, 5:8] = 0                   # a hole inside row 0
+    ref, out = _run(model, "gemma2", inp), _run(compiled, "gemma2", inp)
+    valid = inp["attention_mask"].bool()
+    assert float((out - ref)[valid].abs().max() / ref[valid].abs().max()) <= 1e-5
+    assert torch.count_nonzero(out[~valid]) == 0
+    lines = [ln for ln in reports[-1].final_ir.splitlines() if " = attention_varlen(" in ln]
+    assert len(lines) == model.config.num_hidden_layers
+    assert all(f"softcap={model.config.attn_logit_softcapping}" in ln for ln in lines), lines
+    assert any("window=" in ln for ln in lines) and any("window=None" in ln or "window=" not in ln
+                                                         for ln in lines), lines

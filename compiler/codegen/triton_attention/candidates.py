@@ -118,7 +118,7 @@ class TritonAttentionVarlen:
         msq = spec.max_seqlen_q if isinstance(spec.max_seqlen_q, int) else None
         msk = spec.max_seqlen_k if isinstance(spec.max_seqlen_k, int) else None
         attrs = dict(scale=float(spec.scale), causal=spec.causal, window=spec.window, groups=spec.groups,
-                     max_seqlen_q=msq, max_seqlen_k=msk)
+                     max_seqlen_q=msq, max_seqlen_k=msk, softcap=spec.attrs.get("softcap"))
 
         def run(*xs):
             return launch.attention_varlen(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),

@@ -392,19 +392,19 @@ def _contiguous_strides(shape: tuple) -> tuple:
 def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *,
                      max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None, scale: float,
                      causal: str = "none", window: Optional[int] = None, groups: int = 1,
-                     config: Mapping) -> torch.Tensor:
+                     softcap: Optional[float] = None, config: Mapping) -> torch.Tensor:
     """The ``attention_varlen`` op (see ``ir/attention_varlen.py``) through the Triton template."""
     spec_key = ("varlen", q.dtype, q.shape[-1], v.shape[-1], causal, window is None, groups, slopes is None,
-                positions is None)
+                positions is None, softcap is None)
     return _with_fallback(_attention_varlen, config, spec_key, q, k, v, cu_seqlens_q, cu_seqlens_k, slopes,
                           positions, max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, scale=scale, causal=causal,
-                          window=window, groups=groups)
+                          window=window, groups=groups, softcap=softcap)
 
 
 def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *,
                       max_seqlen_q: Optional[int] = None, max_seqlen_k: Optional[int] = None, scale: float,
                       causal: str = "none", window: Optional[int] = None, groups: int = 1,
-                      config: Mapping) -> torch.Tensor:
+                      softcap: Optional[float] = None, config: Mapping) -> torch.Tensor:
     if q.dim() != 3 or k.dim() != 3 or v.dim() != 3:
         raise ValueError(f"braze triton attention_varlen: q, k, v must be [T, H, D], got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -416,6 +416,8 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, position
     _check_common(q, k, v, groups, scale, window, Hq, Hkv)
     if causal not in CAUSAL_CODES:
         raise ValueError(f"braze triton attention_varlen: causal={causal!r}")
+    if softcap is not None and not softcap > 0:
+        raise ValueError(f"braze triton attention_varlen: softcap {softcap!r} (a positive number or None)")
     if cu_seqlens_q.dim() != 1 or cu_seqlens_q.shape != cu_seqlens_k.shape or cu_seqlens_q.numel() < 1:
         raise ValueError(f"braze triton attention_varlen: cu_seqlens {tuple(cu_seqlens_q.shape)} and "
                          f"{tuple(cu_seqlens_k.shape)} must be [B + 1]")
@@ -450,14 +452,14 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, position
     qs, ks, vs, os_ = q.stride(), k.stride(), v.stride(), out.stride()
     tpl.attention_fwd_kernel[grid](
         q, k, v, out, q, sl if sl is not None else q, q, cq, ck, q if positions is None else positions, None, None, q,
-        float(scale) * LOG2E, 0.0,
+        float(scale) / float(softcap) if softcap else float(scale) * LOG2E, float(softcap) * LOG2E if softcap else 0.0,
         0, qs[1], qs[0], qs[2], 0, ks[1], ks[0], ks[2], 0, vs[1], vs[0], vs[2], 0, os_[1], os_[0], os_[2], 0,
         0, 0, 0, 0, 0, 0, 0, 0,
         Hq, groups, max_seqlen_q, int(max_seqlen_k or 0), int(window or 0), 0,
         HEAD_D=D, HEAD_DV=Dv, BLOCK_D=pow2(D), BLOCK_DV=pow2(Dv), BLOCK_M=bm, BLOCK_N=bn,
         CAUSAL=CAUSAL_CODES[causal], HAS_WINDOW=window is not None, MASK_KIND=0,
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
-        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, HAS_SUMMARY=False, HAS_SOFTCAP=False,
+        DOT_F32=_dot_f32(q.dtype), USE_TMA=False, HAS_SUMMARY=False, HAS_SOFTCAP=bool(softcap),
         HAS_POS=positions is not None and window is not None, num_warps=int(config["num_warps"]),
         num_stages=int(config["num_stages"]))
     return out

@@ -102,7 +102,8 @@ def flash_varlen_maps(spec: AttentionSpec, device_kind: str = "cuda") -> bool:
     CUDA, fp16/bf16, equal q/v head dims (a multiple of 8, at most 256), no ALiBi, a
     static ``max_seqlen`` bound, causal only bottom-right aligned (flash's rule; top-left
     too when q and k share ``cu_seqlens``), a window only with causal."""
-    if not spec.varlen or device_kind != "cuda" or spec.has("slopes") or _window_over_positions(spec):
+    if (not spec.varlen or device_kind != "cuda" or spec.has("slopes") or _window_over_positions(spec)
+            or spec.attrs.get("softcap")):
         return False
     q, v = spec.values["q"].type, spec.values["v"].type
     d, dv = q.shape[-1], v.shape[-1]
