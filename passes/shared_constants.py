@@ -12,24 +12,37 @@ from typing import Sequence
 
 import torch
 
-_CONCATS: dict[tuple, tuple] = {}   # ids and versions of the parts -> (weakrefs to them, weakref to the cat)
+# id of each part -> (weakrefs to the parts, their signatures, their storages, weakref to the cat)
+_CONCATS: dict[tuple, tuple] = {}
+
+
+def _signature(t: torch.Tensor) -> tuple:
+    return (t.data_ptr(), t.dtype, tuple(t.shape), t.stride(), str(t.device), t._version)
 
 
 def concat_once(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     """``torch.cat(parts, 0)``, the same tensor for the same parts (the same tensor objects,
-    unmodified since) as long as some graph still holds it."""
-    key = tuple((id(t), t._version) for t in parts)
+    holding the same data, unmodified since) as long as some graph still holds it.
+
+    NOTE: ``module.double()`` or ``.to()`` replace a parameter's ``.data`` in place: same
+    object, same version counter, new storage. The signature has the data pointer; the
+    entry holds the parts' storages, so no other tensor can take their addresses while
+    the entry can still be hit.
+    """
+    key = tuple(id(t) for t in parts)
     hit = _CONCATS.get(key)
     if hit is not None:
-        refs, out = hit
+        refs, sigs, _, out = hit
         cat = out()
-        if cat is not None and all(r() is t for r, t in zip(refs, parts)):
+        if (cat is not None and all(r() is t for r, t in zip(refs, parts))
+                and sigs == [_signature(t) for t in parts]):
             return cat
-    for k in [k for k, (refs, out) in _CONCATS.items() if out() is None or any(r() is None for r in refs)]:
+    for k in [k for k, entry in _CONCATS.items() if entry[3]() is None]:
         del _CONCATS[k]
     # NOTE: never an inference tensor, whatever mode the first graph compiled in: a graph
     # compiled later with grad enabled may save it for backward.
     with torch.inference_mode(False), torch.no_grad():
         cat = torch.cat(list(parts), 0).contiguous()
-    _CONCATS[key] = ([weakref.ref(t) for t in parts], weakref.ref(cat))
+    _CONCATS[key] = ([weakref.ref(t) for t in parts], [_signature(t) for t in parts],
+                     [t.detach() for t in parts], weakref.ref(cat))
     return cat

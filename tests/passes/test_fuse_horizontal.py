@@ -37,6 +37,10 @@ def test_projections_become_one_gemm_and_graphs_share_the_concatenation():
     assert c3 is not c1
     x = torch.randn(2, 16)
     torch.testing.assert_close(interpret(g3, x)[1], x @ ws[1].T)
+    w0 = ws[0]
+    w0.data = w0.data.double().float() * 2            # .data replaced (as module.double() does): same
+    (c5,) = _cats(fuse_horizontal(_qkv_graph(2, ws)))  # object and version, new storage
+    assert c5 is not c3 and torch.equal(c5[:8], w0)
     other = [w.clone() for w in ws]                     # equal values, other tensors: not the same parts
     (c4,) = _cats(fuse_horizontal(_qkv_graph(2, other)))
-    assert c4 is not c3 and torch.equal(c4, c3)
+    assert c4 is not c5 and torch.equal(c4, c5)
