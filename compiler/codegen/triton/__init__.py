@@ -25,7 +25,7 @@ from braze.compiler.codegen.triton.indexing import Unsupported
 from braze.compiler.codegen.triton.kernel import Generated, TritonKernel, canonical_text
 from braze.ir import Graph, Node
 from braze.autotune.contract import register_generator
-from braze.compiler.codegen.triton import gemm, pointwise, reduction
+from braze.compiler.codegen.triton import gemm, pointwise, reduction, split_gemm
 
 log = logging.getLogger("braze.codegen.triton")
 
@@ -108,11 +108,18 @@ def generate(node: Node, graph: Graph, options, device) -> list:
     dev_kind = device.kind if hasattr(device, "kind") else str(device)
     if not device_ok(dev_kind):
         return []
+    out = []
     try:
-        return [kernel_for(node, getattr(options, "dump", None))]
+        out.append(kernel_for(node, getattr(options, "dump", None)))
     except Unsupported as e:
         log.info("triton declines %s: %s", node.name, e)
-        return []
+    if node.attr("kind") == "gemm" and dev_kind.startswith("cuda"):
+        # NOTE: on the GPU only: under the interpreter (tests) it would double every
+        # gemm group's measured candidates for nothing.
+        split = split_gemm.split_kernel(node)
+        if split is not None:
+            out.append(split)
+    return out
 
 
 register_checker("triton", supports)
