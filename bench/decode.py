@@ -143,16 +143,19 @@ def measure_step(name, model, forward, batch, args) -> dict:
         peak = torch.cuda.max_memory_allocated()
     # issue 18: the same step under no_grad, the other grad mode users run (a recompile
     # there, if the contender needs one, is paid in this warm-up)
-    with torch.no_grad():
-        r2 = StepRunner(model, forward, batch, args.prompt, args.cache, model.config.vocab_size)
-        prompt_and_three(r2)
-        for _ in range(args.warmup):
-            r2.step()
-        ms_no_grad = sync_ms(r2.step, args.steps)
+    ms_no_grad = None
+    if "no_grad" in args.grad_modes:
+        with torch.no_grad():
+            r2 = StepRunner(model, forward, batch, args.prompt, args.cache, model.config.vocab_size)
+            prompt_and_three(r2)
+            for _ in range(args.warmup):
+                r2.step()
+            ms_no_grad = sync_ms(r2.step, args.steps)
+            del r2
     row = {"contender": name, "batch": batch, "step_ms": ms, "step_ms_no_grad": ms_no_grad,
            "compile_s": max(0.0, first - warm), "peak_gb": peak / 1e9, "compile_peak_gb": compile_peak / 1e9,
            "valid_kv": args.prompt + 4 + args.warmup + args.steps // 2}
-    del r, r2
+    del r
     return row, tokens
 
 
@@ -330,6 +333,8 @@ def main():
     ap.add_argument("--cache", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--grad-modes", default="inference_mode,no_grad",
+                    help="forward contenders' step times: under inference_mode (always), and no_grad if listed")
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--only", default="eager,compile,reduce-overhead,braze.jit,braze.generate,generate")
     ap.add_argument("--layers", type=int, default=16)
