@@ -152,8 +152,6 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--no-prefill", action="store_true")
-    ap.add_argument("--grad-modes", default="inference_mode,no_grad",
-                    help="peers' step times: under inference_mode (always), and no_grad if listed")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
     args = ap.parse_args()
     import transformers
