@@ -20,7 +20,7 @@ from braze.autotune.space import Config, Space
 from braze.compiler.codegen.triton import pointwise
 from braze.compiler.codegen.triton.indexing import Unsupported
 from braze.compiler.codegen.triton.kernel import TritonKernel
-from braze.ir import Graph, Node
+from braze.ir import Graph, Node, print_graph
 from braze.ir.fused import subgraph_of
 from braze.ir.interpreter import interpret
 
@@ -50,8 +50,6 @@ class SplitGemmKernel:
         self.space = self.epilogue.space
 
     def key(self) -> str:
-        from braze.ir import print_graph
-
         return hashlib.sha256(f"split|{print_graph(self.pre)}|{self.epilogue.key()}".encode()).hexdigest()[:20]
 
     def problem(self, env: Mapping[str, int]) -> dict:
