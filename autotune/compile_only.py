@@ -44,6 +44,15 @@ class TargetDriver:
         return torch.device("cpu")
 
 
+_ACTIVE = [False]
+
+
+def active() -> bool:
+    """Whether launches compile only (launchers that insist on GPU tensors let CPU
+    operands through then: nothing runs on them)."""
+    return _ACTIVE[0]
+
+
 @contextlib.contextmanager
 def compiling_only(target) -> Iterator[None]:
     """Within the block every ``@triton.jit`` launch compiles for ``target`` (a
@@ -61,9 +70,11 @@ def compiling_only(target) -> Iterator[None]:
     prev = getattr(driver, "_active", None)
     driver.set_active(TargetDriver(target))
     JITFunction.run = compile_instead
+    _ACTIVE[0] = True
     try:
         yield
     finally:
+        _ACTIVE[0] = False
         JITFunction.run = run
         driver._active = prev
 
@@ -90,4 +101,4 @@ def build(kernel, node, config: Mapping[str, Any], env: Mapping[str, Any], targe
     return Measurement("ok")
 
 
-__all__ = ["TargetDriver", "compiling_only", "gpu_target", "build"]
+__all__ = ["TargetDriver", "active", "compiling_only", "gpu_target", "build"]

@@ -112,3 +112,32 @@ def test_precompile_builds_jobs_in_worker_processes(tmp_path, monkeypatch):
     assert len(_entries(cache)) >= 4
     monkeypatch.setenv("BRAZE_PRECOMPILE_PROCESSES", "0")
     assert precompile.compile_ahead(todo, env, 2) == 0
+
+
+def test_worker_builds_an_attention_kernel_on_cpu_operands(tmp_path, monkeypatch):
+    """The attention launcher refuses CPU tensors outside the interpreter, except while
+    launches only compile (a worker's job)."""
+    cache = str(tmp_path / "triton-cache")
+    monkeypatch.setenv("TRITON_CACHE_DIR", cache)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    b = Builder()
+    q = b.input("q", (1, 8, 1, 64), BF16)
+    k = b.input("k", (1, 2, 256, 64), BF16)
+    v = b.input("v", (1, 2, 256, 64), BF16)
+    out = b.call("attention", q, k, v, None, None, scale=0.125, causal="bottom_right", groups=4)
+    g = b.graph([out])
+    (node,) = g.compute_nodes
+    options = Options()
+    gens = current_generators(options.backend)
+    cands = candidates_for_node(node, g, options, H100, gens)
+    kernel = cands[0]
+    assert kernel.backend == "triton", [c.name for c in cands]
+    config = kernel.space.default_config(kernel.problem({}), H100)
+    recipe = make_recipe(kernel, node, options, generators=gens, index=0)
+    w = MeasureWorker(cuda_device="")
+    try:
+        m = w.compile_only(recipe, config, {}, dataclasses.asdict(H100), ["cuda", 90, 32], 300)
+    finally:
+        w.close()
+    assert m.status == "ok", m.error
+    assert _entries(cache)
