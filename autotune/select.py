@@ -18,8 +18,10 @@ The policy, in order:
    compiled, checked against the reference on random inputs and timed a few
    times, in this process (the first candidate is compiled and run anyway
    when nothing is measured, so a worker would buy no safety here, only
-   seconds of start-up; library calls compile nothing; other generated
-   candidates run only in a search, in a worker process). The
+   seconds of start-up; library calls compile nothing; so is a candidate
+   that says ``quick_measure = True``, a library GEMM with a generated
+   epilogue; other generated candidates run only in a search, in a worker
+   process). The
    fastest correct one wins and the measurements go to the database
    (``origin="quick"``), so the next compile of the same bucket is a
    database hit and costs nothing. Skipped where timings mean nothing
@@ -100,7 +102,8 @@ def _select(launcher, env: Mapping[str, int]):
         # NOTE: only the first candidate (which runs anyway when nothing is
         # measured) and the library calls run in this process; other
         # generated candidates are only run by a search, in a worker.
-        picked = [configs[0]] + [(k, c) for k, c in configs[1:] if getattr(k, "backend", "") == "library"]
+        picked = [configs[0]] + [(k, c) for k, c in configs[1:]
+                                 if getattr(k, "backend", "") == "library" or getattr(k, "quick_measure", False)]
         best = _quick(launcher, env, picked, db, sw)
         if best is not None:
             return Choice(best[0], best[1], source.get(id(best[0]), "default"))

@@ -43,6 +43,9 @@ class SplitGemmKernel:
     name: str = ""
     source: str = field(default="", repr=False)
     space: Space = field(default=None, repr=False)
+    # NOTE: timed by the quick selection beside the library calls (autotune/select.py):
+    # a library GEMM and a pointwise template kernel, no riskier than either alone
+    quick_measure: bool = True
 
     def __post_init__(self):
         self.name = self.name or f"split_{self.epilogue.gen.name}"
