@@ -145,24 +145,28 @@ def _nearest_or_default(launcher, env, db, sw) -> tuple[list, dict]:
     return configs, source
 
 
-def first_compiled(launcher, env: Mapping[str, int]):
-    """(kernel, config) that :func:`select` compiles first for ``launcher`` at ``env``
-    without a search: the exact database hit, else the first candidate's nearest or
-    default config (what ``compiler/precompile.py`` builds ahead)."""
+def compiled_by_select(launcher, env: Mapping[str, int]) -> list:
+    """[(kernel, config)] that :func:`select` compiles for ``launcher`` at ``env`` without
+    a search, first one first: the exact database hit; else the first candidate's nearest
+    or default config, then the other candidates the quick selection times that compile
+    something (``quick_measure``; library calls compile nothing). What
+    ``compiler/precompile.py`` builds ahead."""
     from braze.autotune.db import get_db, software_key  # lazy: imports sqlalchemy on first use
 
     cands = launcher.candidates
     mode = policy(launcher.options)
     if mode == "library" or len(cands) == 1:
         k = cands[-1] if mode == "library" else cands[0]
-        return k, k.space.default_config(k.problem(env), launcher.device)
+        return [(k, k.space.default_config(k.problem(env), launcher.device))]
     db = get_db(getattr(launcher.options, "tuning_db", None))
     sw = software_key()
     hit = _exact_hit(launcher, env, db, sw, bool(getattr(launcher.options, "tune", False)))
     if hit is not None:
-        return hit.kernel, hit.config
+        return [(hit.kernel, hit.config)]
     configs, _ = _nearest_or_default(launcher, env, db, sw)
-    return configs[0]
+    if mode != "measure":
+        return configs[:1]
+    return configs[:1] + [(k, c) for k, c in configs[1:] if getattr(k, "quick_measure", False)]
 
 
 def _safe(fn, db):

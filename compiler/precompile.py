@@ -3,11 +3,12 @@
 Selection (``autotune/select.py``) compiles, checks and times candidates one
 launcher at a time. On a GPU most of a cold compile is Triton turning each
 kernel into a cubin: MLIR passes and ``ptxas``, which run without the GIL.
-So before a plan is built, the kernel each launcher's selection compiles
-first (``select.first_compiled``: the database hit, else the first
-candidate's nearest or default config) is run once on random operands from
-a pool of threads, one job per distinct (kernel, bucket, config): the
-sixteen identical layers of a decoder are one job. Selection then finds
+So before a plan is built, the kernels each launcher's selection compiles
+(``select.compiled_by_select``: the database hit, else the first
+candidate's nearest or default config and the other candidates the quick
+selection times) are run once on random operands from a pool of threads,
+one job per distinct (kernel, bucket, config): the sixteen identical layers
+of a decoder are one job. Selection then finds
 each kernel compiled (the generated module, and with it Triton's compiled
 function, is shared per source). Nothing is timed here; a job that fails is
 logged and selection meets the failure again, as before.
@@ -40,7 +41,7 @@ import torch
 
 from braze.autotune.measure import Bench, MeasureWorker, node_device
 from braze.autotune.recipe import make_recipe
-from braze.autotune.select import first_compiled, policy
+from braze.autotune.select import compiled_by_select, policy
 
 log = logging.getLogger("braze.precompile")
 
@@ -62,7 +63,7 @@ def threads() -> int:
 
 def jobs(launchers: Mapping[Any, Any], env: Mapping[str, int]) -> list[tuple]:
     """(launcher, kernel, config): one per distinct generated kernel, bucket and config
-    that the selection of a launcher without a choice for ``env`` compiles first."""
+    that the selection of a launcher without a choice for ``env`` compiles."""
     out: dict[tuple, tuple] = {}
     for launcher in launchers.values():
         if launcher.device.kind != "cuda" or policy(launcher.options) == "library":
@@ -70,14 +71,15 @@ def jobs(launchers: Mapping[Any, Any], env: Mapping[str, int]) -> list[tuple]:
         if launcher.problem_key(env) in launcher.choices:
             continue
         try:
-            kernel, config = first_compiled(launcher, env)
+            planned = compiled_by_select(launcher, env)
         except Exception as e:  # noqa: BLE001 - selection will meet (and report) it
             log.debug("precompile: no plan for %s: %s", launcher.node.name, e)
             continue
-        if kernel.backend == "library":
-            continue
-        key = (kernel.key(), repr(sorted(kernel.problem(env).items())), repr(sorted(config.items())))
-        out.setdefault(key, (launcher, kernel, config))
+        for kernel, config in planned:
+            if kernel.backend == "library":
+                continue
+            key = (kernel.key(), repr(sorted(kernel.problem(env).items())), repr(sorted(config.items())))
+            out.setdefault(key, (launcher, kernel, config))
     return list(out.values())
 
 

@@ -67,6 +67,18 @@ def test_one_job_per_distinct_kernel_run_from_the_pool():
     assert len(ran) == 2 and all(t.startswith("braze-precompile") for t in ran)
 
 
+def test_candidates_the_quick_selection_times_are_built_too():
+    """A generated candidate that says quick_measure (the split GEMM) is compiled by the
+    quick selection beside the first one: it is a job too; library calls never are."""
+    ls = _launchers(["a"])
+    (n,) = ls
+    quick = FakeKernel(n, "split")
+    quick.quick_measure = True
+    other = FakeKernel(n, "searched-only")
+    ls[n] = Launcher(n, [ls[n].primary, other, quick, LibraryKernel(n)], Options(), CUDA)
+    assert sorted(k.tag for _, k, _ in pc.jobs(ls, {"s0": 4})) == ["a", "split"]
+
+
 def test_failures_are_logged_not_raised_and_cpu_or_bound_launchers_are_skipped():
     ls = _launchers(["a", "bad", "c"], fail={"bad"})
     assert pc.precompile(ls, {"s0": 4}, n_threads=2) == 2
