@@ -327,12 +327,27 @@ def _cache(model, batch: int, max_len: int, dtype: torch.dtype, device):
     for i, layer in enumerate(cache.layers):
         if layer.is_sliding:  # NOTE: the window is the mask's business (see the module docstring)
             cache.layers[i] = transformers.cache_utils.StaticLayer(max_cache_len=max_len)
-    cfg = model.config
-    if hasattr(cache, "early_initialization") and getattr(cfg, "num_attention_heads", None):
-        heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        cache.early_initialization(batch, heads, head_dim, dtype, torch.device(device))
+    shape = _cache_init_shape(model)
+    if shape is not None and hasattr(cache, "early_initialization"):
+        cache.early_initialization(batch, shape[0], shape[1], dtype, torch.device(device))
     return cache
+
+
+def _cache_init_shape(model):
+    """(K/V heads, head dim) to allocate a static cache with, each an int or a list per
+    layer; None where it cannot be allocated up front (then the prefill does it)."""
+    ask = getattr(model, "_get_static_cache_init_shape", None)
+    if callable(ask):   # transformers' own rule (per-layer shapes, MLA, several devices)
+        return ask()
+    cfg = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    if len(set(getattr(model, "hf_device_map", {}).values())) > 1:
+        return None
+    if any(getattr(cfg, a, None) is not None for a in ("qk_head_dim", "v_head_dim", "kv_lora_rank")):
+        return None     # MLA: keys and values of different widths
+    if not getattr(cfg, "num_attention_heads", None):
+        return None
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    return heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
 
 def _forward_call(model, forward):

@@ -116,6 +116,7 @@ def _run_once(launcher, kernel, config, env) -> bool:
 # --- worker processes -----------------------------------------------------------
 _pool: list[MeasureWorker] = []
 _pool_lock = threading.Lock()
+_ahead_lock = threading.Lock()
 
 
 def _workers(n: int) -> list[MeasureWorker]:
@@ -154,31 +155,42 @@ def compile_ahead(todo: list[tuple], env: Mapping[str, int], n: int) -> int:
 
         t = driver.active.get_current_target()
         target = [t.backend, t.arch, t.warp_size]
-        requests = []
-        for launcher, kernel, config in todo:
-            recipe = make_recipe(kernel, launcher.node, launcher.options, index=list(launcher.candidates).index(kernel))
-            requests.append((recipe, dict(config), dataclasses.asdict(launcher.device)))
     except Exception as e:  # noqa: BLE001 - the threads compile everything as before
-        log.debug("precompile: no worker jobs: %s", e)
+        log.debug("precompile: no GPU target for worker jobs: %s", e)
         return 0
-    t0 = time.perf_counter()
-    free: queue.Queue = queue.Queue()
-    for w in _workers(n):
-        free.put(w)
-
-    def one(req) -> bool:
-        recipe, config, device = req
-        w = free.get()
+    requests = []
+    for launcher, kernel, config in todo:
         try:
-            m = w.compile_only(recipe, config, env, device, target, AHEAD_TIMEOUT_S)
-        finally:
+            recipe = make_recipe(kernel, launcher.node, launcher.options, index=list(launcher.candidates).index(kernel))
+        except Exception as e:  # noqa: BLE001 - this one is compiled by the threads
+            log.debug("precompile: no recipe for %s: %s", kernel.name, e)
+            continue
+        requests.append((recipe, dict(config), dataclasses.asdict(launcher.device)))
+    # NOTE: one planner at a time uses the workers (two programs built from two threads
+    # would otherwise share a worker's pipe).
+    with _ahead_lock:
+        t0 = time.perf_counter()
+        free: queue.Queue = queue.Queue()
+        for w in _workers(min(n, len(requests))):
             free.put(w)
-        if m.status != "ok":
-            log.debug("precompile: a worker could not build %s (%s): %s", recipe.get("name"), config, m.error)
-        return m.status == "ok"
 
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="braze-compile-ahead") as pool:
-        ok = sum(pool.map(one, requests))
-    log.info("braze: %d of %d kernels built in %d worker processes in %.1f s", ok, len(requests), n,
-             time.perf_counter() - t0)
+        def one(req) -> bool:
+            recipe, config, device = req
+            w = free.get()
+            try:
+                m = w.compile_only(recipe, config, env, device, target, AHEAD_TIMEOUT_S)
+            except Exception as e:  # noqa: BLE001 - a worker that cannot start: the threads compile it
+                log.debug("precompile: worker failed on %s: %s", recipe.get("name"), e)
+                return False
+            finally:
+                free.put(w)
+            if m.status != "ok":
+                log.debug("precompile: a worker could not build %s (%s): %s", recipe.get("name"), config, m.error)
+            return m.status == "ok"
+
+        with ThreadPoolExecutor(max_workers=max(1, min(n, len(requests))),
+                                thread_name_prefix="braze-compile-ahead") as pool:
+            ok = sum(pool.map(one, requests))
+    log.info("braze: %d of %d kernels built in %d worker processes in %.1f s", ok, len(requests),
+             min(n, len(requests)), time.perf_counter() - t0)
     return ok

@@ -88,7 +88,7 @@ def _infer(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, positions=None, *, 
         pt = positions.type
         if pt.rank != 1 or pt.dtype.is_floating_point or pt.dtype == torch.bool:
             raise TypeError(f"attention_varlen positions must be an integer [T], got {pt}")
-        if cu_seqlens_q is not cu_seqlens_k or not (pt.shape[0] == qt.shape[0] == kt.shape[0]):
+        if cu_seqlens_q != cu_seqlens_k or not (pt.shape[0] == qt.shape[0] == kt.shape[0]):
             raise TypeError("attention_varlen positions need one packing for q and k (the same cu_seqlens, "
                             f"one row per token): q {qt}, k {kt}, positions {pt}")
     if isinstance(qt.shape[1], int) and isinstance(kt.shape[1], int) and qt.shape[1] != groups * kt.shape[1]:

@@ -141,3 +141,26 @@ def test_worker_builds_an_attention_kernel_on_cpu_operands(tmp_path, monkeypatch
         w.close()
     assert m.status == "ok", m.error
     assert _entries(cache)
+
+
+def test_worker_builds_the_split_gemm_epilogue_without_running_the_gemm(tmp_path, monkeypatch):
+    from braze.compiler.codegen.triton.split_gemm import SplitGemmKernel
+
+    cache = str(tmp_path / "triton-cache")
+    monkeypatch.setenv("TRITON_CACHE_DIR", cache)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    node = _gemm_silu_mul()
+    options = Options()
+    gens = current_generators(options.backend)
+    cands = candidates_for_node(node, node.attr("graph"), options, H100, gens)
+    (i, split), = [(i, k) for i, k in enumerate(cands) if isinstance(k, SplitGemmKernel)]
+    env = {"s0": 4096}
+    config = split.space.default_config(split.problem(env), H100)
+    recipe = make_recipe(split, node, options, generators=gens, index=i)
+    w = MeasureWorker(cuda_device="")
+    try:
+        m = w.compile_only(recipe, config, env, dataclasses.asdict(H100), ["cuda", 90, 32], 60)
+    finally:
+        w.close()
+    assert m.status == "ok", m.error
+    assert _entries(cache)

@@ -41,6 +41,18 @@ def test_projections_become_one_gemm_and_graphs_share_the_concatenation():
     w0.data = w0.data.double().float() * 2            # .data replaced (as module.double() does): same
     (c5,) = _cats(fuse_horizontal(_qkv_graph(2, ws)))  # object and version, new storage
     assert c5 is not c3 and torch.equal(c5[:8], w0)
+    ws[2].data.copy_(torch.randn(4, 16))              # written through .data: no version bump
+    (c6,) = _cats(fuse_horizontal(_qkv_graph(2, ws)))
+    assert c6 is not c5 and torch.equal(c6[12:], ws[2])
     other = [w.clone() for w in ws]                     # equal values, other tensors: not the same parts
     (c4,) = _cats(fuse_horizontal(_qkv_graph(2, other)))
-    assert c4 is not c5 and torch.equal(c4, c5)
+    assert c4 is not c6 and torch.equal(c4, c6)
+
+
+def test_inference_tensors_are_concatenated_too():
+    """Weights made under inference_mode have no version counter; sharing must not need one."""
+    with torch.inference_mode():
+        ws = [torch.randn(8, 16), torch.randn(8, 16)]
+    g1, g2 = fuse_horizontal(_qkv_graph(1, ws + ws[:1])), fuse_horizontal(_qkv_graph(3, ws + ws[:1]))
+    (c1,), (c2,) = _cats(g1), _cats(g2)
+    assert c1 is c2 and not c1.is_inference()

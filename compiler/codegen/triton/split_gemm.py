@@ -16,6 +16,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+import torch
+
+from braze.autotune import compile_only
 from braze.autotune.space import Config, Space
 from braze.compiler.codegen.triton import pointwise
 from braze.compiler.codegen.triton.indexing import Unsupported
@@ -63,7 +66,14 @@ class SplitGemmKernel:
         pre, pre_slots, ops = self.pre, self.pre_slots, self.epi_operands
 
         def run(*xs):
-            (product,) = interpret(pre, *(xs[i] for i in pre_slots))
+            operands = [xs[i] for i in pre_slots]
+            if compile_only.active():
+                # NOTE: a worker only builds the epilogue kernel: the product's shape, dtype
+                # and strides are what it needs, not a GEMM on the CPU.
+                (meta,) = interpret(pre, *(x.to("meta") for x in operands))
+                product = torch.empty_strided(meta.shape, meta.stride(), dtype=meta.dtype, device=operands[0].device)
+            else:
+                (product,) = interpret(pre, *operands)
             return epi(*(product if i is None else xs[i] for i in ops))
         run.__name__ = self.name
         return run

@@ -111,7 +111,7 @@ def flash_varlen_maps(spec: AttentionSpec, device_kind: str = "cuda") -> bool:
         return False
     if not all(isinstance(x, int) for x in (spec.max_seqlen_q, spec.max_seqlen_k)):
         return False
-    same = spec.values["cu_seqlens_q"] is spec.values["cu_seqlens_k"]
+    same = spec.values["cu_seqlens_q"] == spec.values["cu_seqlens_k"]
     if spec.causal == "top_left" and not same:
         return False
     return spec.window is None or spec.causal != "none"
