@@ -15,7 +15,7 @@ from braze.autotune.recipe import candidates_for_node, current_generators, make_
 from braze.autotune.space import DeviceInfo
 from braze.autotune.recipe import Options
 from braze.ir import Builder
-from tests.codegen.triton_helpers import fused_node
+from tests.codegen.triton_helpers import gate_up_node
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 BF16 = torch.bfloat16
@@ -31,30 +31,30 @@ def _needs_backend():
         pytest.skip(why)
 
 
-def _gemm_silu_mul():
-    b = Builder()
-    x = b.input("x", ("s0", 256), BF16)
-    w = b.input("w", (512, 256), BF16)
-    mm = b.call("mm", x, b.call("permute", w, (1, 0)))
-    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, 256)), b.call("slice", mm, 1, 256, 512),
-               overload="Tensor")
-    return fused_node(b, [y], "gemm")
-
-
 def _entries(d) -> set:
     return set(os.listdir(d)) if os.path.isdir(d) else set()
 
 
-def test_worker_builds_what_the_parent_then_loads_from_the_cache(tmp_path, monkeypatch):
-    from tools.triton_aot import compile_for_target
-
-    cache = str(tmp_path / "triton-cache")
-    monkeypatch.setenv("TRITON_CACHE_DIR", cache)
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> str:
+    """A fresh Triton cache folder, compiled (not interpreted) kernels."""
+    path = str(tmp_path / "triton-cache")
+    monkeypatch.setenv("TRITON_CACHE_DIR", path)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    node = _gemm_silu_mul()
+    return path
+
+
+def _gemm_candidates():
+    node = gate_up_node()
     options = Options()
     gens = current_generators(options.backend)
-    cands = candidates_for_node(node, node.attr("graph"), options, H100, gens)
+    return node, options, gens, candidates_for_node(node, node.attr("graph"), options, H100, gens)
+
+
+def test_worker_builds_what_the_parent_then_loads_from_the_cache(cache):
+    from tools.triton_aot import compile_for_target
+
+    node, options, gens, cands = _gemm_candidates()
     kernel = cands[0]
     assert kernel.backend == "triton"
     env = {"s0": 64}
@@ -81,7 +81,7 @@ def test_worker_builds_what_the_parent_then_loads_from_the_cache(tmp_path, monke
     assert _entries(cache) - built
 
 
-def test_precompile_builds_jobs_in_worker_processes(tmp_path, monkeypatch):
+def test_precompile_builds_jobs_in_worker_processes(cache, monkeypatch):
     from types import SimpleNamespace
 
     from triton.backends.compiler import GPUTarget
@@ -90,13 +90,8 @@ def test_precompile_builds_jobs_in_worker_processes(tmp_path, monkeypatch):
     from braze.autotune.compile_only import TargetDriver
     from braze.compiler import precompile
 
-    cache = str(tmp_path / "triton-cache")
-    monkeypatch.setenv("TRITON_CACHE_DIR", cache)
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
     monkeypatch.delenv("BRAZE_PRECOMPILE_PROCESSES", raising=False)
-    node = _gemm_silu_mul()
-    options = Options()
-    cands = candidates_for_node(node, node.attr("graph"), options, H100, current_generators(options.backend))
+    node, options, _, cands = _gemm_candidates()
     kernel = cands[0]
     env = {"s0": 16}
     base = kernel.space.default_config(kernel.problem(env), H100)
@@ -114,12 +109,9 @@ def test_precompile_builds_jobs_in_worker_processes(tmp_path, monkeypatch):
     assert precompile.compile_ahead(todo, env, 2) == 0
 
 
-def test_worker_builds_an_attention_kernel_on_cpu_operands(tmp_path, monkeypatch):
+def test_worker_builds_an_attention_kernel_on_cpu_operands(cache):
     """The attention launcher refuses CPU tensors outside the interpreter, except while
     launches only compile (a worker's job)."""
-    cache = str(tmp_path / "triton-cache")
-    monkeypatch.setenv("TRITON_CACHE_DIR", cache)
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
     b = Builder()
     q = b.input("q", (1, 8, 1, 64), BF16)
     k = b.input("k", (1, 2, 256, 64), BF16)
@@ -143,16 +135,10 @@ def test_worker_builds_an_attention_kernel_on_cpu_operands(tmp_path, monkeypatch
     assert _entries(cache)
 
 
-def test_worker_builds_the_split_gemm_epilogue_without_running_the_gemm(tmp_path, monkeypatch):
+def test_worker_builds_the_split_gemm_epilogue_without_running_the_gemm(cache):
     from braze.compiler.codegen.triton.split_gemm import SplitGemmKernel
 
-    cache = str(tmp_path / "triton-cache")
-    monkeypatch.setenv("TRITON_CACHE_DIR", cache)
-    monkeypatch.setenv("TRITON_INTERPRET", "0")
-    node = _gemm_silu_mul()
-    options = Options()
-    gens = current_generators(options.backend)
-    cands = candidates_for_node(node, node.attr("graph"), options, H100, gens)
+    node, options, gens, cands = _gemm_candidates()
     (i, split), = [(i, k) for i, k in enumerate(cands) if isinstance(k, SplitGemmKernel)]
     env = {"s0": 4096}
     config = split.space.default_config(split.problem(env), H100)

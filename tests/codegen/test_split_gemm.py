@@ -7,21 +7,11 @@ import torch
 from braze.autotune.space import device_info
 from braze.compiler.codegen.triton.split_gemm import split_kernel
 from braze.ir import Builder
-from tests.codegen.triton_helpers import fused_node, reference
-
-
-def _gate_up(rows=3, inter=24, k=32, dtype=torch.float32):
-    b = Builder()
-    x = b.input("x", (rows, k), dtype)
-    w = b.input("w", (2 * inter, k), dtype)
-    mm = b.call("mm", x, b.call("permute", w, (1, 0)))
-    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, inter)), b.call("slice", mm, 1, inter, 2 * inter),
-               overload="Tensor")
-    return fused_node(b, [y], "gemm")
+from tests.codegen.triton_helpers import fused_node, gate_up_node, reference
 
 
 def test_gate_up_runs_as_library_gemm_and_one_epilogue_kernel():
-    node = _gate_up()
+    node = gate_up_node(3, k=32, inter=24, dtype=torch.float32)
     k = split_kernel(node)
     assert k is not None and k.backend == "triton" and k.name.startswith("split_")
     assert [n.op for n in k.pre.compute_nodes] == ["permute", "mm"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from braze.ir import Builder
-from tests.codegen.triton_helpers import fused_node
+from tests.codegen.triton_helpers import fused_node, gate_up_node
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 BF16 = torch.bfloat16
@@ -58,13 +58,7 @@ def test_memory_bound_kernels_compile_with_16_byte_loads():
 
 
 def test_gemm_dual_epilogue_compiles_to_wgmma_and_split_k():
-    b = Builder()
-    x = b.input("x", ("s0", 256), BF16)
-    w = b.input("w", (512, 256), BF16)
-    mm = b.call("mm", x, b.call("permute", w, (1, 0)))
-    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, 256)), b.call("slice", mm, 1, 256, 512),
-               overload="Tensor")
-    node = fused_node(b, [y], "gemm")
+    node = gate_up_node()
     feed = {"x": torch.empty(256, 256, dtype=BF16), "w": torch.empty(512, 256, dtype=BF16)}
     cfg = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3,
            "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 0}

@@ -24,6 +24,18 @@ def fused_node(b: Builder, outputs: Sequence, kind: str, exclude: Sequence = ())
     return fused[0]
 
 
+def gate_up_node(rows="s0", k: int = 256, inter: int = 256, dtype=torch.bfloat16) -> Node:
+    """A gate/up GEMM group: ``silu(y[:, :inter]) * y[:, inter:]`` of ``y = x @ w^T``
+    (inputs ``x`` [rows, k] and ``w`` [2 inter, k])."""
+    b = Builder()
+    x = b.input("x", (rows, k), dtype)
+    w = b.input("w", (2 * inter, k), dtype)
+    mm = b.call("mm", x, b.call("permute", w, (1, 0)))
+    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, inter)), b.call("slice", mm, 1, inter, 2 * inter),
+               overload="Tensor")
+    return fused_node(b, [y], "gemm")
+
+
 def reference(node: Node, xs: Sequence[torch.Tensor]) -> tuple:
     sub: Graph = node.attr("graph")
     up = [x.double() if x.is_floating_point() else x for x in xs]
