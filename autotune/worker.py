@@ -74,7 +74,6 @@ def main() -> int:
             proto.write('{"stage": "rebuilt"}\n')
             kernel, node = entry
             if op == "compile":
-                device = "cpu"
                 result = compile_only.build(kernel, node, msg["config"], msg["env"], msg["target"])
                 proto.write(json.dumps(result.to_dict()) + "\n")
                 continue

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from braze.ir.decline import Decline
 
@@ -41,3 +41,19 @@ def off_gpu(device, rule: str, by: str, instead: str) -> Optional[Decline]:
     if device.kind == "cuda" or interpreting():
         return None
     return Decline.because(f"the Triton kernel needs CUDA (or TRITON_INTERPRET=1 in tests); {instead}", rule, by)
+
+
+def handwritten_candidates(node, device, op: str, rule: str, by: str, instead: str,
+                           why_not: Callable[[Any], Optional[str]], make: Callable[[Any], Any]):
+    """The generator body of a handwritten kernel for ``op`` nodes: [] for other ops, the
+    :func:`off_gpu` decline off the GPU, a decline naming ``why_not(node)``, else
+    ``[make(node)]``."""
+    if node.op != op:
+        return []
+    off = off_gpu(device, rule, by, instead)
+    if off is not None:
+        return off
+    why = why_not(node)
+    if why:
+        return Decline.because(why, rule, by)
+    return [make(node)]

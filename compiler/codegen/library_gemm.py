@@ -56,8 +56,8 @@ def match(sub: Graph) -> Optional[AddmmForm]:
             w, w_t = n.args[0], True
         elif not (n.op in ("reshape", "view") and n.args[0] == mm.out()):
             return None
-    prod_v = mm.out() if not [n for n in rest if n.op in ("reshape", "view")] else \
-        [n for n in rest if n.op in ("reshape", "view")][0].out()
+    views = [n for n in rest if n.op in ("reshape", "view")]
+    prod_v = views[0].out() if views else mm.out()
     if add.overload != "Tensor" or add.kwargs or len(add.args) != 2 or prod_v not in add.args:
         return None
     r = add.args[1] if add.args[0] == prod_v else add.args[0]

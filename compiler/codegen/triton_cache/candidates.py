@@ -14,10 +14,9 @@ import torch
 
 from braze.autotune.contract import problem_of, structural_key
 from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space
-from braze.compiler.codegen.kernel_modules import KernelModule, off_gpu
+from braze.compiler.codegen.kernel_modules import KernelModule, handwritten_candidates
 from braze.compiler.codegen.triton_cache import kernels as _kernels_mod
 from braze.ir import Graph, Node
-from braze.ir.decline import Decline
 
 
 _KERNELS = KernelModule(_kernels_mod, "index_copy_pair_kernel")
@@ -96,12 +95,5 @@ class TritonIndexCopyPair:
 
 def generate(node: Node, graph: Graph, options, device) -> list:
     """Candidates for an ``index_copy_many_`` node (the generator registered as "triton_cache")."""
-    if node.op != "index_copy_many_":
-        return []
-    off = off_gpu(device, "KV cache write", "triton_cache", "the library call copies each buffer's rows")
-    if off is not None:
-        return off
-    why = why_not(node)
-    if why:
-        return Decline.because(why, "KV cache write", "triton_cache")
-    return [TritonIndexCopyPair(node)]
+    return handwritten_candidates(node, device, "index_copy_many_", "KV cache write", "triton_cache",
+                                  "the library call copies each buffer's rows", why_not, TritonIndexCopyPair)

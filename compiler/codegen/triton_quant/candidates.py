@@ -15,10 +15,9 @@ import torch
 
 from braze.autotune.contract import problem_of, structural_key
 from braze.autotune.space import Config, Constraint, DeviceInfo, Knob, Space
-from braze.compiler.codegen.kernel_modules import KernelModule, interpreting, off_gpu
+from braze.compiler.codegen.kernel_modules import KernelModule, handwritten_candidates, interpreting
 from braze.compiler.codegen.triton_quant import kernels as _kernels_mod
 from braze.ir import Graph, Node
-from braze.ir.decline import Decline
 
 GEMV_MAX_M = 16
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -185,12 +184,5 @@ def quant_linear(x, q, s, z, bias, *, bits: int, group_size: int, config: Mappin
 
 def generate(node: Node, graph: Graph, options, device) -> list:
     """Candidates for a ``quant_linear`` node (the generator registered as "triton_quant")."""
-    if node.op != "quant_linear":
-        return []
-    off = off_gpu(device, "quant_linear template", "triton_quant", "the torch reference dequantizes and multiplies")
-    if off is not None:
-        return off
-    why = _check(node)
-    if why:
-        return Decline.because(why, "quant_linear template", "triton_quant")
-    return [TritonQuantLinear(node)]
+    return handwritten_candidates(node, device, "quant_linear", "quant_linear template", "triton_quant",
+                                  "the torch reference dequantizes and multiplies", _check, TritonQuantLinear)
