@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator, Mapping, Sequence
 
+import torch
+
 from braze.autotune.measure import Measurement, _err, random_operands
 
 
@@ -39,8 +41,6 @@ class TargetDriver:
         return self.target
 
     def get_active_torch_device(self):
-        import torch
-
         return torch.device("cpu")
 
 
