@@ -90,8 +90,6 @@ def gpu_target(target: Sequence):
 def build(kernel, node, config: Mapping[str, Any], env: Mapping[str, Any], target: Sequence) -> Measurement:
     """Compile every launch of ``kernel.compile(config)`` on ``node``'s operands at
     ``env`` for ``target``; ``ok``, or ``compile_error`` with the reason."""
-    import torch
-
     try:
         xs = random_operands(node, {k: int(v) for k, v in env.items()}, "cpu", 0)
         with compiling_only(gpu_target(target)), torch.no_grad():
