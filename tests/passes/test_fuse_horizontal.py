@@ -30,23 +30,51 @@ def test_projections_become_one_gemm_and_graphs_share_the_concatenation():
             torch.testing.assert_close(got, x @ w.T)
     (c1,), (c2,) = _cats(g1), _cats(g2)
     assert c1 is c2                                     # one copy of the concatenated weights
+    for w, rows in zip(ws, ((0, 8), (8, 12), (12, 16))):   # the parts now view their rows of it
+        assert w.data_ptr() == c1[rows[0]].data_ptr() and torch.equal(w, c1[rows[0]:rows[1]])
     with torch.no_grad():
-        ws[1].add_(1.0)                                 # a weight changed in place: a new concatenation
-    g3 = fuse_horizontal(_qkv_graph(2, ws))
-    (c3,) = _cats(g3)
-    assert c3 is not c1
-    x = torch.randn(2, 16)
-    torch.testing.assert_close(interpret(g3, x)[1], x @ ws[1].T)
+        ws[1].add_(1.0)                                 # a weight changed in place: the graphs see it
+    x = torch.randn(1, 16)
+    torch.testing.assert_close(interpret(g2, x)[1], x @ ws[1].T)
+    (c3,) = _cats(fuse_horizontal(_qkv_graph(2, ws)))
+    assert c3 is c1
     w0 = ws[0]
     w0.data = w0.data.double().float() * 2            # .data replaced (as module.double() does): same
     (c5,) = _cats(fuse_horizontal(_qkv_graph(2, ws)))  # object and version, new storage
     assert c5 is not c3 and torch.equal(c5[:8], w0)
-    ws[2].data.copy_(torch.randn(4, 16))              # written through .data: no version bump
+    assert ws[1].data_ptr() == c3[8].data_ptr()         # ws[1] no longer owns its storage: a copy
+    c5[12:].zero_()                                      # rows of a copy that went stale
     (c6,) = _cats(fuse_horizontal(_qkv_graph(2, ws)))
     assert c6 is not c5 and torch.equal(c6[12:], ws[2])
     other = [w.clone() for w in ws]                     # equal values, other tensors: not the same parts
     (c4,) = _cats(fuse_horizontal(_qkv_graph(2, other)))
     assert c4 is not c6 and torch.equal(c4, c6)
+    assert all(w.data_ptr() == c4[r].data_ptr() for w, r in zip(other, (0, 8, 12)))
+
+
+def test_module_weights_are_held_once_and_follow_in_place_updates():
+    """The module's projections view the concatenation: no second copy, and ``copy_``
+    into a weight reaches the compiled graphs (a dead graph's concatenation is found
+    again while the parts live)."""
+    import gc
+
+    lin = [torch.nn.Linear(16, n, bias=False) for n in (8, 4, 4)]
+    ws = [m.weight for m in lin]
+    storages = {w.untyped_storage().data_ptr() for w in ws}
+    g1 = fuse_horizontal(_qkv_graph(1, ws))
+    (c1,) = _cats(g1)
+    assert {w.untyped_storage().data_ptr() for w in ws} == {c1.untyped_storage().data_ptr()} != storages
+    ptr = c1.data_ptr()
+    del g1, c1
+    gc.collect()
+    g2 = fuse_horizontal(_qkv_graph(3, ws))
+    (c2,) = _cats(g2)
+    assert c2.data_ptr() == ptr                        # no new copy for the next graph
+    with torch.no_grad():
+        lin[2].weight.copy_(torch.randn(4, 16))
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(interpret(g2, x)[2], lin[2](x))
 
 
 def test_inference_tensors_are_concatenated_too():
