@@ -234,6 +234,44 @@ def test_decode_split_kv_without_packing():
     run_dense(B=1, Hq=2, Hkv=2, Sq=1, Sk=50, config=cfg(16, 16, pack=False, splits=3))
 
 
+@pytest.mark.parametrize("pack,splits,dtype", [(True, 4, torch.bfloat16), (False, 3, torch.float32),
+                                               (True, 5, torch.float16)])
+def test_fused_combine_merges_in_the_last_chunk(pack, splits, dtype):
+    """FUSE_COMBINE: no combine launch; the last chunk of each program merges. Chunks with no
+    visible key (a short valid prefix cut in 4-5 chunks), GQA packed or not, a mask; the
+    counts are left at zero, so a second launch (as a CUDA graph replays) merges again."""
+    from braze.compiler.codegen.triton_attention import launch
+
+    B, Hq, Hkv, L = 3, 8, 2, 90
+    mask = torch.zeros(B, 1, 1, L, dtype=torch.bool)
+    for b, n in enumerate((3, 40, 90)):
+        mask[b, ..., :n] = True
+    config = dict(cfg(16, 16, pack=pack, splits=splits), MASK_SKIP=True, FUSE_COMBINE=True)
+    calls = []
+    real = launch._template
+
+    def spy(*a, **kw):
+        tpl = real(*a, **kw)
+
+        class Counting:
+            def __getattr__(self, name):
+                if name == "attention_combine_kernel":
+                    calls.append(name)
+                return getattr(tpl, name)
+        return Counting()
+
+    launch._template = spy
+    try:
+        for _ in range(2):
+            out, ref = run_dense(B=B, Hq=Hq, Hkv=Hkv, Sq=1, Sk=L, dtype=dtype, mask=mask, mask_kind="bool",
+                                 config=config)
+    finally:
+        launch._template = real
+    assert calls == []
+    dev = out.device
+    assert int(launch._COUNTS[dev].abs().sum()) == 0
+
+
 # ---- varlen -----------------------------------------------------------------------------------
 
 def run_varlen(lens_q, lens_k, Hq=4, Hkv=2, D=64, dtype=torch.float32, causal="bottom_right", window=None,

@@ -259,7 +259,7 @@ def test_defaults_are_valid_on_h100_and_cpu(problem):
 def test_constraints_reject_what_does_not_fit():
     p = _problem(D=256, Dv=256)
     big = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 5, "PACK_GQA": False, "TMA": False,
-           "SPLITS": 1, "MASK_SKIP": False}
+           "SPLITS": 1, "MASK_SKIP": False, "FUSE_COMBINE": False}
     assert "shared memory: Q tile + num_stages K/V tiles" in space.ATTENTION_SPACE.violations(big, p, H100)
     assert space.ATTENTION_SPACE.violations(dict(big, SPLITS=4, num_stages=1, BLOCK_N=32, BLOCK_M=64,
                                                  num_warps=8), p, H100) == \

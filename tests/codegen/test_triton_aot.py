@@ -105,7 +105,7 @@ def test_bmm_epilogue_with_views_compiles():
     assert c.features.get("wgmma", 0) > 0
 
 
-@pytest.mark.parametrize("case", ["causal", "mask_skip", "gqa_packed", "decode_split_tma"])
+@pytest.mark.parametrize("case", ["causal", "mask_skip", "gqa_packed", "decode_split_tma", "decode_fused_combine"])
 def test_attention_template_compiles_for_hopper(case):
     import math
 
@@ -122,22 +122,24 @@ def test_attention_template_compiles_for_hopper(case):
     elif case == "gqa_packed":
         D = 64
         cfg["PACK_GQA"] = True
-    elif case == "decode_split_tma":
+    elif case.startswith("decode"):
         S, Sk = 1, 4096
-        cfg.update(BLOCK_M=16, BLOCK_N=128, num_warps=4, PACK_GQA=True, TMA=True, SPLITS=8)
+        cfg.update(BLOCK_M=16, BLOCK_N=128, num_warps=4, PACK_GQA=True, TMA=True, SPLITS=8,
+                   FUSE_COMBINE=case == "decode_fused_combine")
     q = torch.empty(B, S, Hq, D, dtype=BF16).transpose(1, 2)
     k = torch.empty(B, Sk, Hkv, D, dtype=BF16).transpose(1, 2)
     v = torch.empty(B, Sk, Hkv, D, dtype=BF16).transpose(1, 2)
-    if case == "decode_split_tma":
+    if case.startswith("decode"):
         k, v = k.contiguous(), v.contiguous()
     out = compile_attention_for_target(q, k, v, mask, config=cfg, scale=1 / math.sqrt(D), groups=Hq // Hkv, **attrs)
     names = [c.name for c in out]
     want = {"causal": ["attention_fwd_kernel"], "gqa_packed": ["attention_fwd_kernel"],
             "mask_skip": ["mask_tile_flags_kernel", "mask_block_summary_kernel", "attention_fwd_kernel"],
-            "decode_split_tma": ["attention_fwd_kernel", "attention_combine_kernel"]}[case]
+            "decode_split_tma": ["attention_fwd_kernel", "attention_combine_kernel"],
+            "decode_fused_combine": ["attention_fwd_kernel"]}[case]
     assert names == want
     main = out[names.index("attention_fwd_kernel")]
-    if case == "decode_split_tma":
+    if case.startswith("decode"):
         assert main.features.get("cp.async.bulk.tensor", 0) > 0, main.features
     else:
         assert main.features.get("wgmma", 0) > 0, main.features

@@ -2,7 +2,9 @@
 
 For an ``attention`` node: :class:`TritonAttention` (the template; its
 per-problem default picks the prefill form, or the decode form with GQA
-packing and split-KV when Sq <= 16) and :class:`SdpaAttention` where the
+packing and split-KV when Sq <= 16), on CUDA a second one whose default
+merges the split-KV chunks in the kernel (``FUSE_COMBINE``; the quick
+selection times both) and :class:`SdpaAttention` where the
 attributes map to SDPA. For an ``attention_varlen`` node:
 :class:`TritonAttentionVarlen` (and on CUDA :class:`FlashVarlenAttention` where it
 maps: torch's flash varlen kernel). ``kernels_for`` appends the generic
@@ -23,7 +25,8 @@ from braze.ir.decline import Decline
 from braze.compiler.codegen.triton_attention import launch
 from braze.compiler.codegen.triton_attention.sdpa import (FlashVarlenAttention, SdpaAttention, flash_varlen_maps,
                                                           sdpa_maps)
-from braze.compiler.codegen.triton_attention.space import ATTENTION_SPACE, VARLEN_SPACE
+from braze.compiler.codegen.triton_attention.space import (ATTENTION_SPACE, DECODE_MAX_SQ, FUSED_COMBINE_SPACE,
+                                                           VARLEN_SPACE)
 from braze.compiler.codegen.triton_attention.spec import (OPS, AttentionSpec, device_ok, read_spec,
                                                           why_unsupported)
 
@@ -67,13 +70,17 @@ class TritonAttention:
     backend: str = "triton"
     space: Space = field(default=ATTENTION_SPACE, repr=False)
     source: str = field(default="", repr=False)
+    fused_combine: bool = False     # FUSED_COMBINE_SPACE's default: timed beside the first by the quick selection
+    quick_measure: bool = False
 
     def __post_init__(self):
-        self.name = self.name or _name(self.spec)
+        if self.fused_combine:
+            self.space, self.quick_measure = FUSED_COMBINE_SPACE, True
+        self.name = self.name or _name(self.spec) + ("_fused_combine" if self.fused_combine else "")
         self.source = self.source or _header(self.spec) + _template_source()
 
     def key(self) -> str:
-        return self.spec.key("triton")
+        return self.spec.key("triton+fused_combine" if self.fused_combine else "triton")
 
     def problem(self, env: Mapping[str, int]) -> dict:
         return self.spec.problem(env)
@@ -153,11 +160,19 @@ def generate(node: Node, graph: Graph, options, device) -> list:
             return Decline.because(reason, "triton attention template", "triton_attention")
     elif device_ok(device.kind):
         out.append(TritonAttentionVarlen(spec) if spec.varlen else TritonAttention(spec))
+        if not spec.varlen and device.kind == "cuda" and _may_split(spec):
+            out.append(TritonAttention(spec, fused_combine=True))
     if sdpa_maps(spec, device.kind):
         out.append(SdpaAttention(spec))
     if flash_varlen_maps(spec, device.kind):
         out.append(FlashVarlenAttention(spec))
     return out
+
+
+def _may_split(spec: AttentionSpec) -> bool:
+    """The decode form (split-KV) may apply: at most DECODE_MAX_SQ queries per sequence."""
+    sq = spec.values["q"].type.shape[2]
+    return not isinstance(sq, int) or sq <= DECODE_MAX_SQ
 
 
 def check(kind: str, subgraph, device_kind: str) -> bool:

@@ -4,7 +4,8 @@
 k/v ``[B, Hkv, Sk, D]``, any strides), :func:`attention_varlen` the packed
 ``attention_varlen`` op (q ``[Tq, Hq, D]``, k/v ``[Tk, Hkv, D]``). A config
 (see ``space.py``) names BLOCK_M, BLOCK_N, num_warps, num_stages, PACK_GQA
-and SPLITS; SPLITS > 1 runs split-KV and the combine kernel.
+and SPLITS; SPLITS > 1 runs split-KV and the combine kernel, or with
+FUSE_COMBINE the merge inside the last chunk's program (:func:`_counts`).
 """
 from __future__ import annotations
 
@@ -143,6 +144,8 @@ class _DensePlan:
     combine_grid: tuple = ()
     combine_ints: tuple = ()
     combine_consts: dict = field(default_factory=dict)
+    fuse_combine: bool = False    # the last chunk merges (no combine launch)
+    out_strides: tuple = ()
     tma_blocks: Optional[tuple] = None
     summary: Optional["_SummaryPlan"] = None   # the mask's block summary (MASK_SKIP)
     slopes_cast: bool = False
@@ -259,6 +262,7 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
         plan.combine_ints = (Hq, Sq, splits, ws_strides[0], lse_strides[0], *o_strides)
         plan.combine_consts = dict(HEAD_DV=Dv, BLOCK_DV=bdv, SPLITS_P2=pow2(splits, 2),
                                    num_warps=4 if Dv >= 128 else 2)
+        plan.fuse_combine, plan.out_strides = bool(config.get("FUSE_COMBINE", False)), o_strides
     return plan
 
 
@@ -354,12 +358,38 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
         lse = torch.empty(plan.lse_shape, dtype=torch.float32, device=plan.device)
     else:
         o_t, lse = out, q  # q: placeholder pointer, never read
+    counts = _counts(plan.device, plan.grid[0] * plan.grid[1]) if plan.fuse_combine else None
+    if counts is not None:
+        fused = dict(zip(("sfb", "sfh", "sfs", "sfd"), plan.out_strides), FINAL=out, COUNT=counts, FUSE_COMBINE=True)
+    else:
+        fused = _NO_FUSED_COMBINE
     tpl.attention_fwd_kernel[plan.grid](
         q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, q, desc_k, desc_v,
-        summary, plan.scale2, plan.cap2, *plan.ints, **plan.consts, HAS_POS=False)
-    if plan.splits > 1:
+        summary, plan.scale2, plan.cap2, *plan.ints, **plan.consts, HAS_POS=False, **fused)
+    if plan.splits > 1 and counts is None:
         tpl.attention_combine_kernel[plan.combine_grid](o_t, lse, out, *plan.combine_ints, **plan.combine_consts)
     return out
+
+
+_NO_FUSED_COMBINE = dict(FINAL=None, COUNT=None, sfb=0, sfh=0, sfs=0, sfd=0, FUSE_COMBINE=False)
+
+# device -> int32 zeros: the chunk counts of FUSE_COMBINE launches. Every launch leaves its
+# counts at zero again, and launches on one device run one after another on its stream,
+# so one buffer serves them all.
+_COUNTS: dict = {}
+
+
+def _counts(device: torch.device, n: int) -> Optional[torch.Tensor]:
+    """At least ``n`` zeroed int32 counts on ``device``; None while a CUDA graph is being
+    captured and no buffer is large enough (memory allocated in a capture belongs to
+    that graph's pool, not to a buffer outliving it): that launch merges with the
+    combine kernel instead."""
+    buf = _COUNTS.get(device)
+    if buf is None or buf.numel() < n:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None
+        buf = _COUNTS[device] = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+    return buf
 
 
 # The last summary computed: (program call, mask tensor, summary plan, summary). Every
@@ -462,7 +492,7 @@ def _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, slopes=None, position
         HAS_ALIBI=sl is not None, VARLEN=True, PACK_GQA=pack, SPLIT=False, DOT_PREC=_dot_prec(q.dtype),
         DOT_F32=_dot_f32(q.dtype), USE_TMA=False, HAS_SUMMARY=False, HAS_SOFTCAP=bool(softcap),
         HAS_POS=positions is not None and window is not None, num_warps=int(config["num_warps"]),
-        num_stages=int(config["num_stages"]))
+        num_stages=int(config["num_stages"]), **_NO_FUSED_COMBINE)
     return out
 
 

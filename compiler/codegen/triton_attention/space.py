@@ -4,7 +4,8 @@ Knobs: BLOCK_M (query rows per program), BLOCK_N (keys per inner step),
 num_warps, num_stages (software pipelining of the K/V loads), PACK_GQA (the
 query heads sharing one K/V head in one program), TMA (K/V through tensor
 descriptors, Hopper), SPLITS (split-KV chunks, merged by the combine
-kernel; decode) and MASK_SKIP (with a mask operand: summary kernels read the
+kernel; decode), FUSE_COMBINE (the last chunk merges instead: no combine
+launch) and MASK_SKIP (with a mask operand: summary kernels read the
 mask once, then each row block visits only the key blocks the mask leaves
 visible and skips the mask load where it adds nothing; on by default). The
 problem is the dict of ``problem()`` in ``candidates.py``: B, Hq, Hkv,
@@ -112,7 +113,7 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         pack = decode and groups > 1
         bm = min(32, _pow2(problem["Sq"] * (groups if pack else 1)))
         return {"BLOCK_M": bm, "BLOCK_N": min(32, _pow2(problem["Sk"])), "num_warps": 4, "num_stages": 1,
-                "PACK_GQA": pack, "TMA": False, "SPLITS": 1, "MASK_SKIP": _has_mask(problem)}
+                "PACK_GQA": pack, "TMA": False, "SPLITS": 1, "MASK_SKIP": _has_mask(problem), "FUSE_COMBINE": False}
     hopper = device.capability[0] >= 9
     if decode:
         # measured on an H100 (bench/attention.py, CUDA graphs): BLOCK_N 128 through TMA,
@@ -124,6 +125,7 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
                "TMA": hopper and d <= 128}
         cfg["SPLITS"] = decode_splits(problem, device, bm, bn, pack)
         cfg["MASK_SKIP"] = _has_mask(problem)
+        cfg["FUSE_COMBINE"] = False
         return cfg
     if hopper:
         # measured on an H100 (bench/attention.py): 128 x 128 tiles, 8 warps, 3 stages for
@@ -142,7 +144,14 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         cfg.update(BLOCK_M=min(cfg["BLOCK_M"], 64), BLOCK_N=32, num_stages=2)
     cfg["BLOCK_M"] = min(cfg["BLOCK_M"], _pow2(problem["Sq"]))
     cfg["BLOCK_N"] = min(cfg["BLOCK_N"], _pow2(problem["Sk"]))
-    cfg.update(PACK_GQA=groups > 1 and d <= 64, TMA=False, SPLITS=1, MASK_SKIP=_has_mask(problem))
+    cfg.update(PACK_GQA=groups > 1 and d <= 64, TMA=False, SPLITS=1, MASK_SKIP=_has_mask(problem), FUSE_COMBINE=False)
+    return cfg
+
+
+def fused_combine_default(problem: Problem, device: DeviceInfo) -> Config:
+    """The default config, its split-KV chunks merged by the last chunk (where it splits)."""
+    cfg = default_config(problem, device)
+    cfg["FUSE_COMBINE"] = cfg["SPLITS"] > 1
     return cfg
 
 
@@ -163,13 +172,17 @@ _COMMON_CONSTRAINTS = (
     Constraint("TMA needs Hopper or newer", _tma_on_device),
 )
 
-ATTENTION_SPACE = Space(
-    _COMMON_KNOBS + (_TMA, Knob("SPLITS", (1, 2, 4, 8, 16, 32, 64, 128)), Knob("MASK_SKIP", (False, True))),
-    _COMMON_CONSTRAINTS + (Constraint("SPLITS > 1 only for decode (Sq <= 16), >= one block per split",
-                                      _split_for_decode),
-                           Constraint("MASK_SKIP needs a mask operand", _skip_needs_mask)),
-    default=default_config,
-)
+_SPLITS = (1, 2, 4, 8, 16, 32, 64, 128)
+_DENSE_KNOBS = _COMMON_KNOBS + (_TMA, Knob("SPLITS", _SPLITS), Knob("MASK_SKIP", (False, True)),
+                                Knob("FUSE_COMBINE", (False, True), when=("SPLITS", _SPLITS[1:])))
+_DENSE_CONSTRAINTS = _COMMON_CONSTRAINTS + (
+    Constraint("SPLITS > 1 only for decode (Sq <= 16), >= one block per split", _split_for_decode),
+    Constraint("MASK_SKIP needs a mask operand", _skip_needs_mask))
+
+ATTENTION_SPACE = Space(_DENSE_KNOBS, _DENSE_CONSTRAINTS, default=default_config)
+
+# The same space, searched from the fused merge: the quick selection's second Triton candidate.
+FUSED_COMBINE_SPACE = Space(_DENSE_KNOBS, _DENSE_CONSTRAINTS, default=fused_combine_default)
 
 VARLEN_SPACE = Space(
     _COMMON_KNOBS + (Knob("TMA", (False,)), Knob("SPLITS", (1,)), Knob("MASK_SKIP", (False,))),
@@ -177,4 +190,4 @@ VARLEN_SPACE = Space(
     default=default_config,
 )
 
-__all__ = ["ATTENTION_SPACE", "VARLEN_SPACE", "default_config", "decode_splits", "smem_bytes", "regs_per_thread"]
+__all__ = ["ATTENTION_SPACE", "FUSED_COMBINE_SPACE", "VARLEN_SPACE", "default_config", "decode_splits", "smem_bytes", "regs_per_thread"]

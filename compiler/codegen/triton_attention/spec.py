@@ -24,7 +24,7 @@ log = logging.getLogger("braze.codegen.attention")
 OPS = ("attention", "attention_varlen")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEAD_DIM = 256
-TEMPLATE_VERSION = "fa-fwd-2"  # 2: mask block summary (MASK_SKIP)
+TEMPLATE_VERSION = "fa-fwd-3"  # 2: mask block summary (MASK_SKIP); 3: FUSE_COMBINE
 
 _SIGNATURES = {"attention": inspect.signature(attention_reference),
                "attention_varlen": inspect.signature(attention_varlen_reference)}

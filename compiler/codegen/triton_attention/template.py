@@ -10,7 +10,8 @@ One kernel, specialised by constexpr, serves every form braze runs:
   with a mask summary, a decode step's valid cache rows only) are cut into
   equal chunks over grid axis 2; each chunk writes its normalised partial output and its
   log-sum-exp to a float32 workspace, and :func:`attention_combine_kernel`
-  merges them (decode against a long cache);
+  merges them (decode against a long cache); with ``FUSE_COMBINE`` the last
+  chunk of a row block to finish merges them instead (one launch fewer a layer);
 - varlen (``VARLEN``): packed tokens ``[T, H, D]`` with ``cu_seqlens``.
 
 Scores live in log2 units: ``qk_scale = scale * log2(e)`` is folded into
@@ -178,7 +179,7 @@ def attention_fwd_kernel(
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
         VARLEN: tl.constexpr, PACK_GQA: tl.constexpr, SPLIT: tl.constexpr, DOT_PREC: tl.constexpr,
         DOT_F32: tl.constexpr, USE_TMA: tl.constexpr, HAS_SUMMARY: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
-        HAS_POS: tl.constexpr):
+        HAS_POS: tl.constexpr, FINAL, COUNT, sfb, sfh, sfs, sfd, FUSE_COMBINE: tl.constexpr):
     """Attention forward. CAUSAL: 0 none, 1 top_left, 2 bottom_right.
     MASK_KIND: 0 none, 1 bool (uint8, nonzero = visible), 2 additive.
     DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8).
@@ -189,7 +190,11 @@ def attention_fwd_kernel(
     HAS_POS (varlen): POS (``[T]``, one packing for q and k) holds each packed token's
     position in its original row; the window compares positions. Positions are at least
     as far apart as rows, so the key range bounds from rows stay safe, but no block is
-    known to be inside the window: every block is masked."""
+    known to be inside the window: every block is masked.
+    FUSE_COMBINE (with SPLIT): each chunk counts itself done in COUNT (int32, one per
+    (row block, batch x head) program, zero before the launch and left zero after); the
+    last one merges every chunk's partials into FINAL (``[B, Hq, Sq, Dv]``, strides
+    sfb, sfh, sfs, sfd), as :func:`attention_combine_kernel` would."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -339,13 +344,43 @@ def attention_fwd_kernel(
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
     o_off = tok * sos + head * soh
+    o_mask = row_ok[:, None] & (offs_dv[None, :] < HEAD_DV)
     if SPLIT:
+        O_ws = O
+        LSE += b64 * slb
         O += pid_s.to(tl.int64) * sosp
         lse = tl.where(empty, float("-inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
-        LSE += b64 * slb + pid_s.to(tl.int64) * slsp
-        tl.store(LSE + tok * slq + head * slh, lse, mask=row_ok)
+        tl.store(LSE + pid_s.to(tl.int64) * slsp + tok * slq + head * slh, lse, mask=row_ok)
     o_ptrs = O + o_off[:, None] + offs_dv[None, :] * sod
-    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None] & (offs_dv[None, :] < HEAD_DV))
+    tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=o_mask)
+    if SPLIT and FUSE_COMBINE:
+        # NOTE: the barrier orders every thread's stores before the release of the count
+        # (one thread runs a scalar atomic); the merging program's barrier after its
+        # acquire orders its threads' loads after it; .cg loads skip the (incoherent) L1.
+        tl.debug_barrier()
+        c_ptr = COUNT + pid_bh * tl.num_programs(0) + pid_m
+        done = tl.atomic_add(c_ptr, 1, sem="acq_rel")
+        if done == tl.num_programs(2) - 1:
+            tl.debug_barrier()
+            l_off = tok * slq + head * slh
+            mx = tl.full([BLOCK_M], 0, tl.float32) - float("inf")
+            for s in range(0, tl.num_programs(2)):
+                mx = tl.maximum(mx, tl.load(LSE + s * slsp + l_off, mask=row_ok, other=float("-inf"),
+                                            cache_modifier=".cg"))
+            mx = tl.where(mx == float("-inf"), 0.0, mx)
+            den = tl.full([BLOCK_M], 0, tl.float32)
+            merged = tl.full([BLOCK_M, BLOCK_DV], 0, tl.float32)
+            for s in range(0, tl.num_programs(2)):
+                w = tl.math.exp2(tl.load(LSE + s * slsp + l_off, mask=row_ok, other=float("-inf"),
+                                         cache_modifier=".cg") - mx)
+                part = tl.load(O_ws + s * sosp + o_off[:, None] + offs_dv[None, :] * sod, mask=o_mask, other=0.0,
+                               cache_modifier=".cg")
+                den += w
+                merged += w[:, None] * part.to(tl.float32)
+            merged = merged / tl.where(den > 0.0, den, 1.0)[:, None]
+            f_ptrs = FINAL + b64 * sfb + (tok * sfs + head * sfh)[:, None] + offs_dv[None, :] * sfd
+            tl.store(f_ptrs, merged.to(FINAL.dtype.element_ty), mask=o_mask)
+            tl.atomic_xchg(c_ptr, 0)    # ready for the next launch (and a CUDA graph's replay)
 
 
 @triton.jit
