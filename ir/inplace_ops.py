@@ -60,8 +60,22 @@ INPLACE_OF = {"index_copy": "index_copy_", "index_put": "index_put_", "slice_sca
 # Pointwise ops written in place when their result replaces operand 0 (a step counter).
 POINTWISE_INPLACE_OF = {"add": "add_", "sub": "sub_", "mul": "mul_", "div": "div_"}
 
+def _distinct_rows_sample(node, env, generator) -> dict:
+    """Random rows for ``index_copy_``'s index that keep its contract: no row named twice
+    (a repeated row is written in any order on a GPU: no two runs need agree)."""
+    base, dim, index = node.args[0], node.args[1], node.args[2]
+    base = base[0] if isinstance(base, (list, tuple)) else base
+    rows = base.type.concrete_shape(env)[dim]
+    n = index.type.concrete_shape(env)
+    n = n[0] if n else 1
+    if n > rows:
+        return {}
+    pick = torch.randperm(rows, generator=generator)[:n]
+    return {index: pick.reshape(index.type.concrete_shape(env)).to(index.type.dtype)}
+
+
 register(OpDef("index_copy_", Category.OPAQUE, aten.index_copy_, packet=aten.index_copy_, writes=0,
-               doc="base.index_copy_(dim, index, src): writes the rows named by index"))
+               sample=_distinct_rows_sample, doc="base.index_copy_(dim, index, src): writes the rows named by index"))
 register(OpDef("index_put_", Category.OPAQUE, aten.index_put_, packet=aten.index_put_, writes=0,
                doc="base.index_put_(indices, values, accumulate): writes the elements indexed"))
 register(OpDef("slice_scatter_", Category.OPAQUE, _slice_scatter_, infer=_same_as_base, writes=0,
@@ -98,4 +112,5 @@ def _index_copy_many_(bases, dim, index, srcs):
 
 register(OpDef("index_copy_many_", Category.OPAQUE, _index_copy_many_,
                infer=lambda bases, dim, index, srcs: tuple(b.type for b in bases), writes=EACH,
+               sample=_distinct_rows_sample,
                doc="index_copy_ of several buffers at the same rows (a layer's K and V cache writes)"))

@@ -308,10 +308,11 @@ def test_varlen_window_over_positions_with_holes(pack):
     lens, Hq, Hkv, D, window = [20, 7, 33], 4, 2, 32, 5
     cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32)
     t = int(cu[-1])
-    g = torch.Generator().manual_seed(3)
-    step = 1 + (torch.rand(t, generator=g) < 0.3).long() * 2          # holes of two positions
+    dev = cu.device                                                    # a cuda default device on the GPU
+    g = torch.Generator(device=dev).manual_seed(3)
+    step = 1 + (torch.rand(t, generator=g, device=dev) < 0.3).long() * 2   # holes of two positions
     pos = torch.cat([torch.cumsum(step[int(cu[b]):int(cu[b + 1])], 0) - 1 for b in range(len(lens))])
-    q, k, v = (torch.randn(t, h, D, generator=g) for h in (Hq, Hkv, Hkv))
+    q, k, v = (torch.randn(t, h, D, generator=g, device=dev) for h in (Hq, Hkv, Hkv))
     attrs = dict(scale=D ** -0.5, causal="bottom_right", window=window, groups=Hq // Hkv)
     out = attention_varlen(q, k, v, cu, cu, None, pos, config=cfg(16, 16, pack=pack), max_seqlen_q=max(lens),
                            max_seqlen_k=max(lens), **attrs)

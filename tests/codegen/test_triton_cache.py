@@ -53,3 +53,18 @@ def test_generator_takes_hf_caches_and_declines_the_rest(monkeypatch):
     other = _node(1, 8, 64, 64, 1, torch.bfloat16, dim=1)
     assert "dim 1" in why_not(other)
     assert isinstance(generate(other, None, None, CUDA), Decline)
+
+
+@pytest.mark.parametrize("n,S", [(512, 2048), (16, 16), (1, 8)])
+def test_checker_operands_name_each_row_once(n, S):
+    """The selection's random operands keep index_copy_'s contract: a prefill's 512 rows
+    of a 2048-row cache are distinct (randint's repeats made every candidate, the library
+    call included, differ from the reference on a GPU, where repeated rows land in any
+    order)."""
+    from braze.autotune.measure import random_operands
+
+    node = _node(1, 2, S, 8, n, torch.bfloat16)
+    for seed in range(3):
+        idx = random_operands(node, {}, "cpu", seed)[2]
+        assert idx.dtype == torch.int64 and idx.shape == (n,)
+        assert idx.unique().numel() == n and 0 <= int(idx.min()) and int(idx.max()) < S
