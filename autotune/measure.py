@@ -42,7 +42,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 from braze.autotune.contract import LibraryKernel
 from braze.ir import REGISTRY
-from braze.ir.interpreter import random_tensor
+from braze.ir.interpreter import random_operand
 
 log = logging.getLogger("braze.autotune.measure")
 
@@ -102,12 +102,13 @@ def node_device(node) -> str:
 
 
 def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0) -> list[torch.Tensor]:
-    """Fresh random tensors (never zeros) for the node's operands at ``env``;
-    operands with an invariant (``OpDef.sample``) keep it."""
+    """Fresh random tensors (never zeros) for the node's operands at ``env``, each with
+    the strides it has at run time (``random_operand``: views of another value are
+    replayed on a random base); operands with an invariant (``OpDef.sample``) keep it."""
     g = torch.Generator().manual_seed(seed)
     op = REGISTRY.get(node.op)
     special = op.sample(node, env, g) if op is not None and op.sample is not None else {}
-    return [special[v].to(device) if v in special else random_tensor(v.type, env, device, g) for v in node.inputs]
+    return [special[v].to(device) if v in special else random_operand(v, env, device, g) for v in node.inputs]
 
 
 def reference_outputs(node, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:

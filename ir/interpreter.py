@@ -94,6 +94,43 @@ def random_inputs(graph: Graph, env: Mapping[str, int], device: Optional[str] = 
     return [random_tensor(n.type, env, device, generator) for n in graph.inputs]
 
 
+# Views replayed on a random base by :func:`random_operand`, so that an operand has the
+# strides it has at run time.
+STRIDED_VIEWS = frozenset({"permute", "t", "transpose", "slice", "select", "expand", "unsqueeze", "squeeze", "reshape",
+                           "view", "_unsafe_view", "alias", "diagonal", "narrow", "movedim"})
+MAX_VIEW_CHAIN = 6
+
+
+def random_operand(v: Value, env: Mapping[str, int], device: Optional[str] = None,
+                   generator: Optional[torch.Generator] = None, _depth: int = 0) -> torch.Tensor:
+    """A random tensor for value ``v`` with the layout ``v`` has when the graph runs:
+    where ``v`` is a view (a chain of up to MAX_VIEW_CHAIN views) of another value, a
+    random tensor of that value's type seen through the same views. A weight read
+    through ``permute`` is then K-major as at run time, not a contiguous [K, N] tensor
+    (which a kernel tiling K along the fast axis reads at another speed)."""
+    n = v.node
+    if (_depth < MAX_VIEW_CHAIN and n.op in STRIDED_VIEWS and len(n.types) == 1 and n.args
+            and isinstance(n.args[0], Value) and not _holds_value((n.args[1:], n.kwargs))):
+        base = random_operand(n.args[0], env, device, generator, _depth + 1)
+        try:
+            out = get_op(n.op).resolve(n.overload)(base, *concretize(n.args[1:], env),
+                                                   **{k: concretize(a, env) for k, a in n.kwargs})
+        except Exception:  # noqa: BLE001 - a view torch refuses here: a plain random tensor
+            out = None
+        if isinstance(out, torch.Tensor) and out.dtype == v.type.dtype \
+                and tuple(out.shape) == v.type.concrete_shape(env):
+            return out
+    return random_tensor(v.type, env, device, generator)
+
+
+def _holds_value(obj) -> bool:
+    if isinstance(obj, Value):
+        return True
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_value(o) for o in obj)
+    return False
+
+
 def random_tensor(t: TensorType, env: Mapping[str, int], device: Optional[str] = None,
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
     shape = t.concrete_shape(env)

@@ -2,6 +2,12 @@
 
     mm(x, permute(dequantize(q, s, z), [1, 0]))           -> quant_linear(x, q, s, z)
     addmm(b, x, permute(dequantize(q, s, z), [1, 0]))     -> quant_linear(x, q, s, z, b)
+    bmm(x3, expand(permute(dequantize(q, s, z), [1, 0]), [B, K, N]))
+        -> reshape(quant_linear(reshape(x3, [B * M, K]), q, s, z), [B, M, N])
+
+(the last: ``F.linear`` of a 3-D activation that ATen's ``matmul`` does not fold into
+one ``mm``, as a decode step's o_proj does; unfolded, every step wrote the whole
+dequantized weight and read it again).
 
 ``quant_linear`` (``ir/quant.py``) dequantizes inside the GEMM's operand
 load, so no dequantized weight is written to memory. Then, as
@@ -34,7 +40,28 @@ def _dequantized_weight(b: Value) -> Optional[Node]:
     return None
 
 
+def _fold_batched(n: Node, b: Builder):
+    """bmm of a 3-D activation with a dequantized weight broadcast over the batch."""
+    x3, w3 = n.args
+    e = w3.node
+    if e.op != "expand" or e.args[0].type.rank != 2 or x3.type.rank != 3 or n.kwargs:
+        return None
+    dq = _dequantized_weight(e.args[0])
+    if dq is None or dq.args[5] != x3.type.dtype or n.type.dtype != x3.type.dtype:
+        return None
+    q, s, z, bits, group, _ = dq.args
+    bs, m, k = x3.type.shape
+    x2 = b.call("reshape", x3, (-1, k))
+    rows = x2.type.shape[0]
+    out_t = TensorType((rows, n.type.shape[2]), n.type.dtype, n.type.device)
+    y = b.append(Node("quant_linear", (x2, q, s, z, None), (("bits", bits), ("group_size", group)), (out_t,),
+                      "", n.name or "quant_linear")).out()
+    return (b.call("reshape", y, tuple(n.type.shape)),)
+
+
 def _fold(n: Node, b: Builder):
+    if n.op == "bmm":
+        return _fold_batched(n, b)
     if n.op == "mm":
         x, dq, bias = n.args[0], _dequantized_weight(n.args[1]), None
     elif n.op == "addmm" and not n.kwargs and len(n.args) == 3:
