@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Protocol
 from braze.autotune.space import EMPTY, Config, Space, pow2_bucket
 from braze.ir import Graph, Node, Value, get_op, print_graph
 from braze.ir.graph import has_syms, map_values
-from braze.ir.interpreter import interpret
+from braze.ir.interpreter import MAX_VIEW_CHAIN, interpret, is_strided_view
 from braze.ir.types import DTYPE_NAMES
 
 
@@ -53,19 +53,38 @@ class Kernel(Protocol):
         """A callable ``(*operand tensors) -> tensor | tuple`` for this config, any shape."""
 
 
-def node_graph(node: Node, name: str = "kernel") -> Graph:
-    """A graph whose only compute node is ``node``, its operands as inputs."""
+def node_graph(node: Node, name: str = "kernel", views: bool = False) -> Graph:
+    """A graph whose only compute node is ``node``, its operands as inputs.
+
+    ``views``: an operand that is a view of another value (``is_strided_view``, up to
+    MAX_VIEW_CHAIN deep: a weight's ``permute``, a slice of a GEMM's output) comes with
+    its views, their first operand an input: a process rebuilding the node from this
+    graph (a tuning worker) draws operands with the strides they have at run time."""
     env: dict[Value, Value] = {}
     inputs: list[Node] = []
-    for i, v in enumerate(node.inputs):
+    body: list[Node] = []
+
+    def operand(v: Value, i: int, depth: int = 0) -> Value:
         if v in env:
-            continue
-        inp = Node("input", (f"a{i}",), types=(v.type,), name=f"a{i}")
-        inputs.append(inp)
-        env[v] = inp.out()
+            return env[v]
+        n = v.node
+        if views and depth < MAX_VIEW_CHAIN and is_strided_view(n):
+            base = operand(n.args[0], i, depth + 1)
+            view = Node(n.op, (base,) + tuple(n.args[1:]), n.kwargs, n.types, n.overload, n.name)
+            body.append(view)
+            env[v] = view.out()
+        else:
+            inp = Node("input", (f"a{i}" if depth == 0 else f"a{i}_{depth}",), types=(v.type,),
+                       name=f"a{i}" if depth == 0 else f"a{i}_{depth}")
+            inputs.append(inp)
+            env[v] = inp.out()
+        return env[v]
+
+    for i, v in enumerate(node.inputs):
+        operand(v, i)
     n2 = Node(node.op, map_values(node.args, env.__getitem__), map_values(node.kwargs, env.__getitem__), node.types,
               node.overload, node.name)
-    return Graph(tuple(inputs) + (n2,), tuple(inputs), n2.outputs, {}, (), name)
+    return Graph(tuple(inputs) + tuple(body) + (n2,), tuple(inputs), n2.outputs, {}, (), name)
 
 
 def canonical_ir(text: str) -> str:

@@ -57,7 +57,7 @@ def tasks_for(program, env_of_graph: dict, options) -> list[Task]:
     tasks = []
     seen = set()
     for node, launcher in program.launchers.items():
-        ir = print_graph(node_graph(node))
+        ir = print_graph(node_graph(node, views=True))
         types = [v.type for v in node.inputs] + list(node.types)
         env = {s: env_of_graph[s] for t in types for s in t.symbols if s in env_of_graph}
         key = (ir, tuple(sorted(env.items())))

@@ -30,6 +30,7 @@ from braze.autotune.contract import (LibraryKernel, backend_allows, canonical_ir
                                      load_generators, node_graph)
 from braze.ir import Graph, Node, parse_graph, print_graph
 from braze.ir.decline import Decline
+from braze.ir.interpreter import is_strided_view
 from braze.autotune.options import Options
 from braze.autotune.space import device_info
 
@@ -42,10 +43,12 @@ class RecipeError(RuntimeError):
 
 
 def the_node(graph: Graph) -> Node:
+    """The kernel's node: the last compute node; any before it are its operands' views."""
     nodes = graph.compute_nodes
-    if len(nodes) != 1:
-        raise RecipeError(f"a kernel recipe's graph has {len(nodes)} compute nodes, expected 1")
-    return nodes[0]
+    if not nodes or any(not is_strided_view(n) for n in nodes[:-1]) or graph.outputs[0].node is not nodes[-1]:
+        raise RecipeError(f"a kernel recipe's graph has {len(nodes)} compute nodes, expected one and its "
+                          f"operands' views")
+    return nodes[-1]
 
 
 def generator_ref(fn: Callable) -> str:
@@ -79,7 +82,7 @@ def make_recipe(kernel, node: Node, options, generators: Optional[Sequence[str]]
     """The recipe of one candidate of ``node`` (``index``: its position among
     the node's candidates, the fallback when its key cannot be matched)."""
     return {
-        "ir": print_graph(node_graph(node)),
+        "ir": print_graph(node_graph(node, views=True)),
         "key": kernel.key(),
         "family": family_key(kernel, node),
         "name": kernel.name,

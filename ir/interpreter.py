@@ -109,8 +109,7 @@ def random_operand(v: Value, env: Mapping[str, int], device: Optional[str] = Non
     through ``permute`` is then K-major as at run time, not a contiguous [K, N] tensor
     (which a kernel tiling K along the fast axis reads at another speed)."""
     n = v.node
-    if (_depth < MAX_VIEW_CHAIN and n.op in STRIDED_VIEWS and len(n.types) == 1 and n.args
-            and isinstance(n.args[0], Value) and not _holds_value((n.args[1:], n.kwargs))):
+    if _depth < MAX_VIEW_CHAIN and is_strided_view(n):
         base = random_operand(n.args[0], env, device, generator, _depth + 1)
         try:
             out = get_op(n.op).resolve(n.overload)(base, *concretize(n.args[1:], env),
@@ -121,6 +120,12 @@ def random_operand(v: Value, env: Mapping[str, int], device: Optional[str] = Non
                 and tuple(out.shape) == v.type.concrete_shape(env):
             return out
     return random_tensor(v.type, env, device, generator)
+
+
+def is_strided_view(n) -> bool:
+    """``n`` is a view (STRIDED_VIEWS) of its first operand, every other argument a constant."""
+    return (n.op in STRIDED_VIEWS and len(n.types) == 1 and bool(n.args) and isinstance(n.args[0], Value)
+            and not _holds_value((n.args[1:], n.kwargs)))
 
 
 def _holds_value(obj) -> bool:

@@ -129,33 +129,3 @@ def test_attention_reference_is_computed_in_batch_slices_when_its_scores_are_lar
     assert m._reference_chunks(node, xs) == 3
     torch.testing.assert_close(m.reference_outputs(node, xs)[0], whole[0], rtol=0, atol=0)
 
-
-def test_operands_keep_the_layout_views_give_them():
-    """A GEMM group reading a weight through ``permute`` (as every decode projection does)
-    gets a K-major operand, as at run time (a contiguous [K, N] one timed the GEMV form at
-    half its speed); slices and expands keep their strides; a symbolic row count binds."""
-    from braze.autotune.measure import random_operands
-    from braze.ir import Builder
-    from braze.ir.types import Sym
-
-    b = Builder()
-    x = b.input("x", ("s0", 64), torch.float32)
-    w = b.constant(torch.randn(96, 64), "w")
-    qkv = b.input("qkv", (2, 96), torch.float32)
-    wt = b.call("permute", w, (1, 0))
-    sl = b.call("slice", qkv, 1, 32, 96)
-    ex = b.call("expand", b.call("reshape", b.input("s", (64,), torch.float32), (1, 64)), (Sym("s0"), 64))
-    mm = b.call("mm", x, wt)
-    y = b.call("add", b.call("mul", x, ex, overload="Tensor"), 1.0, overload="Tensor")
-    g = b.graph([mm, sl, y])
-    mm_node = [n for n in g.compute_nodes if n.op == "mm"][0]
-    mul_node = [n for n in g.compute_nodes if n.op == "mul"][0]
-    xs = random_operands(mm_node, {"s0": 3}, "cpu")
-    assert xs[0].shape == (3, 64) and xs[0].is_contiguous()
-    assert xs[1].shape == (64, 96) and xs[1].stride() == (1, 64)
-    assert xs[1].abs().sum() > 0
-    xs = random_operands(mul_node, {"s0": 3}, "cpu")
-    assert xs[1].shape == (3, 64) and xs[1].stride() == (0, 1)
-    sl_node = [n for n in g.compute_nodes if n.op == "slice"][0]
-    (q,) = random_operands(sl_node, {}, "cpu")
-    assert q.is_contiguous()        # qkv is an input: a plain tensor
