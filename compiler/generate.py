@@ -146,8 +146,9 @@ class _DecodeStep:
     WARMUP = 2
 
     def __init__(self, call, cache, params: SamplingParams, batch: int, max_len: int, device, eos, pad,
-                 cuda_graph: bool):
+                 cuda_graph: bool, weights=lambda: ()):
         self.call, self.cache, self.eos, self.pad = call, cache, eos, pad
+        self.weights = weights
         self.sampler = Sampler(params, device, seed=0)
         self.mask = torch.ones(batch, max_len, dtype=torch.long, device=device)
         self.token = torch.zeros(batch, dtype=torch.long, device=device)
@@ -200,6 +201,9 @@ class _DecodeStep:
 
     def _capture(self) -> None:
         torch.cuda.synchronize()
+        # NOTE: the graph reads the weights' storage as it is now: keep it, should a
+        # parameter's .data be swapped later (runtime.CudaGraphPlan does the same).
+        self.storages = tuple(t.data for t in self.weights())
         graph = torch.cuda.CUDAGraph()
         # NOTE: capture records the step without running it: nothing advances here.
         try:
@@ -229,7 +233,8 @@ def _step(model, state: _ModelState, params: SamplingParams, batch: int, max_len
         with torch.inference_mode():
             cache = _cache(model, batch, max_len, param.dtype if param is not None else torch.float32, device)
         step = state.steps[key] = _DecodeStep(_forward_call(model, state.forward), cache, params, batch, max_len,
-                                              device, eos, pad, cuda_graph=torch.device(device).type == "cuda")
+                                              device, eos, pad, cuda_graph=torch.device(device).type == "cuda",
+                                              weights=lambda: [*model.parameters(), *model.buffers()])
     return step
 
 

@@ -109,7 +109,7 @@ class CompiledProgram:
         plan = build_plan(self.graph, self.launchers, env)
         if self.cuda_graphs and all(x.is_cuda for x in inputs) and inputs and not profile.enabled() \
                 and not torch.cuda.is_current_stream_capturing():
-            plan = CudaGraphPlan(plan, inputs, written=self._written)
+            plan = CudaGraphPlan(plan, inputs, written=self._written, constants=self.graph.constants.values())
         self._plans[key] = plan
         if len(self._plans) > MAX_PLANS:
             self._plans.popitem(last=False)
@@ -135,13 +135,19 @@ class CudaGraphPlan:
     cache gets its own capture.
     """
 
-    def __init__(self, plan: Callable, inputs: Sequence[torch.Tensor], written: Sequence[int] = ()):
+    def __init__(self, plan: Callable, inputs: Sequence[torch.Tensor], written: Sequence[int] = (),
+                 constants=()):
         self.plan = plan
         self.written = tuple(written)
+        self.constants = tuple(constants)
         self.graph = None
         self.warm = False
 
     def _capture(self, inputs: Sequence[torch.Tensor]) -> None:
+        # NOTE: the graph reads the constants' storage as it is now; a parameter whose
+        # ``.data`` is swapped later (``shared_constants`` rebinding a weight onto its
+        # concatenation for another graph, ``module.half()``) must not free it under us.
+        self.storages = tuple(t.data for t in self.constants if isinstance(t, torch.Tensor))
         self.static_in = [x if i in self.written else x.clone() for i, x in enumerate(inputs)]
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):

@@ -35,3 +35,22 @@ def test_padded_bert_replays_a_cuda_graph_without_host_copies_in_capture():
             got = fast(**inp).last_hidden_state
             valid = inp["attention_mask"].bool()
             torch.testing.assert_close(got[valid], want[valid], rtol=1e-4, atol=1e-4)
+
+
+def test_a_captured_graph_keeps_the_weights_it_read_when_their_data_is_swapped():
+    """A parameter rebound after capture (``p.data = ...``, as shared_constants does for a
+    later graph's concatenation) must not free the storage the captured graph reads: the
+    replay still computes with the weights it was captured on, never with freed memory."""
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64)).cuda().eval()
+    fast = braze.jit(model, cuda_graphs=True, strict=True)
+    x = torch.randn(4, 64, device="cuda")
+    with torch.no_grad():
+        want = model(x)
+        for _ in range(3):
+            fast(x)
+        for p in model.parameters():
+            p.data = p.data.clone()                      # the old storages: only the graph holds them
+        junk = [torch.full((64, 64), float("nan"), device="cuda") for _ in range(64)]   # reuse freed blocks
+        got = fast(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    del junk
