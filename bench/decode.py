@@ -482,6 +482,12 @@ def write(out: str, tag: str, meta: dict, steps: list, gens: list) -> None:
     with open(os.path.join(out, f"decode{tag}.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
+    try:
+        from plot_decode import plot  # same folder
+
+        plot([os.path.join(out, f"decode{tag}.json")], os.path.join(out, f"decode{tag}.png"))
+    except (ImportError, ValueError) as e:
+        print(f"no plot: {e}", flush=True)
 
 
 if __name__ == "__main__":
