@@ -110,12 +110,12 @@ def random_operand(v: Value, env: Mapping[str, int], device: Optional[str] = Non
     (which a kernel tiling K along the fast axis reads at another speed)."""
     n = v.node
     if _depth < MAX_VIEW_CHAIN and is_strided_view(n):
-        base = random_operand(n.args[0], env, device, generator, _depth + 1)
         try:
+            base = random_operand(n.args[0], env, device, generator, _depth + 1)
             out = get_op(n.op).resolve(n.overload)(base, *concretize(n.args[1:], env),
                                                    **{k: concretize(a, env) for k, a in n.kwargs})
-        except Exception:  # noqa: BLE001 - a view torch refuses here: a plain random tensor
-            out = None
+        except Exception:  # noqa: BLE001 - a base of a symbol env does not bind, a view torch
+            out = None     # refuses: a plain random tensor
         if isinstance(out, torch.Tensor) and out.dtype == v.type.dtype \
                 and tuple(out.shape) == v.type.concrete_shape(env):
             return out

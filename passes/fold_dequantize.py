@@ -44,8 +44,9 @@ def _fold_batched(n: Node, b: Builder):
     """bmm of a 3-D activation with a dequantized weight broadcast over the batch."""
     x3, w3 = n.args
     e = w3.node
-    if e.op != "expand" or e.args[0].type.rank != 2 or x3.type.rank != 3 or n.kwargs:
-        return None
+    if (e.op != "expand" or e.args[0].type.rank != 2 or x3.type.rank != 3 or n.kwargs
+            or tuple(e.args[0].type.shape) != tuple(w3.type.shape[1:])):
+        return None     # NOTE: only a broadcast over the batch, never a widened size-1 dim
     dq = _dequantized_weight(e.args[0])
     if dq is None or dq.args[5] != x3.type.dtype or n.type.dtype != x3.type.dtype:
         return None

@@ -11,12 +11,12 @@ become one GEMM on weights concatenated once at compile time, followed by
 the same way). One wide GEMM keeps the tensor cores busier than three
 narrow ones and reads ``x`` once.
 
-NOTE: the concatenated weights are new constants; the module's own
-parameters stay alive too (it still owns them), so these weights are held
-twice in memory. They are made once per set of weights, not once per
-compiled graph (``concat_once``): the prefill and decode graphs of a model,
-and each of its recompiles, share one copy (each graph had its own: three
-copies of every Q/K/V and gate/up weight once a model decoded).
+NOTE: the concatenated weights are new constants, made once per set of
+weights, not once per compiled graph (``concat_once``): the prefill and
+decode graphs of a model, and each of its recompiles, share one copy (each
+graph had its own: three copies of every Q/K/V and gate/up weight once a
+model decoded), and the module's parameters are rebound onto their rows of
+it, so the weights are held once.
 """
 from __future__ import annotations
 

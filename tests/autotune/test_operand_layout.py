@@ -3,6 +3,7 @@
 import torch
 
 from braze.autotune.measure import random_operands
+from braze.autotune.contract import structural_key
 from braze.autotune.recipe import node_graph, the_node
 from braze.ir import Builder, parse_graph, print_graph
 from braze.ir.types import Sym
@@ -21,7 +22,7 @@ def test_operands_keep_the_layout_views_give_them():
     ex = b.call("expand", b.call("reshape", b.input("s", (64,), torch.float32), (1, 64)), (Sym("s0"), 64))
     mm = b.call("mm", x, wt)
     y = b.call("add", b.call("mul", x, ex, overload="Tensor"), 1.0, overload="Tensor")
-    g = b.graph([mm, sl, y])
+    g = b.graph([mm, b.call("relu", sl), y])
     mm_node = [n for n in g.compute_nodes if n.op == "mm"][0]
     mul_node = [n for n in g.compute_nodes if n.op == "mul"][0]
     xs = random_operands(mm_node, {"s0": 3}, "cpu")
@@ -30,9 +31,10 @@ def test_operands_keep_the_layout_views_give_them():
     assert xs[1].abs().sum() > 0
     xs = random_operands(mul_node, {"s0": 3}, "cpu")
     assert xs[1].shape == (3, 64) and xs[1].stride() == (0, 1)
-    sl_node = [n for n in g.compute_nodes if n.op == "slice"][0]
-    (q,) = random_operands(sl_node, {}, "cpu")
+    (q,) = random_operands([n for n in g.compute_nodes if n.op == "slice"][0], {}, "cpu")
     assert q.is_contiguous()        # qkv is an input: a plain tensor
+    (sq,) = random_operands([n for n in g.compute_nodes if n.op == "relu"][0], {}, "cpu")
+    assert sq.shape == (2, 64) and sq.stride() == (96, 1) and not sq.is_contiguous()   # a slice of it
 
 
 def test_a_worker_rebuilds_the_views_of_the_operands():
@@ -51,3 +53,15 @@ def test_a_worker_rebuilds_the_views_of_the_operands():
     assert xs[1].shape == (64, 96) and xs[1].stride() == (1, 64)
     bare = node_graph(node)
     assert len(bare.compute_nodes) == 1 and "permute" not in print_graph(bare)
+    assert structural_key(rebuilt) == structural_key(node)
+
+
+def test_an_unbound_symbol_of_a_base_falls_back_to_a_plain_operand():
+    """A view whose base has a symbol the binding lacks (a tuning task binds only the
+    node's own symbols): a plain random tensor, not an error."""
+    b = Builder()
+    h = b.input("h", (2, "s0", 64), torch.float32)
+    last = b.call("select", h, 1, -1)
+    g = b.graph([b.call("relu", last)])
+    (x,) = random_operands(g.compute_nodes[-1], {}, "cpu")
+    assert x.shape == (2, 64)

@@ -201,3 +201,37 @@ def test_fused_combine_under_replay(B, splits):
         worst = max(worst, (out.float() - want.float()).abs().max().item())
     torch.cuda.synchronize()
     assert worst <= 1e-2, worst
+
+
+def test_fused_combine_graph_survives_a_larger_count_buffer():
+    """A graph captured while the count buffer was small replays correctly after a larger
+    launch replaced that buffer (the old one must stay allocated: the graph writes it)."""
+    from braze.compiler.codegen.triton_attention import launch
+
+    def run(B, Hq, graph=False):
+        q = torch.randn(B, 1, Hq, 64, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+        k = torch.randn(B, Hq, 2048, 64, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn(B, Hq, 2048, 64, device="cuda", dtype=torch.bfloat16)
+        cfg = {"BLOCK_M": 16, "BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "PACK_GQA": False, "TMA": False,
+               "SPLITS": 8, "FUSE_COMBINE": True}
+        attrs = dict(scale=0.125, causal="bottom_right", groups=1)
+        ref = attention_reference(q.double(), k.double(), v.double(), None, None, **attrs)
+        return q, k, v, cfg, attrs, ref
+
+    q, k, v, cfg, attrs, ref = run(1, 8)
+    launch._COUNTS.clear()
+    launch.attention_dense(q, k, v, None, None, config=cfg, **attrs)
+    small = launch._COUNTS[q.device].numel()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = launch.attention_dense(q, k, v, None, None, config=cfg, **attrs)
+    q2, k2, v2, _, _, ref2 = run(64, 32)                 # 2048 programs: a larger buffer
+    big = launch.attention_dense(q2, k2, v2, None, None, config=cfg, **attrs)
+    assert launch._COUNTS[q.device].numel() > small
+    assert _rel(big, ref2) <= 1e-2
+    filler = [torch.full((1024,), 7, dtype=torch.int32, device="cuda") for _ in range(256)]
+    for _ in range(20):
+        graph.replay()
+        torch.cuda.synchronize()
+        assert _rel(out, ref) <= 1e-2
+    del filler

@@ -84,3 +84,33 @@ def test_inference_tensors_are_concatenated_too():
     g1, g2 = fuse_horizontal(_qkv_graph(1, ws + ws[:1])), fuse_horizontal(_qkv_graph(3, ws + ws[:1]))
     (c1,), (c2,) = _cats(g1), _cats(g2)
     assert c1 is c2 and not c1.is_inference()
+
+
+def test_parts_rebound_only_when_safe():
+    """No rebinding across dtypes (torch.cat would promote a part), none for a weight
+    another tensor views (tied weights stay tied), and a concatenation the parts left
+    (``.data`` swapped, as ``module.half()`` does) is freed with its last graph."""
+    import gc
+    import weakref
+
+    from braze.passes.shared_constants import concat_once
+
+    a, b = torch.randn(4, 8), torch.randn(2, 8).double()
+    concat_once([a, b])
+    assert a.dtype == torch.float32 and b.dtype == torch.float64 and a.untyped_storage().nbytes() == 4 * 8 * 4
+    w, tied = torch.randn(4, 8), None
+    tied = w.view(4, 8)                                  # a second tensor on w's storage
+    c = torch.randn(3, 8)
+    cat = concat_once([w, c])
+    assert w.data_ptr() != cat.data_ptr() and tied.data_ptr() == w.data_ptr()
+    p, q = torch.randn(4, 8), torch.randn(3, 8)
+    cat = concat_once([p, q])
+    assert p.data_ptr() == cat.data_ptr()
+    ref = weakref.ref(cat)
+    p.data, q.data = p.data.clone(), q.data.clone()     # the parts leave the concatenation
+    del cat
+    gc.collect()
+    assert ref() is None
+    e, f = torch.randn(2, 8), torch.empty(0, 8)        # an empty part
+    c1 = concat_once([e, f])
+    assert concat_once([e, f]) is c1 and c1.shape == (2, 8)

@@ -170,9 +170,9 @@ def generate(node: Node, graph: Graph, options, device) -> list:
 
 
 def _may_split(spec: AttentionSpec) -> bool:
-    """The decode form (split-KV) may apply: at most DECODE_MAX_SQ queries per sequence."""
+    """The decode form (split-KV) applies: at most DECODE_MAX_SQ queries per sequence."""
     sq = spec.values["q"].type.shape[2]
-    return not isinstance(sq, int) or sq <= DECODE_MAX_SQ
+    return isinstance(sq, int) and sq <= DECODE_MAX_SQ     # a decode step's shapes are static
 
 
 def check(kind: str, subgraph, device_kind: str) -> bool:

@@ -374,9 +374,14 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
 _NO_FUSED_COMBINE = dict(FINAL=None, COUNT=None, sfb=0, sfh=0, sfs=0, sfd=0, FUSE_COMBINE=False)
 
 # device -> int32 zeros: the chunk counts of FUSE_COMBINE launches. Every launch leaves its
-# counts at zero again, and launches on one device run one after another on its stream,
-# so one buffer serves them all.
+# counts at zero again, and the launches of one device run one after another on its stream,
+# so one buffer serves them all. NOTE: two FUSE_COMBINE launches in flight at once on two
+# streams of one device would share counts; braze launches a program's kernels on the
+# caller's current stream, one after another.
 _COUNTS: dict = {}
+# Every count buffer ever made: a CUDA graph captured with a smaller one keeps its address,
+# so a buffer replaced by a larger one must never be freed (a few KB each).
+_ALL_COUNTS: list = []
 
 
 def _counts(device: torch.device, n: int) -> Optional[torch.Tensor]:
@@ -388,7 +393,9 @@ def _counts(device: torch.device, n: int) -> Optional[torch.Tensor]:
     if buf is None or buf.numel() < n:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
             return None
-        buf = _COUNTS[device] = torch.zeros(max(n, 1024), dtype=torch.int32, device=device)
+        buf = _COUNTS[device] = torch.zeros(max(n, 1024, 2 * (buf.numel() if buf is not None else 0)),
+                                            dtype=torch.int32, device=device)
+        _ALL_COUNTS.append(buf)
     return buf
 
 
