@@ -101,14 +101,17 @@ def node_device(node) -> str:
     return "cpu"
 
 
-def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0) -> list[torch.Tensor]:
+def random_operands(node, env: Mapping[str, int], device: str, seed: int = 0,
+                    values: bool = True) -> list[torch.Tensor]:
     """Fresh random tensors (never zeros) for the node's operands at ``env``, each with
     the strides it has at run time (``random_operand``: views of another value are
-    replayed on a random base); operands with an invariant (``OpDef.sample``) keep it."""
+    replayed on a random base); operands with an invariant (``OpDef.sample``) keep it.
+    ``values=False``: floating-point operands uninitialised (for a compile only)."""
     g = torch.Generator().manual_seed(seed)
     op = REGISTRY.get(node.op)
     special = op.sample(node, env, g) if op is not None and op.sample is not None else {}
-    return [special[v].to(device) if v in special else random_operand(v, env, device, g) for v in node.inputs]
+    return [special[v].to(device) if v in special else random_operand(v, env, device, g, values=values)
+            for v in node.inputs]
 
 
 def reference_outputs(node, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:

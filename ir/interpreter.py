@@ -102,16 +102,20 @@ MAX_VIEW_CHAIN = 6
 
 
 def random_operand(v: Value, env: Mapping[str, int], device: Optional[str] = None,
-                   generator: Optional[torch.Generator] = None, _depth: int = 0) -> torch.Tensor:
+                   generator: Optional[torch.Generator] = None, _depth: int = 0, values: bool = True) -> torch.Tensor:
     """A random tensor for value ``v`` with the layout ``v`` has when the graph runs:
     where ``v`` is a view (a chain of up to MAX_VIEW_CHAIN views) of another value, a
     random tensor of that value's type seen through the same views. A weight read
     through ``permute`` is then K-major as at run time, not a contiguous [K, N] tensor
-    (which a kernel tiling K along the fast axis reads at another speed)."""
+    (which a kernel tiling K along the fast axis reads at another speed).
+
+    ``values=False``: floating-point tensors are left uninitialised (a compile needs their
+    shapes, strides and alignment only; drawing a 128k x 2k LM-head weight on the host
+    takes seconds); integer and bool ones, which launchers may read, stay random."""
     n = v.node
     if _depth < MAX_VIEW_CHAIN and is_strided_view(n):
         try:
-            base = random_operand(n.args[0], env, device, generator, _depth + 1)
+            base = random_operand(n.args[0], env, device, generator, _depth + 1, values)
             out = get_op(n.op).resolve(n.overload)(base, *concretize(n.args[1:], env),
                                                    **{k: concretize(a, env) for k, a in n.kwargs})
         except Exception:  # noqa: BLE001 - a base of a symbol env does not bind, a view torch
@@ -119,6 +123,8 @@ def random_operand(v: Value, env: Mapping[str, int], device: Optional[str] = Non
         if isinstance(out, torch.Tensor) and out.dtype == v.type.dtype \
                 and tuple(out.shape) == v.type.concrete_shape(env):
             return out
+    if not values and v.type.dtype.is_floating_point:
+        return torch.empty(v.type.concrete_shape(env), dtype=v.type.dtype, device=device or v.type.device)
     return random_tensor(v.type, env, device, generator)
 
 

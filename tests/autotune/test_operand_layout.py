@@ -65,3 +65,22 @@ def test_an_unbound_symbol_of_a_base_falls_back_to_a_plain_operand():
     g = b.graph([b.call("relu", last)])
     (x,) = random_operands(g.compute_nodes[-1], {}, "cpu")
     assert x.shape == (2, 64)
+
+
+def test_operands_for_a_compile_only_skip_drawing_floats():
+    """values=False (compile-ahead workers): float operands uninitialised, on their layout;
+    integer operands keep their sampled invariant (distinct rows of a cache write)."""
+    b = Builder()
+    w = b.constant(torch.randn(96, 64), "w")
+    x = b.input("x", (2, 64), torch.float32)
+    mm = b.call("mm", x, b.call("permute", w, (1, 0)))
+    cache = b.input("c", (1, 2, 16, 8), torch.float32)
+    idx = b.input("i", (16,), torch.int64)
+    src = b.input("s", (1, 2, 16, 8), torch.float32)
+    wr = b.call("index_copy_", cache, 2, idx, src)
+    g = b.graph([mm, wr])
+    xs = random_operands([n for n in g.compute_nodes if n.op == "mm"][0], {}, "cpu", values=False)
+    assert xs[1].stride() == (1, 64)
+    node = [n for n in g.compute_nodes if n.op == "index_copy_"][0]
+    c, i, _ = random_operands(node, {}, "cpu", values=False)
+    assert sorted(i.tolist()) == list(range(16))
