@@ -17,6 +17,7 @@ compiled graph): the window is applied by the attention mask instead.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import weakref
@@ -234,7 +235,7 @@ def _step(model, state: _ModelState, params: SamplingParams, batch: int, max_len
             cache = _cache(model, batch, max_len, param.dtype if param is not None else torch.float32, device)
         step = state.steps[key] = _DecodeStep(_forward_call(model, state.forward), cache, params, batch, max_len,
                                               device, eos, pad, cuda_graph=torch.device(device).type == "cuda",
-                                              weights=lambda: [*model.parameters(), *model.buffers()])
+                                              weights=functools.partial(_weights_of, weakref.ref(model)))
     return step
 
 
@@ -353,6 +354,13 @@ def _cache_init_shape(model):
         return None
     heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     return heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+
+
+def _weights_of(model_ref) -> list:
+    """The parameters and buffers of the model a weak reference names (none once it is gone:
+    a step must not keep its model alive, _STATES is keyed weakly by it)."""
+    model = model_ref()
+    return [] if model is None else [*model.parameters(), *model.buffers()]
 
 
 def _forward_call(model, forward):
