@@ -51,8 +51,7 @@ def _fold_batched(n: Node, b: Builder):
     if dq is None or dq.args[5] != x3.type.dtype or n.type.dtype != x3.type.dtype:
         return None
     q, s, z, bits, group, _ = dq.args
-    bs, m, k = x3.type.shape
-    x2 = b.call("reshape", x3, (-1, k))
+    x2 = b.call("reshape", x3, (-1, x3.type.shape[2]))
     rows = x2.type.shape[0]
     out_t = TensorType((rows, n.type.shape[2]), n.type.dtype, n.type.device)
     y = b.append(Node("quant_linear", (x2, q, s, z, None), (("bits", bits), ("group_size", group)), (out_t,),
