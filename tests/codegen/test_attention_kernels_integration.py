@@ -25,6 +25,7 @@ from braze.compiler.kernels import GENERATORS, LibraryKernel, kernels_for  # noq
 from braze.compiler.report import GraphReport  # noqa: E402
 from braze.ir import Builder, get_op, verify  # noqa: E402
 from braze.ir.attention import attention_reference  # noqa: E402
+from braze.compiler.codegen.triton_attention.spec import read_spec  # noqa: E402
 
 H100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 132, 232448, 65536, 50 * 2 ** 20)
 CPU = DeviceInfo("cpu", "x86_64", cores=2)
@@ -333,3 +334,29 @@ def test_flash_varlen_glue_against_the_reference(monkeypatch, window):
                                      causal="bottom_right", window=window)
     assert calls == [(64, 64, True, None if window is None else window - 1, None if window is None else 0)]
     assert _rel(out, ref) < 1e-5 and torch.equal(out[30:], torch.zeros_like(out[30:]))
+
+
+@pytest.mark.parametrize("batch,sq,want", [
+    (1, 1, ["", "_fused_combine", "_fine_split"]),   # split-KV: merged in the kernel, and finer
+    (8, 1, [""]),                                   # 8 x 8 programs: no split, the variants would be the default
+    (1, 512, [""]),                                 # prefill
+    (1, "s0", [""]),                                # symbolic rows: not a decode step
+])
+def test_decode_variants_are_candidates_where_they_differ(batch, sq, want):
+    """On a GPU a decode step's attention gets the template's decode variants (timed by the
+    quick selection beside the default) only where their default configs differ from it."""
+    b = Builder()
+    q = b.input("q", (batch, 32, sq, 64), torch.bfloat16)
+    k = b.input("k", (batch, 8, 2048, 64), torch.bfloat16)
+    v = b.input("v", (batch, 8, 2048, 64), torch.bfloat16)
+    m = b.input("m", (batch, 1, sq, 2048), torch.bool)
+    g = b.graph([b.call("attention", q, k, v, m, scale=0.125, groups=4, mask_kind="bool")], name="decode")
+    node = g.compute_nodes[0]
+    cands = [c for c in candidates.generate(node, g, braze.Options(), H100) if isinstance(c, candidates.TritonAttention)]
+    base = candidates._name(read_spec(node))
+    assert [c.name[len(base):] for c in cands] == want
+    if len(cands) > 1:
+        problem = cands[0].problem({})
+        cfgs = [c.space.default_config(problem, H100) for c in cands]
+        assert cfgs[1]["FUSE_COMBINE"] and cfgs[2]["BLOCK_N"] == 64 and cfgs[2]["SPLITS"] == 2 * cfgs[0]["SPLITS"]
+        assert len({c.key() for c in cands}) == 3 and all(c.quick_measure for c in cands[1:])

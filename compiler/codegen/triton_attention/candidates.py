@@ -2,9 +2,10 @@
 
 For an ``attention`` node: :class:`TritonAttention` (the template; its
 per-problem default picks the prefill form, or the decode form with GQA
-packing and split-KV when Sq <= 16), on CUDA a second one whose default
-merges the split-KV chunks in the kernel (``FUSE_COMBINE``; the quick
-selection times both) and :class:`SdpaAttention` where the
+packing and split-KV when Sq <= 16), on CUDA for a decode step its
+variants (``space.DECODE_VARIANTS``: the split-KV chunks merged in the
+kernel, ``FUSE_COMBINE``; that with more, shorter chunks), which the quick
+selection times beside it, and :class:`SdpaAttention` where the
 attributes map to SDPA. For an ``attention_varlen`` node:
 :class:`TritonAttentionVarlen` (and on CUDA :class:`FlashVarlenAttention` where it
 maps: torch's flash varlen kernel). ``kernels_for`` appends the generic
@@ -25,7 +26,7 @@ from braze.ir.decline import Decline
 from braze.compiler.codegen.triton_attention import launch
 from braze.compiler.codegen.triton_attention.sdpa import (FlashVarlenAttention, SdpaAttention, flash_varlen_maps,
                                                           sdpa_maps)
-from braze.compiler.codegen.triton_attention.space import (ATTENTION_SPACE, DECODE_MAX_SQ, FUSED_COMBINE_SPACE,
+from braze.compiler.codegen.triton_attention.space import (ATTENTION_SPACE, DECODE_MAX_SQ, DECODE_VARIANTS,
                                                            VARLEN_SPACE)
 from braze.compiler.codegen.triton_attention.spec import (OPS, AttentionSpec, device_ok, read_spec,
                                                           why_unsupported)
@@ -70,17 +71,17 @@ class TritonAttention:
     backend: str = "triton"
     space: Space = field(default=ATTENTION_SPACE, repr=False)
     source: str = field(default="", repr=False)
-    fused_combine: bool = False     # FUSED_COMBINE_SPACE's default: timed beside the first by the quick selection
+    variant: str = ""               # a DECODE_VARIANTS name: its space's default, timed by the quick selection
     quick_measure: bool = False
 
     def __post_init__(self):
-        if self.fused_combine:
-            self.space, self.quick_measure = FUSED_COMBINE_SPACE, True
-        self.name = self.name or _name(self.spec) + ("_fused_combine" if self.fused_combine else "")
+        if self.variant:
+            self.space, self.quick_measure = DECODE_VARIANTS[self.variant], True
+        self.name = self.name or _name(self.spec) + (f"_{self.variant}" if self.variant else "")
         self.source = self.source or _header(self.spec) + _template_source()
 
     def key(self) -> str:
-        return self.spec.key("triton+fused_combine" if self.fused_combine else "triton")
+        return self.spec.key(f"triton+{self.variant}" if self.variant else "triton")
 
     def problem(self, env: Mapping[str, int]) -> dict:
         return self.spec.problem(env)
@@ -161,11 +162,31 @@ def generate(node: Node, graph: Graph, options, device) -> list:
     elif device_ok(device.kind):
         out.append(TritonAttentionVarlen(spec) if spec.varlen else TritonAttention(spec))
         if not spec.varlen and device.kind == "cuda" and _may_split(spec):
-            out.append(TritonAttention(spec, fused_combine=True))
+            out += _decode_variants(spec, device)
     if sdpa_maps(spec, device.kind):
         out.append(SdpaAttention(spec))
     if flash_varlen_maps(spec, device.kind):
         out.append(FlashVarlenAttention(spec))
+    return out
+
+
+def _decode_variants(spec: AttentionSpec, device) -> list:
+    """The decode variants whose default config differs from the template's and from the
+    variants' before them at this (static) problem; all of them when it has symbols."""
+    out: list = []
+    try:
+        problem = spec.problem({})
+        seen = [ATTENTION_SPACE.default_config(problem, device)]
+    except (KeyError, TypeError, ValueError):   # a symbolic dimension: no default to compare
+        problem, seen = None, []
+    for name in DECODE_VARIANTS:
+        k = TritonAttention(spec, variant=name)
+        if problem is not None:
+            cfg = k.space.default_config(problem, device)
+            if cfg in seen:
+                continue
+            seen.append(cfg)
+        out.append(k)
     return out
 
 

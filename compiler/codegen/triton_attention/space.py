@@ -155,6 +155,17 @@ def fused_combine_default(problem: Problem, device: DeviceInfo) -> Config:
     return cfg
 
 
+def fine_split_default(problem: Problem, device: DeviceInfo) -> Config:
+    """The fused-combine decode config with key blocks of 64 and twice the chunks: more,
+    shorter programs (a decode step's valid keys are often a few blocks of 128)."""
+    cfg = fused_combine_default(problem, device)
+    if cfg["SPLITS"] > 1 and cfg["BLOCK_N"] >= 128:
+        cfg["BLOCK_N"] = 64
+        if cfg["SPLITS"] < 128 and 2 * cfg["SPLITS"] * 64 <= problem["Sk"]:
+            cfg["SPLITS"] *= 2
+    return cfg
+
+
 _COMMON_KNOBS = (
     Knob("BLOCK_M", (16, 32, 64, 128, 256)),
     Knob("BLOCK_N", (16, 32, 64, 128)),
@@ -181,8 +192,12 @@ _DENSE_CONSTRAINTS = _COMMON_CONSTRAINTS + (
 
 ATTENTION_SPACE = Space(_DENSE_KNOBS, _DENSE_CONSTRAINTS, default=default_config)
 
-# The same space, searched from the fused merge: the quick selection's second Triton candidate.
-FUSED_COMBINE_SPACE = Space(_DENSE_KNOBS, _DENSE_CONSTRAINTS, default=fused_combine_default)
+# The same space from other starting points: the decode variants the quick selection times
+# beside the default (``candidates.py``), by name.
+DECODE_VARIANTS = {
+    "fused_combine": Space(_DENSE_KNOBS, _DENSE_CONSTRAINTS, default=fused_combine_default),
+    "fine_split": Space(_DENSE_KNOBS, _DENSE_CONSTRAINTS, default=fine_split_default),
+}
 
 VARLEN_SPACE = Space(
     _COMMON_KNOBS + (Knob("TMA", (False,)), Knob("SPLITS", (1,)), Knob("MASK_SKIP", (False,))),
@@ -190,4 +205,4 @@ VARLEN_SPACE = Space(
     default=default_config,
 )
 
-__all__ = ["ATTENTION_SPACE", "FUSED_COMBINE_SPACE", "VARLEN_SPACE", "default_config", "decode_splits", "smem_bytes", "regs_per_thread"]
+__all__ = ["ATTENTION_SPACE", "DECODE_VARIANTS", "VARLEN_SPACE", "default_config", "decode_splits", "smem_bytes", "regs_per_thread"]
