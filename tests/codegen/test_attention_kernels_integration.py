@@ -360,3 +360,17 @@ def test_decode_variants_are_candidates_where_they_differ(batch, sq, want):
         cfgs = [c.space.default_config(problem, H100) for c in cands]
         assert cfgs[1]["FUSE_COMBINE"] and cfgs[2]["BLOCK_N"] == 64 and cfgs[2]["SPLITS"] == 2 * cfgs[0]["SPLITS"]
         assert len({c.key() for c in cands}) == 3 and all(c.quick_measure for c in cands[1:])
+
+
+@pytest.mark.parametrize("dev", [H100, CPU], ids=["h100", "cpu"])
+def test_varlen_default_is_the_table_not_a_fallback(dev):
+    """The default table is valid in the varlen space (no knob it lacks): an invalid default
+    silently became the space's first valid config (16 x 16 tiles, 2 warps)."""
+    p = {"B": 4, "Hq": 12, "Hkv": 12, "groups": 1, "Sq": 512, "Sk": 512, "D": 64, "Dv": 64, "dtype": "f16",
+         "mask": "none"}
+    table = space.default_config(p, dev)
+    assert space.VARLEN_SPACE.violations(table, p, dev) == []
+    assert space.VARLEN_SPACE.default_config(p, dev) == space.VARLEN_SPACE.normalize(table)
+    for name, sp in space.DECODE_VARIANTS.items():
+        d = dict(p, Sq=1, Sk=2048, B=1, Hkv=4, groups=3)
+        assert sp.valid(sp.default(d, dev), d, dev), name           # each variant's own default, not a fallback

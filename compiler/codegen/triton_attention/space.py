@@ -113,7 +113,7 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         pack = decode and groups > 1
         bm = min(32, _pow2(problem["Sq"] * (groups if pack else 1)))
         return {"BLOCK_M": bm, "BLOCK_N": min(32, _pow2(problem["Sk"])), "num_warps": 4, "num_stages": 1,
-                "PACK_GQA": pack, "TMA": False, "SPLITS": 1, "MASK_SKIP": _has_mask(problem), "FUSE_COMBINE": False}
+                "PACK_GQA": pack, "TMA": False, "SPLITS": 1, "MASK_SKIP": _has_mask(problem)}
     hopper = device.capability[0] >= 9
     if decode:
         # measured on an H100 (bench/attention.py, CUDA graphs): BLOCK_N 128 through TMA,
@@ -125,7 +125,8 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
                "TMA": hopper and d <= 128}
         cfg["SPLITS"] = decode_splits(problem, device, bm, bn, pack)
         cfg["MASK_SKIP"] = _has_mask(problem)
-        cfg["FUSE_COMBINE"] = False
+        if cfg["SPLITS"] > 1:   # NOTE: a conditional knob; VARLEN_SPACE, which never splits, has none
+            cfg["FUSE_COMBINE"] = False
         return cfg
     if hopper:
         # measured on an H100 (bench/attention.py): 128 x 128 tiles, 8 warps, 3 stages for
@@ -144,14 +145,15 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         cfg.update(BLOCK_M=min(cfg["BLOCK_M"], 64), BLOCK_N=32, num_stages=2)
     cfg["BLOCK_M"] = min(cfg["BLOCK_M"], _pow2(problem["Sq"]))
     cfg["BLOCK_N"] = min(cfg["BLOCK_N"], _pow2(problem["Sk"]))
-    cfg.update(PACK_GQA=groups > 1 and d <= 64, TMA=False, SPLITS=1, MASK_SKIP=_has_mask(problem), FUSE_COMBINE=False)
+    cfg.update(PACK_GQA=groups > 1 and d <= 64, TMA=False, SPLITS=1, MASK_SKIP=_has_mask(problem))
     return cfg
 
 
 def fused_combine_default(problem: Problem, device: DeviceInfo) -> Config:
     """The default config, its split-KV chunks merged by the last chunk (where it splits)."""
     cfg = default_config(problem, device)
-    cfg["FUSE_COMBINE"] = cfg["SPLITS"] > 1
+    if cfg["SPLITS"] > 1:
+        cfg["FUSE_COMBINE"] = True
     return cfg
 
 
