@@ -9,6 +9,7 @@ from braze.passes.fold_dequantize import fold_dequantize
 from braze.passes.normalize_views import normalize_views
 from braze.passes.attention import specialize_attention
 from braze.passes.eliminate_padding import eliminate_padding
+from braze.passes.index_as_view import index_as_view
 from braze.passes.fuse_horizontal import fuse_horizontal
 from braze.passes.fuse import fuse
 from braze.passes.merge_parallel_groups import merge_parallel_groups
@@ -29,6 +30,8 @@ PIPELINE: list[Pass] = [
     Pass("specialize_attention", specialize_attention),
     # padding elimination
     Pass("eliminate_padding", eliminate_padding),
+    # a constant gather that names every element in order is a reshape (after the mask analyses)
+    Pass("index_as_view", index_as_view),
     # fuse
     Pass("fuse_horizontal", fuse_horizontal),
     Pass("fuse", fuse),
