@@ -74,8 +74,8 @@ def node_graph(node: Node, name: str = "kernel", views: bool = False) -> Graph:
             body.append(view)
             env[v] = view.out()
         else:
-            inp = Node("input", (f"a{i}" if depth == 0 else f"a{i}_{depth}",), types=(v.type,),
-                       name=f"a{i}" if depth == 0 else f"a{i}_{depth}")
+            name = f"a{i}" if depth == 0 else f"a{i}_{depth}"
+            inp = Node("input", (name,), types=(v.type,), name=name)
             inputs.append(inp)
             env[v] = inp.out()
         return env[v]

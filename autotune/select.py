@@ -102,8 +102,7 @@ def _select(launcher, env: Mapping[str, int]):
         # NOTE: only the first candidate (which runs anyway when nothing is
         # measured) and the library calls run in this process; other
         # generated candidates are only run by a search, in a worker.
-        picked = [configs[0]] + [(k, c) for k, c in configs[1:]
-                                 if getattr(k, "backend", "") == "library" or getattr(k, "quick_measure", False)]
+        picked = configs[:1] + [(k, c) for k, c in configs[1:] if _timed_quickly(k)]
         best = _quick(launcher, env, picked, db, sw)
         if best is not None:
             return Choice(best[0], best[1], source.get(id(best[0]), "default"))
@@ -166,7 +165,15 @@ def compiled_by_select(launcher, env: Mapping[str, int]) -> list:
     configs, _ = _nearest_or_default(launcher, env, db, sw)
     if mode != "measure":
         return configs[:1]
-    return configs[:1] + [(k, c) for k, c in configs[1:] if getattr(k, "quick_measure", False)]
+    return configs[:1] + [(k, c) for k, c in configs[1:]
+                          if _timed_quickly(k) and getattr(k, "backend", "") != "library"]
+
+
+def _timed_quickly(kernel) -> bool:
+    """Besides the first candidate, the quick selection times library calls and the
+    candidates that ask for it (``quick_measure``: a library GEMM with a generated
+    epilogue, the attention template's decode variants)."""
+    return getattr(kernel, "backend", "") == "library" or getattr(kernel, "quick_measure", False)
 
 
 def _safe(fn, db):

@@ -56,7 +56,7 @@ def main() -> None:
     torch.manual_seed(0)
     m = Projections().to(dev, dt).eval()
     r = args.rows
-    xs = [torch.randn(r, 2048, device=dev, dtype=dt) for _ in range(4)] + [torch.randn(r, 2048, device=dev, dtype=dt)]
+    xs = [torch.randn(r, 2048, device=dev, dtype=dt) for _ in range(5)]   # four activations and the residual
     fast = braze.jit(m)
     with torch.inference_mode():
         got = fast(*xs)

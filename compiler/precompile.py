@@ -166,12 +166,15 @@ def compile_ahead(todo: list[tuple], env: Mapping[str, int], n: int) -> int:
             log.debug("precompile: no recipe for %s: %s", kernel.name, e)
             continue
         requests.append((recipe, dict(config), dataclasses.asdict(launcher.device)))
+    n = min(n, len(requests))
+    if n < 1:
+        return 0
     # NOTE: one planner at a time uses the workers (two programs built from two threads
     # would otherwise share a worker's pipe).
     with _ahead_lock:
         t0 = time.perf_counter()
         free: queue.Queue = queue.Queue()
-        for w in _workers(min(n, len(requests))):
+        for w in _workers(n):
             free.put(w)
 
         def one(req) -> bool:
@@ -188,9 +191,8 @@ def compile_ahead(todo: list[tuple], env: Mapping[str, int], n: int) -> int:
                 log.debug("precompile: a worker could not build %s (%s): %s", recipe.get("name"), config, m.error)
             return m.status == "ok"
 
-        with ThreadPoolExecutor(max_workers=max(1, min(n, len(requests))),
-                                thread_name_prefix="braze-compile-ahead") as pool:
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="braze-compile-ahead") as pool:
             ok = sum(pool.map(one, requests))
-    log.info("braze: %d of %d kernels built in %d worker processes in %.1f s", ok, len(requests),
-             min(n, len(requests)), time.perf_counter() - t0)
+    log.info("braze: %d of %d kernels built in %d worker processes in %.1f s", ok, len(requests), n,
+             time.perf_counter() - t0)
     return ok

@@ -23,11 +23,10 @@ import torch
 from braze.ir import Graph, Value, get_op, rewrite
 from braze.ir.builder import Builder
 from braze.ir.graph import has_syms
+from braze.ir.interpreter import MAX_VIEW_CHAIN, is_strided_view
 
 # Largest operand whose element numbers are built to check the rule (a mask of a few rows).
 MAX_ELEMENTS = 1 << 22
-# Views through which an index tensor may reach its constant.
-_VIEWS = frozenset({"reshape", "view", "_unsafe_view", "unsqueeze", "squeeze", "expand", "alias"})
 
 
 def index_as_view(graph: Graph, ctx=None) -> Graph:
@@ -59,19 +58,17 @@ def index_as_view(graph: Graph, ctx=None) -> Graph:
 
 def _constant(v, b: Builder, depth: int = 0) -> Optional[torch.Tensor]:
     """The value of ``v`` when it is a constant or a static view chain of one; else None."""
-    if not isinstance(v, Value) or depth > 4:
+    if not isinstance(v, Value) or depth > MAX_VIEW_CHAIN:
         return None
     node = v.node
     if node.op == "constant":
         return b.constants.get(node.args[0])
-    if node.op not in _VIEWS or not node.args or has_syms(node.args[1:]) or node.kwargs:
-        return None
-    if any(isinstance(a, Value) for a in node.args[1:]):
+    if not is_strided_view(node) or has_syms((node.args[1:], node.kwargs)):
         return None
     base = _constant(node.args[0], b, depth + 1)
     if base is None:
         return None
     try:
-        return get_op(node.op).resolve(node.overload)(base, *node.args[1:])
+        return get_op(node.op).resolve(node.overload)(base, *node.args[1:], **dict(node.kwargs))
     except (RuntimeError, TypeError, ValueError):
         return None

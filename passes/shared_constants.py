@@ -143,13 +143,12 @@ def _rows_equal(cat: torch.Tensor, parts: Sequence[torch.Tensor]) -> bool:
     with torch.no_grad():
         for t in parts:
             n = t.shape[0] if t.dim() else 1
-            if (n and t.dim() and off + n <= cat.shape[0] and t.device == cat.device and t.dtype == cat.dtype
-                    and tuple(t.shape[1:]) == tuple(cat.shape[1:]) and t.is_contiguous()
-                    and t.data_ptr() == cat[off].data_ptr()):
-                off += n        # the part views these rows (aliased): equal by construction
-                continue
             if (t.dtype != cat.dtype or t.device != cat.device or tuple(t.shape[1:]) != tuple(cat.shape[1:])
-                    or off + n > cat.shape[0] or not torch.equal(cat[off:off + n], t)):
+                    or off + n > cat.shape[0]):
+                return False
+            # a part rebound onto these rows (``_alias_onto``) equals them by construction
+            aliased = n and t.dim() and t.is_contiguous() and t.data_ptr() == cat[off].data_ptr()
+            if not aliased and not torch.equal(cat[off:off + n], t):
                 return False
             off += n
     return off == cat.shape[0]

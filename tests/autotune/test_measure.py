@@ -128,4 +128,3 @@ def test_attention_reference_is_computed_in_batch_slices_when_its_scores_are_lar
     monkeypatch.setattr(m, "REFERENCE_SCORES_BYTES", 4 * 2 * 8 * 8 * 8 // 3 + 1)
     assert m._reference_chunks(node, xs) == 3
     torch.testing.assert_close(m.reference_outputs(node, xs)[0], whole[0], rtol=0, atol=0)
-

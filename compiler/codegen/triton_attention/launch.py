@@ -145,7 +145,6 @@ class _DensePlan:
     combine_ints: tuple = ()
     combine_consts: dict = field(default_factory=dict)
     fuse_combine: bool = False    # the last chunk merges (no combine launch)
-    out_strides: tuple = ()
     tma_blocks: Optional[tuple] = None
     summary: Optional["_SummaryPlan"] = None   # the mask's block summary (MASK_SKIP)
     slopes_cast: bool = False
@@ -262,7 +261,7 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
         plan.combine_ints = (Hq, Sq, splits, ws_strides[0], lse_strides[0], *o_strides)
         plan.combine_consts = dict(HEAD_DV=Dv, BLOCK_DV=bdv, SPLITS_P2=pow2(splits, 2),
                                    num_warps=4 if Dv >= 128 else 2)
-        plan.fuse_combine, plan.out_strides = bool(config.get("FUSE_COMBINE", False)), o_strides
+        plan.fuse_combine = bool(config.get("FUSE_COMBINE", False))
     return plan
 
 
@@ -360,7 +359,7 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
         o_t, lse = out, q  # q: placeholder pointer, never read
     counts = _counts(plan.device, plan.grid[0] * plan.grid[1]) if plan.fuse_combine else None
     if counts is not None:
-        fused = dict(zip(("sfb", "sfh", "sfs", "sfd"), plan.out_strides), FINAL=out, COUNT=counts, FUSE_COMBINE=True)
+        fused = dict(zip(("sfb", "sfh", "sfs", "sfd"), out.stride()), FINAL=out, COUNT=counts, FUSE_COMBINE=True)
     else:
         fused = _NO_FUSED_COMBINE
     tpl.attention_fwd_kernel[plan.grid](
