@@ -5,9 +5,13 @@ Weight-only quantization stores a linear layer's weight ``[N, K]`` as
 - int8, symmetric per output channel: ``qweight`` int8 ``[N, K]``, ``scales``
   ``[N]``; ``w = q * s``;
 - int4, asymmetric per group of ``group_size`` input channels: ``qweight``
-  uint8 ``[N, K / 2]`` (two values a byte: input channel ``2j`` in the low
-  nibble, ``2j + 1`` in the high one), ``scales`` and ``zeros`` ``[N, K / g]``;
-  ``w = (q - z) * s`` with ``q`` in [0, 15].
+  uint8 ``[N, K / 2]``, two values a byte in chunks of ``INT4_CHUNK`` (32)
+  input channels: byte ``16c + i`` of a row holds channel ``32c + i`` in its
+  low nibble and channel ``32c + 16 + i`` in its high one (so a kernel
+  reading 16 bytes meets two contiguous runs of 16 activations: vector
+  loads, not a stride-2 gather); ``scales`` and ``zeros`` ``[N, K / g]``;
+  ``w = (q - z) * s`` with ``q`` in [0, 15]. K is a multiple of 32 (every
+  group size is).
 
 ``dequantize(qweight, scales, zeros, bits, group_size, dtype)`` rebuilds the
 weight in ``dtype``; it is a torch custom op (``torch.ops.braze.dequantize``)
@@ -28,6 +32,7 @@ from braze.ir.registry import Category, OpDef, register
 from braze.ir.types import TensorType
 
 BITS = (4, 8)
+INT4_CHUNK = 32   # input channels per packed chunk: low nibbles the first half, high nibbles the second
 
 
 def check_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[torch.Tensor], bits: int,
@@ -44,9 +49,9 @@ def check_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[to
                              f"{tuple(qweight.shape)} and {tuple(scales.shape)}")
         return n, qweight.shape[1]
     k = qweight.shape[1] * 2
-    if qweight.dtype != torch.uint8 or group_size <= 0 or k % group_size:
+    if qweight.dtype != torch.uint8 or group_size <= 0 or k % group_size or k % INT4_CHUNK:
         raise ValueError(f"braze int4 weight: qweight uint8 [N, K/2] with K a multiple of the group size "
-                         f"{group_size}, got {qweight.dtype} {tuple(qweight.shape)}")
+                         f"{group_size} and of {INT4_CHUNK}, got {qweight.dtype} {tuple(qweight.shape)}")
     g = k // group_size
     if scales.shape != (n, g) or zeros is None or zeros.shape != (n, g):
         raise ValueError(f"braze int4 weight: scales and zeros [N, K/group] = [{n}, {g}], got "
@@ -55,16 +60,21 @@ def check_layout(qweight: torch.Tensor, scales: torch.Tensor, zeros: Optional[to
 
 
 def unpack_int4(qweight: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[N, K/2]`` -> values in [0, 15] as uint8 ``[N, K]`` (low nibble first)."""
-    lo = qweight & 0xF
-    hi = qweight >> 4
-    return torch.stack([lo, hi], dim=-1).reshape(qweight.shape[0], qweight.shape[1] * 2)
+    """uint8 ``[N, K/2]`` -> values in [0, 15] as uint8 ``[N, K]`` (chunks of ``INT4_CHUNK``)."""
+    n, half = qweight.shape
+    b = qweight.reshape(n, half * 2 // INT4_CHUNK, INT4_CHUNK // 2)
+    return torch.cat([b & 0xF, b >> 4], dim=2).reshape(n, half * 2)
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """Values in [0, 15] ``[N, K]`` (K even) -> uint8 ``[N, K/2]``, two a byte (low nibble first)."""
-    q = q.to(torch.uint8)
-    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
+    """Values in [0, 15] ``[N, K]`` -> uint8 ``[N, K/2]``: per chunk of ``INT4_CHUNK`` input channels,
+    the first half in the low nibbles and the second half in the high ones."""
+    n, k = q.shape
+    if k % INT4_CHUNK:
+        raise ValueError(f"braze int4 packing: {k} input channels, not a multiple of {INT4_CHUNK}")
+    c = q.to(torch.uint8).reshape(n, k // INT4_CHUNK, INT4_CHUNK)
+    h = INT4_CHUNK // 2
+    return (c[:, :, :h] | (c[:, :, h:] << 4)).reshape(n, k // 2).contiguous()
 
 
 @torch.library.custom_op("braze::dequantize", mutates_args=())

@@ -58,23 +58,29 @@ def test_space_constraints():
         cfg = SPACE.default_config(p, h100)
         assert SPACE.valid(cfg, p, h100), (m, cfg)
         assert (cfg["SPLIT_K"] == 1) or m <= GEMV_MAX_M
-        assert 128 % cfg["BLOCK_K"] == 0 or (m <= GEMV_MAX_M and cfg["BLOCK_K"] % 128 == 0)
+        assert 128 % cfg["BLOCK_K"] == 0
     p = {"M": 1, "N": 2048, "K": 8192, "bits": 4, "group": 128, "dtype": "bfloat16"}
-    assert SPACE.valid({"BLOCK_M": 1, "BLOCK_N": 8, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 4,
-                        "num_stages": 2}, p, h100)      # a GEMV K block of 8 whole groups
-    assert not SPACE.valid({"BLOCK_M": 1, "BLOCK_N": 8, "BLOCK_K": 64, "SPLIT_K": 1, "num_warps": 4,
-                            "num_stages": 2}, dict(p, group=96), h100)      # neither divides the other
+    gemv = {"BLOCK_M": 1, "BLOCK_N": 8, "BLOCK_K": 128, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2}
+    assert SPACE.valid(gemv, p, h100)
+    assert not SPACE.valid(dict(gemv, BLOCK_K=256), p, h100)      # a K block across two groups
+    assert not SPACE.valid(dict(gemv, BLOCK_K=64), dict(p, group=96), h100)      # does not divide the group
+    # the per-thread accumulator: 8 x 512 int8 products over 4 warps is 32 a thread; 16 x 512 x 2 rows is 128
+    p8 = dict(p, bits=8, group=0)
+    assert SPACE.valid(dict(gemv, BLOCK_K=512), p8, h100)
+    assert not SPACE.valid(dict(gemv, BLOCK_M=2, BLOCK_N=16, BLOCK_K=512), dict(p8, M=2), h100)
 
 
-@pytest.mark.parametrize("m,split", [(1, 1), (3, 2)])
-def test_int4_gemv_blocks_of_several_groups(m, split, device):
-    """An int4 GEMV K block holding 2 or 4 groups (per-group sums, then scales and zero
-    points); K = 224 is 7 groups of 32, so the last block has groups past K."""
-    (x, q, s, z, b), ref = _case(m, 21, 224, 4, 32, torch.float32, bias=True, device=device)
-    for bk in (64, 128):
+@pytest.mark.parametrize("m,split", [(1, 1), (3, 2), (2, 3)])
+def test_int4_gemv_blocks_inside_a_group(m, split, device):
+    """An int4 GEMV K block smaller than its group (scales reloaded per block), splits of whole
+    groups (K = 320 is 5 groups of 64: 3 splits of 2, 2 and 1 groups)."""
+    (x, q, s, z, b), ref = _case(m, 21, 320, 4, 64, torch.float32, bias=True, device=device)
+    for bk in (32, 64):
         cfg = {"BLOCK_M": 1 << (m - 1).bit_length(), "BLOCK_N": 8, "BLOCK_K": bk, "SPLIT_K": split,
                "num_warps": 4, "num_stages": 1}
-        _check(quant_linear(x, q, s, z, b, bits=4, group_size=32, config=cfg), ref, torch.float32)
+        _check(quant_linear(x, q, s, z, b, bits=4, group_size=64, config=cfg), ref, torch.float32)
+    with pytest.raises(ValueError, match="must divide the group size"):
+        quant_linear(x, q, s, z, b, bits=4, group_size=64, config=dict(cfg, BLOCK_K=128))
 
 
 def test_gemv_k_not_a_multiple_of_the_block(device):

@@ -19,11 +19,16 @@ from tools import hf_models
 
 
 def test_int4_packing_round_trips():
-    q = torch.randint(0, 16, (7, 64), dtype=torch.uint8)
+    q = torch.randint(0, 16, (7, 96), dtype=torch.uint8)
     packed = pack_int4(q)
-    assert packed.shape == (7, 32) and packed.dtype == torch.uint8
+    assert packed.shape == (7, 48) and packed.dtype == torch.uint8
     assert torch.equal(unpack_int4(packed), q)
-    assert torch.equal(packed[:, 0] & 0xF, q[:, 0]) and torch.equal(packed[:, 0] >> 4, q[:, 1])  # low nibble first
+    # chunks of 32 channels: byte 16c + i holds channel 32c + i (low nibble) and 32c + 16 + i (high)
+    for c, i in ((0, 0), (0, 15), (1, 3), (2, 9)):
+        assert torch.equal(packed[:, 16 * c + i] & 0xF, q[:, 32 * c + i])
+        assert torch.equal(packed[:, 16 * c + i] >> 4, q[:, 32 * c + 16 + i])
+    with pytest.raises(ValueError, match="not a multiple of 32"):
+        pack_int4(q[:, :48])
 
 
 @pytest.mark.parametrize("bits,group,bound", [(8, 0, 0.01), (4, 32, 0.09), (4, 128, 0.12)])

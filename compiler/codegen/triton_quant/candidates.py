@@ -38,17 +38,21 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
     m, n, k, group = int(p["M"]), int(p["N"]), int(p["K"]), int(p["group"])
     bk_cap = group if p["bits"] == 4 else 256
     if d.kind != "cuda":  # the interpreter: small tiles
-        return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": min(32, bk_cap), "SPLIT_K": 1, "num_warps": 4,
-                "num_stages": 1}
+        return {"BLOCK_M": 16 if m > GEMV_MAX_M else _pow2(m), "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1,
+                "num_warps": 4, "num_stages": 1}
     if m <= GEMV_MAX_M:
         # NOTE: bench/gemv_variants.py on an H100 (Llama-1B decode shapes, bf16 weights):
-        # narrow column blocks (8) and long K chunks (512 for one row) read fastest; the
-        # [BLOCK_M, BLOCK_N, BLOCK_K] product is kept to ~32 fp32 registers a thread.
+        # narrow column blocks and long K chunks read fastest. Here each thread keeps its
+        # products (BLOCK_M x BLOCK_N x K block / threads fp32 registers, ~16-32) and a K
+        # block is 16 weight bytes a thread: int8 512 channels x 8 rows, int4 one group
+        # (128 channels, 64 bytes) x 32 rows.
         bm = _pow2(m)
-        bn = 8
-        bk = max(64, min(512 // bm, bk_cap))
-        if p["bits"] == 4 and bm <= 2 and 512 % group == 0 and k % 512 == 0:
-            bk = 512   # NOTE: whole groups per K block: the int4 weight tile is 256 bytes a row, not 64
+        if p["bits"] == 4:
+            bk = group
+            bn = max(8, 2048 // (bm * bk // 2))
+        else:
+            bk = max(64, 512 // bm)
+            bn = 8
         tiles = -(-n // bn)
         split = 1
         while tiles * split * 2 <= 2 * max(d.sm_count, 1) and k // (split * 2) >= 1024:
@@ -68,11 +72,8 @@ SPACE = Space(
         Knob("num_stages", (1, 2, 3, 4)),
     ),
     constraints=(
-        Constraint("an int4 K block stays inside one quantization group (tiles: GEMM form) or holds whole "
-                   "groups (GEMV form, at most 16)",
-                   lambda c, p, d: p["bits"] != 4 or p["group"] % c["BLOCK_K"] == 0
-                   or (int(p["M"]) <= GEMV_MAX_M and c["BLOCK_K"] % p["group"] == 0
-                       and c["BLOCK_K"] // p["group"] <= 16)),
+        Constraint("an int4 K block stays inside one quantization group",
+                   lambda c, p, d: p["bits"] != 4 or p["group"] % c["BLOCK_K"] == 0),
         Constraint("GEMV rows cover M (one row block), GEMM tiles of at least 16 rows",
                    lambda c, p, d: c["BLOCK_M"] == _pow2(int(p["M"])) if int(p["M"]) <= GEMV_MAX_M
                    else c["BLOCK_M"] >= 16),
@@ -80,9 +81,10 @@ SPACE = Space(
                    lambda c, p, d: int(p["M"]) <= GEMV_MAX_M or c["BLOCK_N"] >= 16),
         Constraint("split-K only in the GEMV form",
                    lambda c, p, d: c["SPLIT_K"] == 1 or int(p["M"]) <= GEMV_MAX_M),
-        Constraint("GEMV registers: BLOCK_M x BLOCK_N x BLOCK_K products per step",
+        Constraint("GEMV registers: a BLOCK_M x BLOCK_N x K block (int4: bytes) accumulator, at most 64 a thread",
                    lambda c, p, d: int(p["M"]) > GEMV_MAX_M or
-                   c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"] <= 64 * 32 * c["num_warps"] * 8),
+                   c["BLOCK_M"] * c["BLOCK_N"] * c["BLOCK_K"] // (2 if p["bits"] == 4 else 1)
+                   <= 64 * 32 * c["num_warps"]),
     ),
     default=_default,
 )
@@ -156,19 +158,22 @@ def quant_linear(x, q, s, z, bias, *, bits: int, group_size: int, config: Mappin
     zz = z if z is not None else s
     bb = bias if bias is not None else s
     bm, bn, bk = int(config["BLOCK_M"]), int(config["BLOCK_N"]), int(config["BLOCK_K"])
+    if bits == 4 and (group_size % bk or bk % 32):
+        raise ValueError(f"int4 quant_linear: K block {bk} must divide the group size {group_size} "
+                         "and be a multiple of 32")
     sz = (zz.stride(0), zz.stride(1)) if zz.dim() == 2 else (zz.stride(0), 0)
     ss = (s.stride(0), s.stride(1)) if s.dim() == 2 else (s.stride(0), 0)
     common = (M, N, K, x.stride(0), x.stride(1), q.stride(0), q.stride(1), *ss, *sz, out.stride(0), out.stride(1))
     if M <= GEMV_MAX_M:
         split = max(1, int(config.get("SPLIT_K", 1)))
-        step = max(group_size, bk) if bits == 4 else bk
+        step = group_size if bits == 4 else bk
         k_per = -(-(-(-K // split)) // step) * step      # each split a whole number of groups / blocks
         split = -(-K // k_per)
         ws = torch.empty(split * M * N, dtype=torch.float32, device=x.device) if split > 1 else out
         km.quant_gemv_kernel[(-(-N // bn), split)](
             x, q, s, zz, bb, out, ws, *common, k_per, max(group_size, 1),
             BITS=bits, HAS_BIAS=bias is not None, SPLIT=split > 1, BLOCK_M=_pow2(M), BLOCK_N=bn, BLOCK_K=bk,
-            EVEN_K=K % bk == 0 and k_per % bk == 0, NG=max(1, bk // group_size) if bits == 4 else 1,
+            EVEN_K=K % bk == 0 and k_per % bk == 0,
             num_warps=int(config["num_warps"]), num_stages=int(config["num_stages"]))
         if split > 1:
             block = 1024

@@ -8,7 +8,7 @@
   interleaved; per group, ``s * (sum(x * q) - z * sum(x))``. Splits of K
   write float32 partials that ``quant_splitk_epilogue`` sums.
 - ``quant_gemm_kernel`` (prefill): tiles with ``tl.dot`` on the weight tile
-  dequantized in the K loop (int4: two dots, even and odd channels).
+  dequantized in the K loop (int4: two dots, low and high nibbles).
 
 NOTE: reloaded when ``TRITON_INTERPRET`` changes after import (tests); core
 ``triton.language`` builtins and its own ``@triton.jit`` helpers only.
@@ -25,13 +25,30 @@ def _add(a, b):
 
 
 @triton.jit
+def _int8_as_float(q):
+    """int8 -> float32, exact, without a conversion instruction (I2F issues at a quarter of the FMA
+    rate, below what a GEMV must convert to keep up with HBM): the bits of 1.5 * 2**23 plus q are the
+    float 1.5 * 2**23 + q."""
+    return (q.to(tl.int32) + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
+
+
+@triton.jit
+def _nibble_minus(v, c):
+    """``v - (c - 2**23)`` as float32 for v in [0, 15] (int32): the bits of 2**23 with v in the
+    mantissa are the float 2**23 + v; ``c`` is ``2**23 + zero point`` (exact for small zero points)."""
+    return (v | 0x4B000000).to(tl.float32, bitcast=True) - c
+
+
+@triton.jit
 def quant_gemv_kernel(X, Q, S, Z, BIAS, OUT, WS, M, N, K, sxm, sxk, sqn, sqk, ssn, ssg, szn, szg, som, son,
                       k_per_split, GROUP,
                       BITS: tl.constexpr, HAS_BIAS: tl.constexpr, SPLIT: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr, NG: tl.constexpr):
+                      BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
     # NOTE: weight rows are wrapped (% N) and, with EVEN_K (every split a whole number
     # of K blocks), K is not masked: the weight loads are unmasked and vectorise (a
-    # per-element K mask made Triton load int8 weights one byte at a time).
+    # per-element K mask made Triton load int8 weights one byte at a time). Products are
+    # summed into a [BLOCK_M, BLOCK_N, K block] accumulator and reduced across threads once,
+    # after the loop (a reduction per K block cost ~100 shuffles an iteration).
     pid_n = tl.program_id(0)
     pid_k = tl.program_id(1)
     offs_m = tl.arange(0, BLOCK_M)
@@ -41,62 +58,49 @@ def quant_gemv_kernel(X, Q, S, Z, BIAS, OUT, WS, M, N, K, sxm, sxk, sqn, sqk, ss
     w_n = offs_n % N
     k_lo = pid_k * k_per_split
     k_hi = tl.minimum(K, k_lo + k_per_split)
-    acc = tl.full([BLOCK_M, BLOCK_N], 0, tl.float32)
     if BITS == 8:
         offs_k = tl.arange(0, BLOCK_K)
+        acc3 = tl.full([BLOCK_M, BLOCK_N, BLOCK_K], 0, tl.float32)
         for k0 in range(k_lo, k_hi, BLOCK_K):
             kk = k0 + offs_k
             if EVEN_K:
-                x = tl.load(X + offs_m[:, None] * sxm + kk[None, :] * sxk, mask=m_ok[:, None], other=0.0)
+                x = tl.load(X + offs_m[:, None, None] * sxm + kk[None, None, :] * sxk + 0 * w_n[None, :, None],
+                            mask=m_ok[:, None, None], other=0.0)
                 q = tl.load(Q + w_n[:, None] * sqn + kk[None, :] * sqk)
             else:
                 k_ok = kk < k_hi
                 x = tl.load(X + offs_m[:, None] * sxm + kk[None, :] * sxk, mask=m_ok[:, None] & k_ok[None, :],
                             other=0.0)
                 q = tl.load(Q + w_n[:, None] * sqn + kk[None, :] * sqk, mask=k_ok[None, :], other=0)
-            x = x.to(tl.float32)
-            q = q.to(tl.float32)
-            acc += tl.reduce(x[:, None, :] * q[None, :, :], 2, _add)
+            if EVEN_K:
+                acc3 += x.to(tl.float32) * _int8_as_float(q)[None, :, :]
+            else:
+                acc3 += x.to(tl.float32)[:, None, :] * _int8_as_float(q)[None, :, :]
         s = tl.load(S + w_n * ssn).to(tl.float32)
-        acc = acc * s[None, :]
+        acc = tl.reduce(acc3, 2, _add) * s[None, :]
     else:
+        # one quantization group (or a part of one) per K block; chunks of 32 input channels:
+        # byte 16c + i holds channels 32c + i (low nibble) and 32c + 16 + i (high nibble)
         HALF: tl.constexpr = BLOCK_K // 2
         offs_j = tl.arange(0, HALF)
+        k_lo_nib = (offs_j // 16) * 32 + offs_j % 16
+        acc3 = tl.full([BLOCK_M, BLOCK_N, HALF], 0, tl.float32)
         for k0 in range(k_lo, k_hi, BLOCK_K):
-            jj = k0 // 2 + offs_j                 # packed bytes of input channels k0 .. k0 + BLOCK_K
-            if EVEN_K:
-                xe = tl.load(X + offs_m[:, None] * sxm + (2 * jj)[None, :] * sxk, mask=m_ok[:, None], other=0.0)
-                xo = tl.load(X + offs_m[:, None] * sxm + (2 * jj + 1)[None, :] * sxk, mask=m_ok[:, None], other=0.0)
-                b = tl.load(Q + w_n[:, None] * sqn + jj[None, :] * sqk)
-            else:
-                k_ok = 2 * jj < k_hi
-                xe = tl.load(X + offs_m[:, None] * sxm + (2 * jj)[None, :] * sxk,
-                             mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-                xo = tl.load(X + offs_m[:, None] * sxm + (2 * jj + 1)[None, :] * sxk,
-                             mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-                b = tl.load(Q + w_n[:, None] * sqn + jj[None, :] * sqk, mask=k_ok[None, :], other=0)
-            xe = xe.to(tl.float32)
-            xo = xo.to(tl.float32)
+            jj = k0 // 2 + offs_j
+            kl = k0 + k_lo_nib
+            # NOTE: K blocks divide the group and splits hold whole groups: never a K tail here
+            xp = X + offs_m[:, None, None] * sxm + kl[None, None, :] * sxk + 0 * w_n[None, :, None]
+            xl = tl.load(xp, mask=m_ok[:, None, None], other=0.0)
+            xh = tl.load(xp + 16 * sxk, mask=m_ok[:, None, None], other=0.0)
+            b = tl.load(Q + w_n[:, None] * sqn + jj[None, :] * sqk)
+            g = k0 // GROUP
+            s = tl.load(S + w_n * ssn + g * ssg).to(tl.float32)[:, None]
+            c = tl.load(Z + w_n * szn + g * szg).to(tl.float32)[:, None] + 8388608.0
             b = b.to(tl.int32)
-            lo = (b & 15).to(tl.float32)
-            hi = (b >> 4).to(tl.float32)
-            prod = xe[:, None, :] * lo[None, :, :] + xo[:, None, :] * hi[None, :, :]
-            if NG == 1:   # the K block inside one group
-                g = k0 // GROUP
-                s = tl.load(S + w_n * ssn + g * ssg).to(tl.float32)
-                z = tl.load(Z + w_n * szn + g * szg).to(tl.float32)
-                part = tl.reduce(prod, 2, _add)
-                sx = tl.reduce(xe + xo, 1, _add)
-                acc += s[None, :] * (part - z[None, :] * sx[:, None])
-            else:         # NG whole groups per K block: per-group sums, then scales and zero points
-                gg = k0 // GROUP + tl.arange(0, NG)
-                g_ok = gg < K // GROUP
-                s = tl.load(S + w_n[:, None] * ssn + gg[None, :] * ssg, mask=g_ok[None, :], other=0.0)
-                z = tl.load(Z + w_n[:, None] * szn + gg[None, :] * szg, mask=g_ok[None, :], other=0.0)
-                part = tl.reduce(tl.reshape(prod, [BLOCK_M, BLOCK_N, NG, HALF // NG]), 3, _add)
-                sx = tl.reduce(tl.reshape(xe + xo, [BLOCK_M, NG, HALF // NG]), 2, _add)
-                acc += tl.reduce(s.to(tl.float32)[None, :, :] * (part - z.to(tl.float32)[None, :, :] * sx[:, None, :]),
-                                 2, _add)
+            wl = _nibble_minus(b & 15, c) * s
+            wh = _nibble_minus(b >> 4, c) * s
+            acc3 += xl.to(tl.float32) * wl[None, :, :] + xh.to(tl.float32) * wh[None, :, :]
+        acc = tl.reduce(acc3, 2, _add)
     out_mask = m_ok[:, None] & n_ok[None, :]
     if SPLIT:
         tl.store(WS + (pid_k * M + offs_m[:, None]) * N + offs_n[None, :], acc, mask=out_mask)
@@ -140,35 +144,38 @@ def quant_gemm_kernel(X, Q, S, Z, BIAS, OUT, M, N, K, sxm, sxk, sqn, sqk, ssn, s
                         other=0.0)
             q = tl.load(Q + offs_n[None, :] * sqn + kk[:, None] * sqk, mask=n_ok[None, :] & k_ok[:, None],
                         other=0)
+            qf = _int8_as_float(q)
             if DOT_F32:
-                acc = tl.dot(x.to(tl.float32), q.to(tl.float32), acc, input_precision="ieee")
+                acc = tl.dot(x.to(tl.float32), qf, acc, input_precision="ieee")
             else:
-                acc = tl.dot(x, q.to(x.dtype), acc)   # int8 values are exact in fp16/bf16
+                acc = tl.dot(x, qf.to(x.dtype), acc)   # int8 values are exact in fp16/bf16
         s = tl.load(S + offs_n * ssn, mask=n_ok, other=0.0).to(tl.float32)
         acc = acc * s[None, :]
     else:
         HALF: tl.constexpr = BLOCK_K // 2
         offs_j = tl.arange(0, HALF)
+        k_lo_nib = (offs_j // 16) * 32 + offs_j % 16    # the chunked int4 layout (see quant_gemv_kernel)
         for k0 in range(0, K, BLOCK_K):
             jj = k0 // 2 + offs_j
-            k_ok = 2 * jj < K
-            xe = tl.load(X + offs_m[:, None] * sxm + (2 * jj)[None, :] * sxk, mask=m_ok[:, None] & k_ok[None, :],
+            kl = k0 + k_lo_nib
+            k_ok = kl < K
+            xl = tl.load(X + offs_m[:, None] * sxm + kl[None, :] * sxk, mask=m_ok[:, None] & k_ok[None, :],
                          other=0.0)
-            xo = tl.load(X + offs_m[:, None] * sxm + (2 * jj + 1)[None, :] * sxk,
+            xh = tl.load(X + offs_m[:, None] * sxm + (kl + 16)[None, :] * sxk,
                          mask=m_ok[:, None] & k_ok[None, :], other=0.0)
             b = tl.load(Q + offs_n[None, :] * sqn + jj[:, None] * sqk, mask=n_ok[None, :] & k_ok[:, None],
                         other=0).to(tl.int32)
             g = k0 // GROUP
-            s = tl.load(S + offs_n * ssn + g * ssg, mask=n_ok, other=0.0).to(tl.float32)
-            z = tl.load(Z + offs_n * szn + g * szg, mask=n_ok, other=0.0).to(tl.float32)
-            lo = ((b & 15).to(tl.float32) - z[None, :]) * s[None, :]
-            hi = ((b >> 4).to(tl.float32) - z[None, :]) * s[None, :]
+            s = tl.load(S + offs_n * ssn + g * ssg, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+            c = tl.load(Z + offs_n * szn + g * szg, mask=n_ok, other=0.0).to(tl.float32)[None, :] + 8388608.0
+            lo = _nibble_minus(b & 15, c) * s
+            hi = _nibble_minus(b >> 4, c) * s
             if DOT_F32:
-                acc = tl.dot(xe.to(tl.float32), lo, acc, input_precision="ieee")
-                acc = tl.dot(xo.to(tl.float32), hi, acc, input_precision="ieee")
+                acc = tl.dot(xl.to(tl.float32), lo, acc, input_precision="ieee")
+                acc = tl.dot(xh.to(tl.float32), hi, acc, input_precision="ieee")
             else:
-                acc = tl.dot(xe, lo.to(xe.dtype), acc)
-                acc = tl.dot(xo, hi.to(xo.dtype), acc)
+                acc = tl.dot(xl, lo.to(xl.dtype), acc)
+                acc = tl.dot(xh, hi.to(xh.dtype), acc)
     if HAS_BIAS:
         acc += tl.load(BIAS + offs_n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
     tl.store(OUT + offs_m[:, None] * som + offs_n[None, :] * son, acc.to(OUT.dtype.element_ty),
