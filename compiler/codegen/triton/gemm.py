@@ -323,7 +323,8 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         gemv.line("else:")
         t.k_loop(gemv.scope(gemv.indent + "    "), even=False, b_tile="(BLOCK_N, BLOCK_K)")
         for j in range(nacc):
-            gemv.line(f"acc{j} += tl.reduce(a.to({acc_t})[:, None, :] * b{j}.to({acc_t})[None, :, :], 2, _add)")
+            bf = f"_int8_as_float(b{j})" if t.scales is not None else f"b{j}.to({acc_t})"
+            gemv.line(f"acc{j} += tl.reduce(a.to({acc_t})[:, None, :] * {bf}[None, :, :], 2, _add)")
         body.line("else:")
         dot = body.scope(body.indent + "    ")
         dot.line("bk = k0 + tl.arange(0, BLOCK_K)[:, None]")
@@ -416,6 +417,8 @@ def generate(graph: Graph) -> Generated:
         tma = main_kernel(t, epi, names, masks, ops, tma=True) if views else None
         split, helpers = split_kernel(t, names, masks, ops)
         helpers |= epi.helpers | {"_add"}  # _add: the GEMV form's K reduction
+        if t.scales is not None:
+            helpers.add("_int8_as_float")
     nacc = len(t.offsets)
 
     def signature(with_tma: bool):
