@@ -175,6 +175,8 @@ def measure_braze_generate(model, batch, args) -> dict:
 
         prof = cProfile.Profile()
         prof.enable()
+    if args.memory_report:
+        torch.cuda.memory._record_memory_history(stacks="python", max_entries=200000)
     t0 = time.perf_counter()
     first = braze.generate(model, ids, max_new_tokens=4, **kw)
     torch.cuda.synchronize()
@@ -196,6 +198,9 @@ def measure_braze_generate(model, batch, args) -> dict:
     t1 = min(run(1)[0] for _ in range(3))
     tn, out = min((run(args.steps + 1) for _ in range(3)), key=lambda x: x[0])
     warm4 = run(4)[0]
+    if args.memory_report:
+        print(memory_report(model, batch), flush=True)
+        torch.cuda.memory._record_memory_history(enabled=None)
     # NOTE: under --compile-profile the cold call ran under cProfile, which slows Python
     # several-fold: that time is reported apart, never as compile_s.
     compile_s = max(0.0, cold - warm4 / 1e3)
@@ -204,6 +209,32 @@ def measure_braze_generate(model, batch, args) -> dict:
             **({"compile_s_under_cprofile": compile_s} if prof is not None else {}),
             "peak_gb": torch.cuda.max_memory_allocated() / 1e9, "compile_peak_gb": compile_peak / 1e9,
             "valid_kv": args.prompt + args.steps // 2}, first[:, args.prompt:].cpu()
+
+
+def memory_report(model, batch: int, top: int = 15) -> str:
+    """What is allocated after the timed generate calls besides the weights: live blocks
+    grouped by the innermost braze / bench frame that allocated them (issue 17's peak memory)."""
+    import collections
+
+    params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    snap = torch.cuda.memory._snapshot()
+    groups: dict = collections.defaultdict(lambda: [0, 0])
+    total = 0
+    for seg in snap["segments"]:
+        for blk in seg["blocks"]:
+            if blk["state"] != "active_allocated" or blk["address"] in params:
+                continue
+            frames = (blk.get("frames") or [])
+            where = next((f"{f['filename'].split('/')[-2]}/{f['filename'].split('/')[-1]}:{f['line']} {f['name']}"
+                          for f in frames if "/braze" in f["filename"] or "/bench/" in f["filename"]
+                          or "/compiler/" in f["filename"] or "/passes/" in f["filename"]), "unknown frame")
+            groups[where][0] += blk["size"]
+            groups[where][1] += 1
+            total += blk["size"]
+    lines = [f"memory besides weights after the timed calls, batch {batch}: {total / 1e9:.3f} GB"]
+    for where, (size, n) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]:
+        lines.append(f"  {size / 1e6:9.1f} MB in {n:4d} blocks  {where}")
+    return "\n".join(lines)
 
 
 def write_profile(prof, path: str, top: int = 45) -> None:
@@ -343,6 +374,8 @@ def main():
                     help="print each contender's kernels by GPU time per step (batch 1)")
     ap.add_argument("--compile-profile", action="store_true",
                     help="cProfile braze.generate's cold compile (decode<tag>-compile-b<batch>.txt)")
+    ap.add_argument("--memory-report", action="store_true",
+                    help="after braze.generate's timed calls, list live allocations besides the weights by origin")
     ap.add_argument("--tag", default="", help="suffix of the output files (decode<tag>.json/.md)")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
     args = ap.parse_args()
