@@ -70,7 +70,7 @@ def explain(model: Callable, *args: Any, options: Any = None, **kwargs: Any):
     opts = _options(options)
     reports: list = []
     torch._dynamo.reset()
-    compiled = torch.compile(model, backend=make_backend(opts, reports))
+    compiled = torch.compile(model, backend=make_backend(opts, reports, every_pass_ir=True))
     with torch.no_grad():
         compiled(*args, **kwargs)
     breaks = max(len(reports) - 1, 0)

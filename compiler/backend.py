@@ -34,10 +34,10 @@ def braze_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], optio
     return make_backend(opts)(gm, example_inputs)
 
 
-def make_backend(options: Options, reports: Optional[list] = None) -> Callable:
+def make_backend(options: Options, reports: Optional[list] = None, every_pass_ir: bool = False) -> Callable:
     def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]):
         _graph_counter[0] += 1
-        report = GraphReport(f"graph{_graph_counter[0]}")
+        report = GraphReport(f"graph{_graph_counter[0]}", every_pass_ir=every_pass_ir)
         if reports is not None:
             reports.append(report)
         try:

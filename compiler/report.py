@@ -26,6 +26,7 @@ class GraphReport:
     notes: list[str] = field(default_factory=list)
     fallback: Optional[str] = None   # why the graph runs eagerly, if it does
     compile_ms: float = 0.0
+    every_pass_ir: bool = False      # keep the IR after every pass (braze.explain), not only the last
     # NOTE: the launches in order: KernelRecords, or launchers whose record is
     # read when the report is shown (their config is chosen when a shape runs).
     entries: list = field(default_factory=list, repr=False, compare=False)

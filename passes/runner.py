@@ -16,7 +16,8 @@ log = logging.getLogger("braze.passes")
 
 @dataclass
 class PassRecord:
-    """One pass as it ran: time, node counts, the IR after it."""
+    """One pass as it ran: time, node counts, the IR after it (the last pass's, or every
+    pass's when ``options.dump`` is set)."""
 
     name: str
     ms: float
@@ -66,13 +67,18 @@ def run_pipeline(graph: Graph, pipeline: Sequence[Pass], ctx, report=None) -> Gr
             except VerificationError as e:
                 raise PassError(p.name, f"its result does not verify: {e}") from e
         ms = (time.perf_counter() - t0) * 1e3
-        text = print_graph(out) if (report is not None or dump) else ""
+        # NOTE: the IR text of every pass only when dumping or explaining; otherwise a report
+        # keeps the last one (``final_ir``), written after the loop: printing a 16-layer
+        # decoder after each of ~16 passes took ~1 s of every compile.
+        text = print_graph(out) if dump or getattr(report, "every_pass_ir", False) else ""
         if dump:
             _dump(dump, out, i, p.name, text)
         if report is not None:
             report.passes.append(PassRecord(p.name, ms, len(graph.compute_nodes), len(out.compute_nodes), text))
         log.debug("pass %s: %.1f ms, %d -> %d nodes", p.name, ms, len(graph.compute_nodes), len(out.compute_nodes))
         graph = out
+    if report is not None and report.passes and not report.passes[-1].ir:
+        report.passes[-1].ir = print_graph(graph)
     return graph
 
 
