@@ -111,6 +111,35 @@ def test_prepacked_constant_weight_is_packed_once_and_follows_changes():
     torch.testing.assert_close(call(xt, w), torch.nn.functional.gelu(xt @ w.t()), rtol=1e-4, atol=1e-4)
 
 
+def test_prepacked_weight_is_shared_by_launchers_of_the_same_weight():
+    """Two groups reading one constant weight (a model's prefill and decode graphs) pack it
+    once; another tensor with equal contents, or the weight after an in-place change, does
+    not read that packing."""
+    from braze.compiler.codegen.tvm.kernel import TVMKernel
+
+    def launcher(act):
+        g = group(lambda b, x, w: b.call(act, b.call("mm", x, b.call("permute", w, (1, 0)))), "gemm",
+                  [((5, 40), f32), ((37, 40), f32)])
+        pos = [v.node.name for v in g.node.args].index("x1")
+        k = TVMKernel(g.node, "gemm", "cpu", const_operands=frozenset({pos}))
+        fn = k.compile(k.space.default_config(k.problem({}), device_info("cpu")))
+        assert fn.prepack == pos
+        return lambda x, w: fn(*([w, x] if pos == 0 else [x, w])), fn
+
+    (gelu, f1), (relu, f2) = launcher("gelu"), launcher("relu")
+    x, w = torch.randn(5, 40), torch.randn(37, 40)
+    torch.testing.assert_close(gelu(x, w), torch.nn.functional.gelu(x @ w.t()), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(relu(x, w), torch.relu(x @ w.t()), rtol=1e-4, atol=1e-4)
+    assert f2._packed is f1._packed                     # one packed copy of w
+    w2 = w.clone()
+    torch.testing.assert_close(relu(x, w2), torch.relu(x @ w2.t()), rtol=1e-4, atol=1e-4)
+    assert f2._packed is not f1._packed                 # another tensor: its own packing
+    w.mul_(-1.0)
+    torch.testing.assert_close(gelu(x, w), torch.nn.functional.gelu(x @ w.t()), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(relu(x, w), torch.relu(x @ w.t()), rtol=1e-4, atol=1e-4)
+    assert f2._packed is f1._packed                     # repacked once for the new version
+
+
 def test_prepacked_weight_passed_as_a_transposed_view():
     """nn.Linear's weight reaching the group as ``W.t()`` (a strided view of a constant)."""
     from braze.compiler.codegen.tvm.kernel import TVMKernel

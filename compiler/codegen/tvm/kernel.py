@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -299,20 +301,27 @@ class Runner:
     def _packed_operand(self, x):
         key = (x.data_ptr(), version_of(x), tuple(x.shape), tuple(x.stride()), x.dtype)
         if key != self._packed_key:
-            unit = None if x.is_contiguous() else tuple(d for d in range(x.dim()) if x.stride(d) == 1)
-            entry = self._pack_fns.get(unit)
-            if entry is None:
-                strided = frozenset() if unit is None else frozenset({(self.prepack, unit)})
-                entry = self._pack_fns[unit] = self.kernel.build_pack(self.config, strided)
-            low, fn = entry
-            packed = torch.empty(self._pack_shape, dtype=self._pack_dtype, device=x.device)
-            if unit is None:
-                fn(x, packed)
-            else:
-                span = 1 + sum((s - 1) * st for s, st in zip(x.shape, x.stride()))
-                fn(x.as_strided((span,), (1,)), packed, *[x.stride(d) for _, d in low.pack_stride_params])
+            packed = _shared_pack(x, key, self._pack_shape, self._pack_dtype)
+            if packed is None:
+                packed = self._pack(x)
+                _share_pack(x, key, packed)
             self._packed, self._packed_key = packed, key
         return self._packed
+
+    def _pack(self, x):
+        unit = None if x.is_contiguous() else tuple(d for d in range(x.dim()) if x.stride(d) == 1)
+        entry = self._pack_fns.get(unit)
+        if entry is None:
+            strided = frozenset() if unit is None else frozenset({(self.prepack, unit)})
+            entry = self._pack_fns[unit] = self.kernel.build_pack(self.config, strided)
+        low, fn = entry
+        packed = torch.empty(self._pack_shape, dtype=self._pack_dtype, device=x.device)
+        if unit is None:
+            fn(x, packed)
+        else:
+            span = 1 + sum((s - 1) * st for s, st in zip(x.shape, x.stride()))
+            fn(x.as_strided((span,), (1,)), packed, *[x.stride(d) for _, d in low.pack_stride_params])
+        return packed
 
     def _empty(self, xs):
         """Empty operands (symbolic sizes of 0) run through the reference ops."""
@@ -403,3 +412,33 @@ def _cuda_info() -> DeviceInfo:
     if torch.cuda.is_available():
         return device_info("cuda")
     return DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 132, 227 * 1024, 65536, 50 * 1024 * 1024)
+
+
+# --------------------------------------------------------------------------- packed weights, shared
+# NOTE: a packed B is a function of the weight (its bytes: address, version, shape, strides,
+# dtype) and of the packed shape (``[.., N / nr, K, nr]``: nr is its last dimension) alone, so
+# every launcher packing the same weight to the same shape shares one copy: the prefill and
+# decode graphs of a model, and each recompile for a new shape, packed every weight again
+# (braze.generate on the CPU held its weights three times). Entries live while a launcher
+# holds the packed tensor; each names the weight's base tensor by a weakref, so a new tensor
+# at a freed weight's address (same version, same shape) never reads the old packing.
+_PACKS: "weakref.WeakValueDictionary[tuple, torch.Tensor]" = weakref.WeakValueDictionary()
+_PACKS_LOCK = threading.Lock()
+
+
+def _base_of(x: torch.Tensor) -> torch.Tensor:
+    return x if x._base is None else x._base
+
+
+def _shared_pack(x: torch.Tensor, key: tuple, shape, dtype):
+    with _PACKS_LOCK:
+        packed = _PACKS.get((key, tuple(shape), dtype))
+    if packed is None or getattr(packed, "_braze_source", lambda: None)() is not _base_of(x):
+        return None
+    return packed
+
+
+def _share_pack(x: torch.Tensor, key: tuple, packed: torch.Tensor) -> None:
+    packed._braze_source = weakref.ref(_base_of(x))
+    with _PACKS_LOCK:
+        _PACKS[(key, tuple(packed.shape), packed.dtype)] = packed
