@@ -83,6 +83,19 @@ def test_int4_gemv_blocks_inside_a_group(m, split, device):
         quant_linear(x, q, s, z, b, bits=4, group_size=64, config=dict(cfg, BLOCK_K=128))
 
 
+@pytest.mark.parametrize("m", [1, 37])
+def test_int4_fractional_zero_points(m, device):
+    """The format allows any zero point (some checkpoints store float zeros); the kernels
+    must not assume integers (a zero point folded next to 2**23 was rounded to one: the
+    selection, on random zeros, found every int4 candidate wrong on an H100)."""
+    (x, q, s, z, b), _ = _case(m, 40, 256, 4, 128, torch.float32, bias=False, device=device)
+    z = (torch.rand(z.shape, generator=torch.Generator().manual_seed(3)) * 15).to(device)
+    ref = x.double() @ dequantize(q, s, z, 4, 128, torch.float64).T
+    cfg = {"BLOCK_M": 1 << max(0, (m - 1).bit_length()) if m <= GEMV_MAX_M else 16, "BLOCK_N": 8 if m <= GEMV_MAX_M
+           else 32, "BLOCK_K": 64 if m <= GEMV_MAX_M else 32, "SPLIT_K": 1, "num_warps": 4, "num_stages": 1}
+    _check(quant_linear(x, q, s, z, None, bits=4, group_size=128, config=cfg), ref, torch.float32)
+
+
 def test_gemv_k_not_a_multiple_of_the_block(device):
     """The masked K tail (EVEN_K off): K = 100 in blocks of 32, with and without splits."""
     (x, q, s, z, b), ref = _case(2, 21, 100, 8, 0, torch.float32, bias=False, device=device)

@@ -33,10 +33,11 @@ def _int8_as_float(q):
 
 
 @triton.jit
-def _nibble_minus(v, c):
-    """``v - (c - 2**23)`` as float32 for v in [0, 15] (int32): the bits of 2**23 with v in the
-    mantissa are the float 2**23 + v; ``c`` is ``2**23 + zero point`` (exact for small zero points)."""
-    return (v | 0x4B000000).to(tl.float32, bitcast=True) - c
+def _nibble(v):
+    """v in [0, 15] (int32) as float32, exact: the bits of 2**23 with v in the mantissa are
+    the float 2**23 + v. (The zero point is not folded into the subtrahend: a fractional
+    one, which the format allows, would be rounded to an integer next to 2**23.)"""
+    return (v | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
 
 
 @triton.jit
@@ -95,10 +96,10 @@ def quant_gemv_kernel(X, Q, S, Z, BIAS, OUT, WS, M, N, K, sxm, sxk, sqn, sqk, ss
             b = tl.load(Q + w_n[:, None] * sqn + jj[None, :] * sqk)
             g = k0 // GROUP
             s = tl.load(S + w_n * ssn + g * ssg).to(tl.float32)[:, None]
-            c = tl.load(Z + w_n * szn + g * szg).to(tl.float32)[:, None] + 8388608.0
+            zs = tl.load(Z + w_n * szn + g * szg).to(tl.float32)[:, None] * s
             b = b.to(tl.int32)
-            wl = _nibble_minus(b & 15, c) * s
-            wh = _nibble_minus(b >> 4, c) * s
+            wl = _nibble(b & 15) * s - zs          # (q - z) * s, one FMA
+            wh = _nibble(b >> 4) * s - zs
             acc3 += xl.to(tl.float32) * wl[None, :, :] + xh.to(tl.float32) * wh[None, :, :]
         acc = tl.reduce(acc3, 2, _add)
     out_mask = m_ok[:, None] & n_ok[None, :]
@@ -167,9 +168,9 @@ def quant_gemm_kernel(X, Q, S, Z, BIAS, OUT, M, N, K, sxm, sxk, sqn, sqk, ssn, s
                         other=0).to(tl.int32)
             g = k0 // GROUP
             s = tl.load(S + offs_n * ssn + g * ssg, mask=n_ok, other=0.0).to(tl.float32)[None, :]
-            c = tl.load(Z + offs_n * szn + g * szg, mask=n_ok, other=0.0).to(tl.float32)[None, :] + 8388608.0
-            lo = _nibble_minus(b & 15, c) * s
-            hi = _nibble_minus(b >> 4, c) * s
+            zs = tl.load(Z + offs_n * szn + g * szg, mask=n_ok, other=0.0).to(tl.float32)[None, :] * s
+            lo = _nibble(b & 15) * s - zs
+            hi = _nibble(b >> 4) * s - zs
             if DOT_F32:
                 acc = tl.dot(xl.to(tl.float32), lo, acc, input_precision="ieee")
                 acc = tl.dot(xh.to(tl.float32), hi, acc, input_precision="ieee")
