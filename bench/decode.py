@@ -211,6 +211,9 @@ def measure_braze_generate(model, batch, args) -> dict:
             "valid_kv": args.prompt + args.steps // 2}, first[:, args.prompt:].cpu()
 
 
+_OWN_DIRS = ("braze", "bench", "compiler", "passes", "autotune", "ir", "tools")
+
+
 def memory_report(model, batch: int, top: int = 15) -> str:
     """What is allocated after the timed generate calls besides the weights: live blocks
     grouped by the innermost braze / bench frame that allocated them (issue 17's peak memory)."""
@@ -226,8 +229,7 @@ def memory_report(model, batch: int, top: int = 15) -> str:
                 continue
             frames = (blk.get("frames") or [])
             where = next((f"{f['filename'].split('/')[-2]}/{f['filename'].split('/')[-1]}:{f['line']} {f['name']}"
-                          for f in frames if "/braze" in f["filename"] or "/bench/" in f["filename"]
-                          or "/compiler/" in f["filename"] or "/passes/" in f["filename"]), "unknown frame")
+                          for f in frames if any(f"/{d}/" in f["filename"] for d in _OWN_DIRS)), "unknown frame")
             groups[where][0] += blk["size"]
             groups[where][1] += 1
             total += blk["size"]
