@@ -211,7 +211,11 @@ def measure_braze_generate(model, batch, args) -> dict:
             "valid_kv": args.prompt + args.steps // 2}, first[:, args.prompt:].cpu()
 
 
-_OWN_DIRS = ("braze", "bench", "compiler", "passes", "autotune", "ir", "tools")
+def _own_file(path: str) -> bool:
+    """A file of this repository (not of a package installed under it)."""
+    path = os.path.abspath(path)
+    return path.startswith(repo_root.ROOT + os.sep) and f"{os.sep}site-packages{os.sep}" not in path \
+        and f"{os.sep}.venv{os.sep}" not in path
 
 
 def memory_report(model, batch: int, top: int = 15) -> str:
@@ -228,8 +232,8 @@ def memory_report(model, batch: int, top: int = 15) -> str:
             if blk["state"] != "active_allocated" or blk["address"] in params:
                 continue
             frames = (blk.get("frames") or [])
-            where = next((f"{f['filename'].split('/')[-2]}/{f['filename'].split('/')[-1]}:{f['line']} {f['name']}"
-                          for f in frames if any(f"/{d}/" in f["filename"] for d in _OWN_DIRS)), "unknown frame")
+            where = next((f"{os.path.relpath(f['filename'], repo_root.ROOT)}:{f['line']} {f['name']}"
+                          for f in frames if _own_file(f["filename"])), "unknown frame")
             groups[where][0] += blk["size"]
             groups[where][1] += 1
             total += blk["size"]

@@ -33,7 +33,9 @@ log = logging.getLogger("braze.artifact")
 
 
 FORMAT = "braze-artifact"
-FORMAT_VERSION = 1
+# NOTE: 2 (2026-12-07): int4 weights are packed in chunks of 32 channels (ir/quant.py); an
+# artifact of version 1 holding int4 weights would load and read them wrongly.
+FORMAT_VERSION = 2
 
 
 class ArtifactError(RuntimeError):

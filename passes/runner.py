@@ -49,36 +49,40 @@ def run_pipeline(graph: Graph, pipeline: Sequence[Pass], ctx, report=None) -> Gr
     if dump:
         os.makedirs(dump, exist_ok=True)
         _dump(dump, graph, 0, "input")
-    for i, p in enumerate(pipeline, 1):
-        if p.name in getattr(options, "disable", ()):
-            continue
-        t0 = time.perf_counter()
-        try:
-            out = p.fn(graph, ctx)
-        except PassError:
-            raise
-        except Exception as e:  # noqa: BLE001 - reported with the pass named
-            raise PassError(p.name, f"{type(e).__name__}: {e}") from e
-        if not isinstance(out, Graph):
-            raise PassError(p.name, f"returned {type(out).__name__}, not a Graph")
-        if getattr(options, "verify", True):
+    try:
+        for i, p in enumerate(pipeline, 1):
+            if p.name in getattr(options, "disable", ()):
+                continue
+            t0 = time.perf_counter()
             try:
-                verify(out, types=getattr(options, "verify_types", False))
-            except VerificationError as e:
-                raise PassError(p.name, f"its result does not verify: {e}") from e
-        ms = (time.perf_counter() - t0) * 1e3
-        # NOTE: the IR text of every pass only when dumping or explaining; otherwise a report
-        # keeps the last one (``final_ir``), written after the loop: printing a 16-layer
-        # decoder after each of ~16 passes took ~1 s of every compile.
-        text = print_graph(out) if dump or getattr(report, "every_pass_ir", False) else ""
-        if dump:
-            _dump(dump, out, i, p.name, text)
-        if report is not None:
-            report.passes.append(PassRecord(p.name, ms, len(graph.compute_nodes), len(out.compute_nodes), text))
-        log.debug("pass %s: %.1f ms, %d -> %d nodes", p.name, ms, len(graph.compute_nodes), len(out.compute_nodes))
-        graph = out
-    if report is not None and report.passes and not report.passes[-1].ir:
-        report.passes[-1].ir = print_graph(graph)
+                out = p.fn(graph, ctx)
+            except PassError:
+                raise
+            except Exception as e:  # noqa: BLE001 - reported with the pass named
+                raise PassError(p.name, f"{type(e).__name__}: {e}") from e
+            if not isinstance(out, Graph):
+                raise PassError(p.name, f"returned {type(out).__name__}, not a Graph")
+            if getattr(options, "verify", True):
+                try:
+                    verify(out, types=getattr(options, "verify_types", False))
+                except VerificationError as e:
+                    raise PassError(p.name, f"its result does not verify: {e}") from e
+            ms = (time.perf_counter() - t0) * 1e3
+            # NOTE: the IR text of every pass only when dumping or explaining; otherwise a report
+            # keeps the last one (``final_ir``), written after the loop: printing a 16-layer
+            # decoder after each of ~16 passes took ~1 s of every compile.
+            text = print_graph(out) if dump or getattr(report, "every_pass_ir", False) else ""
+            if dump:
+                _dump(dump, out, i, p.name, text)
+            if report is not None:
+                report.passes.append(PassRecord(p.name, ms, len(graph.compute_nodes), len(out.compute_nodes), text))
+            log.debug("pass %s: %.1f ms, %d -> %d nodes", p.name, ms, len(graph.compute_nodes), len(out.compute_nodes))
+            graph = out
+    finally:
+        # the last pass that ran keeps its IR as the report's final IR (also when a later
+        # pass failed: the report then shows what the failing pass was given)
+        if report is not None and report.passes and not report.passes[-1].ir:
+            report.passes[-1].ir = print_graph(graph)
     return graph
 
 

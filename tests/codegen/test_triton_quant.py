@@ -59,6 +59,15 @@ def test_space_constraints():
         assert SPACE.valid(cfg, p, h100), (m, cfg)
         assert (cfg["SPLIT_K"] == 1) or m <= GEMV_MAX_M
         assert 128 % cfg["BLOCK_K"] == 0
+    # every default is valid, whatever the group (a multiple of 32) or the rows: an invalid one
+    # would fall back to the space's first valid config (narrow, slow)
+    cpu = DeviceInfo("cpu", "cpu", (0, 0), 1, 0, 0, 0)
+    for dev in (h100, cpu):
+        for bits, group in [(8, 0)] + [(4, g) for g in (32, 64, 96, 128, 256, 2048)]:
+            for m in list(range(1, 17)) + [17, 64, 512]:
+                p = {"M": m, "N": 3072, "K": 6144, "bits": bits, "group": group, "dtype": "bfloat16"}
+                cfg = SPACE.default(p, dev)      # the template's own default, not the fallback
+                assert SPACE.valid(cfg, p, dev), (dev.kind, bits, group, m, cfg)
     p = {"M": 1, "N": 2048, "K": 8192, "bits": 4, "group": 128, "dtype": "bfloat16"}
     gemv = {"BLOCK_M": 1, "BLOCK_N": 8, "BLOCK_K": 128, "SPLIT_K": 1, "num_warps": 4, "num_stages": 2}
     assert SPACE.valid(gemv, p, h100)

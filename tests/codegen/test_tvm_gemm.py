@@ -117,9 +117,9 @@ def test_prepacked_weight_is_shared_by_launchers_of_the_same_weight():
     not read that packing."""
     from braze.compiler.codegen.tvm.kernel import TVMKernel
 
-    def launcher(act):
-        g = group(lambda b, x, w: b.call(act, b.call("mm", x, b.call("permute", w, (1, 0)))), "gemm",
-                  [((5, 40), f32), ((37, 40), f32)])
+    def launcher(act, build=None, wtype=((37, 40), f32)):
+        build = build or (lambda b, x, w: b.call(act, b.call("mm", x, b.call("permute", w, (1, 0)))))
+        g = group(build, "gemm", [((5, 40), f32), wtype])
         pos = [v.node.name for v in g.node.args].index("x1")
         k = TVMKernel(g.node, "gemm", "cpu", const_operands=frozenset({pos}))
         fn = k.compile(k.space.default_config(k.problem({}), device_info("cpu")))
@@ -138,6 +138,20 @@ def test_prepacked_weight_is_shared_by_launchers_of_the_same_weight():
     torch.testing.assert_close(gelu(x, w), torch.nn.functional.gelu(x @ w.t()), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(relu(x, w), torch.relu(x @ w.t()), rtol=1e-4, atol=1e-4)
     assert f2._packed is f1._packed                     # repacked once for the new version
+    # the same weight read through other layout ops (W against W^T, one expert against
+    # another) is packed by another function: never shared
+    (plain, f3), (trans, f4) = (launcher("", lambda b, x, w: b.call("mm", x, w), ((40, 40), f32)),
+                                launcher("", lambda b, x, w: b.call("mm", x, b.call("permute", w, (1, 0))),
+                                         ((40, 40), f32)))
+    sq = torch.randn(40, 40)
+    torch.testing.assert_close(plain(x, sq), x @ sq, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(trans(x, sq), x @ sq.t(), rtol=1e-4, atol=1e-4)
+    assert f4._packed is not f3._packed
+    experts = [launcher("", lambda b, x, w, i=i: b.call("mm", x, b.call("select", w, 0, i)), ((2, 40, 24), f32))
+               for i in (0, 1)]
+    stack = torch.randn(2, 40, 24)
+    for i, (fn, _) in enumerate(experts):
+        torch.testing.assert_close(fn(x, stack), x @ stack[i], rtol=1e-4, atol=1e-4)
 
 
 def test_prepacked_weight_passed_as_a_transposed_view():

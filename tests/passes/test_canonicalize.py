@@ -114,6 +114,16 @@ def test_runner_names_the_failing_pass_and_verifies():
         run_pipeline(g, [Pass("broken", broken)], Options())
     with pytest.raises(PassError, match="pass 'bad' failed: its result does not verify"):
         run_pipeline(g, [Pass("bad", bad_output)], Options())
+    # a report keeps the IR of the last pass that ran, also when a later one fails
+    from braze.compiler.report import GraphReport
+
+    report = GraphReport("g")
+    with pytest.raises(PassError):
+        run_pipeline(g, [Pass("dce", dce), Pass("broken", broken)], Options(), report)
+    assert [p.name for p in report.passes] == ["dce"] and report.final_ir.startswith("graph ")
+    report = GraphReport("g")
+    run_pipeline(g, [Pass("dce", dce), Pass("cse", cse)], Options(), report)
+    assert report.passes[0].ir == "" and report.final_ir == print_graph(run_pipeline(g, [], Options()))
 
 
 def test_dump_writes_ir_after_every_pass(tmp_path):

@@ -34,22 +34,36 @@ def _pow2(n: int, lo: int = 1) -> int:
     return max(lo, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
 
+def _pow2_floor(n: int) -> int:
+    return 1 << max(0, int(n).bit_length() - 1)
+
+
+def _pow2_divisor(n: int, cap: int) -> int:
+    """The largest power of two dividing ``n``, at most ``cap``."""
+    b = 1
+    while b * 2 <= cap and n % (b * 2) == 0:
+        b *= 2
+    return b
+
+
 def _default(p: Mapping, d: DeviceInfo) -> dict:
     m, n, k, group = int(p["M"]), int(p["N"]), int(p["K"]), int(p["group"])
-    bk_cap = group if p["bits"] == 4 else 256
+    # int4: the largest power-of-two K block dividing the group (a group of 96 takes 32)
+    bk_cap = _pow2_divisor(group, 128) if p["bits"] == 4 else 256
     if d.kind != "cuda":  # the interpreter: small tiles
-        return {"BLOCK_M": 16 if m > GEMV_MAX_M else _pow2(m), "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1,
+        bm = 16 if m > GEMV_MAX_M else _pow2(m)
+        return {"BLOCK_M": bm, "BLOCK_N": 16 if m > 8 else 32, "BLOCK_K": 32, "SPLIT_K": 1,
                 "num_warps": 4, "num_stages": 1}
     if m <= GEMV_MAX_M:
         # NOTE: bench/gemv_variants.py on an H100 (Llama-1B decode shapes, bf16 weights):
         # narrow column blocks and long K chunks read fastest. Here each thread keeps its
-        # products (BLOCK_M x BLOCK_N x K block / threads fp32 registers, ~16-32) and a K
-        # block is 16 weight bytes a thread: int8 512 channels x 8 rows, int4 one group
-        # (128 channels, 64 bytes) x 32 rows.
+        # products (BLOCK_M x BLOCK_N x K block / threads fp32 registers, 16-64) and a K
+        # block is 16-32 weight bytes a thread at one row: int8 512 channels x 8 rows,
+        # int4 one group (128 channels, 64 bytes) x 32 rows.
         bm = _pow2(m)
         if p["bits"] == 4:
-            bk = group
-            bn = max(8, 2048 // (bm * bk // 2))
+            bk = bk_cap
+            bn = min(256, max(8, _pow2_floor(2048 // (bm * bk // 2))))
         else:
             bk = max(64, 512 // bm)
             bn = 8

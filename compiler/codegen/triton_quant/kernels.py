@@ -3,10 +3,13 @@
 - ``quant_gemv_kernel`` (a few rows, decode): one program per (block of
   output features, split of K). Weights are read once as integers and
   dequantized in registers; the rows of x are multiplied by broadcasting (no
-  tensor-core tile of 16 rows for one token). int4: the packed byte's low
-  and high nibbles meet x's even and odd input channels, so nothing is
-  interleaved; per group, ``s * (sum(x * q) - z * sum(x))``. Splits of K
-  write float32 partials that ``quant_splitk_epilogue`` sums.
+  tensor-core tile of 16 rows for one token). int4: in the chunked layout
+  (``ir/quant.py``) a byte's low and high nibbles meet two contiguous runs of
+  x, both vector loads; one group per K block, ``q * s - z * s`` in
+  registers. Integers become floats by their bits (``_int8_as_float``,
+  ``_nibble``), not by conversion instructions. Products accumulate per
+  thread and are reduced once after the K loop. Splits of K write float32
+  partials that ``quant_splitk_epilogue`` sums.
 - ``quant_gemm_kernel`` (prefill): tiles with ``tl.dot`` on the weight tile
   dequantized in the K loop (int4: two dots, low and high nibbles).
 

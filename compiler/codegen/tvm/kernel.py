@@ -227,6 +227,7 @@ class Runner:
         self.prepack = low.prepack_pos
         self._pack_fns: dict = {}  # unit-stride dims of B (None: contiguous) -> (lowered, pack function)
         self._packed, self._packed_key = None, None
+        self._pack_sig = None   # what the pack function computes (see _pack_signature)
         self._pack_shape, self._pack_dtype = low.pack_shape, torch.float64 if any(
             t.dtype == torch.float64 for t in kernel.input_types) else torch.float32
         self.sym_names = low.sym_names
@@ -301,10 +302,12 @@ class Runner:
     def _packed_operand(self, x):
         key = (x.data_ptr(), version_of(x), tuple(x.shape), tuple(x.stride()), x.dtype)
         if key != self._packed_key:
-            packed = _shared_pack(x, key, self._pack_shape, self._pack_dtype)
+            if self._pack_sig is None:
+                self._pack_sig = _pack_signature(self.variants[frozenset()][0], self)
+            packed = _shared_pack(x, key + (self._pack_sig,), self._pack_shape, self._pack_dtype)
             if packed is None:
                 packed = self._pack(x)
-                _share_pack(x, key, packed)
+                _share_pack(x, key + (self._pack_sig,), packed)
             self._packed, self._packed_key = packed, key
         return self._packed
 
@@ -416,14 +419,31 @@ def _cuda_info() -> DeviceInfo:
 
 # --------------------------------------------------------------------------- packed weights, shared
 # NOTE: a packed B is a function of the weight (its bytes: address, version, shape, strides,
-# dtype) and of the packed shape (``[.., N / nr, K, nr]``: nr is its last dimension) alone, so
-# every launcher packing the same weight to the same shape shares one copy: the prefill and
-# decode graphs of a model, and each recompile for a new shape, packed every weight again
-# (braze.generate on the CPU held its weights three times). Entries live while a launcher
-# holds the packed tensor; each names the weight's base tensor by a weakref, so a new tensor
-# at a freed weight's address (same version, same shape) never reads the old packing.
+# dtype) and of the pack function, which reads B through the group's layout ops (a permute,
+# a select of one expert...) into ``[.., N / nr, K, nr]``; every launcher packing the same
+# weight by the same function shares one copy: the prefill and decode graphs of a model, and
+# each recompile for a new shape, packed every weight again (braze.generate on the CPU held
+# its weights three times). The function is named by the structural hash of its TIR (equal
+# computations, equal hash; where hashing fails, the launcher's identity: no sharing).
+# Entries live while a launcher holds the packed tensor; each names the weight's base tensor
+# by a weakref, so a new tensor at a freed weight's address (same version, same shape) never
+# reads the old packing.
 _PACKS: "weakref.WeakValueDictionary[tuple, torch.Tensor]" = weakref.WeakValueDictionary()
 _PACKS_LOCK = threading.Lock()
+
+
+def _pack_signature(low, owner) -> tuple:
+    try:
+        import tvm  # lazy: only launchers with a prepacked operand get here
+
+        hash_fn = getattr(tvm.ir, "structural_hash", None)
+        if hash_fn is None:   # NOTE: TVM 0.27 keeps it in tvm_ffi
+            import tvm_ffi
+
+            hash_fn = tvm_ffi.structural_hash
+        return ("tir", int(hash_fn(low.pack_func)))
+    except Exception:  # noqa: BLE001 - not hashable: this launcher's packing is its own
+        return ("launcher", id(owner))
 
 
 def _base_of(x: torch.Tensor) -> torch.Tensor:
