@@ -224,6 +224,10 @@ def memory_report(model, batch: int, top: int = 15) -> str:
     import collections
 
     params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    # NOTE: first what unreachable cycles hold (garbage the peak counted), then what is live
+    before = torch.cuda.memory_allocated()
+    gc.collect()
+    garbage = before - torch.cuda.memory_allocated()
     snap = torch.cuda.memory._snapshot()
     groups: dict = collections.defaultdict(lambda: [0, 0])
     total = 0
@@ -237,7 +241,8 @@ def memory_report(model, batch: int, top: int = 15) -> str:
             groups[where][0] += blk["size"]
             groups[where][1] += 1
             total += blk["size"]
-    lines = [f"memory besides weights after the timed calls, batch {batch}: {total / 1e9:.3f} GB"]
+    lines = [f"memory besides weights after the timed calls, batch {batch}: {total / 1e9:.3f} GB live, "
+             f"{garbage / 1e9:.3f} GB freed by gc.collect() first"]
     for where, (size, n) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]:
         lines.append(f"  {size / 1e6:9.1f} MB in {n:4d} blocks  {where}")
     return "\n".join(lines)
