@@ -38,18 +38,10 @@ def _pow2_floor(n: int) -> int:
     return 1 << max(0, int(n).bit_length() - 1)
 
 
-def _pow2_divisor(n: int, cap: int) -> int:
-    """The largest power of two dividing ``n``, at most ``cap``."""
-    b = 1
-    while b * 2 <= cap and n % (b * 2) == 0:
-        b *= 2
-    return b
-
-
 def _default(p: Mapping, d: DeviceInfo) -> dict:
     m, n, k, group = int(p["M"]), int(p["N"]), int(p["K"]), int(p["group"])
     # int4: the largest power-of-two K block dividing the group (a group of 96 takes 32)
-    bk_cap = _pow2_divisor(group, 128) if p["bits"] == 4 else 256
+    bk_cap = min(128, group & -group) if p["bits"] == 4 else 256
     if d.kind != "cuda":  # the interpreter: small tiles
         bm = 16 if m > GEMV_MAX_M else _pow2(m)
         return {"BLOCK_M": bm, "BLOCK_N": 16 if m > 8 else 32, "BLOCK_K": 32, "SPLIT_K": 1,

@@ -67,19 +67,16 @@ def quant_gemv_kernel(X, Q, S, Z, BIAS, OUT, WS, M, N, K, sxm, sxk, sqn, sqk, ss
         acc3 = tl.full([BLOCK_M, BLOCK_N, BLOCK_K], 0, tl.float32)
         for k0 in range(k_lo, k_hi, BLOCK_K):
             kk = k0 + offs_k
+            # x in the weight tile's shape (rows broadcast): no layout conversion of x in the loop
+            xp = X + offs_m[:, None, None] * sxm + kk[None, None, :] * sxk + 0 * w_n[None, :, None]
             if EVEN_K:
-                x = tl.load(X + offs_m[:, None, None] * sxm + kk[None, None, :] * sxk + 0 * w_n[None, :, None],
-                            mask=m_ok[:, None, None], other=0.0)
+                x = tl.load(xp, mask=m_ok[:, None, None], other=0.0)
                 q = tl.load(Q + w_n[:, None] * sqn + kk[None, :] * sqk)
             else:
                 k_ok = kk < k_hi
-                x = tl.load(X + offs_m[:, None] * sxm + kk[None, :] * sxk, mask=m_ok[:, None] & k_ok[None, :],
-                            other=0.0)
+                x = tl.load(xp, mask=m_ok[:, None, None] & k_ok[None, None, :], other=0.0)
                 q = tl.load(Q + w_n[:, None] * sqn + kk[None, :] * sqk, mask=k_ok[None, :], other=0)
-            if EVEN_K:
-                acc3 += x.to(tl.float32) * _int8_as_float(q)[None, :, :]
-            else:
-                acc3 += x.to(tl.float32)[:, None, :] * _int8_as_float(q)[None, :, :]
+            acc3 += x.to(tl.float32) * _int8_as_float(q)[None, :, :]
         s = tl.load(S + w_n * ssn).to(tl.float32)
         acc = tl.reduce(acc3, 2, _add) * s[None, :]
     else:
