@@ -36,12 +36,12 @@ from typing import Mapping
 import torch
 
 from braze.autotune.space import Constraint, DeviceInfo, Knob, Space
-from braze.compiler.codegen.triton import exprs, scatter
+from braze.compiler.codegen.triton import exprs, row_scale, scatter
 from braze.compiler.codegen.triton.emit import (Emitter, IDENTITIES, LAYOUT, PERMUTES, RESHAPES, _perm, _slice_args,
                                                 operand_names)
 from braze.compiler.codegen.triton.exprs import TV
-from braze.compiler.codegen.triton.indexing import (Index, Unsupported, atom, atom_extents, domain_index, eq, nonneg,
-                                                     prod, quotient, render_size, size)
+from braze.compiler.codegen.triton.indexing import (TRUE, ZERO, Index, Unsupported, atom, atom_extents, domain_index,
+                                                     eq, nonneg, prod, quotient, render_size, size)
 from braze.compiler.codegen.triton.layout import map_broadcast, map_reshape
 from braze.compiler.codegen.triton.kernel import (Generated, bind_symbols_code, bucket, dtype_name, kernel_def,
                                                   launch_call, next_pow2, operand_signature, shape_code)
@@ -90,7 +90,7 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
     split = 1
     while tiles * split * 2 <= sms * 2 and K // (split * 2) >= 4 * cfg["BLOCK_K"] and split < 16:
         split *= 2
-    cfg["SPLIT_K"] = split
+    cfg["SPLIT_K"] = 1 if p.get("prologue") else split
     # TMA (Hopper's bulk tensor copies) for the big tiles; small-M tiles stay on cp.async
     cfg["TMA"] = int(d.capability >= (9, 0) and cfg["BLOCK_M"] >= 64)
     cfg["PERSISTENT"] = 0  # NOTE: a knob for the tuner; not measured as a default yet
@@ -124,6 +124,8 @@ SPACE = Space(
                    and c["BLOCK_K"] <= max(16, next_pow2(int(p["K"])))),
         Constraint("each K split has work",
                    lambda c, p, d: c["SPLIT_K"] == 1 or int(p["K"]) >= c["SPLIT_K"] * c["BLOCK_K"]),
+        Constraint("a row-scale prologue reduces whole rows in one program",
+                   lambda c, p, d: not p.get("prologue") or c["SPLIT_K"] == 1),
         Constraint("persistent programs do not split K",
                    lambda c, p, d: not c.get("PERSISTENT") or c["SPLIT_K"] == 1),
         Constraint("tl.dot tiles are at least 16 x 16 x 16 (narrower ones only with GEMV)",
@@ -147,7 +149,8 @@ class Template:
             raise Unsupported(f"gemm group with {len(gemms)} GEMMs (expected one of {GEMMS})")
         g = self.gemm = gemms[0]
         for n in graph.compute_nodes:
-            if n is not g and n.op not in exprs.TABLE and n.op not in LAYOUT and n.op != "unpack":
+            if (n is not g and n.op not in exprs.TABLE and n.op not in LAYOUT and n.op != "unpack"
+                    and n.op not in row_scale.REDUCTIONS):
                 raise Unsupported(f"op {n.op} in a gemm epilogue")
         self.scales = None   # quant_linear: B is int8 weights [N, K], scaled per output column
         if g.op == "quant_linear":
@@ -178,6 +181,10 @@ class Template:
             (self.M, self.K), self.N, self.Bt = (size(d) for d in at.shape), size(bt.shape[n_axis]), size(1)
         if not graph.outputs:
             raise Unsupported("gemm group without outputs")
+        # A computed in the group: the row-scale prologue (RMSNorm), or Unsupported
+        self.prologue = None if self.batched else row_scale.row_scale(graph, g, self.A, self.K)
+        if self.batched and any(n.op in row_scale.REDUCTIONS for n in graph.compute_nodes):
+            raise Unsupported("a reduction in a bmm group")
         self.scatters = scatter.scatters(graph)
         if self.scatters and self.batched:
             raise Unsupported("unpack of a bmm product")
@@ -222,6 +229,9 @@ class Template:
         if self.scales is not None:   # int8 weights: the product scaled per output column
             sc = em.pull(self.scales, map_broadcast(idx, self.scales.type.shape), cond)
             acc = em.tmp(f"{acc.code} * {exprs.cast(sc, ct)}", ct, v.type.dtype, acc.axes | sc.axes)
+        if self.prologue is not None:   # the row scale factored out of A (row_scale.py)
+            f = em.pull(self.prologue.factor.out(), self.row_index(self.prologue.factor.type.shape), cond)
+            acc = em.tmp(f"{acc.code} * {exprs.cast(f, ct)}", ct, v.type.dtype, acc.axes | f.axes)
         if self.bias is None:
             return acc
         b = em.pull(self.bias, map_broadcast(idx, self.bias.type.shape), cond)
@@ -232,6 +242,8 @@ class Template:
     def epilogue(self, em: Emitter) -> None:
         """Store every output, pulled at the tile's (r, c); the product comes from ``hook``."""
         em.special = {self.gemm: self.hook}
+        if self.prologue is not None:
+            em.special[self.prologue.reduction] = self.reduced
         for j in range(len(self.graph.outputs)):
             o = scatter.domain_value(self.graph, j, self.scatters)
             idx = self.idx if tuple(o.type.shape) == tuple(self.dom) else map_reshape(self.idx, o.type.shape)
@@ -239,6 +251,21 @@ class Template:
             val = exprs.cast(tv, o.type.dtype) if tv.dtype != o.type.dtype else tv.code
             row = scatter.dst_rows(em, self.scatters[j]) if j in self.scatters else "r"
             em.line(f"tl.store(out{j}_ptr + {row} * N + c, {val}, mask=rmask & cmask)")
+
+    def row_index(self, shape) -> Index:
+        """The index of the tile's rows ``r`` into a per-row value of ``shape`` ([..., 1]
+        over A's rows ``base[..., K]``)."""
+        lead = tuple(self.prologue.base.type.shape[:-1])
+        groups = ([(0, len(lead), atom("r"))] if lead else []) + [(len(lead), len(lead) + 1, ZERO)]
+        rows = Index.of(lead + (1,), groups)
+        return map_broadcast(rows, shape)
+
+    def reduced(self, em: Emitter, v: Value, idx: Index, cond) -> TV:
+        """The row reduction's value: what the K loop accumulated in ``red_acc``."""
+        red = self.prologue.reduction
+        code = "red_acc / K" if red.op == "mean" else "red_acc"
+        acc_t = torch.float64 if self.dtype == torch.float64 else torch.float32
+        return em.tmp(code, acc_t, v.type.dtype, frozenset({"r"}), exact=v.type.dtype == acc_t)
 
     # ------------------------------------------------------------------ A and B tiles
     def operand_index(self, which: str, off=0) -> Index:
@@ -264,11 +291,34 @@ class Template:
         # NOTE: a tile dim of extent 1 (M = 1: one decode token) drops out of the index,
         # so the load has shape [1, BLOCK_K]; tl.dot needs the full tile (rows >= M are
         # never stored).
-        a = ld.pull(self.A, self.operand_index("A"))
-        ld.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)', 'ak')}")
+        if self.prologue is None:
+            a = ld.pull(self.A, self.operand_index("A"))
+            ld.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)', 'ak')}")
+        else:
+            self.prologue_tiles(em.scope(masks=masks), even)
         for j, off in enumerate(self.offsets):
             b = ld.pull(self.B, self.operand_index("B", off))
             ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', b_tile, 'bk')}")
+
+
+    def prologue_tiles(self, pe: Emitter, even: bool) -> None:
+        """A's tile with the row factor set to one, and the row reduction's operand
+        summed into ``red_acc`` from the same loaded tiles (row_scale.py)."""
+        p = self.prologue
+        pe.special = {p.factor: lambda em, v, idx, cond: TV("1.0", torch.float32, v.type.dtype, frozenset(), True)}
+        idx = self.operand_index("A")
+        a = pe.pull(self.A, idx, TRUE)
+        a = pe.tmp(exprs.cast(a, self.A.type.dtype), self.A.type.dtype, self.A.type.dtype, a.axes)
+        pe.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)', 'ak')}")
+        for view in p.views:   # A's index as an index of its rows
+            idx = map_reshape(idx, view.args[0].type.shape) if view.op in RESHAPES else idx
+        x = pe.pull(p.operand, idx, TRUE)
+        acc_t = "tl.float64" if self.dtype == torch.float64 else "tl.float32"
+        tile = _full_tile(pe.tmp(f"{x.code}.to({acc_t})", x.dtype, x.ir, x.axes), 'am', 'ak', '(BLOCK_M, BLOCK_K)',
+                          'ak')
+        if not even:
+            tile = f"tl.where(ak < k_end, {tile}, 0)"
+        pe.line(f"red_acc += tl.reduce({tile}, 1, _add)[:, None]")
 
 
 def _full_tile(tv: TV, rows: str, cols: str, shape: str, k: str) -> str:
@@ -292,6 +342,8 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
     em.line("r = pid_b * M + rm" if t.batched else "r = rm")
     for j in range(nacc):
         em.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
+    if t.prologue is not None:
+        em.line(f"red_acc = tl.full((BLOCK_M, 1), 0, {acc_t})")
     em.line("k_per = ((K + SPLIT_K - 1) // SPLIT_K + BLOCK_K - 1) // BLOCK_K * BLOCK_K")
     em.line("k_start = pid_k * k_per")
     em.line("k_end = tl.minimum(K, k_start + k_per)")
@@ -379,6 +431,8 @@ def split_kernel(t: Template, names, masks, ops) -> tuple[str, set]:
         red.line(ln)
     for j in range(nacc):
         red.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
+    if t.prologue is not None:   # never launched: the launcher refuses to split K under a prologue
+        red.line(f"red_acc = tl.full((BLOCK_M, 1), float('nan'), {acc_t})")
     red.line("for s in range(0, SPLIT_K):")
     for j in range(nacc):
         red.line(f"    acc{j} += tl.load(ws_ptr + ((s * {nacc} + {j}) * (M * Bt) + r) * N + c, "
@@ -457,6 +511,10 @@ def generate(graph: Graph) -> Generated:
     lines += [f"    M = {render_size(t.M)}", f"    N = {render_size(t.Nd)}", f"    K = {render_size(t.K)}",
               f"    Bt = {render_size(t.Bt)}"]
     lines += ["    if M * N * Bt == 0:", f"        return {ret}"]
+    if t.prologue is not None:
+        lines += ["    if SPLIT_K > 1:",
+                  f"        raise ValueError('{name}: a row-scale prologue needs whole rows of K in one program "
+                  "(SPLIT_K = 1)')"]
     if t.dtype == torch.float32:
         lines.append("    DOT_PRECISION = 'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee'")
     else:
@@ -500,10 +558,11 @@ def generate(graph: Graph) -> Generated:
     host = ("\n" + TMA_HOST if tma else "") + PERSISTENT_HOST + scatter.host_code(t.scatters)
     launch = host + "\n".join(lines) + "\n"
     M, Nd, K, Bt, dt = t.M, t.Nd, t.K, t.Bt, t.dtype
+    prologue = {"prologue": 1} if t.prologue is not None else {}
 
     def problem(env):
         return {"M": bucket(M, env), "N": bucket(Nd, env), "K": bucket(K, env), "B": bucket(Bt, env),
-                "nacc": nacc, "elt": ELT[dt], "dtype": dtype_name(dt)}
+                "nacc": nacc, "elt": ELT[dt], "dtype": dtype_name(dt), **prologue}
 
     return Generated("gemm", name, kernels, launch, SPACE, problem, helpers)
 

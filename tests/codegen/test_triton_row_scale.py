@@ -1,0 +1,135 @@
+"""The GEMM template's row-scale prologue (RMSNorm folded into the projection that
+reads it, ``compiler/codegen/triton/row_scale.py``) against the float64 reference."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from braze.compiler.codegen.triton.indexing import Unsupported
+from braze.ir import Builder
+from tests.codegen.triton_helpers import fused_node, rand, run_and_check
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+F32 = torch.float32
+BASE = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 2, "num_warps": 4, "num_stages": 1, "SPLIT_K": 1,
+        "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
+GEMV = dict(BASE, BLOCK_M=1, BLOCK_N=4, BLOCK_K=64, GROUP_M=1, GEMV=1)
+TOL = {torch.float32: (1e-4, 1e-4), torch.float16: (1e-2, 1e-2), torch.bfloat16: (2e-2, 2e-2)}
+
+
+def rms_norm(b, h, weight, eps=1e-6, square="pow"):
+    """Hugging Face's LlamaRMSNorm after lowering: upcast, mean of squares, rsqrt, downcast, weight."""
+    dtype = h.type.dtype
+    hf = b.call("_to_copy", h, dtype=F32) if dtype != F32 else h
+    sq = b.call("pow", hf, 2, overload="Tensor_Scalar") if square == "pow" else b.call("mul", hf, hf,
+                                                                                         overload="Tensor")
+    var = b.call("mean", sq, [-1], True, overload="dim")
+    r = b.call("rsqrt", b.call("add", var, eps, overload="Tensor"))
+    y = b.call("mul", hf, r, overload="Tensor")
+    y = b.call("_to_copy", y, dtype=dtype) if dtype != F32 else y
+    return b.call("mul", weight, y, overload="Tensor")
+
+
+def norm_linear(dtype, rows, k, n, square="pow", residual=False):
+    """``rms_norm(h) @ w^T`` (+ a residual) on decode-shaped rows ``[rows, 1, k]``."""
+    b = Builder()
+    h = b.input("h", (rows, 1, k), dtype)
+    g = b.input("g", (k,), dtype)
+    w = b.input("w", (n, k), dtype)
+    x = b.call("reshape", rms_norm(b, h, g, square=square), (rows, k))
+    y = b.call("mm", x, b.call("permute", w, (1, 0)))
+    feed = {"h": rand(rows, 1, k, dtype=dtype), "g": 1 + 0.1 * rand(k, dtype=dtype), "w": rand(n, k, dtype=dtype)}
+    if residual:
+        res = b.input("res", (rows, n), dtype)
+        y = b.call("add", y, res, overload="Tensor")
+        feed["res"] = rand(rows, n, dtype=dtype)
+    return b, y, feed
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
+@pytest.mark.parametrize("rows,cfg", [(1, GEMV), (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8, BLOCK_K=32)), (3, BASE),
+                                      (2, dict(BASE, PERSISTENT=1))], ids=["gemv-m1", "gemv-m3", "dot", "persistent"])
+def test_rms_norm_prologue_with_residual(dtype, rows, cfg, device):
+    """K = 72 is not a multiple of the K block: the masked last tile adds nothing to the squares."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    b, y, feed = norm_linear(dtype, rows, 72, 30, residual=True)
+    node = fused_node(b, [y], "gemm")
+    k = kernel_for(node)
+    assert "red_acc += tl.reduce(" in k.source and "red_acc / K" in k.source
+    run_and_check(node, feed, cfg, device, tol=TOL[dtype], kernel=k)
+
+
+def test_rms_norm_prologue_dual_gate_up_and_squares_as_a_product(device):
+    """The gate/up GEMM (two accumulators) after ``post_attention_layernorm``, squares written ``x * x``."""
+    dtype, inter, k = torch.bfloat16, 24, 96
+    b = Builder()
+    h = b.input("h", (1, 1, k), dtype)
+    g = b.input("g", (k,), dtype)
+    w = b.input("w", (2 * inter, k), dtype)
+    x = b.call("reshape", rms_norm(b, h, g, square="mul"), (1, k))
+    mm = b.call("mm", x, b.call("permute", w, (1, 0)))
+    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, inter)), b.call("slice", mm, 1, inter, 2 * inter),
+               overload="Tensor")
+    node = fused_node(b, [y], "gemm")
+    feed = {"h": rand(1, 1, k, dtype=dtype), "g": rand(k, dtype=dtype), "w": rand(2 * inter, k, dtype=dtype)}
+    run_and_check(node, feed, dict(GEMV, BLOCK_K=32), device, tol=TOL[dtype])
+
+
+def test_prologue_problem_never_splits_k(device):
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton import kernel_for
+
+    b, y, feed = norm_linear(torch.bfloat16, 1, 64, 16)
+    k = kernel_for(fused_node(b, [y], "gemm"))
+    p = k.problem({})
+    assert p["prologue"] == 1
+    dev = DeviceInfo(kind="cuda", name="test", capability=(9, 0), sm_count=132, smem_per_block=232448)
+    for m in (1, 16, 64):
+        assert k.space.default_config(dict(p, M=m), dev)["SPLIT_K"] == 1
+    assert "a row-scale prologue reduces whole rows in one program" in k.space.violations(
+        dict(BASE, GROUP_M=1, SPLIT_K=2), p, dev)
+    with pytest.raises(ValueError, match="SPLIT_K = 1"):
+        k.compile(dict(BASE, BLOCK_K=16, SPLIT_K=2))(*[feed[v.node.name].to(device) for v in k.node.inputs])
+
+
+def _why(b, outputs) -> str:
+    from braze.compiler.codegen.triton import why_not
+
+    return why_not("gemm", fused_node(b, outputs, "gemm").attr("graph"), "cuda")
+
+
+def test_declines_what_does_not_factor_out():
+    # LayerNorm: the mean is subtracted, not a factor
+    b = Builder()
+    h = b.input("h", (1, 32), F32)
+    w = b.input("w", (16, 32), F32)
+    mu = b.call("mean", h, [-1], True, overload="dim")
+    x = b.call("sub", h, mu, overload="Tensor")
+    assert "through sub" in _why(b, [b.call("mm", x, b.call("permute", w, (1, 0)))])
+    # the normalised row is also an output of the group
+    b, y, _ = norm_linear(F32, 1, 32, 16)
+    normed = y.node.args[0]
+    assert "read outside the GEMM's A operand" in _why(b, [y, normed])
+    # a reduction over the rows, not along them
+    b = Builder()
+    h = b.input("h", (4, 32), F32)
+    w = b.input("w", (16, 32), F32)
+    s = b.call("mean", h, [0], True, overload="dim")
+    assert "reduces the last dim only" in _why(b, [b.call("mm", b.call("mul", h, s, overload="Tensor"),
+                                                            b.call("permute", w, (1, 0)))])
+
+
+def test_row_scale_analysis_finds_the_factor():
+    from braze.compiler.codegen.triton.row_scale import row_scale
+
+    b, y, _ = norm_linear(torch.bfloat16, 1, 64, 16)
+    node = fused_node(b, [y], "gemm")
+    sub = node.attr("graph")
+    mm = next(n for n in sub.nodes if n.op == "mm")
+    rs = row_scale(sub, mm, mm.args[0], 64)
+    assert rs.factor.op == "rsqrt" and rs.reduction.op == "mean" and rs.operand.node.op == "pow"
+    assert [v.op for v in rs.views] == ["reshape"]
+    with pytest.raises(Unsupported):
+        row_scale(sub, mm, mm.args[0], 32)
