@@ -87,7 +87,7 @@ def row_scale(graph: Graph, gemm: Node, a: Value, k) -> Optional[RowScale]:
     reductions = [n for n in nodes if n.op in REDUCTIONS]
     others = [n.op for n in nodes if n.op not in REDUCTIONS and n.op not in exprs.TABLE and n.op not in LAYOUT]
     if others or len(reductions) != 1:
-        ops = ", ".join(others or [n.op for n in reductions] or ["pointwise ops only"])
+        ops = ", ".join(others or [n.op for n in nodes if n.op not in LAYOUT])
         raise Unsupported(f"GEMM operand computed by {ops}: a prologue is one sum or mean over the row, "
                           "then pointwise ops")
     red = reductions[0]
