@@ -5,7 +5,12 @@ Three kinds of group, formed in this order (earlier kinds claim nodes first):
 1. ``gemm``: a GEMM (mm, addmm, bmm) and its pointwise epilogue: bias,
    activation, scaling, residual add, casts, and slices/reshapes of its
    output (the gate/up halves of a horizontally fused MLP GEMM); a GEMM
-   with no epilogue is a group of its own.
+   with no epilogue is a group of its own. At decode (at most
+   ``PROLOGUE_MAX_ROWS`` static rows) the norm that computes the GEMM's A
+   operand and is read by nothing else joins too, as a row-scale prologue
+   (``compiler/codegen/triton/row_scale.py``): one launch less per norm, and
+   the normalised row is never written. With more rows each of the GEMM's
+   column tiles would redo the norm, so the norm keeps its own kernel.
 2. ``reduction``: a reduction over the last dimension with its pointwise
    prologue and epilogue on the same rows: softmax, LayerNorm, RMSNorm,
    add + RMSNorm (whose sum is a second output).
@@ -37,6 +42,7 @@ from braze.ir.fused import fuse_groups, subgraph_of, unbound_symbols
 from braze.ir.types import TensorType, dim_mul, dim_symbols, dims_equal, eval_dim
 
 GEMMS = frozenset({"mm", "addmm", "bmm", "quant_linear"})
+PROLOGUE_MAX_ROWS = 4      # decode rows: the GEMM then reads A once per column tile anyway
 REDUCTIONS = frozenset({"sum", "mean", "amax", "amin", "var", "var_mean", "_softmax", "_log_softmax"})
 LAYOUT = frozenset({"reshape", "permute", "expand", "slice", "select", "cat"})
 # Layout ops that are free views at a group boundary (cat is not: it copies).
@@ -212,10 +218,50 @@ class _Partitioner:
 
             s = self.grow({n}, lambda m, s: False, consumer)
             s = self.prune_boundary_views(self.prune_widening_outputs(s | {n})) | {n}
+            prologue = self.row_scale_prologue(n, s)
+            if prologue and self.commit(s | prologue, "gemm"):
+                continue
             # NOTE: a GEMM with no epilogue is a group too: its generated kernel
             # competes with the library call by measurement (on the CPU, TVM's
             # GEMM beat MKL at GPT-2's shapes, LM head included).
             self._commit_shrinking(s, "gemm", anchor=n)
+
+    def row_scale_prologue(self, gemm: Node, s: set) -> set:
+        """The nodes computing the GEMM's A operand that nothing else reads, when they
+        hold one last-dim sum or mean (a norm) and A has at most PROLOGUE_MAX_ROWS
+        static rows; empty otherwise. Whether the form factors out is the code
+        generator's call (the group is committed only if it accepts)."""
+        if gemm.op == "bmm":
+            return set()
+        a = gemm.args[1] if gemm.op == "addmm" else gemm.args[0]
+        rows = a.type.shape[0] if a.type.rank == 2 else None
+        if not isinstance(rows, int) or rows > PROLOGUE_MAX_ROWS:
+            return set()
+
+        def eligible(m: Node) -> bool:
+            return self.free(m, s) and m not in self.outputs and (
+                is_pointwise(m) or is_layout(m) or (last_dim_reduction(m) and m.op in ("sum", "mean")))
+
+        found, stack = set(), [a.node]
+        while stack:
+            m = stack.pop()
+            if m not in found and eligible(m):
+                found.add(m)
+                stack.extend(v.node for v in m.inputs)
+        while True:   # drop what is read outside, and what then no longer feeds A through the rest
+            keep = {m for m in found if all(u in found or u in s for u in self.users[m])}
+            reach, stack = set(), [a.node] if a.node in keep else []
+            while stack:
+                m = stack.pop()
+                if m not in reach:
+                    reach.add(m)
+                    stack.extend(v.node for v in m.inputs if v.node in keep)
+            if reach == found:
+                break
+            found = reach
+        if sum(last_dim_reduction(m) for m in found) != 1:
+            return set()
+        return found
 
     def reduction_groups(self) -> None:
         for r in self.g.nodes:

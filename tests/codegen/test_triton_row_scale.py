@@ -133,3 +133,28 @@ def test_row_scale_analysis_finds_the_factor():
     assert [v.op for v in rs.views] == ["reshape"]
     with pytest.raises(Unsupported):
         row_scale(sub, mm, mm.args[0], 32)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["lm-head", "residual"])
+def test_split_prologue_runs_the_norm_kernel_then_the_library(residual, device):
+    """The fallback candidate of a prologue group: the norm's reduction kernel, then
+    the GEMM (and its epilogue) through the library; equal to the group in float64."""
+    from braze.autotune.space import device_info
+    from braze.compiler.codegen.triton.split_prologue import split_kernel
+    from tests.codegen.triton_helpers import reference
+
+    b, y, feed = norm_linear(torch.bfloat16, 2, 64, 24, residual=residual)
+    node = fused_node(b, [y], "gemm")
+    k = split_kernel(node)
+    assert k is not None and k.name.startswith("split_") and k.prologue.gen.kind == "reduction"
+    assert [n.op for n in k.rest.compute_nodes if n.op != "permute"] == ["reshape", "mm"] + (["add"] if residual
+                                                                                             else [])
+    xs = [feed[v.node.name].to(device) for v in node.inputs]
+    out = k.compile(k.space.default_config(k.problem({}), device_info(device)))(*xs)
+    (want,) = reference(node, [x.cpu() for x in xs])
+    want = want.to(torch.bfloat16).double()
+    scale = max(1.0, float(want.abs().max()))      # bf16 products of 64 terms: the tolerance scales with them
+    torch.testing.assert_close(out.cpu().double(), want, rtol=2e-2, atol=2e-2 * scale)
+    plain = Builder()
+    x, w = plain.input("x", (2, 64)), plain.input("w", (64, 24))
+    assert split_kernel(fused_node(plain, [plain.call("mm", x, w)], "gemm")) is None

@@ -15,9 +15,9 @@ ANY = FuseConfig(lambda kind, sub: True)
 VIEWS = {"reshape", "permute", "slice", "expand", "select", "split"}
 
 
-def _prepared(family, **kw):
+def _prepared(family, batch=2, seq=8, **kw):
     model = hf_models.build(family, **kw)
-    inp = hf_models.inputs(2, 8)
+    inp = hf_models.inputs(batch, seq)
     call = (lambda **a: model(**a)) if family == "bert" else (lambda **a: model(**a, use_cache=False))
     (g,) = capture_graphs(call, **inp)
     before_fuse = [p for p in PIPELINE if p.name not in ("fuse", "merge_parallel_groups", "eliminate_padding")]
@@ -61,6 +61,39 @@ def test_llama_block_groups():
     x = [inp["input_ids"], inp["attention_mask"]][: len(g.inputs)]
     for a, b in zip(interpret(g, *x), interpret(fg, *x)):
         torch.testing.assert_close(a, b)
+
+
+def test_decode_rows_fold_each_norm_into_the_gemm_that_reads_it():
+    """One token: input_layernorm into the QKV GEMM, post_attention_layernorm into
+    gate/up, the final norm into the LM head (row-scale prologues); the norms
+    keep their own groups from PROLOGUE_MAX_ROWS + 1 rows on."""
+    g, model, inp = _prepared("llama", batch=1, seq=1, num_hidden_layers=1, dtype=torch.bfloat16)
+    fg = fuse_graph(g, ANY)
+    verify(fg, types=True)
+    groups = _groups(fg)
+    norm = ("_to_copy",) + RMSNORM[1][:-1] + ("_to_copy", "mul")
+    assert not any(k == "reduction" for k, *_ in [x for x in groups if isinstance(x, tuple)])
+    gemms = [ops for kind, ops in (x for x in groups if isinstance(x, tuple)) if kind == "gemm"]
+    assert gemms == [norm + ("mm",), ("mm", "add"), norm + ("mm", "silu", "mul"), ("mm", "add"), norm + ("mm",)]
+    x = [inp["input_ids"], inp["attention_mask"]][: len(g.inputs)]
+    for a, b in zip(interpret(g, *x), interpret(fg, *x)):
+        torch.testing.assert_close(a, b)
+    g5, _, _ = _prepared("llama", batch=1, seq=5, num_hidden_layers=1, dtype=torch.bfloat16)
+    assert sum(x == ("reduction", norm) for x in _groups(fuse_graph(g5, ANY))) == 3
+
+
+def test_a_norm_read_elsewhere_stays_its_own_group():
+    b = Builder()
+    h = b.input("h", (1, 32), torch.float32)
+    g = b.input("g", (32,), torch.float32)
+    w = b.input("w", (16, 32), torch.float32)
+    r = b.call("rsqrt", b.call("add", b.call("mean", b.call("mul", h, h, overload="Tensor"), [-1], True,
+                                                        overload="dim"), 1e-6, overload="Tensor"))
+    x = b.call("mul", g, b.call("mul", h, r, overload="Tensor"), overload="Tensor")
+    y = b.call("mm", x, b.call("permute", w, (1, 0)))
+    fg = fuse_graph(b.graph([y, x]), ANY)
+    assert _groups(fg) == [("gemm", ("mm",)), ("reduction", ("mul", "mean", "add", "rsqrt", "mul", "mul"))] or \
+        _groups(fg) == [("reduction", ("mul", "mean", "add", "rsqrt", "mul", "mul")), ("gemm", ("mm",))]
 
 
 def test_a_residual_gemm_writes_the_narrow_sum_and_the_norm_upcasts_it():

@@ -25,7 +25,7 @@ from braze.compiler.codegen.triton.indexing import Unsupported
 from braze.compiler.codegen.triton.kernel import Generated, TritonKernel, canonical_text
 from braze.ir import Graph, Node
 from braze.autotune.contract import register_generator
-from braze.compiler.codegen.triton import gemm, pointwise, reduction, split_gemm
+from braze.compiler.codegen.triton import gemm, pointwise, reduction, split_gemm, split_prologue
 
 log = logging.getLogger("braze.codegen.triton")
 
@@ -116,9 +116,9 @@ def generate(node: Node, graph: Graph, options, device) -> list:
     if node.attr("kind") == "gemm" and dev_kind.startswith("cuda"):
         # NOTE: on the GPU only: under the interpreter (tests) it would double every
         # gemm group's measured candidates for nothing.
-        split = split_gemm.split_kernel(node)
-        if split is not None:
-            out.append(split)
+        for split in (split_gemm.split_kernel(node), split_prologue.split_kernel(node)):
+            if split is not None:
+                out.append(split)
     return out
 
 
