@@ -24,6 +24,12 @@ partial last wave; a tuner knob, off by default until measured). With ``GEMV``
 ``[BLOCK_M, BLOCK_K]`` tile of A with a ``[BLOCK_N, BLOCK_K]`` tile of B and
 sums over K in registers: no tensor-core tile of 16 rows for one token.
 
+A may also be computed in the group by a row-scale prologue (RMSNorm at
+decode, ``row_scale.py``): the K loop computes A's tiles with the norm's
+per-row factor set to one and sums the row's squares from the same tiles;
+after the loop the factor scales the accumulators. Such groups never split K
+and have no TMA path (A is not a view).
+
 ``quant_linear`` with int8 per-channel weights is a GEMM here too: B is the
 int8 ``[N, K]`` weight, loaded as integers in the K loop, and the product is
 scaled per output column before the epilogue, so no dequantized weight is
