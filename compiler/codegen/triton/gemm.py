@@ -306,7 +306,6 @@ class Template:
             b = ld.pull(self.B, self.operand_index("B", off))
             ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', b_tile, 'bk')}")
 
-
     def prologue_tiles(self, pe: Emitter, even: bool) -> None:
         """A's tile with the row factor set to one, and the row reduction's operand
         summed into ``red_acc`` from the same loaded tiles (row_scale.py)."""
@@ -320,8 +319,8 @@ class Template:
             idx = map_reshape(idx, view.args[0].type.shape) if view.op in RESHAPES else idx
         x = pe.pull(p.operand, idx, TRUE)
         acc_t = "tl.float64" if self.dtype == torch.float64 else "tl.float32"
-        tile = _full_tile(pe.tmp(f"{x.code}.to({acc_t})", x.dtype, x.ir, x.axes), 'am', 'ak', '(BLOCK_M, BLOCK_K)',
-                          'ak')
+        tile = _full_tile(pe.tmp(f"{x.code}.to({acc_t})", x.dtype, x.ir, x.axes), "am", "ak", "(BLOCK_M, BLOCK_K)",
+                          "ak")
         if not even:
             tile = f"tl.where(ak < k_end, {tile}, 0)"
         pe.line(f"red_acc += tl.reduce({tile}, 1, _add)[:, None]")
