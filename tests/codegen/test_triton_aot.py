@@ -186,3 +186,21 @@ def test_kv_cache_write_kernel_compiles():
                                          *k.stride(), BLOCK_D=64, num_warps=1)
     (c,) = out
     assert c.resources.get("LOCAL", 0) == 0 and c.shared == 0
+
+
+def test_rms_norm_prologue_gemv_compiles_like_the_plain_gemv():
+    """The decode QKV GEMV with input_layernorm as its prologue: 16-byte loads of the
+    weight, x and the norm's weight, nothing spilled, and no more shared memory than
+    the GEMV without a prologue (the squares are reduced within warps)."""
+    from tests.codegen.test_triton_row_scale import GEMV, norm_linear
+
+    cfg = dict(GEMV, BLOCK_N=4, BLOCK_K=1024, num_stages=3)
+    b, y, feed = norm_linear(BF16, 1, 2048, 3072, residual=True)
+    (c,) = _compile(fused_node(b, [y], "gemm"), {k: v.contiguous() for k, v in feed.items()}, cfg)
+    plain = Builder()
+    x, w = plain.input("x", (1, 2048), BF16), plain.input("w", (3072, 2048), BF16)
+    (p,) = _compile(fused_node(plain, [plain.call("mm", x, plain.call("permute", w, (1, 0)))], "gemm"),
+                    {"x": torch.empty(1, 2048, dtype=BF16), "w": torch.empty(3072, 2048, dtype=BF16)}, cfg)
+    assert c.features.get("ld.global.v4", 0) >= 3, c.features
+    assert c.resources.get("LOCAL", 0) == 0
+    assert c.shared <= p.shared and c.resources.get("SHARED", 0) <= p.resources.get("SHARED", 0)
