@@ -158,3 +158,23 @@ def test_split_prologue_runs_the_norm_kernel_then_the_library(residual, device):
     plain = Builder()
     x, w = plain.input("x", (2, 64)), plain.input("w", (64, 24))
     assert split_kernel(fused_node(plain, [plain.call("mm", x, w)], "gemm")) is None
+
+
+def test_rms_norm_prologue_of_an_int8_projection(device):
+    """Weight-only int8 decode: input_layernorm folded into the int8 QKV GEMV (the norm's
+    factor and the per-channel scales both applied after the K loop)."""
+    from braze.compiler.quantize import quantize_weight
+
+    dtype, k, n = torch.bfloat16, 96, 40
+    q, s = quantize_weight(rand(n, k, dtype=dtype), 8)[:2]
+    b = Builder()
+    h = b.input("h", (1, 1, k), dtype)
+    g = b.input("g", (k,), dtype)
+    qi = b.input("q", (n, k), torch.int8)
+    si = b.input("s", (n,), s.dtype)
+    x = b.call("reshape", rms_norm(b, h, g), (1, k))
+    y = b.call("quant_linear", x, qi, si, None, None, bits=8, group_size=0)
+    node = fused_node(b, [y], "gemm")
+    feed = {"h": rand(1, 1, k, dtype=dtype), "g": rand(k, dtype=dtype), "q": q, "s": s}
+    for cfg in (dict(GEMV, BLOCK_K=32), BASE):
+        run_and_check(node, feed, cfg, device, tol=TOL[dtype])
