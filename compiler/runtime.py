@@ -260,9 +260,10 @@ def _write_guard(graph: Graph, n: Node, env):
     """A bounds check before an in-place write into a caller's buffer (a KV
     cache), so a full cache raises before anything is written."""
     w = get_op(n.op).writes
-    if w is None or n.op not in ("index_copy_", "index_put_", "index_copy_many_"):
+    many = n.op in ("index_copy_many_", "cache_write_heads_")
+    if w is None or not (many or n.op in ("index_copy_", "index_put_")):
         return None
-    base = n.args[0][0] if n.op == "index_copy_many_" else n.args[w]
+    base = n.args[0][0] if many else n.args[w]
     inputs = {x.out(): x for x in graph.inputs}
     while base not in inputs:
         base = written_base(base)
@@ -270,7 +271,7 @@ def _write_guard(graph: Graph, n: Node, env):
             return None  # a fresh buffer of the graph's own
     shape = base.type.concrete_shape(env)
     name = inputs[base].args[0]
-    if n.op in ("index_copy_", "index_copy_many_"):
+    if n.op == "index_copy_" or many:
         dim = n.args[1] % len(shape)
         return check_write_rows, n.args[2], shape[dim], f"{name} (dim {dim})"
     index = next((k for k, x in enumerate(n.args[1]) if isinstance(x, Value)), None)

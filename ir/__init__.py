@@ -5,7 +5,7 @@ from braze.ir.registry import (REGISTRY, Category, OpDef, category, get_op, is_c
                                lookup_packet, register, register_op)
 from braze.ir import aten_ops as _aten_ops, builtin_ops as _builtin_ops, attention as _attention, padding as _padding  # noqa: F401,E402,E501
 from braze.ir import inplace_ops as _inplace_ops, attention_varlen as _attention_varlen  # noqa: F401,E402
-from braze.ir import quant as _quant  # noqa: F401,E402
+from braze.ir import quant as _quant, cache_write as _cache_write  # noqa: F401,E402
 from braze.ir.infer import TypeInferenceError, infer_types  # noqa: F401,E402
 from braze.ir.builder import Builder, eliminate_dead, rewrite  # noqa: F401,E402
 from braze.ir.interpreter import BindError, bind_symbols, concretize, interpret, random_inputs  # noqa: F401,E402

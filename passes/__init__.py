@@ -17,6 +17,7 @@ from braze.passes.merge_leaf_pointwise import merge_leaf_pointwise
 from braze.passes.reinplace import reinplace
 from braze.passes.merge_counter_updates import merge_counter_updates
 from braze.passes.merge_cache_writes import merge_cache_writes
+from braze.passes.fuse_cache_write import fuse_cache_write
 
 PIPELINE: list[Pass] = [
     # canonicalize
@@ -41,4 +42,6 @@ PIPELINE: list[Pass] = [
     Pass("reinplace", reinplace),
     Pass("merge_counter_updates", merge_counter_updates),
     Pass("merge_cache_writes", merge_cache_writes),
+    # the rotary group and the KV cache write it feeds as one node (one kernel)
+    Pass("fuse_cache_write", fuse_cache_write),
 ]

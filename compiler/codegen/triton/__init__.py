@@ -25,7 +25,7 @@ from braze.compiler.codegen.triton.indexing import Unsupported
 from braze.compiler.codegen.triton.kernel import Generated, TritonKernel, canonical_text
 from braze.ir import Graph, Node
 from braze.autotune.contract import register_generator
-from braze.compiler.codegen.triton import gemm, pointwise, reduction, split_gemm, split_prologue
+from braze.compiler.codegen.triton import cache_write, gemm, pointwise, reduction, split_gemm, split_prologue
 
 log = logging.getLogger("braze.codegen.triton")
 
@@ -70,6 +70,8 @@ def _generate(kind: str, graph: Graph) -> Generated:
         return reduction.generate(graph)
     if kind == "gemm":
         return gemm.generate(graph)
+    if kind == "cache_write":
+        return cache_write.generate(graph)
     raise Unsupported(f"no Triton template for kind {kind!r}")
 
 
@@ -102,10 +104,18 @@ def kernel_for(node: Node, dump: Optional[str] = None) -> TritonKernel:
 
 
 def generate(node: Node, graph: Graph, options, device) -> list:
-    """The generator: ``[TritonKernel]`` for fused groups this backend handles, else []."""
+    """The generator: ``[TritonKernel]`` for fused groups this backend handles (and the
+    ``cache_write_heads_`` nodes of ``passes/fuse_cache_write.py``), else []."""
+    dev_kind = device.kind if hasattr(device, "kind") else str(device)
+    if node.op == "cache_write_heads_" and device_ok(dev_kind):
+        try:
+            heads = node.attr("heads")
+            return [TritonKernel(node, heads, generate_group("cache_write", heads), getattr(options, "dump", None))]
+        except Unsupported as e:
+            log.info("triton declines %s: %s", node.name, e)
+            return []
     if node.op != "fused" or node.attr("kind") not in KINDS:
         return []
-    dev_kind = device.kind if hasattr(device, "kind") else str(device)
     if not device_ok(dev_kind):
         return []
     out = []
