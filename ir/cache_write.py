@@ -36,6 +36,6 @@ def _infer(bases, dim, index, v, operands, *, heads):
 
 
 register(OpDef("cache_write_heads_", Category.OPAQUE, _cache_write_heads_, infer=_infer, writes=EACH,
-               sample=_distinct_rows_sample,
+               sample=_distinct_rows_sample, subgraph_operands=4,
                doc="a pointwise value split by heads: query heads returned, key rows (and v) written into the "
                    "two caches at index, in place"))

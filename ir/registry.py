@@ -46,6 +46,9 @@ class OpDef:
     # operand), "each" for a list op whose output j is element j of operand 0,
     # written in place, or None for an op without side effects (ir/inplace_ops.py).
     writes: Optional[int | str] = None
+    # The argument position holding the operands a Graph-valued keyword is called on
+    # (``cache_write_heads_``), or None: all the node's operands (``fused``).
+    subgraph_operands: Optional[int] = None
     _overloads: dict = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, overload: str = "") -> Callable[..., Any]:

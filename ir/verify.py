@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from braze.ir.graph import Graph, Node, Value
+from braze.ir.graph import Graph, Node, Value, iter_values
 from braze.ir.infer import TypeInferenceError, check_types
 from braze.ir.inplace_ops import written_operands
-from braze.ir.registry import REGISTRY
+from braze.ir.registry import REGISTRY, get_op
 from braze.ir.types import TensorType
 
 
@@ -131,7 +131,8 @@ def _check_constant(g: Graph, n: Node) -> None:
 
 
 def _check_subgraph_call(g: Graph, n: Node, sub: Graph) -> None:
-    ins = n.inputs
+    at = get_op(n.op).subgraph_operands
+    ins = n.inputs if at is None else tuple(iter_values(n.args[at]))
     if len(ins) != len(sub.inputs):
         raise VerificationError(f"{_where(g, n)}: passes {len(ins)} operands to a subgraph of "
                                 f"{len(sub.inputs)} inputs")
