@@ -204,3 +204,27 @@ def test_rms_norm_prologue_gemv_compiles_like_the_plain_gemv():
     assert c.features.get("ld.global.v4", 0) >= 3, c.features
     assert c.resources.get("LOCAL", 0) == 0
     assert c.shared <= p.shared and c.resources.get("SHARED", 0) <= p.resources.get("SHARED", 0)
+
+
+def test_rotary_cache_write_kernel_compiles_with_16_byte_accesses():
+    """The rotary + KV write node of a Llama-1B layer (32 query, 8 key heads, D = 64)
+    at one decode token: 16-byte loads and stores, nothing spilled."""
+    from dataclasses import replace
+
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton import generate
+    from braze.ir import interpret
+    from braze.passes.fuse_cache_write import fuse_cache_write
+    from tests.codegen.test_triton_cache_write import ALL, _feed, _layer
+    from tools.triton_aot import compile_for_target
+
+    shape = (1, 32, 8, 1, 2048, 64)
+    g = _layer(*shape, BF16)
+    fg = fuse_cache_write(g, ALL)
+    (node,) = [n for n in fg.compute_nodes if n.op == "cache_write_heads_"]
+    operands = interpret(replace(fg, outputs=node.inputs), *_feed(g, *shape, BF16, [600]))
+    (kern,) = generate(node, fg, None, torch.device("cuda"))
+    cfg = kern.space.default_config(kern.problem({}), DeviceInfo("cuda", "sm_90", (9, 0), 132))
+    (c,) = compile_for_target(kern, cfg, [x.clone() for x in operands], arch=90)
+    assert c.features.get("ld.global.v4", 0) >= 2 and c.features.get("st.global.v4", 0) >= 2, c.features
+    assert c.resources.get("LOCAL", 0) == 0
