@@ -178,15 +178,23 @@ class _DecodeStep:
         self._record(self.sampler(logits))
 
     def _record(self, token: torch.Tensor) -> None:
+        """Keep the token (``pad`` for finished rows), write its column of ``out``, and
+        advance the column and the positions for the next step. On CUDA one kernel
+        (six ATen launches otherwise, each a node of the step's graph)."""
+        if self.sampler.fused:
+            from braze.compiler.codegen.triton.sampling import record_fused  # lazy: imports triton
+
+            record_fused(token, self.token, self.done, self.out, self.column, self.position, self.eos, self.pad)
+            return
         if self.eos is not None:
             token = torch.where(self.done, self.pad, token)
             self.done |= token == self.eos
         self.token.copy_(token)
         self.out.index_copy_(1, self.column, token[:, None])
         self.column += 1
+        self.position += 1
 
     def _run(self) -> None:
-        self.position += 1
         logits = self.call(input_ids=self.token[:, None], attention_mask=self.mask, position_ids=self.position,
                            cache=self.cache)
         self._record(self.sampler(logits[:, -1]))

@@ -123,3 +123,28 @@ def test_bad_parameters_are_refused():
         SamplingParams(True, temperature=float("nan"))
     with pytest.raises(ValueError, match=r"\[batch, vocab\]"):
         sample_fused(torch.randn(3), SamplingParams(), torch.tensor([0]))
+
+
+@pytest.mark.parametrize("eos", [None, 7], ids=["no-eos", "eos"])
+def test_step_bookkeeping_in_one_launch_equals_the_aten_sequence(device, eos):
+    """``record_fused``: pad for finished rows, done marks, the token's column of ``out``,
+    then the column and every row's position advanced, as ``compiler/generate.py``'s ATen
+    sequence does them."""
+    from braze.compiler.codegen.triton.sampling import record_fused
+
+    B, L, pad = 5, 9, 0
+    token = torch.tensor([7, 3, 7, 1, 2])
+    done = torch.tensor([False, False, True, True, False])
+    out = torch.randint(0, 50, (B, L))
+    column, position = torch.tensor([4]), torch.arange(B)[:, None] + 10
+    want_done, want_out, want_pos = done.clone(), out.clone(), position + 1
+    t = token.clone()
+    if eos is not None:
+        t = torch.where(want_done, pad, t)
+        want_done |= t == eos
+    want_out[:, 4] = t
+    dev = [x.clone().to(device) for x in (token, torch.zeros(B, dtype=torch.long), done, out, column, position)]
+    record_fused(*dev, eos, pad)
+    _, last, d, o, c, p = (x.cpu() for x in dev)
+    assert torch.equal(last, t) and torch.equal(o, want_out) and torch.equal(p, want_pos)
+    assert int(c) == 5 and torch.equal(d, want_done if eos is not None else done)

@@ -85,3 +85,16 @@ def sample_fused(logits: torch.Tensor, params, seed: torch.Tensor, block: int = 
     if sample:
         seed.add_(1)
     return out
+
+
+def record_fused(token: torch.Tensor, last: torch.Tensor, done: torch.Tensor, out: torch.Tensor,
+                 column: torch.Tensor, position: torch.Tensor, eos, pad: int) -> None:
+    """One launch for a decode step's bookkeeping (``compiler/generate.py``): with ``eos``,
+    rows already ``done`` get ``pad`` and rows producing ``eos`` become done; the token
+    goes to ``last`` and to ``out[:, column]``; ``column`` and ``position [B, 1]`` advance."""
+    B = token.shape[0]
+    if B == 0:
+        return
+    _module().record_kernel[(1,)](token, last, done, out, column, position, B, out.stride(0), position.stride(0),
+                                  int(eos) if eos is not None else 0, int(pad), HAS_EOS=eos is not None,
+                                  BLOCK_B=max(2, 1 << (B - 1).bit_length()), num_warps=1)

@@ -169,3 +169,25 @@ def argmax_combine_kernel(val_ptr, idx_ptr, out_ptr, n_chunks, BLOCK: tl.constex
     i = tl.load(idx_ptr + row * n_chunks + offs, mask=ok, other=2147483647)
     best, best_i = tl.reduce((v, i), 0, _argmax_combine)
     tl.store(out_ptr + row, best_i.to(tl.int64))
+
+
+@triton.jit
+def record_kernel(token_ptr, last_ptr, done_ptr, out_ptr, column_ptr, position_ptr, B, out_stride, pos_stride,
+                  eos, pad, HAS_EOS: tl.constexpr, BLOCK_B: tl.constexpr):
+    """A decode step's bookkeeping in one program over the rows: a finished row's token
+    becomes ``pad``, rows that produced ``eos`` are marked done, the token is kept in
+    ``last`` and written to column ``column`` of ``out``, then ``column`` and each
+    row's position advance by one (the next step's inputs)."""
+    b = tl.arange(0, BLOCK_B)
+    ok = b < B
+    t = tl.load(token_ptr + b, mask=ok, other=0)
+    col = tl.load(column_ptr)
+    if HAS_EOS:
+        d = tl.load(done_ptr + b, mask=ok, other=0) != 0
+        t = tl.where(d, pad, t)
+        tl.store(done_ptr + b, d | (t == eos), mask=ok)
+    tl.store(last_ptr + b, t, mask=ok)
+    tl.store(out_ptr + b * out_stride + col, t, mask=ok)
+    p = tl.load(position_ptr + b * pos_stride, mask=ok, other=0)
+    tl.store(position_ptr + b * pos_stride, p + 1, mask=ok)
+    tl.store(column_ptr, col + 1)
