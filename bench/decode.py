@@ -38,6 +38,7 @@ import gc
 import json
 import logging
 import os
+import sys
 import time
 
 import torch
@@ -527,7 +528,8 @@ def write(out: str, tag: str, meta: dict, steps: list, gens: list) -> None:
         f.write("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     try:
-        from plot_decode import plot  # same folder
+        sys.path.insert(0, repo_root.HERE)  # repo_root put the repository root in this folder's place
+        from plot_decode import plot
 
         plot([os.path.join(out, f"decode{tag}.json")], os.path.join(out, f"decode{tag}.png"))
     except (ImportError, ValueError) as e:

@@ -152,6 +152,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--no-prefill", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="print braze.generate's kernels by GPU time per step for each format (batch 1)")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
     args = ap.parse_args()
     import transformers
@@ -195,6 +197,8 @@ def main():
                     row["error"] = f"{type(e).__name__}: {e}"[:300]
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+                if args.profile and who == "braze" and batch == 1 and "step_ms" in row:
+                    print(f"braze.generate {fmt}, batch 1:\n" + _decode.profile_generate(model, 1, args), flush=True)
         if not args.no_prefill:
             torch._dynamo.reset()
             row = {"format": fmt, "who": "braze prefill B4 S2048", "weight_GB": wb / 1e9}
