@@ -228,3 +228,33 @@ def test_rotary_cache_write_kernel_compiles_with_16_byte_accesses():
     (c,) = compile_for_target(kern, cfg, [x.clone() for x in operands], arch=90)
     assert c.features.get("ld.global.v4", 0) >= 2 and c.features.get("st.global.v4", 0) >= 2, c.features
     assert c.resources.get("LOCAL", 0) == 0
+
+
+def test_int4_gemv_with_norm_prologue_and_dual_epilogue_compiles_without_layout_changes():
+    """The int4 (g128) gate/up GEMV of a Llama-1B decode with post_attention_layernorm as
+    its prologue, default configuration: 16-byte loads of weight bytes and activations,
+    nothing spilled, and shared memory only for the reductions after the K loop (the
+    activations are loaded in the weight tile's layout, never converted in the loop)."""
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton import kernel_for
+    from tests.codegen.test_triton_row_scale import rms_norm
+
+    k, n, group = 2048, 8192, 128
+    b = Builder()
+    h, g = b.input("h", (1, 1, k), BF16), b.input("g", (k,), BF16)
+    q = b.input("q", (2 * n, k // 2), torch.uint8)
+    s, z = b.input("s", (2 * n, k // group), BF16), b.input("z", (2 * n, k // group), BF16)
+    y = b.call("quant_linear", b.call("reshape", rms_norm(b, h, g), (1, k)), q, s, z, None, bits=4, group_size=group)
+    y = b.call("mul", b.call("silu", b.call("slice", y, 1, 0, n)), b.call("slice", y, 1, n, 2 * n), overload="Tensor")
+    node = fused_node(b, [y], "gemm")
+    kern = kernel_for(node)
+    dev = DeviceInfo(kind="cuda", name="h100", capability=(9, 0), sm_count=132, smem_per_block=232448)
+    cfg = kern.space.default_config(kern.problem({}), dev)
+    assert cfg["GEMV"] == 1 and cfg["BLOCK_K"] > group      # K blocks of several groups
+    feed = {"h": torch.empty(1, 1, k, dtype=BF16), "g": torch.empty(k, dtype=BF16),
+            "q": torch.empty(2 * n, k // 2, dtype=torch.uint8), "s": torch.empty(2 * n, k // group, dtype=BF16),
+            "z": torch.empty(2 * n, k // group, dtype=BF16)}
+    (c,) = _compile(node, feed, cfg)
+    assert c.resources.get("LOCAL", 0) == 0 and c.features.get("wgmma", 0) == 0, (c.resources, c.features)
+    assert c.ptx.count("ld.global.v4") >= 8, c.features
+    assert c.ptx.count("ld.shared") <= 8 and c.shared <= 64, (c.ptx.count("ld.shared"), c.shared)

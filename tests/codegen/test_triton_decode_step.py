@@ -4,18 +4,23 @@ and the rotary group + KV write as one kernel, with the tokens of Hugging Face's
 eager greedy ``generate``."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 
-def test_generate_through_the_triton_kernels_equals_eager():
+def _llama():
     import transformers
-
-    from braze.compiler.generate import DecodeStats, generate
 
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
                                    num_key_value_heads=2, vocab_size=256, max_position_embeddings=256)
-    model = transformers.LlamaForCausalLM(cfg).eval()
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def test_generate_through_the_triton_kernels_equals_eager():
+    from braze.compiler.generate import DecodeStats, generate
+
+    model = _llama()
     ids = torch.randint(0, 256, (1, 8))
     stats = DecodeStats()
     out = generate(model, ids, max_new_tokens=4, stats=stats, options={"backend": "triton"})
@@ -29,3 +34,27 @@ def test_generate_through_the_triton_kernels_equals_eager():
     prologues = [o for o in ops if "mean" in o and "mm" in o]
     assert len(prologues) == 3                     # input norm + QKV, post-attention norm + gate/up, final norm + LM head
     assert not [o for o in ops if o[:1] == ("index_copy_many_",)]
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_quantized_generate_through_the_gemm_template_equals_eager(fmt):
+    """Weight-only int8 / int4 decode: every projection a GEMM group of the template
+    (norm prologues, the gate/up dual epilogue, residual adds), tokens of eager generate
+    on the same quantized model."""
+    import braze
+    from braze.compiler.generate import DecodeStats, generate
+
+    model = braze.quantize(_llama(), fmt, group_size=32, inplace=False)
+    ids = torch.randint(0, 256, (1, 8))
+    stats = DecodeStats()
+    out = generate(model, ids, max_new_tokens=4, stats=stats, options={"backend": "triton"})
+    with torch.no_grad():
+        want = model.generate(ids, max_new_tokens=4, do_sample=False)
+    assert torch.equal(out, want)
+    step = stats.graphs[-1]
+    step.refresh()
+    ops = [tuple(k.ops) for k in step.kernels]
+    quant = [o for o in ops if "quant_linear" in o]
+    assert len(quant) == 4 and all(k.name == "triton_gemm" for k in step.kernels if "quant_linear" in k.ops)
+    assert sum("mean" in o for o in quant) == 2          # the two norms folded into QKV and gate/up
+    assert any("silu" in o for o in quant)               # the dual epilogue

@@ -381,16 +381,116 @@ def test_int8_quant_linear_dual_gate_up_gemv(device):
         run_and_check(node, {"x": rand(rows, 64, dtype=dtype), "q": q, "s": s}, cfg, device, tol=TOL[dtype])
 
 
-def test_int4_quant_linear_is_not_a_template_gemm():
+def _int4_weight(n, k, group, dtype):
+    from braze.compiler.quantize import quantize_weight
+
+    return quantize_weight(rand(n, k, dtype=dtype), 4, group)
+
+
+def _int4_group(dtype, rows_sym, k, n, group, bias=False):
+    """``quant_linear(x, q, s, z) (+ bias) + res`` on int4 weights (groups of ``group``)."""
+    b = Builder()
+    x = b.input("x", (rows_sym, k), dtype)
+    qi = b.input("q", (n, k // 2), torch.uint8)
+    si = b.input("s", (n, k // group), dtype)
+    zi = b.input("z", (n, k // group), dtype)
+    bi = b.input("bias", (n,), dtype) if bias else None
+    res = b.input("res", (rows_sym, n), dtype)
+    y = b.call("quant_linear", x, qi, si, zi, bi, bits=4, group_size=group)
+    return b, b.call("add", y, res, overload="Tensor")
+
+
+@DTYPES
+@pytest.mark.parametrize("rows,cfg", [(1, dict(GEMV, BLOCK_K=32, BLOCK_N=8)), (3, dict(GEMV, BLOCK_M=4, BLOCK_K=64)),
+                                      (1, dict(GEMV, BLOCK_K=64, SPLIT_K=3)), (2, dict(GEMV, BLOCK_M=2, BLOCK_K=128)),
+                                      (1, dict(GEMV, BLOCK_K=256, SPLIT_K=1)), (37, dict(BASE, BLOCK_K=64)),
+                                      (37, dict(SPLIT, BLOCK_K=32, SPLIT_K=2))],
+                         ids=["gemv", "gemv-m3", "gemv-splitk", "gemv-groups-tail", "gemv-past-k", "tiles", "splitk"])
+def test_int4_quant_linear_with_bias_and_residual_epilogue(dtype, rows, cfg, device):
+    """quant_linear on int4 group-wise weights (zero points, the chunked nibble layout) as
+    the GEMM of a group: bytes loaded in the K loop, each K block dequantized with its
+    group's scale and zero point in registers, then the bias and the residual add."""
+    from braze.compiler.codegen.triton import kernel_for
+
+    k, n, group = 192, 30, 64
+    q, s, z = _int4_weight(n, k, group, dtype)
+    b, out = _int4_group(dtype, "s0", k, n, group, bias=True)
+    node = fused_node(b, [out], "gemm")
+    kern = kernel_for(node)
+    assert "_nibble(" in kern.source and "tl.dot(a_hi" in kern.source
+    feed = {"x": rand(rows, k, dtype=dtype), "q": q, "s": s, "z": z, "bias": rand(n, dtype=dtype),
+            "res": rand(rows, n, dtype=dtype)}
+    run_and_check(node, feed, cfg, device, tol=TOL[dtype], kernel=kern)
+
+
+def test_int4_fractional_zero_points_and_default_configs(device):
+    """Zero points need not be integers (the format allows any); the default
+    configuration of the problem (GEMV and tiles) runs."""
+    dtype, k, n, group = torch.float16, 256, 24, 128
+    q, s, z = _int4_weight(n, k, group, dtype)
+    z = (z.float() + torch.rand(z.shape) - 0.5).to(dtype)
+    b, out = _int4_group(dtype, "s0", k, n, group)
+    node = fused_node(b, [out], "gemm")
+    for rows in (1, 20):
+        feed = {"x": rand(rows, k, dtype=dtype), "q": q, "s": s, "z": z, "res": rand(rows, n, dtype=dtype)}
+        run_and_check(node, feed, None, device, tol=TOL[dtype])
+
+
+def test_int4_quant_linear_dual_gate_up():
+    """The concatenated int4 gate/up pair: silu(y[:, :I]) * y[:, I:], each half with its
+    own rows of scales and zero points (the second accumulator at row offset I)."""
+    dtype, inter, k, group = torch.bfloat16, 24, 64, 32
+    q, s, z = _int4_weight(2 * inter, k, group, dtype)
+    b = Builder()
+    x = b.input("x", ("s0", k), dtype)
+    qi = b.input("q", (2 * inter, k // 2), torch.uint8)
+    si = b.input("s", (2 * inter, k // group), dtype)
+    zi = b.input("z", (2 * inter, k // group), dtype)
+    y = b.call("quant_linear", x, qi, si, zi, None, bits=4, group_size=group)
+    out = b.call("mul", b.call("silu", b.call("slice", y, 1, 0, inter)), b.call("slice", y, 1, inter, 2 * inter),
+                 overload="Tensor")
+    node = fused_node(b, [out], "gemm")
+    for rows, cfg in ((1, dict(GEMV, BLOCK_K=32)), (20, dict(BASE, BLOCK_K=32))):
+        run_and_check(node, {"x": rand(rows, k, dtype=dtype), "q": q, "s": s, "z": z}, cfg, "cpu", tol=TOL[dtype])
+
+
+def test_int4_space_and_launcher_keep_k_blocks_inside_a_group():
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton import kernel_for
+    from braze.compiler.codegen.triton.gemm import SPACE
+
+    dev = DeviceInfo(kind="cuda", name="test", capability=(9, 0), sm_count=132, smem_per_block=232448)
+    one = {"M": 1, "N": 3072, "K": 2048, "B": 1, "nacc": 1, "elt": 2, "group": 128}
+    cfg = SPACE.default_config(one, dev)
+    assert (cfg["GEMV"], cfg["BLOCK_K"], cfg["BLOCK_N"]) == (1, 2048, 4) and not SPACE.violations(cfg, one, dev)
+    assert SPACE.default_config(dict(one, M=3), dev)["BLOCK_K"] == 512
+    assert SPACE.default_config(dict(one, group=96), dev)["BLOCK_K"] == 32
+    assert SPACE.default_config(dict(one, M=512, group=32), dev)["BLOCK_K"] == 32
+    rule = "an int4 K block: a multiple of 32 channels inside one group (GEMV: or whole groups)"
+    assert rule in SPACE.violations(dict(cfg, GEMV=0, BLOCK_N=16, BLOCK_K=256), dict(one, M=16), dev)
+    assert rule in SPACE.violations(dict(cfg, BLOCK_K=16), one, dev)
+    assert rule in SPACE.violations(dict(cfg, BLOCK_K=256), dict(one, group=96), dev)
+    assert rule not in SPACE.violations(dict(cfg, BLOCK_K=256), one, dev)
+    dtype, k, n, group = torch.float32, 128, 8, 64
+    q, s, z = _int4_weight(n, k, group, dtype)
+    b, out = _int4_group(dtype, 2, k, n, group)
+    kern = kernel_for(fused_node(b, [out], "gemm"))
+    with pytest.raises(ValueError, match="int4 K block 96 must be a multiple of 32 dividing the group size 64"):
+        kern.compile(dict(GEMV, BLOCK_K=96))(rand(2, k), q, s, z, rand(2, n))
+    with pytest.raises(ValueError, match="int4 K block 128"):
+        kern.compile(dict(BASE, BLOCK_K=128))(rand(2, k), q, s, z, rand(2, n))
+
+
+def test_int3_quant_linear_is_not_a_template_gemm():
     from braze.compiler.codegen.triton.indexing import Unsupported
     from braze.compiler.codegen.triton.gemm import Template
 
     b = Builder()
     x = b.input("x", ("s0", 64), torch.bfloat16)
     q = b.input("q", (16, 32), torch.uint8)
-    s = b.input("s", (16, 2), torch.bfloat16)
-    z = b.input("z", (16, 2), torch.bfloat16)
-    y = b.call("quant_linear", x, q, s, z, None, bits=4, group_size=32)
+    s = b.input("s", (16, 4), torch.bfloat16)
+    z = b.input("z", (16, 4), torch.bfloat16)
+    y = b.call("quant_linear", x, q, s, z, None, bits=4, group_size=16)
     node = fused_node(b, [y], "gemm")
-    with pytest.raises(Unsupported, match="4-bit"):
+    with pytest.raises(Unsupported, match="group 16"):
         Template(node.attr("graph"))

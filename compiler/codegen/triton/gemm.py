@@ -77,7 +77,16 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
         # compiles to the same code since its [BLOCK_N, BLOCK_K] tile; not measured as such yet.
         bm = next_pow2(M)
         bk = min(1024 // max(1, bm // 2), max(16, next_pow2(K)))
-        return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": bk, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
+        bn = 4
+        if p.get("group"):
+            # NOTE: int4: K blocks of whole groups, 4 columns x 2048 channels = 4 KB of weights
+            # an iteration for 4 warps (the bf16 form's 8 KB is half that many channels); a
+            # group that is not a power of two gets K blocks of a power-of-two part of it.
+            # Not measured on a GPU yet.
+            g = int(p["group"])
+            bk = min(2048 // bm, max(32, next_pow2(K)))
+            bk = bk if bk % g == 0 or g % bk == 0 else g & -g
+        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
                 "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
     sms = max(d.sm_count, 1)
     if M <= 16:
@@ -92,6 +101,8 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
                "num_stages": 3}
     cfg["BLOCK_N"] = min(cfg["BLOCK_N"], max(16, next_pow2(N)))
     cfg["BLOCK_K"] = min(cfg["BLOCK_K"], max(16, next_pow2(K)))
+    if p.get("group"):   # int4: K blocks inside one group
+        cfg["BLOCK_K"] = min(cfg["BLOCK_K"], int(p["group"]) & -int(p["group"]))
     tiles = -(-M // cfg["BLOCK_M"]) * -(-N // cfg["BLOCK_N"]) * int(p.get("B", 1))
     split = 1
     while tiles * split * 2 <= sms * 2 and K // (split * 2) >= 4 * cfg["BLOCK_K"] and split < 16:
@@ -110,7 +121,7 @@ SPACE = Space(
     knobs=(
         Knob("BLOCK_M", (1, 2, 4, 8, 16, 32, 64, 128, 256)),
         Knob("BLOCK_N", (4, 8, 16, 32, 64, 128, 256)),
-        Knob("BLOCK_K", (16, 32, 64, 128, 256, 512, 1024)),
+        Knob("BLOCK_K", (16, 32, 64, 128, 256, 512, 1024, 2048)),
         Knob("GROUP_M", (1, 4, 8, 16)),
         Knob("num_warps", (2, 4, 8)),
         Knob("num_stages", (1, 2, 3, 4, 5)),
@@ -132,6 +143,9 @@ SPACE = Space(
                    lambda c, p, d: c["SPLIT_K"] == 1 or int(p["K"]) >= c["SPLIT_K"] * c["BLOCK_K"]),
         Constraint("a row-scale prologue reduces whole rows in one program",
                    lambda c, p, d: not p.get("prologue") or c["SPLIT_K"] == 1),
+        Constraint("an int4 K block: a multiple of 32 channels inside one group (GEMV: or whole groups)",
+                   lambda c, p, d: not p.get("group") or (c["BLOCK_K"] % 32 == 0 and (
+                       int(p["group"]) % c["BLOCK_K"] == 0 or (c.get("GEMV") and c["BLOCK_K"] % int(p["group"]) == 0)))),
         Constraint("persistent programs do not split K",
                    lambda c, p, d: not c.get("PERSISTENT") or c["SPLIT_K"] == 1),
         Constraint("tl.dot tiles are at least 16 x 16 x 16 (narrower ones only with GEMV)",
@@ -140,8 +154,9 @@ SPACE = Space(
                    lambda c, p, d: not c.get("GEMV") or (c["BLOCK_M"] <= 8 and not c["TMA"]
                                                          and not c.get("PERSISTENT"))),
         Constraint("GEMV: the multiply-reduce tile fits the registers (128 fp32 per thread)",
-                   lambda c, p, d: not c.get("GEMV")
-                   or c["BLOCK_M"] * c["BLOCK_K"] * c["BLOCK_N"] <= 128 * 32 * c["num_warps"]),
+                   lambda c, p, d: not c.get("GEMV")    # int4: one product a byte's two channels
+                   or c["BLOCK_M"] * c["BLOCK_K"] * c["BLOCK_N"] // (2 if p.get("group") else 1)
+                   <= 128 * 32 * c["num_warps"]),
     ),
     default=_default,
 )
@@ -158,13 +173,20 @@ class Template:
             if (n is not g and n.op not in exprs.TABLE and n.op not in LAYOUT and n.op != "unpack"
                     and n.op not in row_scale.REDUCTIONS):
                 raise Unsupported(f"op {n.op} in a gemm epilogue")
-        self.scales = None   # quant_linear: B is int8 weights [N, K], scaled per output column
+        self.scales = None   # quant_linear int8: B is int8 weights [N, K], scaled per output column
+        self.int4 = None     # quant_linear int4: (scales, zeros, group size), applied per group in the K loop
         if g.op == "quant_linear":
             x, q, scales, zeros, bias = (tuple(g.args) + (None,) * 5)[:5]
-            if g.attr("bits") != 8 or zeros is not None or q.type.dtype != torch.int8 or scales.type.rank != 1:
-                raise Unsupported(f"quant_linear with {g.attr('bits')}-bit weights (the template reads int8 "
-                                  "per-channel weights; int4 runs its own kernel)")
-            self.A, self.B, self.scales, self.bias = x, q, scales, bias
+            bits, group = g.attr("bits"), g.attr("group_size")
+            if bits == 8 and zeros is None and q.type.dtype == torch.int8 and scales.type.rank == 1:
+                self.scales = scales
+            elif (bits == 4 and zeros is not None and q.type.dtype == torch.uint8 and scales.type.rank == 2
+                  and zeros.type.rank == 2 and isinstance(group, int) and group >= 32 and group % 32 == 0):
+                self.int4 = (scales, zeros, group)
+            else:
+                raise Unsupported(f"quant_linear with {bits}-bit weights, group {group} (the template reads int8 "
+                                  "per-channel weights and int4 weights in groups of a multiple of 32)")
+            self.A, self.B, self.bias = x, q, bias
             self.beta = self.alpha = 1
         elif g.op == "addmm":
             self.bias, self.A, self.B = g.args[0], g.args[1], g.args[2]
@@ -176,14 +198,14 @@ class Template:
             self.beta = self.alpha = 1
         self.batched = g.op == "bmm"
         at, bt = self.A.type, self.B.type
-        if (at.dtype != bt.dtype and self.scales is None) or at.dtype not in ELT:
+        if (at.dtype != bt.dtype and g.op != "quant_linear") or at.dtype not in ELT:
             raise Unsupported(f"GEMM of {at.dtype} x {bt.dtype}")
         self.dtype = at.dtype
         if self.batched:
             self.Bt, self.M, self.K = (size(d) for d in at.shape)
             self.N = size(bt.shape[2])
         else:
-            n_axis = 0 if self.scales is not None else 1
+            n_axis = 0 if g.op == "quant_linear" else 1
             (self.M, self.K), self.N, self.Bt = (size(d) for d in at.shape), size(bt.shape[n_axis]), size(1)
         if not graph.outputs:
             raise Unsupported("gemm group without outputs")
@@ -280,6 +302,8 @@ class Template:
         else:
             shape, (rows, cols) = self.B.type.shape, ("bk", "bn")
         lin_c = atom(cols) if which == "A" or off == 0 else atom(cols).shift(off)
+        if which == "B" and self.int4 is not None:     # int4 bytes [N, K / 2]: byte column "bj"
+            return Index.of(shape, [(0, 1, lin_c), (1, 2, atom("bj"))])
         if which == "B" and self.scales is not None:   # int8 weights stored [N, K]
             return Index.of(shape, [(0, 1, lin_c), (1, 2, atom(rows))])
         groups = [(0, 1, atom("b"))] if self.batched else []
@@ -297,6 +321,9 @@ class Template:
         # NOTE: a tile dim of extent 1 (M = 1: one decode token) drops out of the index,
         # so the load has shape [1, BLOCK_K]; tl.dot needs the full tile (rows >= M are
         # never stored).
+        if self.int4 is not None:   # the tl.dot form: K blocks inside one group, never a K tail
+            self.int4_tiles(em, False, {})
+            return
         if self.prologue is None:
             a = ld.pull(self.A, self.operand_index("A"))
             ld.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)', 'ak')}")
@@ -306,24 +333,62 @@ class Template:
             b = ld.pull(self.B, self.operand_index("B", off))
             ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', b_tile, 'bk')}")
 
-    def prologue_tiles(self, pe: Emitter, even: bool) -> None:
-        """A's tile with the row factor set to one, and the row reduction's operand
-        summed into ``red_acc`` from the same loaded tiles (row_scale.py)."""
+    def int4_tiles(self, em: Emitter, gemv: bool, masks: Mapping[str, str]) -> None:
+        """int4 weights (``ir/quant.py``'s chunked layout: byte ``16c + i`` holds channels
+        ``32c + i`` and ``32c + 16 + i``): A's tiles at the low and the high nibbles' channels
+        (``a_lo``, ``a_hi``), and for each accumulator the B bytes dequantized with their
+        group's scale and zero point (``w_lo{j}``, ``w_hi{j}``): ``q * s - z * s``, one FMA an
+        element, in registers. ``tl.dot`` tiles: A ``[BLOCK_M, BLOCK_K / 2]``, B
+        ``[BLOCK_K / 2, BLOCK_N]``, one group's scales. The GEMV form's tiles are
+        ``[BLOCK_M | 1, R, GK / 2]``: each of R rows is ``GK`` channels of one group at one
+        column (``main_kernel`` names their indices), so each thread reads the activations of
+        its own weight bytes and no tile changes layout in the loop."""
+        scales, zeros, _ = self.int4
+        a_tile = "(BLOCK_M, BLOCK_N * (BLOCK_K // GK), GK // 2)" if gemv else "(BLOCK_M, BLOCK_K // 2)"
+        for part in ("lo", "hi"):
+            names = dict(em.names, ak=f"ak_{part}3" if gemv else f"ak_{part}")
+            if self.prologue is None:
+                ld = em.scope(names=names, masks=masks)
+                ld.raw_loads = ld.loads_only = True
+                ld.special = {}
+                a = ld.pull(self.A, self.operand_index("A"))
+                ld.line(f"a_{part} = {_full_tile(a, 'am', 'ak', a_tile, 'ak')}")
+            else:
+                self.prologue_tiles(em.scope(names=names, masks=masks), True, f"a_{part}", a_tile,
+                                    "red3" if gemv else "")
+        ld = em.scope(masks=masks)
+        ld.raw_loads = ld.loads_only = True
+        ld.special = {}
+        b_tile = "(1, BLOCK_N * (BLOCK_K // GK), GK // 2)" if gemv else "(BLOCK_K // 2, BLOCK_N)"
+        for j, off in enumerate(self.offsets):
+            b = ld.pull(self.B, self.operand_index("B", off))
+            ld.line(f"b{j} = {_full_tile(b, 'bj', 'bn', b_tile, 'bj')}.to(tl.int32)")
+            col = atom("bn") if off == 0 else atom("bn").shift(off)
+            per_group = [ld.pull(v, Index.of(v.type.shape, [(0, 1, col), (1, 2, atom("kg"))])) for v in (scales, zeros)]
+            ld.line(f"s{j} = {per_group[0].code}.to(tl.float32)")
+            ld.line(f"zs{j} = {per_group[1].code}.to(tl.float32) * s{j}")
+            ld.line(f"w_lo{j} = _nibble(b{j} & 15) * s{j} - zs{j}")
+            ld.line(f"w_hi{j} = _nibble(b{j} >> 4) * s{j} - zs{j}")
+
+    def prologue_tiles(self, pe: Emitter, even: bool, var: str = "a", a_tile: str = "(BLOCK_M, BLOCK_K)",
+                       into: str = "") -> None:
+        """A's tile ``var`` with the row factor set to one, and the row reduction's operand
+        summed into ``red_acc`` from the same loaded tiles (row_scale.py); or, with ``into``,
+        added to that per-element accumulator (reduced after the K loop)."""
         p = self.prologue
         pe.special = {p.factor: lambda em, v, idx, cond: TV("1.0", torch.float32, v.type.dtype, frozenset(), True)}
         idx = self.operand_index("A")
         a = pe.pull(self.A, idx, TRUE)
         a = pe.tmp(exprs.cast(a, self.A.type.dtype), self.A.type.dtype, self.A.type.dtype, a.axes)
-        pe.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)', 'ak')}")
+        pe.line(f"{var} = {_full_tile(a, 'am', 'ak', a_tile, 'ak')}")
         for view in p.views:   # A's index as an index of its rows
             idx = map_reshape(idx, view.args[0].type.shape) if view.op in RESHAPES else idx
         x = pe.pull(p.operand, idx, TRUE)
         acc_t = "tl.float64" if self.dtype == torch.float64 else "tl.float32"
-        tile = _full_tile(pe.tmp(f"{x.code}.to({acc_t})", x.dtype, x.ir, x.axes), "am", "ak", "(BLOCK_M, BLOCK_K)",
-                          "ak")
+        tile = _full_tile(pe.tmp(f"{x.code}.to({acc_t})", x.dtype, x.ir, x.axes), "am", "ak", a_tile, "ak")
         if not even:
-            tile = f"tl.where(ak < k_end, {tile}, 0)"
-        pe.line(f"red_acc += tl.reduce({tile}, 1, _add)[:, None]")
+            tile = f"tl.where({pe.names['ak']} < k_end, {tile}, 0)"
+        pe.line(f"{into} += {tile}" if into else f"red_acc += tl.reduce({tile}, 1, _add)[:, None]")
 
 
 def _full_tile(tv: TV, rows: str, cols: str, shape: str, k: str) -> str:
@@ -349,6 +414,16 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         em.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
     if t.prologue is not None:
         em.line(f"red_acc = tl.full((BLOCK_M, 1), 0, {acc_t})")
+    if t.int4 is not None:
+        # NOTE: the int4 GEMV form keeps its products (and a prologue's squares) per K
+        # position and reduces them once, after the loop: its K block is one quantization
+        # group (64 bytes a row), and a reduction across threads each block would cost more
+        # than the block's loads.
+        em.line("if GEMV:")
+        for j in range(nacc):
+            em.line(f"    acc3_{j} = tl.full((BLOCK_M, BLOCK_N * (BLOCK_K // GK), GK // 2), 0, {acc_t})")
+        if t.prologue is not None:
+            em.line(f"    red3 = tl.full((BLOCK_M, BLOCK_N * (BLOCK_K // GK), GK // 2), 0, {acc_t})")
     em.line("k_per = ((K + SPLIT_K - 1) // SPLIT_K + BLOCK_K - 1) // BLOCK_K * BLOCK_K")
     em.line("k_start = pid_k * k_per")
     em.line("k_end = tl.minimum(K, k_start + k_per)")
@@ -367,6 +442,11 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         dot = body
     else:
         body.line("ak = k0 + tl.arange(0, BLOCK_K)[None, :]")
+        if t.int4 is not None:   # the channels of the K block's low and high nibbles (ir/quant.py)
+            body.line("kh = tl.arange(0, BLOCK_K // 2)")
+            body.line("ak_lo = k0 + ((kh // 16) * 32 + kh % 16)[None, :]")
+            body.line("ak_hi = ak_lo + 16")
+            body.line(f"kg = k0 // {t.int4[2]}")
         # NOTE: the GEMV form loads B as [BLOCK_N, BLOCK_K], K along the fast axis, and
         # reduces the [BLOCK_M, BLOCK_N, BLOCK_K] products over their last axis: within a
         # warp, by shuffles. Reduced over the middle axis of a [BLOCK_K, BLOCK_N] tile, the
@@ -374,21 +454,77 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         # 35 and none, sm_90) and ran 1.1-4x slower than cuBLAS on an H200.
         body.line("if GEMV:  # few rows: products reduced over K on the CUDA cores, no tensor-core tile")
         gemv = body.scope(body.indent + "    ", names=dict(body.names, bk="bk_t", bn="bn_t"))
-        gemv.line("bk_t = k0 + tl.arange(0, BLOCK_K)[None, :]")
-        gemv.line("if EVEN_K:")
-        t.k_loop(gemv.scope(gemv.indent + "    "), even=True, b_tile="(BLOCK_N, BLOCK_K)")
-        gemv.line("else:")
-        t.k_loop(gemv.scope(gemv.indent + "    "), even=False, b_tile="(BLOCK_N, BLOCK_K)")
-        for j in range(nacc):
-            bf = f"_int8_as_float(b{j})" if t.scales is not None else f"b{j}.to({acc_t})"
-            gemv.line(f"acc{j} += tl.reduce(a.to({acc_t})[:, None, :] * {bf}[None, :, :], 2, _add)")
+        if t.int4 is not None:
+            # [rows, R, GK / 2] tiles (int4_tiles): R = BLOCK_N columns x BLOCK_K / GK runs of GK
+            # channels (a group, or a part of one), so a K block may span several groups and
+            # each run has its one scale and zero point
+            gemv = gemv.scope(names=dict(gemv.names, am="am3", bn="bn3", bj="bj3", kg="kg3"))
+            gemv.line("rho = tl.arange(0, BLOCK_N * (BLOCK_K // GK))")
+            gemv.line("k_run = k0 + (rho % (BLOCK_K // GK)) * GK")
+            gemv.line("am3 = am[:, :, None]")
+            gemv.line("bn3 = ((pid_n * BLOCK_N + rho // (BLOCK_K // GK)) % N)[None, :, None]")
+            gemv.line("if INDEX64:")
+            gemv.line("    bn3 = bn3.to(tl.int64)")
+            gemv.line("kq = tl.arange(0, GK // 2)")
+            gemv.line("ak_lo3 = k_run[None, :, None] + ((kq // 16) * 32 + kq % 16)[None, None, :]")
+            gemv.line("ak_hi3 = ak_lo3 + 16")
+            gemv.line("bj3 = (k_run // 2)[None, :, None] + kq[None, None, :]")
+            gemv.line(f"kg3 = (k_run // {t.int4[2]})[None, :, None]")
+            gemv.line("kmask3 = (k_run < k_end)[None, :, None]")
+            gemv.line("if EVEN_K:")
+            t.int4_tiles(gemv.scope(gemv.indent + "    "), True, {})
+            gemv.line("else:  # runs past the split's end: masked (K is a multiple of GK)")
+            t.int4_tiles(gemv.scope(gemv.indent + "    "), True, {"ak": "kmask3", "bj": "kmask3", "kg": "kmask3"})
+            for j in range(nacc):
+                gemv.line(f"acc3_{j} += a_lo.to({acc_t}) * w_lo{j} + a_hi.to({acc_t}) * w_hi{j}")
+        else:
+            gemv.line("bk_t = k0 + tl.arange(0, BLOCK_K)[None, :]")
+            gemv.line("if EVEN_K:")
+            t.k_loop(gemv.scope(gemv.indent + "    "), even=True, b_tile="(BLOCK_N, BLOCK_K)")
+            gemv.line("else:")
+            t.k_loop(gemv.scope(gemv.indent + "    "), even=False, b_tile="(BLOCK_N, BLOCK_K)")
+            for j in range(nacc):
+                bf = f"_int8_as_float(b{j})" if t.scales is not None else f"b{j}.to({acc_t})"
+                gemv.line(f"acc{j} += tl.reduce(a.to({acc_t})[:, None, :] * {bf}[None, :, :], 2, _add)")
         body.line("else:")
         dot = body.scope(body.indent + "    ")
-        dot.line("bk = k0 + tl.arange(0, BLOCK_K)[:, None]")
-        dot.line("if EVEN_K:")
-        t.k_loop(dot.scope(dot.indent + "    "), even=True)
-        dot.line("else:")
-        t.k_loop(dot.scope(dot.indent + "    "), even=False)
+        if t.int4 is not None:
+            dot.line("bj = k0 // 2 + tl.arange(0, BLOCK_K // 2)[:, None]")
+            t.k_loop(dot, even=True)
+            dot.line("if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
+            dot.line("    a_lo = a_lo.to(tl.float32)")
+            dot.line("    a_hi = a_hi.to(tl.float32)")
+            for j in range(nacc):
+                for part in ("lo", "hi"):
+                    dot.line(f"acc{j} = tl.dot(a_{part}, w_{part}{j}.to(a_{part}.dtype), acc{j}, "
+                             "input_precision=DOT_PRECISION)")
+        else:
+            dot.line("bk = k0 + tl.arange(0, BLOCK_K)[:, None]")
+            dot.line("if EVEN_K:")
+            t.k_loop(dot.scope(dot.indent + "    "), even=True)
+            dot.line("else:")
+            t.k_loop(dot.scope(dot.indent + "    "), even=False)
+    if t.int4 is None:
+        dot_products(t, dot, nacc)
+    else:
+        runs = "(BLOCK_M, BLOCK_N, BLOCK_K // GK)"
+        em.line("if GEMV:")
+        for j in range(nacc):
+            em.line(f"    acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, _add)")
+        if t.prologue is not None:   # every column of red3 holds the same squares: take one
+            em.line(f"    red_acc += tl.max(tl.reduce(tl.reshape(tl.reduce(red3, 2, _add), {runs}), 2, _add), 1)"
+                    "[:, None]")
+    em.line("if SPLIT_K == 1:")
+    em.lines.extend("    " + ln for ln in epi.lines)
+    em.line("else:  # partial products; the _splitk_epilogue kernel sums them")
+    for j in range(nacc):
+        em.line(f"    tl.store(ws_ptr + ((pid_k * {nacc} + {j}) * (M * Bt) + r) * N + c, acc{j}, "
+                f"mask=rmask & cmask)")
+    return persistent_or_not(em.lines)
+
+
+def dot_products(t: Template, dot: Emitter, nacc: int) -> None:
+    """``acc{j} += a @ b{j}`` on the tensor cores (the loaded tiles of the K loop body)."""
     dot.line("if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
     dot.line("    a = a.to(tl.float32)")
     for j in range(nacc):
@@ -398,13 +534,6 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             dot.line(f"b{j} = b{j}.to(a.dtype)")
     for j in range(nacc):
         dot.line(f"acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
-    em.line("if SPLIT_K == 1:")
-    em.lines.extend("    " + ln for ln in epi.lines)
-    em.line("else:  # partial products; the _splitk_epilogue kernel sums them")
-    for j in range(nacc):
-        em.line(f"    tl.store(ws_ptr + ((pid_k * {nacc} + {j}) * (M * Bt) + r) * N + c, acc{j}, "
-                f"mask=rmask & cmask)")
-    return persistent_or_not(em.lines)
 
 
 def persistent_or_not(lines: list) -> str:
@@ -454,9 +583,11 @@ def generate(graph: Graph) -> Generated:
     t = Template(graph)
     name = graph.name if graph.name.startswith("gemm") else f"gemm_{graph.name}"
     name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
-    names = {"r": "r", "c": "c", "b": "pid_b", "am": "am", "ak": "ak", "bk": "bk", "bn": "bn"}
+    names = {"r": "r", "c": "c", "b": "pid_b", "am": "am", "ak": "ak", "bk": "bk", "bn": "bn", "bj": "bj", "kg": "kg"}
     masks = {"r": "rmask", "c": "cmask"}
     ext = {"r": t.Bt * t.M, "c": t.Nd, "b": t.Bt, "am": t.M, "ak": t.K, "bk": t.K, "bn": t.Nd}
+    if t.int4 is not None:   # the int4 weight's byte columns and the K block's group
+        ext.update(bj=t.B.type.shape[1], kg=t.int4[0].type.shape[1])
     ops = operand_names(graph)
     with atom_extents(ext):
         # the epilogue first: it decides the accumulators (column offsets of the product)
@@ -469,7 +600,7 @@ def generate(graph: Graph) -> Generated:
         if not t.offsets:
             raise Unsupported("the epilogue never reads the product")
         main = main_kernel(t, epi, names, masks, ops, tma=False)
-        views = None if t.batched or t.scales is not None else (tma_view_code(t.A, graph),
+        views = None if t.batched or t.gemm.op == "quant_linear" else (tma_view_code(t.A, graph),
                                                                   tma_view_code(t.B, graph))
         if views is not None and None in views:
             views = None
@@ -478,6 +609,8 @@ def generate(graph: Graph) -> Generated:
         helpers |= epi.helpers | {"_add"}  # _add: the GEMV form's K reduction
         if t.scales is not None:
             helpers.add("_int8_as_float")
+        if t.int4 is not None:
+            helpers.add("_nibble")
     nacc = len(t.offsets)
 
     def signature(with_tma: bool):
@@ -489,7 +622,7 @@ def generate(graph: Graph) -> Generated:
         for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
             sig.size(c, e)
         for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
-                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ()):
+                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ()) + (("GK",) if t.int4 else ()):
             sig.constexpr(c)
         return sig
 
@@ -520,6 +653,12 @@ def generate(graph: Graph) -> Generated:
         lines += ["    if SPLIT_K > 1:",
                   f"        raise ValueError('{name}: a row-scale prologue needs whole rows of K in one program "
                   "(SPLIT_K = 1)')"]
+    if t.int4 is not None:
+        g4 = t.int4[2]
+        lines += [f"    GK = min(BLOCK_K, {g4})",
+                  f"    if BLOCK_K % 32 or ({g4} % BLOCK_K and not (GEMV and BLOCK_K % {g4} == 0)):",
+                  f"        raise ValueError(f'{name}: int4 K block {{BLOCK_K}} must be a multiple of 32 dividing the "
+                  f"group size {g4} (or, in the GEMV form, a multiple of the group size)')"]
     if t.dtype == torch.float32:
         lines.append("    DOT_PRECISION = 'tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee'")
     else:
@@ -564,6 +703,8 @@ def generate(graph: Graph) -> Generated:
     launch = host + "\n".join(lines) + "\n"
     M, Nd, K, Bt, dt = t.M, t.Nd, t.K, t.Bt, t.dtype
     prologue = {"prologue": 1} if t.prologue is not None else {}
+    if t.int4 is not None:
+        prologue["group"] = t.int4[2]
 
     def problem(env):
         return {"M": bucket(M, env), "N": bucket(Nd, env), "K": bucket(K, env), "B": bucket(Bt, env),

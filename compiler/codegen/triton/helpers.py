@@ -21,6 +21,12 @@ def _int8_as_float(q):
     # quarter of the FMA rate, below what a GEMV over int8 weights converts per cycle)
     return (q.to(tl.int32) + 0x4B400000).to(tl.float32, bitcast=True) - 12582912.0
 ''',
+    "_nibble": '''
+@triton.jit
+def _nibble(v):
+    # v in [0, 15] (int32) -> float32, exact, by its bits: 2**23 + v (no I2F; see _int8_as_float)
+    return (v | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
+''',
     "_max": '''
 @triton.jit
 def _max(a, b):
