@@ -436,7 +436,7 @@ def test_int4_fractional_zero_points_and_default_configs(device):
         run_and_check(node, feed, None, device, tol=TOL[dtype])
 
 
-def test_int4_quant_linear_dual_gate_up():
+def test_int4_quant_linear_dual_gate_up(device):
     """The concatenated int4 gate/up pair: silu(y[:, :I]) * y[:, I:], each half with its
     own rows of scales and zero points (the second accumulator at row offset I)."""
     dtype, inter, k, group = torch.bfloat16, 24, 64, 32
@@ -451,7 +451,7 @@ def test_int4_quant_linear_dual_gate_up():
                  overload="Tensor")
     node = fused_node(b, [out], "gemm")
     for rows, cfg in ((1, dict(GEMV, BLOCK_K=32)), (20, dict(BASE, BLOCK_K=32))):
-        run_and_check(node, {"x": rand(rows, k, dtype=dtype), "q": q, "s": s, "z": z}, cfg, "cpu", tol=TOL[dtype])
+        run_and_check(node, {"x": rand(rows, k, dtype=dtype), "q": q, "s": s, "z": z}, cfg, device, tol=TOL[dtype])
 
 
 def test_int4_space_and_launcher_keep_k_blocks_inside_a_group():
