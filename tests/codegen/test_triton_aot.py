@@ -258,3 +258,26 @@ def test_int4_gemv_with_norm_prologue_and_dual_epilogue_compiles_without_layout_
     assert c.resources.get("LOCAL", 0) == 0 and c.features.get("wgmma", 0) == 0, (c.resources, c.features)
     assert c.ptx.count("ld.global.v4") >= 8, c.features
     assert c.ptx.count("ld.shared") <= 8 and c.shared <= 64, (c.ptx.count("ld.shared"), c.shared)
+
+
+def test_int8_gemv_keeps_the_weight_tile_in_its_layout():
+    """The int8 down projection of a Llama-1B decode (8192 -> 2048, one row), default
+    configuration: the weight bytes and the activations loaded 16 bytes at a time in one
+    layout (before the runs form the int8 tile went through shared memory every iteration:
+    16 two-byte shared stores and 4 KB of shared memory)."""
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton import kernel_for
+
+    k, n = 8192, 2048
+    b = Builder()
+    x, q, s = b.input("x", (1, k), BF16), b.input("q", (n, k), torch.int8), b.input("s", (n,), BF16)
+    node = fused_node(b, [b.call("quant_linear", x, q, s, None, None, bits=8, group_size=0)], "gemm")
+    kern = kernel_for(node)
+    dev = DeviceInfo(kind="cuda", name="h100", capability=(9, 0), sm_count=132, smem_per_block=232448)
+    cfg = kern.space.default_config(kern.problem({}), dev)
+    assert cfg["GEMV"] == 1
+    feed = {"x": torch.empty(1, k, dtype=BF16), "q": torch.empty(n, k, dtype=torch.int8), "s": torch.empty(n, dtype=BF16)}
+    (c,) = _compile(node, feed, cfg)
+    assert c.resources.get("LOCAL", 0) == 0, c.resources
+    assert c.ptx.count("ld.global.v4") >= 4, c.features
+    assert c.ptx.count("st.shared") <= 4 and c.shared <= 64, (c.ptx.count("st.shared"), c.shared)

@@ -52,6 +52,7 @@ class Emitter(exprs.Ctx):
     memo: dict = field(default_factory=dict)
     raw_loads: bool = False     # keep loaded values in their storage dtype (GEMM operands)
     loads_only: bool = False    # only loads and layout ops (GEMM operands inside the K loop)
+    spread: tuple = ()          # atoms every load is also shaped along (``name * 0`` address terms)
 
     # ------------------------------------------------------------------ plumbing
     def scope(self, indent: Optional[str] = None, names=None, masks=None) -> "Emitter":
@@ -59,7 +60,7 @@ class Emitter(exprs.Ctx):
         return Emitter(self.graph, self.operands, dict(self.names if names is None else names),
                        dict(self.masks if masks is None else masks),
                        self.special, self.subst, self.lines, indent if indent is not None else self.indent,
-                       self.helpers, self.counter, {}, self.raw_loads, self.loads_only)
+                       self.helpers, self.counter, {}, self.raw_loads, self.loads_only, self.spread)
 
     def line(self, text: str) -> None:
         self.lines.append(self.indent + text)
@@ -123,8 +124,8 @@ class Emitter(exprs.Ctx):
                 continue
             axes |= lin.atoms()
             terms.append(f"{self.code(lin)} * {opd.strides[k]}")
-        caxes = cond.atoms()
-        for a in sorted(caxes - axes):  # the load must have the shape of its mask
+        caxes = cond.atoms() | frozenset(self.spread)
+        for a in sorted(caxes - axes):  # the load must have the shape of its mask (and of the spread)
             terms.append(f"{self.names[a]} * 0")
         axes |= caxes
         addr = opd.ptr + "".join(" + " + tm for tm in terms)

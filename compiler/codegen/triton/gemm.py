@@ -196,6 +196,9 @@ class Template:
         else:
             self.bias, (self.A, self.B) = None, g.args[:2]
             self.beta = self.alpha = 1
+        # the GEMV form of quantized weights: runs of GK channels a tile row (main_kernel)
+        self.runs = self.int4 is not None or self.scales is not None
+        self.run_len = "GK // 2" if self.int4 is not None else "GK"   # elements a run row holds
         self.batched = g.op == "bmm"
         at, bt = self.A.type, self.B.type
         if (at.dtype != bt.dtype and g.op != "quant_linear") or at.dtype not in ELT:
@@ -347,15 +350,7 @@ class Template:
         a_tile = "(BLOCK_M, BLOCK_N * (BLOCK_K // GK), GK // 2)" if gemv else "(BLOCK_M, BLOCK_K // 2)"
         for part in ("lo", "hi"):
             names = dict(em.names, ak=f"ak_{part}3" if gemv else f"ak_{part}")
-            if self.prologue is None:
-                ld = em.scope(names=names, masks=masks)
-                ld.raw_loads = ld.loads_only = True
-                ld.special = {}
-                a = ld.pull(self.A, self.operand_index("A"))
-                ld.line(f"a_{part} = {_full_tile(a, 'am', 'ak', a_tile, 'ak')}")
-            else:
-                self.prologue_tiles(em.scope(names=names, masks=masks), True, f"a_{part}", a_tile,
-                                    "red3" if gemv else "")
+            self.a_tile(em.scope(names=names, masks=masks), gemv, f"a_{part}", a_tile)
         ld = em.scope(masks=masks)
         ld.raw_loads = ld.loads_only = True
         ld.special = {}
@@ -369,6 +364,29 @@ class Template:
             ld.line(f"zs{j} = {per_group[1].code}.to(tl.float32) * s{j}")
             ld.line(f"w_lo{j} = _nibble(b{j} & 15) * s{j} - zs{j}")
             ld.line(f"w_hi{j} = _nibble(b{j} >> 4) * s{j} - zs{j}")
+
+    def a_tile(self, em: Emitter, gemv: bool, var: str, shape: str) -> None:
+        """A's tile ``var`` of ``shape`` (or the prologue's); in the GEMV runs form loaded along the
+        tile's columns too (``spread``), in the weight tile's layout."""
+        em.spread = ("bn",) if gemv else ()
+        if self.prologue is not None:
+            self.prologue_tiles(em, True, var, shape, "red3" if gemv else "")
+            return
+        em.raw_loads = em.loads_only = True
+        em.special = {}
+        a = em.pull(self.A, self.operand_index("A"))
+        em.line(f"{var} = {_full_tile(a, 'am', 'ak', shape, 'ak')}")
+
+    def int8_runs(self, em: Emitter, masks: Mapping[str, str]) -> None:
+        """The GEMV runs form of int8 weights: A's tile ``a`` and the weights as floats
+        ``w{j}``, ``[BLOCK_M | 1, BLOCK_N, BLOCK_K]`` (the per-column scale after the loop)."""
+        self.a_tile(em.scope(masks=masks), True, "a", "(BLOCK_M, BLOCK_N, BLOCK_K)")
+        ld = em.scope(masks=masks)
+        ld.raw_loads = ld.loads_only = True
+        ld.special = {}
+        for j, off in enumerate(self.offsets):
+            b = ld.pull(self.B, self.operand_index("B", off))
+            ld.line(f"w{j} = _int8_as_float({_full_tile(b, 'bk', 'bn', '(1, BLOCK_N, BLOCK_K)', 'bk')})")
 
     def prologue_tiles(self, pe: Emitter, even: bool, var: str = "a", a_tile: str = "(BLOCK_M, BLOCK_K)",
                        into: str = "") -> None:
@@ -414,16 +432,18 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         em.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
     if t.prologue is not None:
         em.line(f"red_acc = tl.full((BLOCK_M, 1), 0, {acc_t})")
-    if t.int4 is not None:
-        # NOTE: the int4 GEMV form keeps its products (and a prologue's squares) per K
-        # position and reduces them once, after the loop: its K block is one quantization
-        # group (64 bytes a row), and a reduction across threads each block would cost more
-        # than the block's loads.
+    if t.runs:
+        # NOTE: the GEMV form of quantized weights keeps its products (and a prologue's
+        # squares) per K position and reduces them once, after the loop (a reduction across
+        # threads each K block would cost more than the block's loads), and loads A in the
+        # weight tile's layout: no tile changes layout in the loop (the [BLOCK_N, BLOCK_K]
+        # form's int8 tile went through shared memory each iteration, sm_90).
+        shape3 = f"(BLOCK_M, BLOCK_N * (BLOCK_K // GK), {t.run_len})"
         em.line("if GEMV:")
         for j in range(nacc):
-            em.line(f"    acc3_{j} = tl.full((BLOCK_M, BLOCK_N * (BLOCK_K // GK), GK // 2), 0, {acc_t})")
+            em.line(f"    acc3_{j} = tl.full({shape3}, 0, {acc_t})")
         if t.prologue is not None:
-            em.line(f"    red3 = tl.full((BLOCK_M, BLOCK_N * (BLOCK_K // GK), GK // 2), 0, {acc_t})")
+            em.line(f"    red3 = tl.full({shape3}, 0, {acc_t})")
     em.line("k_per = ((K + SPLIT_K - 1) // SPLIT_K + BLOCK_K - 1) // BLOCK_K * BLOCK_K")
     em.line("k_start = pid_k * k_per")
     em.line("k_end = tl.minimum(K, k_start + k_per)")
@@ -477,6 +497,19 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             t.int4_tiles(gemv.scope(gemv.indent + "    "), True, {"ak": "kmask3", "bj": "kmask3", "kg": "kmask3"})
             for j in range(nacc):
                 gemv.line(f"acc3_{j} += a_lo.to({acc_t}) * w_lo{j} + a_hi.to({acc_t}) * w_hi{j}")
+        elif t.runs:   # int8: one run of BLOCK_K channels a column (GK = BLOCK_K)
+            gemv = gemv.scope(names=dict(gemv.names, am="am3", bn="bn3", bk="bk3", ak="ak3"))
+            gemv.line("am3 = am[:, :, None]")
+            gemv.line("bn3 = bn_t[None, :, :]")
+            gemv.line("ak3 = k0 + tl.arange(0, BLOCK_K)[None, None, :]")
+            gemv.line("bk3 = ak3")
+            gemv.line("kmask3 = ak3 < k_end")
+            gemv.line("if EVEN_K:")
+            t.int8_runs(gemv.scope(gemv.indent + "    "), {})
+            gemv.line("else:")
+            t.int8_runs(gemv.scope(gemv.indent + "    "), {"ak": "kmask3", "bk": "kmask3"})
+            for j in range(nacc):
+                gemv.line(f"acc3_{j} += a.to({acc_t}) * w{j}")
         else:
             gemv.line("bk_t = k0 + tl.arange(0, BLOCK_K)[None, :]")
             gemv.line("if EVEN_K:")
@@ -506,7 +539,7 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             t.k_loop(dot.scope(dot.indent + "    "), even=False)
     if t.int4 is None:
         dot_products(t, dot, nacc)
-    else:
+    if t.runs:
         runs = "(BLOCK_M, BLOCK_N, BLOCK_K // GK)"
         em.line("if GEMV:")
         for j in range(nacc):
@@ -622,7 +655,7 @@ def generate(graph: Graph) -> Generated:
         for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
             sig.size(c, e)
         for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
-                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ()) + (("GK",) if t.int4 else ()):
+                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ()) + (("GK",) if t.runs else ()):
             sig.constexpr(c)
         return sig
 
@@ -653,6 +686,8 @@ def generate(graph: Graph) -> Generated:
         lines += ["    if SPLIT_K > 1:",
                   f"        raise ValueError('{name}: a row-scale prologue needs whole rows of K in one program "
                   "(SPLIT_K = 1)')"]
+    if t.scales is not None:
+        lines.append("    GK = BLOCK_K")
     if t.int4 is not None:
         g4 = t.int4[2]
         lines += [f"    GK = min(BLOCK_K, {g4})",
