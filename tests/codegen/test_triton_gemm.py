@@ -281,10 +281,14 @@ GEMV = dict(BASE, BLOCK_M=1, BLOCK_N=4, BLOCK_K=64, GROUP_M=1, GEMV=1)
 
 @DTYPES
 @pytest.mark.parametrize("rows,cfg", [(1, GEMV), (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8)),
-                                      (1, dict(GEMV, BLOCK_K=16, SPLIT_K=3))], ids=["m1", "m3", "m1-splitk"])
+                                      (1, dict(GEMV, BLOCK_K=16, SPLIT_K=3)), (1, dict(GEMV, GEMV=2)),
+                                      (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8, GEMV=2)),
+                                      (1, dict(GEMV, BLOCK_K=16, SPLIT_K=3, GEMV=2))],
+                         ids=["m1", "m3", "m1-splitk", "runs-m1", "runs-m3", "runs-m1-splitk"])
 def test_gemv_rows_with_residual_epilogue(dtype, rows, cfg, device):
-    """Decode rows through the multiply-reduce form (GEMV=1): o_proj + residual on a
-    transposed weight, N not a multiple of BLOCK_N, K not a multiple of BLOCK_K."""
+    """Decode rows through the multiply-reduce forms (GEMV=1, and the runs form GEMV=2):
+    o_proj + residual on a transposed weight, N not a multiple of BLOCK_N, K not a multiple
+    of BLOCK_K."""
     b = Builder()
     x = b.input("x", ("s0", 72), dtype)
     w = b.input("w", (30, 72), dtype)
@@ -310,6 +314,7 @@ def test_gemv_dual_silu_gate_times_up(device):
     assert "acc1 += tl.reduce(a.to(tl.float32)[:, None, :] * b1.to(tl.float32)[None, :, :], 2, _add)" in k.source
     feed = {"x": rand(1, 96, dtype=dtype), "wgu": rand(2 * inter, 96, dtype=dtype)}
     run_and_check(node, feed, dict(GEMV, BLOCK_K=32), device, tol=TOL[dtype], kernel=k)
+    run_and_check(node, feed, dict(GEMV, BLOCK_K=32, GEMV=2), device, tol=TOL[dtype], kernel=k)
 
 
 def test_gemv_space_defaults_and_constraints():

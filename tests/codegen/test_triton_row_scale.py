@@ -49,7 +49,9 @@ def norm_linear(dtype, rows, k, n, square="pow", residual=False):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
 @pytest.mark.parametrize("rows,cfg", [(1, GEMV), (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8, BLOCK_K=32)), (3, BASE),
-                                      (2, dict(BASE, PERSISTENT=1))], ids=["gemv-m1", "gemv-m3", "dot", "persistent"])
+                                      (2, dict(BASE, PERSISTENT=1)), (1, dict(GEMV, GEMV=2)),
+                                      (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8, BLOCK_K=32, GEMV=2))],
+                         ids=["gemv-m1", "gemv-m3", "dot", "persistent", "runs-m1", "runs-m3"])
 def test_rms_norm_prologue_with_residual(dtype, rows, cfg, device):
     """K = 72 is not a multiple of the K block: the masked last tile adds nothing to the squares."""
     from braze.compiler.codegen.triton import kernel_for
@@ -75,6 +77,7 @@ def test_rms_norm_prologue_dual_gate_up_and_squares_as_a_product(device):
     node = fused_node(b, [y], "gemm")
     feed = {"h": rand(1, 1, k, dtype=dtype), "g": rand(k, dtype=dtype), "w": rand(2 * inter, k, dtype=dtype)}
     run_and_check(node, feed, dict(GEMV, BLOCK_K=32), device, tol=TOL[dtype])
+    run_and_check(node, feed, dict(GEMV, BLOCK_K=32, GEMV=2), device, tol=TOL[dtype])
 
 
 def test_prologue_problem_never_splits_k(device):

@@ -128,7 +128,7 @@ SPACE = Space(
         Knob("SPLIT_K", (1, 2, 4, 8, 16)),
         Knob("TMA", (0, 1)),
         Knob("PERSISTENT", (0, 1)),
-        Knob("GEMV", (0, 1)),
+        Knob("GEMV", (0, 1, 2)),   # 1: the [BLOCK_N, BLOCK_K] form; 2: the runs form (quantized: always)
     ),
     constraints=(
         Constraint("pipelined A and B tiles fit in shared memory",
@@ -377,16 +377,19 @@ class Template:
         a = em.pull(self.A, self.operand_index("A"))
         em.line(f"{var} = {_full_tile(a, 'am', 'ak', shape, 'ak')}")
 
-    def int8_runs(self, em: Emitter, masks: Mapping[str, str]) -> None:
-        """The GEMV runs form of int8 weights: A's tile ``a`` and the weights as floats
-        ``w{j}``, ``[BLOCK_M | 1, BLOCK_N, BLOCK_K]`` (the per-column scale after the loop)."""
+    def runs_tiles(self, em: Emitter, masks: Mapping[str, str]) -> None:
+        """The GEMV runs form of int8 or float weights (one run of BLOCK_K channels a column):
+        A's tile ``a`` and the weights as float32 ``w{j}``, ``[BLOCK_M | 1, BLOCK_N, BLOCK_K]``
+        (int8: the per-column scale after the loop)."""
         self.a_tile(em.scope(masks=masks), True, "a", "(BLOCK_M, BLOCK_N, BLOCK_K)")
         ld = em.scope(masks=masks)
         ld.raw_loads = ld.loads_only = True
         ld.special = {}
+        acc_t = "tl.float64" if self.dtype == torch.float64 else "tl.float32"
         for j, off in enumerate(self.offsets):
             b = ld.pull(self.B, self.operand_index("B", off))
-            ld.line(f"w{j} = _int8_as_float({_full_tile(b, 'bk', 'bn', '(1, BLOCK_N, BLOCK_K)', 'bk')})")
+            tile = _full_tile(b, 'bk', 'bn', '(1, BLOCK_N, BLOCK_K)', 'bk')
+            ld.line(f"w{j} = _int8_as_float({tile})" if self.scales is not None else f"w{j} = {tile}.to({acc_t})")
 
     def prologue_tiles(self, pe: Emitter, even: bool, var: str = "a", a_tile: str = "(BLOCK_M, BLOCK_K)",
                        into: str = "") -> None:
@@ -432,14 +435,16 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         em.line(f"acc{j} = tl.full((BLOCK_M, BLOCK_N), 0, {acc_t})")
     if t.prologue is not None:
         em.line(f"red_acc = tl.full((BLOCK_M, 1), 0, {acc_t})")
-    if t.runs:
-        # NOTE: the GEMV form of quantized weights keeps its products (and a prologue's
-        # squares) per K position and reduces them once, after the loop (a reduction across
-        # threads each K block would cost more than the block's loads), and loads A in the
-        # weight tile's layout: no tile changes layout in the loop (the [BLOCK_N, BLOCK_K]
-        # form's int8 tile went through shared memory each iteration, sm_90).
+    # NOTE: the runs form of the GEMV (quantized weights: always; float weights: GEMV = 2)
+    # keeps its products (and a prologue's squares) per K position and reduces them once,
+    # after the loop (a reduction across threads each K block would cost more than the
+    # block's loads), and loads A in the weight tile's layout: no tile changes layout in the
+    # loop (the [BLOCK_N, BLOCK_K] form's int8 tile went through shared memory each
+    # iteration, sm_90).
+    gemv3 = "GEMV" if t.runs else "GEMV == 2"
+    if not tma:
         shape3 = f"(BLOCK_M, BLOCK_N * (BLOCK_K // GK), {t.run_len})"
-        em.line("if GEMV:")
+        em.line(f"if {gemv3}:")
         for j in range(nacc):
             em.line(f"    acc3_{j} = tl.full({shape3}, 0, {acc_t})")
         if t.prologue is not None:
@@ -497,28 +502,35 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             t.int4_tiles(gemv.scope(gemv.indent + "    "), True, {"ak": "kmask3", "bj": "kmask3", "kg": "kmask3"})
             for j in range(nacc):
                 gemv.line(f"acc3_{j} += a_lo.to({acc_t}) * w_lo{j} + a_hi.to({acc_t}) * w_hi{j}")
-        elif t.runs:   # int8: one run of BLOCK_K channels a column (GK = BLOCK_K)
-            gemv = gemv.scope(names=dict(gemv.names, am="am3", bn="bn3", bk="bk3", ak="ak3"))
-            gemv.line("am3 = am[:, :, None]")
-            gemv.line("bn3 = bn_t[None, :, :]")
-            gemv.line("ak3 = k0 + tl.arange(0, BLOCK_K)[None, None, :]")
-            gemv.line("bk3 = ak3")
-            gemv.line("kmask3 = ak3 < k_end")
-            gemv.line("if EVEN_K:")
-            t.int8_runs(gemv.scope(gemv.indent + "    "), {})
-            gemv.line("else:")
-            t.int8_runs(gemv.scope(gemv.indent + "    "), {"ak": "kmask3", "bk": "kmask3"})
-            for j in range(nacc):
-                gemv.line(f"acc3_{j} += a.to({acc_t}) * w{j}")
         else:
-            gemv.line("bk_t = k0 + tl.arange(0, BLOCK_K)[None, :]")
-            gemv.line("if EVEN_K:")
-            t.k_loop(gemv.scope(gemv.indent + "    "), even=True, b_tile="(BLOCK_N, BLOCK_K)")
-            gemv.line("else:")
-            t.k_loop(gemv.scope(gemv.indent + "    "), even=False, b_tile="(BLOCK_N, BLOCK_K)")
+            # int8 (always) or float weights (GEMV = 2): one run of BLOCK_K channels a column
+            if t.runs:
+                r3 = gemv
+            else:
+                gemv.line("if GEMV == 2:  # the runs form")
+                r3 = gemv.scope(gemv.indent + "    ")
+            r3 = r3.scope(names=dict(r3.names, am="am3", bn="bn3", bk="bk3", ak="ak3"))
+            r3.line("am3 = am[:, :, None]")
+            r3.line("bn3 = bn_t[None, :, :]")
+            r3.line("ak3 = k0 + tl.arange(0, BLOCK_K)[None, None, :]")
+            r3.line("bk3 = ak3")
+            r3.line("kmask3 = ak3 < k_end")
+            r3.line("if EVEN_K:")
+            t.runs_tiles(r3.scope(r3.indent + "    "), {})
+            r3.line("else:")
+            t.runs_tiles(r3.scope(r3.indent + "    "), {"ak": "kmask3", "bk": "kmask3"})
             for j in range(nacc):
-                bf = f"_int8_as_float(b{j})" if t.scales is not None else f"b{j}.to({acc_t})"
-                gemv.line(f"acc{j} += tl.reduce(a.to({acc_t})[:, None, :] * {bf}[None, :, :], 2, _add)")
+                r3.line(f"acc3_{j} += a.to({acc_t}) * w{j}")
+            if not t.runs:   # the [BLOCK_N, BLOCK_K] form, reduced over K each block
+                gemv.line("else:")
+                g2 = gemv.scope(gemv.indent + "    ")
+                g2.line("bk_t = k0 + tl.arange(0, BLOCK_K)[None, :]")
+                g2.line("if EVEN_K:")
+                t.k_loop(g2.scope(g2.indent + "    "), even=True, b_tile="(BLOCK_N, BLOCK_K)")
+                g2.line("else:")
+                t.k_loop(g2.scope(g2.indent + "    "), even=False, b_tile="(BLOCK_N, BLOCK_K)")
+                for j in range(nacc):
+                    g2.line(f"acc{j} += tl.reduce(a.to({acc_t})[:, None, :] * b{j}.to({acc_t})[None, :, :], 2, _add)")
         body.line("else:")
         dot = body.scope(body.indent + "    ")
         if t.int4 is not None:
@@ -539,9 +551,9 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             t.k_loop(dot.scope(dot.indent + "    "), even=False)
     if t.int4 is None:
         dot_products(t, dot, nacc)
-    if t.runs:
+    if not tma:
         runs = "(BLOCK_M, BLOCK_N, BLOCK_K // GK)"
-        em.line("if GEMV:")
+        em.line(f"if {gemv3}:")
         for j in range(nacc):
             em.line(f"    acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, _add)")
         if t.prologue is not None:   # every column of red3 holds the same squares: take one
@@ -655,7 +667,7 @@ def generate(graph: Graph) -> Generated:
         for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
             sig.size(c, e)
         for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
-                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ()) + (("GK",) if t.runs else ()):
+                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ("GK",)):
             sig.constexpr(c)
         return sig
 
@@ -686,9 +698,9 @@ def generate(graph: Graph) -> Generated:
         lines += ["    if SPLIT_K > 1:",
                   f"        raise ValueError('{name}: a row-scale prologue needs whole rows of K in one program "
                   "(SPLIT_K = 1)')"]
-    if t.scales is not None:
-        lines.append("    GK = BLOCK_K")
-    if t.int4 is not None:
+    if t.int4 is None:
+        lines.append("    GK = BLOCK_K   # the GEMV runs form: one run a column")
+    else:
         g4 = t.int4[2]
         lines += [f"    GK = min(BLOCK_K, {g4})",
                   f"    if BLOCK_K % 32 or ({g4} % BLOCK_K and not (GEMV and BLOCK_K % {g4} == 0)):",

@@ -1,17 +1,18 @@
-"""Which GEMV configuration reads int8 / int4 weights fastest (decode, one row).
+"""Which GEMV configuration reads bf16 / int8 / int4 weights fastest (decode, one row).
 
-A kernel study behind the GEMM template's defaults for weight-only ``quant_linear``,
-not a user-facing figure: the Llama-1B decode projections (Q/K/V 3072 x 2048, o_proj
-2048 x 2048, gate/up 16384 x 2048 as one GEMM, down 2048 x 8192) quantized to int8
-(per channel) and int4 (group 128), each run by the template's kernel over a small
-grid of GEMV configurations and by the standalone ``triton_quant`` kernel with its
-default, beside bf16 ``F.linear`` (cuBLAS). Timed with ``triton.testing.do_bench``
+A kernel study behind the GEMM template's GEMV defaults, not a user-facing figure: the
+Llama-1B decode projections (Q/K/V 3072 x 2048, o_proj 2048 x 2048, gate/up 16384 x 2048
+as one GEMM, down 2048 x 8192) in bf16 (the template's two GEMV forms, GEMV=1 the
+``[BLOCK_N, BLOCK_K]`` tile reduced each K block, GEMV=2 the runs form, beside
+``F.linear`` on cuBLAS), and quantized to int8 (per channel) and int4 (group 128), each
+run by the template's kernel over a small grid of GEMV configurations and by the
+standalone ``triton_quant`` kernel with its default. Timed with ``triton.testing.do_bench``
 (L2 cleared between runs) after a check against the dequantized float32 product.
 Prints one line per (format, shape, kernel, config): microseconds and the weight
 bytes' TB/s.
 
-    python bench/quant_gemv_configs.py [--json out.json]
-    python bench/quant_gemv_configs.py --smoke     # tiny shapes (CPU interpreter)
+    python bench/gemv_configs.py [--json out.json]
+    python bench/gemv_configs.py --smoke     # tiny shapes (CPU interpreter)
 """
 from __future__ import annotations
 
@@ -26,6 +27,17 @@ import repo_root  # noqa: F401 - the repository root first on sys.path
 SHAPES = {"qkv": (3072, 2048), "o": (2048, 2048), "gate_up": (16384, 2048), "down": (2048, 8192)}
 GRID = {8: {"BLOCK_N": (4, 8), "BLOCK_K": (512, 1024), "num_warps": (4, 8)},
         4: {"BLOCK_N": (2, 4, 8), "BLOCK_K": (512, 1024, 2048), "num_warps": (4, 8)}}
+
+
+def bf16_kernel(n, k, dtype):
+    """The GEMM template's kernel for ``x[1, k] @ w[n, k]^T`` (an ``nn.Linear``)."""
+    from braze.compiler.codegen.triton import kernel_for
+    from braze.ir import Builder
+    from tests.codegen.triton_helpers import fused_node
+
+    b = Builder()
+    x, w = b.input("x", (1, k), dtype), b.input("w", (n, k), dtype)
+    return kernel_for(fused_node(b, [b.call("mm", x, b.call("permute", w, (1, 0)))], "gemm"))
 
 
 def template_kernel(n, k, bits, dtype):
@@ -73,6 +85,28 @@ def main() -> None:
         w = torch.randn(n, k, dtype=dt, device=dev)
         us = timed(lambda: torch.nn.functional.linear(x, w))
         rows.append({"format": "bf16", "shape": name, "kernel": "cuBLAS", "us": us, "TBps": n * k * 2 / us / 1e6})
+        kern = bf16_kernel(n, k, dt)
+        default = kern.space.default_config(kern.problem({}), info)
+        want = x.float() @ w.float().t()
+        for gemv, bn, bk in [(default["GEMV"], default["BLOCK_N"], default["BLOCK_K"])] + list(
+                itertools.product((2,), (4, 8), (512, 1024))) + [(1, 8, 512)]:
+            cfg = dict(default, GEMV=gemv, BLOCK_N=bn, BLOCK_K=bk)
+            label = "template default" if cfg == default else f"template GEMV={gemv}"
+            if args.smoke and (label != "template default" or kern.space.violations(cfg, kern.problem({}), info)):
+                continue
+            row = {"format": "bf16", "shape": name, "kernel": label,
+                   "config": {c: cfg[c] for c in ("BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}}
+            try:
+                fn = kern.compile(cfg)
+                err = float((fn(x, w).float() - want).abs().max() / want.abs().max())
+                if err > 2e-2:
+                    raise AssertionError(f"relative error {err:.3g}")
+                row["us"] = timed(lambda: fn(x, w))
+                row["TBps"] = n * k * 2 / row["us"] / 1e6
+            except Exception as e:  # noqa: BLE001 - a study: report and go on
+                row["error"] = f"{type(e).__name__}: {e}"[:200]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
         for bits in (8, 4):
             kern, ops = template_kernel(n, k, bits, dt)
             ops = [o.to(dev) for o in ops]
