@@ -281,3 +281,22 @@ def test_int8_gemv_keeps_the_weight_tile_in_its_layout():
     assert c.resources.get("LOCAL", 0) == 0, c.resources
     assert c.ptx.count("ld.global.v4") >= 4, c.features
     assert c.ptx.count("st.shared") <= 4 and c.shared <= 64, (c.ptx.count("st.shared"), c.shared)
+
+
+def test_bf16_gemv_runs_form_compiles_without_layout_changes():
+    """GEMV=2 (the runs form) on the bf16 down projection: 16-byte loads, nothing spilled,
+    shared memory only for the reduction after the K loop (GEMV=1 converts the activation
+    tile through 4 KB of shared memory every iteration)."""
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton import kernel_for
+
+    k, n = 8192, 2048
+    b = Builder()
+    x, w = b.input("x", (1, k), BF16), b.input("w", (n, k), BF16)
+    node = fused_node(b, [b.call("mm", x, b.call("permute", w, (1, 0)))], "gemm")
+    kern = kernel_for(node)
+    dev = DeviceInfo(kind="cuda", name="h100", capability=(9, 0), sm_count=132, smem_per_block=232448)
+    cfg = dict(kern.space.default_config(kern.problem({}), dev), GEMV=2)
+    (c,) = _compile(node, {"x": torch.empty(1, k, dtype=BF16), "w": torch.empty(n, k, dtype=BF16)}, cfg)
+    assert c.resources.get("LOCAL", 0) == 0, c.resources
+    assert c.ptx.count("ld.global.v4") >= 4 and c.ptx.count("st.shared") <= 4 and c.shared <= 64
