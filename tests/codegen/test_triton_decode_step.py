@@ -17,10 +17,11 @@ def _llama():
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
-def test_generate_through_the_triton_kernels_equals_eager():
+def _decode_step_kernels(model):
+    """Greedy-decode 4 tokens through the Triton kernels; assert they equal eager generate's
+    and return the decode step's kernels."""
     from braze.compiler.generate import DecodeStats, generate
 
-    model = _llama()
     ids = torch.randint(0, 256, (1, 8))
     stats = DecodeStats()
     out = generate(model, ids, max_new_tokens=4, stats=stats, options={"backend": "triton"})
@@ -29,7 +30,11 @@ def test_generate_through_the_triton_kernels_equals_eager():
     assert torch.equal(out, want)
     step = stats.graphs[-1]
     step.refresh()
-    ops = [tuple(k.ops) for k in step.kernels]
+    return step.kernels
+
+
+def test_generate_through_the_triton_kernels_equals_eager():
+    ops = [tuple(k.ops) for k in _decode_step_kernels(_llama())]
     assert ("cache_write_heads_",) in ops
     prologues = [o for o in ops if "mean" in o and "mm" in o]
     assert len(prologues) == 3                     # input norm + QKV, post-attention norm + gate/up, final norm + LM head
@@ -42,19 +47,9 @@ def test_quantized_generate_through_the_gemm_template_equals_eager(fmt):
     (norm prologues, the gate/up dual epilogue, residual adds), tokens of eager generate
     on the same quantized model."""
     import braze
-    from braze.compiler.generate import DecodeStats, generate
 
-    model = braze.quantize(_llama(), fmt, group_size=32, inplace=False)
-    ids = torch.randint(0, 256, (1, 8))
-    stats = DecodeStats()
-    out = generate(model, ids, max_new_tokens=4, stats=stats, options={"backend": "triton"})
-    with torch.no_grad():
-        want = model.generate(ids, max_new_tokens=4, do_sample=False)
-    assert torch.equal(out, want)
-    step = stats.graphs[-1]
-    step.refresh()
-    ops = [tuple(k.ops) for k in step.kernels]
-    quant = [o for o in ops if "quant_linear" in o]
-    assert len(quant) == 4 and all(k.name == "triton_gemm" for k in step.kernels if "quant_linear" in k.ops)
+    kernels = _decode_step_kernels(braze.quantize(_llama(), fmt, group_size=32, inplace=False))
+    quant = [tuple(k.ops) for k in kernels if "quant_linear" in k.ops]
+    assert len(quant) == 4 and all(k.name == "triton_gemm" for k in kernels if "quant_linear" in k.ops)
     assert sum("mean" in o for o in quant) == 2          # the two norms folded into QKV and gate/up
     assert any("silu" in o for o in quant)               # the dual epilogue
