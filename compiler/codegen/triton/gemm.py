@@ -30,10 +30,17 @@ per-row factor set to one and sums the row's squares from the same tiles;
 after the loop the factor scales the accumulators. Such groups never split K
 and have no TMA path (A is not a view).
 
-``quant_linear`` with int8 per-channel weights is a GEMM here too: B is the
-int8 ``[N, K]`` weight, loaded as integers in the K loop, and the product is
-scaled per output column before the epilogue, so no dequantized weight is
-written and the quantized projections keep their fused epilogues.
+``quant_linear`` is a GEMM here too, so no dequantized weight is written and
+the quantized projections keep their prologues and epilogues: int8
+per-channel weights (B is the int8 ``[N, K]`` weight, loaded as integers in
+the K loop, the product scaled per output column before the epilogue), and
+int4 group-wise weights (``ir/quant.py``'s chunked nibbles, each K block's
+bytes dequantized with their group's scale and zero point in registers).
+Their GEMV form is the "runs" form: a ``[rows, R, L]`` tile whose R rows are
+runs of channels of one column (int4: one group each, so a K block spans
+several groups), A loaded in that same layout, products kept per element and
+reduced once after the K loop; no tile changes layout inside the loop. Float
+weights take it with ``GEMV=2``.
 """
 from __future__ import annotations
 
