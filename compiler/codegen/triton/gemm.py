@@ -564,8 +564,10 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         for j in range(nacc):
             em.line(f"    acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, _add)")
         if t.prologue is not None:   # every column of red3 holds the same squares: take one
-            em.line(f"    red_acc += tl.max(tl.reduce(tl.reshape(tl.reduce(red3, 2, _add), {runs}), 2, _add), 1)"
-                    "[:, None]")
+            # NOTE: tl.reduce with the module's own helpers, not tl.max / tl.sum (jit functions of
+            # triton.language, which the interpreter cannot call when imported before it was on)
+            em.line(f"    red_acc += tl.reduce(tl.reduce(tl.reshape(tl.reduce(red3, 2, _add), {runs}), 2, _add), 1, "
+                    "_max)[:, None]")
     em.line("if SPLIT_K == 1:")
     em.lines.extend("    " + ln for ln in epi.lines)
     em.line("else:  # partial products; the _splitk_epilogue kernel sums them")
@@ -658,7 +660,7 @@ def generate(graph: Graph) -> Generated:
             views = None
         tma = main_kernel(t, epi, names, masks, ops, tma=True) if views else None
         split, helpers = split_kernel(t, names, masks, ops)
-        helpers |= epi.helpers | {"_add"}  # _add: the GEMV form's K reduction
+        helpers |= epi.helpers | {"_add", "_max"}  # the GEMV forms' K reductions (_max: runs of a prologue)
         if t.scales is not None:
             helpers.add("_int8_as_float")
         if t.int4 is not None:
