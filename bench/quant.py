@@ -152,6 +152,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--no-prefill", action="store_true")
+    ap.add_argument("--lm-head", action="store_true",
+                    help="also int8 / int4 with the LM head quantized (braze.quantize(..., lm_head=True))")
     ap.add_argument("--profile", action="store_true",
                     help="print braze.generate's kernels by GPU time per step for each format (batch 1)")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
@@ -178,11 +180,17 @@ def main():
     models = {"bf16": base}
     for fmt in ("int8", "int4"):
         models[fmt] = braze.quantize(base, fmt, group_size=128, inplace=False)
+        if args.lm_head:
+            models[fmt + "+head"] = braze.quantize(base, fmt, group_size=128, inplace=False, lm_head=True)
     for fmt, model in models.items():
         wb = stored_bytes(model)
+        # bytes a step reads: with the head quantized, a tied embedding table stays stored (float) but
+        # only its looked-up rows are read
+        emb = model.get_input_embeddings().weight
+        read = wb - (emb.numel() * emb.element_size() if fmt.endswith("+head") else 0)
         for batch in [int(b) for b in args.batches.split(",")]:
             for who in ("braze", "peer"):
-                if who == "peer" and fmt == "bf16":
+                if who == "peer" and (fmt == "bf16" or fmt.endswith("+head")):
                     continue
                 torch._dynamo.reset()
                 gc.collect()
@@ -191,7 +199,7 @@ def main():
                 try:
                     ms = braze_step_ms(model, batch, args) if who == "braze" else \
                         peer_step_ms(peer_quantize(base, fmt), batch, args)
-                    floor = (wb + kv_bytes(base.config, batch, args.prompt + args.steps // 2)) / bw * 1e3
+                    floor = (read + kv_bytes(base.config, batch, args.prompt + args.steps // 2)) / bw * 1e3
                     row.update(step_ms=ms, tokens_per_s=batch * 1e3 / ms, roofline_frac=floor / ms, floor_ms=floor)
                 except Exception as e:  # noqa: BLE001 - a peer this torch lacks is reported, not hidden
                     row["error"] = f"{type(e).__name__}: {e}"[:300]

@@ -126,14 +126,17 @@ def explain_generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_to
 
 
 def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128, modules: Any = None,
-             skip: Any = (), inplace: bool = True) -> torch.nn.Module:
+             skip: Any = (), inplace: bool = True, lm_head: bool = False) -> torch.nn.Module:
     """Weight-only post-training quantization of a model's linear layers.
 
     ``fmt`` is ``"int8"`` (symmetric, per output channel) or ``"int4"``
     (asymmetric, per group of ``group_size`` input channels: 32, 64 or 128;
     two values a byte). Every ``nn.Linear`` is quantized except the LM head,
     layers tied to the embeddings and the names in ``skip``; ``modules``
-    (glob patterns of module names) restricts it further. The model keeps
+    (glob patterns of module names) restricts it further. ``lm_head=True``
+    quantizes the LM head too (at batch-1 decode it is the largest single
+    weight read; a head tied to the input embeddings then holds its integer
+    copy beside the float table the embedding lookup keeps). The model keeps
     running in eager PyTorch (the reference) and under braze, where each such
     layer's GEMM dequantizes in its operand load. Returns the model (a copy
     with ``inplace=False``).
@@ -141,7 +144,8 @@ def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128
     # lazy: `import braze` stays light until the API is used
     from braze.compiler.quantize import quantize as _quantize
 
-    return _quantize(model, fmt, group_size=group_size, modules=modules, skip=skip, inplace=inplace)
+    return _quantize(model, fmt, group_size=group_size, modules=modules, skip=skip, inplace=inplace,
+                     lm_head=lm_head)
 
 
 def _options(options: Any) -> Options:

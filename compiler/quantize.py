@@ -104,8 +104,8 @@ def _default_skip(model: torch.nn.Module) -> set[str]:
 
 
 def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128,
-             modules: Optional[Iterable[str]] = None, skip: Iterable[str] = (), inplace: bool = True
-             ) -> torch.nn.Module:
+             modules: Optional[Iterable[str]] = None, skip: Iterable[str] = (), inplace: bool = True,
+             lm_head: bool = False) -> torch.nn.Module:
     """See ``braze.quantize``."""
     if fmt not in FORMATS:
         raise QuantizeError(f"unknown format {fmt!r}; braze quantizes weights to {', '.join(FORMATS)}")
@@ -114,7 +114,7 @@ def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128
         raise QuantizeError(f"int4 group_size={group_size}: expected one of {GROUP_SIZES}")
     if not inplace:
         model = copy.deepcopy(model)
-    skip = set(skip) | _default_skip(model)
+    skip = set(skip) | (set() if lm_head else _default_skip(model))
     patterns = list(modules) if modules is not None else None
     targets = []
     for name, mod in model.named_modules():

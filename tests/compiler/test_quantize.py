@@ -93,6 +93,26 @@ def test_braze_runs_the_quantized_model_as_eager_does(fmt):
     assert any("triton_quant declines" in n for g in report.graphs for n in g.notes)
 
 
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_lm_head_quantized_on_request(fmt):
+    """``lm_head=True``: the output head becomes a QuantLinear too (a tied head: the
+    embedding keeps its float table), the logits stay close to the float model's, and braze
+    runs it as eager does, the head a quant_linear of its own."""
+    model = _llama(tie_word_embeddings=True)
+    ids = hf_models.inputs(2, 12)["input_ids"]
+    with torch.no_grad():
+        ref = model(ids).logits
+    q = braze.quantize(model, fmt, group_size=32, inplace=False, lm_head=True)
+    assert isinstance(q.lm_head, QuantLinear) and q.get_input_embeddings().weight.is_floating_point()
+    with torch.no_grad():
+        want = q(ids).logits
+        report = braze.explain(q, ids, options={"strict": True})
+        got = braze.jit(q, strict=True)(ids).logits
+    assert ((want - ref).norm() / ref.norm()).item() < (0.04 if fmt == "int8" else 0.2)   # one layer more than above
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert report.graphs[0].final_ir.count("= quant_linear(") == 2 * 4 + 1
+
+
 def test_bad_input_names_the_layer():
     model = hf_models.build("llama", hidden_size=96, intermediate_size=192)
     with pytest.raises(QuantizeError, match=r"model\.layers\.0\.self_attn\.q_proj: weight \[96, 96\] .* 96 input "
