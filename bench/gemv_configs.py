@@ -25,36 +25,30 @@ import torch
 import repo_root  # noqa: F401 - the repository root first on sys.path
 
 SHAPES = {"qkv": (3072, 2048), "o": (2048, 2048), "gate_up": (16384, 2048), "down": (2048, 8192)}
-GRID = {8: {"BLOCK_N": (4, 8), "BLOCK_K": (512, 1024), "num_warps": (4, 8)},
-        4: {"BLOCK_N": (2, 4, 8), "BLOCK_K": (512, 1024, 2048), "num_warps": (4, 8)}}
+GRID = {"bf16": {"GEMV": (1, 2), "BLOCK_N": (4, 8), "BLOCK_K": (512, 1024), "num_warps": (4,)},
+        "int8": {"GEMV": (1,), "BLOCK_N": (4, 8), "BLOCK_K": (512, 1024), "num_warps": (4, 8)},
+        "int4": {"GEMV": (1,), "BLOCK_N": (2, 4, 8), "BLOCK_K": (512, 1024, 2048), "num_warps": (4, 8)}}
 
 
-def bf16_kernel(n, k, dtype):
-    """The GEMM template's kernel for ``x[1, k] @ w[n, k]^T`` (an ``nn.Linear``)."""
-    from braze.compiler.codegen.triton import kernel_for
-    from braze.ir import Builder
-    from tests.codegen.triton_helpers import fused_node
-
-    b = Builder()
-    x, w = b.input("x", (1, k), dtype), b.input("w", (n, k), dtype)
-    return kernel_for(fused_node(b, [b.call("mm", x, b.call("permute", w, (1, 0)))], "gemm"))
-
-
-def template_kernel(n, k, bits, dtype):
-    """The GEMM template's kernel for ``quant_linear(x[1, k], w[n, k])`` and its operands."""
+def template_kernel(n, k, dtype, bits=None):
+    """The GEMM template's kernel for ``x[1, k] @ w[n, k]^T`` and its weight operands: a float
+    ``nn.Linear`` weight, or (``bits``) the weight quantized (int4: group 128)."""
     from braze.compiler.codegen.triton import kernel_for
     from braze.compiler.quantize import quantize_weight
     from braze.ir import Builder
     from tests.codegen.triton_helpers import fused_node
 
-    q, s, z = quantize_weight(torch.randn(n, k, dtype=dtype), bits, 128)
     b = Builder()
     x = b.input("x", (1, k), dtype)
-    qi = b.input("q", tuple(q.shape), q.dtype)
-    si = b.input("s", tuple(s.shape), s.dtype)
-    zi = b.input("z", tuple(z.shape), z.dtype) if z is not None else None
-    y = b.call("quant_linear", x, qi, si, zi, None, bits=bits, group_size=128 if bits == 4 else 0)
-    return kernel_for(fused_node(b, [y], "gemm")), [q, s] + ([z] if z is not None else [])
+    w = torch.randn(n, k, dtype=dtype)
+    if bits is None:
+        wi = b.input("w", (n, k), dtype)
+        return kernel_for(fused_node(b, [b.call("mm", x, b.call("permute", wi, (1, 0)))], "gemm")), [w]
+    ops = [t for t in quantize_weight(w, bits, 128) if t is not None]
+    ins = [b.input(nm, tuple(t.shape), t.dtype) for nm, t in zip("qsz", ops)]
+    y = b.call("quant_linear", x, *ins, *([None] if bits == 8 else []), None, bits=bits,
+               group_size=128 if bits == 4 else 0)
+    return kernel_for(fused_node(b, [y], "gemm")), ops
 
 
 def main() -> None:
@@ -74,81 +68,60 @@ def main() -> None:
     info = device_info(dev)
     rows = []
 
-    def timed(fn):
-        if args.smoke:
-            fn()
-            return float("nan")
-        return triton.testing.do_bench(fn, warmup=10, rep=40) * 1e3
+    def measure(row, fn, want, nbytes):
+        """Check ``fn()`` against ``want``, then time it (a study: a failure is reported, not raised)."""
+        try:
+            err = float((fn().float() - want).abs().max() / want.abs().max())
+            if err > 2e-2:
+                raise AssertionError(f"relative error {err:.3g}")
+            if not args.smoke:
+                row["us"] = triton.testing.do_bench(fn, warmup=10, rep=40) * 1e3
+                row["TBps"] = nbytes / row["us"] / 1e6
+        except Exception as e:  # noqa: BLE001
+            row["error"] = f"{type(e).__name__}: {e}"[:200]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
 
     for name, (n, k) in shapes.items():
         x = torch.randn(1, k, dtype=dt, device=dev)
-        w = torch.randn(n, k, dtype=dt, device=dev)
-        us = timed(lambda: torch.nn.functional.linear(x, w))
-        rows.append({"format": "bf16", "shape": name, "kernel": "cuBLAS", "us": us, "TBps": n * k * 2 / us / 1e6})
-        kern = bf16_kernel(n, k, dt)
-        default = kern.space.default_config(kern.problem({}), info)
-        want = x.float() @ w.float().t()
-        for gemv, bn, bk in [(default["GEMV"], default["BLOCK_N"], default["BLOCK_K"])] + list(
-                itertools.product((2,), (4, 8), (512, 1024))) + [(1, 8, 512)]:
-            cfg = dict(default, GEMV=gemv, BLOCK_N=bn, BLOCK_K=bk)
-            label = "template default" if cfg == default else f"template GEMV={gemv}"
-            if args.smoke and (label != "template default" or kern.space.violations(cfg, kern.problem({}), info)):
-                continue
-            row = {"format": "bf16", "shape": name, "kernel": label,
-                   "config": {c: cfg[c] for c in ("BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}}
-            try:
-                fn = kern.compile(cfg)
-                err = float((fn(x, w).float() - want).abs().max() / want.abs().max())
-                if err > 2e-2:
-                    raise AssertionError(f"relative error {err:.3g}")
-                row["us"] = timed(lambda: fn(x, w))
-                row["TBps"] = n * k * 2 / row["us"] / 1e6
-            except Exception as e:  # noqa: BLE001 - a study: report and go on
-                row["error"] = f"{type(e).__name__}: {e}"[:200]
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        for bits in (8, 4):
-            kern, ops = template_kernel(n, k, bits, dt)
+        for bits in (None, 8, 4):
+            fmt = "bf16" if bits is None else f"int{bits}"
+            kern, ops = template_kernel(n, k, dt, bits)
             ops = [o.to(dev) for o in ops]
-            q, s, z = ops[0], ops[1], ops[2] if bits == 4 else None
-            want = quant_linear_reference(x.float(), q, s.float(), None if z is None else z.float(), None,
-                                          bits=bits, group_size=128 if bits == 4 else 0)
-            wbytes = q.numel() + s.numel() * 2 * (2 if bits == 4 else 1)
-            default = kern.space.default_config(kern.problem({}), info)
-            grid = GRID[bits]
-            others = [dict(default, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw)
-                      for bn, bk, nw in itertools.product(*grid.values())]
-            configs = [("template default", default)] + [("template", c) for c in others if c != default]
-            for label, cfg in configs:
-                why = kern.space.violations(cfg, kern.problem({}), info)
-                if why and label != "template default" and args.smoke:
+            if bits is None:
+                want = x.float() @ ops[0].float().t()
+                measure({"format": fmt, "shape": name, "kernel": "cuBLAS"},
+                        lambda: torch.nn.functional.linear(x, ops[0]), want, n * k * 2)
+            else:
+                q, s, z = (ops + [None])[:3]
+                want = quant_linear_reference(x.float(), q, s.float(), None if z is None else z.float(), None,
+                                              bits=bits, group_size=128 if bits == 4 else 0)
+            nbytes = sum(o.numel() * o.element_size() for o in ops)
+            problem = kern.problem({})
+            default = kern.space.default_config(problem, info)
+            configs = [dict(default, GEMV=g, BLOCK_N=bn, BLOCK_K=bk, num_warps=nw)
+                       for g, bn, bk, nw in itertools.product(*GRID[fmt].values())]
+            for cfg in [default] + [c for c in configs if c != default]:
+                why = kern.space.violations(cfg, problem, info)
+                if why and args.smoke and cfg is not default:
                     continue
-                row = {"format": f"int{bits}", "shape": name, "kernel": label,
-                       "config": {c: cfg[c] for c in ("BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}}
+                row = {"format": fmt, "shape": name, "kernel": "template" + (" default" if cfg is default else ""),
+                       "config": {c: cfg[c] for c in ("GEMV", "BLOCK_N", "BLOCK_K", "num_warps", "num_stages")}}
                 if why:
                     row["error"] = "; ".join(why)
-                else:
-                    try:
-                        fn = kern.compile(cfg)
-                        got = fn(x, *ops)
-                        err = float((got.float() - want).abs().max() / want.abs().max())
-                        if err > 2e-2:
-                            raise AssertionError(f"relative error {err:.3g}")
-                        row["us"] = timed(lambda: fn(x, *ops))
-                        row["TBps"] = wbytes / row["us"] / 1e6
-                    except Exception as e:  # noqa: BLE001 - a study: report and go on
-                        row["error"] = f"{type(e).__name__}: {e}"[:200]
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            cfg = tq.SPACE.default_config({"M": 1, "N": n, "K": k, "bits": bits, "group": 128, "dtype": "bfloat16"},
-                                          info)
-            us = timed(lambda: tq.quant_linear(x, q, s, z, None, bits=bits, group_size=128, config=cfg))
-            rows.append({"format": f"int{bits}", "shape": name, "kernel": "triton_quant default", "us": us,
-                         "TBps": wbytes / us / 1e6, "config": cfg})
+                    rows.append(row)
+                    continue
+                fn = kern.compile(cfg)
+                measure(row, lambda: fn(x, *ops), want, nbytes)
+            if bits is not None:
+                cfg = tq.SPACE.default_config({"M": 1, "N": n, "K": k, "bits": bits, "group": 128,
+                                               "dtype": "bfloat16"}, info)
+                measure({"format": fmt, "shape": name, "kernel": "triton_quant default", "config": cfg},
+                        lambda: tq.quant_linear(x, q, s, z, None, bits=bits, group_size=128, config=cfg), want, nbytes)
     print("\n| format | shape | kernel | config | us | TB/s | error |\n|---|---|---|---|---|---|---|")
     for r in rows:
         cfg = r.get("config")
-        c = "" if not cfg else f"N{cfg['BLOCK_N']} K{cfg['BLOCK_K']} w{cfg['num_warps']}"
+        c = "" if not cfg else f"G{cfg.get('GEMV', '-')} N{cfg['BLOCK_N']} K{cfg['BLOCK_K']} w{cfg['num_warps']}"
         print(f"| {r['format']} | {r['shape']} | {r['kernel']} | {c} | {r.get('us', float('nan')):.1f} | "
               f"{r.get('TBps', float('nan')):.2f} | {r.get('error', '')[:60]} |")
     if args.json:

@@ -84,7 +84,6 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
         # compiles to the same code since its [BLOCK_N, BLOCK_K] tile; not measured as such yet.
         bm = next_pow2(M)
         bk = min(1024 // max(1, bm // 2), max(16, next_pow2(K)))
-        bn = 4
         if p.get("group"):
             # NOTE: int4: K blocks of whole groups, 4 columns x 2048 channels = 4 KB of weights
             # an iteration for 4 warps (the bf16 form's 8 KB is half that many channels); a
@@ -93,7 +92,7 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
             g = int(p["group"])
             bk = min(2048 // bm, max(32, next_pow2(K)))
             bk = bk if bk % g == 0 or g % bk == 0 else g & -g
-        return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
+        return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": bk, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
                 "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
     sms = max(d.sm_count, 1)
     if M <= 16:
@@ -325,20 +324,13 @@ class Template:
         """Loads of A and B tiles (inside the K loop body ``em``); B's tile is ``b_tile``
         (``(BLOCK_N, BLOCK_K)`` in the GEMV form, where ``bk`` and ``bn`` are transposed)."""
         masks = {} if even else {"ak": f"({em.names['ak']} < k_end)", "bk": f"({em.names['bk']} < k_end)"}
-        ld = em.scope(masks=masks)
-        ld.raw_loads = ld.loads_only = True
-        ld.special = {}
         # NOTE: a tile dim of extent 1 (M = 1: one decode token) drops out of the index,
         # so the load has shape [1, BLOCK_K]; tl.dot needs the full tile (rows >= M are
         # never stored).
-        if self.int4 is not None:   # the tl.dot form: K blocks inside one group, never a K tail
-            self.int4_tiles(em, False, {})
-            return
-        if self.prologue is None:
-            a = ld.pull(self.A, self.operand_index("A"))
-            ld.line(f"a = {_full_tile(a, 'am', 'ak', '(BLOCK_M, BLOCK_K)', 'ak')}")
-        else:
-            self.prologue_tiles(em.scope(masks=masks), even)
+        self.a_tile(em.scope(masks=masks), False, "a", "(BLOCK_M, BLOCK_K)", even)
+        ld = em.scope(masks=masks)
+        ld.raw_loads = ld.loads_only = True
+        ld.special = {}
         for j, off in enumerate(self.offsets):
             b = ld.pull(self.B, self.operand_index("B", off))
             ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', b_tile, 'bk')}")
@@ -372,12 +364,12 @@ class Template:
             ld.line(f"w_lo{j} = _nibble(b{j} & 15) * s{j} - zs{j}")
             ld.line(f"w_hi{j} = _nibble(b{j} >> 4) * s{j} - zs{j}")
 
-    def a_tile(self, em: Emitter, gemv: bool, var: str, shape: str) -> None:
+    def a_tile(self, em: Emitter, gemv: bool, var: str, shape: str, even: bool = True) -> None:
         """A's tile ``var`` of ``shape`` (or the prologue's); in the GEMV runs form loaded along the
         tile's columns too (``spread``), in the weight tile's layout."""
         em.spread = ("bn",) if gemv else ()
         if self.prologue is not None:
-            self.prologue_tiles(em, True, var, shape, "red3" if gemv else "")
+            self.prologue_tiles(em, even, var, shape, "red3" if gemv else "")
             return
         em.raw_loads = em.loads_only = True
         em.special = {}
@@ -542,7 +534,7 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         dot = body.scope(body.indent + "    ")
         if t.int4 is not None:
             dot.line("bj = k0 // 2 + tl.arange(0, BLOCK_K // 2)[:, None]")
-            t.k_loop(dot, even=True)
+            t.int4_tiles(dot, False, {})   # K blocks inside one group: never a K tail
             dot.line("if UPCAST_DOT:  # the interpreter would multiply bf16 bit patterns")
             dot.line("    a_lo = a_lo.to(tl.float32)")
             dot.line("    a_hi = a_hi.to(tl.float32)")
@@ -660,7 +652,9 @@ def generate(graph: Graph) -> Generated:
             views = None
         tma = main_kernel(t, epi, names, masks, ops, tma=True) if views else None
         split, helpers = split_kernel(t, names, masks, ops)
-        helpers |= epi.helpers | {"_add", "_max"}  # the GEMV forms' K reductions (_max: runs of a prologue)
+        helpers |= epi.helpers | {"_add"}  # _add: the GEMV forms' K reductions
+        if t.prologue is not None:   # the runs form's squares: one of the identical columns
+            helpers.add("_max")
         if t.scales is not None:
             helpers.add("_int8_as_float")
         if t.int4 is not None:
