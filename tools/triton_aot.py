@@ -144,8 +144,11 @@ def compiling_for(module, arch: int = 90, warp_size: int = 32):
 def compile_for_target(kernel, config: Mapping[str, Any], inputs: Sequence, arch: int = 90,
                        warp_size: int = 32) -> list[Compiled]:
     """Compile every launch of ``kernel.compile(config)(*inputs)`` for ``cuda`` sm_``arch``."""
+    from braze.compiler.codegen import pdl
+
     mod = _fresh_module(kernel, f"sm{arch}")
     with compiling_for(mod, arch, warp_size) as out:
+        mod._PDL = pdl.enabled()   # as load_module sets it, for this target
         mod.launch(*inputs, **{k: config[k] for k in kernel.space.names})
     return [dataclasses.replace(c, config=dict(config)) for c in out]
 
@@ -164,7 +167,9 @@ def compile_attention_for_target(q, k, v, mask=None, slopes=None, *, config: Map
     if attrs:
         raise TypeError(f"unknown attention attributes {sorted(attrs)}")
     with compiling_for(tpl, arch) as out:
-        launch._run_dense(plan, q, k, v, mask, slopes)
+        from braze.compiler.codegen import pdl
+
+        launch._run_dense(dataclasses.replace(plan, pdl=pdl.enabled()), q, k, v, mask, slopes)
     return out
 
 

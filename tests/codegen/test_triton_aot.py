@@ -144,6 +144,9 @@ def test_attention_template_compiles_for_hopper(case):
     else:
         assert main.features.get("wgmma", 0) > 0, main.features
     assert main.resources.get("LOCAL", 0) == 0
+    for c in out:   # programmatic dependent launch: the attention and combine kernels wait first
+        pdl = c.name in ("attention_fwd_kernel", "attention_combine_kernel")
+        assert ("griddepcontrol.wait" in c.ptx) == pdl, c.name
 
 
 def test_gemv_dual_epilogue_compiles_without_spills_or_tensor_cores():
@@ -167,6 +170,26 @@ def test_gemv_dual_epilogue_compiles_without_spills_or_tensor_cores():
     assert c.ptx.count("ld.shared") <= 4 and c.ptx.count("shfl") >= 20, (c.ptx.count("ld.shared"), c.ptx.count("shfl"))
     if "REG" in c.resources:
         assert c.resources["REG"] <= 96, c.resources
+
+
+def test_generated_kernels_wait_for_their_predecessor_under_pdl(monkeypatch):
+    """For sm_90 every generated kernel starts with griddepcontrol.wait and then
+    launch_dependents (programmatic dependent launch, compiler/codegen/pdl.py), the split-K
+    epilogue kernel included; BRAZE_PDL=0 compiles them without."""
+    b = Builder()
+    x = b.input("x", (1, 2048), BF16)
+    w = b.input("w", (2048, 2048), BF16)
+    node = fused_node(b, [b.call("mm", x, b.call("permute", w, (1, 0)))], "gemm")
+    feed = {"x": torch.empty(1, 2048, dtype=BF16), "w": torch.empty(2048, 2048, dtype=BF16)}
+    cfg = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
+           "SPLIT_K": 2, "TMA": 0, "PERSISTENT": 0, "GEMV": 0}
+    compiled = _compile(node, feed, cfg)
+    assert len(compiled) == 2
+    for c in compiled:
+        wait, go = c.ptx.find("griddepcontrol.wait"), c.ptx.find("griddepcontrol.launch_dependents")
+        assert 0 <= wait < go and c.ptx.find("ld.global") > go, c.name
+    monkeypatch.setenv("BRAZE_PDL", "0")
+    assert all("griddepcontrol" not in c.ptx for c in _compile(node, feed, cfg))
 
 
 def test_kv_cache_write_kernel_compiles():

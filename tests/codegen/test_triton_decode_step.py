@@ -1,7 +1,9 @@
 """A Llama decode step through the Triton backend end to end (``TRITON_INTERPRET=1``
 on the CPU): the norms folded into the GEMMs that read them (row-scale prologues)
 and the rotary group + KV write as one kernel, with the tokens of Hugging Face's
-eager greedy ``generate``."""
+eager greedy ``generate``. With ``BRAZE_TEST_DEVICE=cuda`` the same on the GPU, where the
+step replays as one CUDA graph of kernels launched with programmatic dependent launch
+(sm_90+)."""
 from __future__ import annotations
 
 import pytest
@@ -17,12 +19,13 @@ def _llama():
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
-def _decode_step_kernels(model):
+def _decode_step_kernels(model, device="cpu"):
     """Greedy-decode 4 tokens through the Triton kernels; assert they equal eager generate's
     and return the decode step's kernels."""
     from braze.compiler.generate import DecodeStats, generate
 
-    ids = torch.randint(0, 256, (1, 8))
+    model = model.to(device)
+    ids = torch.randint(0, 256, (1, 8)).to(device)
     stats = DecodeStats()
     out = generate(model, ids, max_new_tokens=4, stats=stats, options={"backend": "triton"})
     with torch.no_grad():
@@ -33,8 +36,8 @@ def _decode_step_kernels(model):
     return step.kernels
 
 
-def test_generate_through_the_triton_kernels_equals_eager():
-    ops = [tuple(k.ops) for k in _decode_step_kernels(_llama())]
+def test_generate_through_the_triton_kernels_equals_eager(device):
+    ops = [tuple(k.ops) for k in _decode_step_kernels(_llama(), device)]
     assert ("cache_write_heads_",) in ops
     prologues = [o for o in ops if "mean" in o and "mm" in o]
     assert len(prologues) == 3                     # input norm + QKV, post-attention norm + gate/up, final norm + LM head
@@ -42,13 +45,13 @@ def test_generate_through_the_triton_kernels_equals_eager():
 
 
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
-def test_quantized_generate_through_the_gemm_template_equals_eager(fmt):
+def test_quantized_generate_through_the_gemm_template_equals_eager(fmt, device):
     """Weight-only int8 / int4 decode: every projection a GEMM group of the template
     (norm prologues, the gate/up dual epilogue, residual adds), tokens of eager generate
     on the same quantized model."""
     import braze
 
-    kernels = _decode_step_kernels(braze.quantize(_llama(), fmt, group_size=32, inplace=False))
+    kernels = _decode_step_kernels(braze.quantize(_llama(), fmt, group_size=32, inplace=False), device)
     quant = [tuple(k.ops) for k in kernels if "quant_linear" in k.ops]
     assert len(quant) == 4 and all(k.name == "triton_gemm" for k in kernels if "quant_linear" in k.ops)
     assert sum("mean" in o for o in quant) == 2          # the two norms folded into QKV and gate/up

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 
 from braze.autotune.space import Config, Space, pow2_bucket
+from braze.compiler.codegen import pdl
 from braze.compiler.codegen.triton.helpers import HELPERS
 from braze.compiler.codegen.triton.indexing import Unsupported, render_size, size
 from braze.ir import Graph, Node, print_graph
@@ -40,6 +41,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+_PDL = False   # programmatic dependent launch (compiler/codegen/pdl.py); set when the module is loaded
 
 
 def _index64(*ts):
@@ -130,6 +133,7 @@ def _load(source: str, name: str, digest: str, interp: bool, key: str, fname: st
     mod = importlib.util.module_from_spec(spec)
     sys.modules[modname] = mod
     spec.loader.exec_module(mod)
+    mod._PDL = pdl.enabled()
     _MODULES[key] = mod
     return mod
 
@@ -283,10 +287,12 @@ def operand_signature(graph: Graph, outputs: bool = True) -> Signature:
 
 
 def kernel_def(name: str, sig: Signature) -> str:
-    params = ",\n    ".join(sig.params)
-    return f"@triton.jit\ndef {name}(\n    {params},\n):\n"
+    """The ``@triton.jit`` header and the PDL prologue (``compiler/codegen/pdl.py``): the
+    kernel waits for the one before it, then lets the next one be scheduled."""
+    params = ",\n    ".join(sig.params + ["PDL: tl.constexpr"])
+    return f"@triton.jit\ndef {name}(\n    {params},\n):\n" + pdl.KERNEL_PROLOGUE
 
 
 def launch_call(name: str, sig: Signature, grid: str, indent: str = "    ", extra: str = "") -> str:
-    args = ", ".join(sig.args)
+    args = ", ".join(sig.args + ["PDL=_PDL", "launch_pdl=_PDL"])
     return f"{indent}{name}[{grid}]({args}{extra})\n"

@@ -17,6 +17,7 @@ from typing import Mapping, Optional
 import torch
 
 from braze.autotune import compile_only
+from braze.compiler.codegen import pdl
 from braze.compiler.codegen.kernel_modules import KernelModule, interpreting
 from braze.compiler.codegen.triton_attention import template as _template_mod
 from braze.compiler.codegen.calls import ACTIVE
@@ -150,6 +151,7 @@ class _DensePlan:
     slopes_cast: bool = False
     config: dict = field(default_factory=dict)
     interp: bool = False          # NOTE: TRITON_INTERPRET as read when planned (tensors keep their device)
+    pdl: bool = False             # programmatic dependent launch (compiler/codegen/pdl.py), as read when planned
 
 
 _PLANS: dict = {}
@@ -210,7 +212,8 @@ def _plan_dense(q, k, v, mask, slopes, scale, causal, window, groups, mask_kind,
     if causal not in CAUSAL_CODES or mask_kind not in MASK_CODES or (mask is None) != (mask_kind == "none"):
         raise ValueError(f"braze triton attention: causal={causal!r}, mask_kind={mask_kind!r}, "
                          f"mask {'given' if mask is not None else 'absent'}")
-    base = dict(out_shape=(B, Hq, Sq, Dv), dtype=q.dtype, device=q.device, config=config, interp=interpreting())
+    base = dict(out_shape=(B, Hq, Sq, Dv), dtype=q.dtype, device=q.device, config=config, interp=interpreting(),
+                pdl=pdl.enabled())
     if B * Hq * Sq == 0:
         return _DensePlan(trivial="empty", **base)
     if Sk == 0:
@@ -364,9 +367,11 @@ def _run_dense(plan: _DensePlan, q, k, v, mask, slopes) -> torch.Tensor:
         fused = _NO_FUSED_COMBINE
     tpl.attention_fwd_kernel[plan.grid](
         q, k, v, o_t, q if mask is None else mask, q if slopes is None else slopes, lse, q, q, q, desc_k, desc_v,
-        summary, plan.scale2, plan.cap2, *plan.ints, **plan.consts, HAS_POS=False, **fused)
+        summary, plan.scale2, plan.cap2, *plan.ints, **plan.consts, HAS_POS=False, **fused,
+        PDL=plan.pdl, launch_pdl=plan.pdl)
     if plan.splits > 1 and counts is None:
-        tpl.attention_combine_kernel[plan.combine_grid](o_t, lse, out, *plan.combine_ints, **plan.combine_consts)
+        tpl.attention_combine_kernel[plan.combine_grid](o_t, lse, out, *plan.combine_ints, **plan.combine_consts,
+                                                        PDL=plan.pdl, launch_pdl=plan.pdl)
     return out
 
 

@@ -179,7 +179,8 @@ def attention_fwd_kernel(
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, MASK_KIND: tl.constexpr, HAS_ALIBI: tl.constexpr,
         VARLEN: tl.constexpr, PACK_GQA: tl.constexpr, SPLIT: tl.constexpr, DOT_PREC: tl.constexpr,
         DOT_F32: tl.constexpr, USE_TMA: tl.constexpr, HAS_SUMMARY: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
-        HAS_POS: tl.constexpr, FINAL, COUNT, sfb, sfh, sfs, sfd, FUSE_COMBINE: tl.constexpr):
+        HAS_POS: tl.constexpr, FINAL, COUNT, sfb, sfh, sfs, sfd, FUSE_COMBINE: tl.constexpr,
+        PDL: tl.constexpr = False):
     """Attention forward. CAUSAL: 0 none, 1 top_left, 2 bottom_right.
     MASK_KIND: 0 none, 1 bool (uint8, nonzero = visible), 2 additive.
     DOT_F32: products in float32 (the CPU interpreter's bf16 dot is wrong, triton 3.8).
@@ -194,7 +195,12 @@ def attention_fwd_kernel(
     FUSE_COMBINE (with SPLIT): each chunk counts itself done in COUNT (int32, one per
     (row block, batch x head) program, zero before the launch and left zero after); the
     last one merges every chunk's partials into FINAL (``[B, Hq, Sq, Dv]``, strides
-    sfb, sfh, sfs, sfd), as :func:`attention_combine_kernel` would."""
+    sfb, sfh, sfs, sfd), as :func:`attention_combine_kernel` would.
+    PDL: launched with programmatic dependent launch (compiler/codegen/pdl.py): wait for
+    the kernel before, then let the next one be scheduled."""
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -472,13 +478,17 @@ def mask_block_summary_kernel(FLAGS, ROW_VIS, SUMMARY, n_heads_m, seq_q, n_kb, s
 @triton.jit
 def attention_combine_kernel(WS, LSE, O, n_heads, seq_q, n_splits,
                              swsp, slsp, sob, soh, sos, sod,
-                             HEAD_DV: tl.constexpr, BLOCK_DV: tl.constexpr, SPLITS_P2: tl.constexpr):
+                             HEAD_DV: tl.constexpr, BLOCK_DV: tl.constexpr, SPLITS_P2: tl.constexpr,
+                             PDL: tl.constexpr = False):
     """Merge split-KV partials of one output row: the log-sum-exp weighted mean.
 
     WS: float32 ``[splits, rows, HEAD_DV]`` (normalised partial outputs),
     LSE: float32 ``[splits, rows]`` (log2 units, -inf for a chunk with no key);
-    row = (b * n_heads + h) * seq_q + i.
+    row = (b * n_heads + h) * seq_q + i. PDL: as in :func:`attention_fwd_kernel`.
     """
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()
     r = tl.program_id(0)
     b = r // (n_heads * seq_q)
     h = (r // seq_q) % n_heads
