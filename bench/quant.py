@@ -10,6 +10,10 @@ rows, prompt ``--prompt``. In one process:
   (int8: ``linear(x, w.to(x.dtype)) * scales``; int4: ATen's
   ``_weight_int4pack_mm``), under torch.compile mode="reduce-overhead", timed
   by the same decode loop as ``bench/decode.py``;
+- the same model's forward as a user calls it in a static-cache decode loop
+  (``bench/decode.py``'s step: the plain call, under inference_mode and no_grad):
+  ``braze.jit``, eager (for a quantized model: braze's torch reference of the
+  quantized linear) and torch.compile default (``--who`` picks the rows);
 - prefill (batch 4 x 2048): the plain call of ``braze.jit`` on each format;
 - per row: time, tokens/s, the bytes roofline (weights as stored + valid K/V,
   at the copy bandwidth measured in this run), weight memory.
@@ -134,6 +138,21 @@ def peer_step_ms(model, batch, args) -> float:
         return sync_ms(r.step, args.steps)
 
 
+def _braze_jit(model):
+    import braze
+
+    return braze.jit(model.forward)
+
+
+FORWARDS = {"braze.jit": _braze_jit, "eager": lambda m: m.forward, "torch.compile": lambda m: torch.compile(m.forward)}
+
+
+def forward_row(who, model, batch, args) -> dict:
+    """``bench/decode.py``'s step of ``who``'s forward: ms under inference_mode and no_grad."""
+    row, _ = _decode.measure_step(who, model, FORWARDS[who](model), batch, args)
+    return {"step_ms": row["step_ms"], "step_ms_no_grad": row["step_ms_no_grad"]}
+
+
 def prefill_ms(model, forward, args) -> float:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (4, 2048), generator=g).cuda()
@@ -156,8 +175,16 @@ def main():
                     help="also int8 / int4 with the LM head quantized (braze.quantize(..., lm_head=True))")
     ap.add_argument("--profile", action="store_true",
                     help="print braze.generate's kernels by GPU time per step for each format (batch 1)")
+    ap.add_argument("--who", default="braze,peer,braze.jit,eager,torch.compile",
+                    help="rows per format: braze (braze.generate), peer (the PyTorch weight-only peer under "
+                         "reduce-overhead), and the forward as called: braze.jit, eager, torch.compile")
+    ap.add_argument("--grad-modes", default="inference_mode,no_grad")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
     args = ap.parse_args()
+    whos = [w.strip() for w in args.who.split(",") if w.strip()]
+    unknown = set(whos) - {"braze", "peer", *FORWARDS}
+    if unknown:
+        ap.error(f"unknown --who {sorted(unknown)}")
     import transformers
     import triton
 
@@ -189,16 +216,21 @@ def main():
         emb = model.get_input_embeddings().weight
         read = wb - (emb.numel() * emb.element_size() if fmt.endswith("+head") else 0)
         for batch in [int(b) for b in args.batches.split(",")]:
-            for who in ("braze", "peer"):
-                if who == "peer" and (fmt == "bf16" or fmt.endswith("+head")):
+            for who in whos:
+                if (who == "peer" and fmt == "bf16") or (who != "braze" and fmt.endswith("+head")):
                     continue
                 torch._dynamo.reset()
                 gc.collect()
                 torch.cuda.empty_cache()
                 row = {"format": fmt, "who": who, "batch": batch, "weight_GB": wb / 1e9}
                 try:
-                    ms = braze_step_ms(model, batch, args) if who == "braze" else \
-                        peer_step_ms(peer_quantize(base, fmt), batch, args)
+                    if who == "braze":
+                        ms = braze_step_ms(model, batch, args)
+                    elif who == "peer":
+                        ms = peer_step_ms(peer_quantize(base, fmt), batch, args)
+                    else:
+                        row.update(forward_row(who, model, batch, args))
+                        ms = row["step_ms"]
                     floor = (read + kv_bytes(base.config, batch, args.prompt + args.steps // 2)) / bw * 1e3
                     row.update(step_ms=ms, tokens_per_s=batch * 1e3 / ms, roofline_frac=floor / ms, floor_ms=floor)
                 except Exception as e:  # noqa: BLE001 - a peer this torch lacks is reported, not hidden
@@ -220,7 +252,8 @@ def main():
     with open(os.path.join(args.out, "quant.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     md = [f"# Weight-only quantization, {meta['device']}, {meta['date']}", "",
-          table(rows, ["format", "who", "batch", "step_ms", "tokens_per_s", "roofline_frac", "prefill_ms",
+          table(rows, ["format", "who", "batch", "step_ms", "step_ms_no_grad", "tokens_per_s", "roofline_frac",
+                       "prefill_ms",
                        "weight_GB", "error"])]
     with open(os.path.join(args.out, "quant.md"), "w") as f:
         f.write("\n".join(md) + "\n")

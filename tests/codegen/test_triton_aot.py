@@ -106,7 +106,7 @@ def test_bmm_epilogue_with_views_compiles():
 
 
 @pytest.mark.parametrize("case", ["causal", "mask_skip", "gqa_packed", "decode_split_tma", "decode_fused_combine"])
-def test_attention_template_compiles_for_hopper(case):
+def test_attention_template_compiles_for_hopper(case, monkeypatch):
     import math
 
     from tools.triton_aot import compile_attention_for_target
@@ -131,6 +131,7 @@ def test_attention_template_compiles_for_hopper(case):
     v = torch.empty(B, Sk, Hkv, D, dtype=BF16).transpose(1, 2)
     if case.startswith("decode"):
         k, v = k.contiguous(), v.contiguous()
+    monkeypatch.setenv("BRAZE_PDL", "1")
     out = compile_attention_for_target(q, k, v, mask, config=cfg, scale=1 / math.sqrt(D), groups=Hq // Hkv, **attrs)
     names = [c.name for c in out]
     want = {"causal": ["attention_fwd_kernel"], "gqa_packed": ["attention_fwd_kernel"],
@@ -175,7 +176,8 @@ def test_gemv_dual_epilogue_compiles_without_spills_or_tensor_cores():
 def test_generated_kernels_wait_for_their_predecessor_under_pdl(monkeypatch):
     """For sm_90 every generated kernel starts with griddepcontrol.wait and then
     launch_dependents (programmatic dependent launch, compiler/codegen/pdl.py), the split-K
-    epilogue kernel included; BRAZE_PDL=0 compiles them without."""
+    epilogue kernel included, with BRAZE_PDL=1; without it (the default) they compile without."""
+    monkeypatch.setenv("BRAZE_PDL", "1")
     b = Builder()
     x = b.input("x", (1, 2048), BF16)
     w = b.input("w", (2048, 2048), BF16)
@@ -188,7 +190,7 @@ def test_generated_kernels_wait_for_their_predecessor_under_pdl(monkeypatch):
     for c in compiled:
         wait, go = c.ptx.find("griddepcontrol.wait"), c.ptx.find("griddepcontrol.launch_dependents")
         assert 0 <= wait < go and c.ptx.find("ld.global") > go, c.name
-    monkeypatch.setenv("BRAZE_PDL", "0")
+    monkeypatch.delenv("BRAZE_PDL")
     assert all("griddepcontrol" not in c.ptx for c in _compile(node, feed, cfg))
 
 

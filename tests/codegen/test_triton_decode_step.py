@@ -2,8 +2,8 @@
 on the CPU): the norms folded into the GEMMs that read them (row-scale prologues)
 and the rotary group + KV write as one kernel, with the tokens of Hugging Face's
 eager greedy ``generate``. With ``BRAZE_TEST_DEVICE=cuda`` the same on the GPU, where the
-step replays as one CUDA graph of kernels launched with programmatic dependent launch
-(sm_90+)."""
+step replays as one CUDA graph (``BRAZE_PDL=1``: of kernels launched with programmatic
+dependent launch)."""
 from __future__ import annotations
 
 import pytest
