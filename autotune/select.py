@@ -13,7 +13,8 @@ The policy, in order:
    bucket of the same kind (same software and device), one per candidate
    that has one; the choice among them is made as in step 4.
 4. **default, measured** — untuned: the first candidate's config (its
-   template default, or the nearest bucket's) and every library candidate
+   template default and its space's alternates, or the nearest bucket's
+   config) and every library candidate
    (the op's torch reference, and e.g. SDPA for attention) are each
    compiled, checked against the reference on random inputs and timed a few
    times, in this process (the first candidate is compiled and run anyway
@@ -102,7 +103,7 @@ def _select(launcher, env: Mapping[str, int]):
         # NOTE: only the first candidate (which runs anyway when nothing is
         # measured) and the library calls run in this process; other
         # generated candidates are only run by a search, in a worker.
-        picked = configs[:1] + [(k, c) for k, c in configs[1:] if _timed_quickly(k)]
+        picked = _first_configs(launcher, env, configs, source) + [(k, c) for k, c in configs[1:] if _timed_quickly(k)]
         best = _quick(launcher, env, picked, db, sw)
         if best is not None:
             return Choice(best[0], best[1], source.get(id(best[0]), "default"))
@@ -144,6 +145,15 @@ def _nearest_or_default(launcher, env, db, sw) -> tuple[list, dict]:
     return configs, source
 
 
+def _first_configs(launcher, env, configs: list, source: dict) -> list:
+    """The first candidate's configs the quick selection times: the nearest bucket's, or
+    its space's default and alternates (``Space.quick_configs``)."""
+    k, cfg = configs[0]
+    if source.get(id(k)) == "database":
+        return configs[:1]
+    return [(k, c) for c in k.space.quick_configs(k.problem(env), launcher.device)]
+
+
 def compiled_by_select(launcher, env: Mapping[str, int]) -> list:
     """[(kernel, config)] that :func:`select` compiles for ``launcher`` at ``env`` without
     a search, first one first: the exact database hit; else the first candidate's nearest
@@ -162,11 +172,11 @@ def compiled_by_select(launcher, env: Mapping[str, int]) -> list:
     hit = _exact_hit(launcher, env, db, sw, bool(getattr(launcher.options, "tune", False)))
     if hit is not None:
         return [(hit.kernel, hit.config)]
-    configs, _ = _nearest_or_default(launcher, env, db, sw)
-    if mode != "measure":
+    configs, source = _nearest_or_default(launcher, env, db, sw)
+    if mode != "measure" or not _measurable(cands):
         return configs[:1]
-    return configs[:1] + [(k, c) for k, c in configs[1:]
-                          if _timed_quickly(k) and getattr(k, "backend", "") != "library"]
+    return _first_configs(launcher, env, configs, source) + [
+        (k, c) for k, c in configs[1:] if _timed_quickly(k) and getattr(k, "backend", "") != "library"]
 
 
 def _timed_quickly(kernel) -> bool:

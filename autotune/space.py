@@ -15,7 +15,7 @@ import itertools
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 Config = dict[str, Any]
 Problem = Mapping[str, Any]
@@ -107,6 +107,10 @@ class Space:
     knobs: tuple[Knob, ...]
     constraints: tuple[Constraint, ...] = ()
     default: Optional[Callable[[Problem, DeviceInfo], Config]] = field(default=None, compare=False)
+    # Changes to the default that an untuned selection times beside it (data: a few configs
+    # measured near the best somewhere, for problems where no one default wins everywhere).
+    alternates: Optional[Callable[[Problem, DeviceInfo], Sequence[Mapping[str, Any]]]] = field(
+        default=None, compare=False)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -190,6 +194,17 @@ class Space:
         for k in self.knobs:
             n *= len(k.choices)
         return n
+
+    def quick_configs(self, problem: Problem, device: DeviceInfo) -> list[Config]:
+        """The default, then each valid alternate (the default with the alternate's knobs
+        changed), each once: what the selection times when nothing is tuned."""
+        base = self.default_config(problem, device)
+        out = [base]
+        for change in (self.alternates(problem, device) if self.alternates is not None else ()):
+            cfg = self.normalize({**base, **change})
+            if cfg not in out and self.valid(cfg, problem, device):
+                out.append(cfg)
+        return out
 
     def default_config(self, problem: Problem, device: DeviceInfo) -> Config:
         """The template's default, or the first valid config."""

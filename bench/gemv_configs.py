@@ -27,7 +27,7 @@ import repo_root  # noqa: F401 - the repository root first on sys.path
 SHAPES = {"qkv": (3072, 2048), "o": (2048, 2048), "gate_up": (16384, 2048), "down": (2048, 8192)}
 GRID = {"bf16": {"GEMV": (1, 2), "BLOCK_N": (4, 8), "BLOCK_K": (512, 1024), "num_warps": (4,)},
         "int8": {"GEMV": (1,), "BLOCK_N": (4, 8), "BLOCK_K": (512, 1024), "num_warps": (4, 8)},
-        "int4": {"GEMV": (1,), "BLOCK_N": (2, 4, 8), "BLOCK_K": (512, 1024, 2048), "num_warps": (4, 8)}}
+        "int4": {"GEMV": (1,), "BLOCK_N": (4, 8), "BLOCK_K": (512, 1024, 2048), "num_warps": (4, 8)}}
 
 
 def template_kernel(n, k, dtype, bits=None):

@@ -129,3 +129,34 @@ def test_every_library_candidate_is_measured_untuned(db_path, generators, monkey
         ["tvm_test_matmul_relu", "library_alternative", "library_gemm_gemm_relu"])
     choice = next(iter(only_launcher(prog).choices.values()))
     assert choice.kernel.name == min(quick, key=lambda t: t.time_ms).kernel_name  # chosen by measurement
+
+
+def test_untuned_selection_times_the_first_candidates_alternates(db_path, generators, monkeypatch):
+    """A space that lists alternates to its default (the Triton GEMV's table): each is
+    compiled, checked and timed beside the default; the fastest correct config is the
+    choice, and the next compile finds it in the database."""
+    import dataclasses
+
+    def with_alternates(node, graph, options, device):
+        if node.op != "fused":
+            return []
+        k = tg.TvmMatmul(node)
+        k.space = dataclasses.replace(k.space, alternates=lambda p, d: (
+            {"tile_m": 4, "vectorize": False}, {"tile_n": 64}, {"tile_m": 16}))   # tile_n 64: not valid vectorized
+        return [k]
+
+    generators()
+    monkeypatch.setattr(contract, "GENERATORS", [("tvm", with_alternates)])
+    g = tg.gemm_graph(48, 32, 40)
+    prog, (x, w), out = run(g, Options(), (48, 32), (32, 40))
+    torch.testing.assert_close(out, torch.relu(x @ w), rtol=1e-5, atol=1e-5)
+    quick = [t for t in get_db().trials(origin="quick") if t.kernel_name == "tvm_test_matmul_relu"]
+    assert sorted((t.config["tile_m"], t.config["vectorize"]) for t in quick) == [(4, False), (8, True), (16, True)]
+    choice = next(iter(only_launcher(prog).choices.values()))
+    fastest = min((t for t in get_db().trials(origin="quick") if t.status == "ok"), key=lambda t: t.time_ms)
+    assert choice.kernel.name == fastest.kernel_name
+    if choice.kernel.backend == "tvm":
+        assert choice.config == fastest.config
+    n = get_db().count()
+    prog2, _, _ = run(g, Options(), (48, 32), (32, 40))
+    assert next(iter(only_launcher(prog2).choices.values())).source == "database" and get_db().count() == n

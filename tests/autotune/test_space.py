@@ -16,6 +16,16 @@ def space():
                  default=lambda p, d: {"block": 32, "vectorize": False, "layout": (1, 0)})
 
 
+def test_quick_configs_are_the_default_then_each_valid_alternate_once():
+    import dataclasses
+
+    s = dataclasses.replace(space(), alternates=lambda p, d: (
+        {"block": 64}, {"block": 64}, {"vectorize": True, "width": 8, "block": 16}, {"vectorize": True, "width": 4}))
+    default = s.default_config({}, CPU)
+    assert s.quick_configs({}, CPU) == [default, dict(default, block=64), dict(default, vectorize=True, width=4)]
+    assert space().quick_configs({}, CPU) == [default]
+
+
 def test_conditional_knob_is_optional_when_inactive_and_normalised():
     s = space()
     assert s.valid({"block": 16, "vectorize": False, "layout": (1, 0)}, {}, CPU)

@@ -428,6 +428,27 @@ def test_int4_quant_linear_with_bias_and_residual_epilogue(dtype, rows, cfg, dev
     run_and_check(node, feed, cfg, device, tol=TOL[dtype], kernel=kern)
 
 
+def test_untuned_gemv_selection_times_the_alternates_of_each_weight_format():
+    """On a GPU, one to four rows: the selection times the default and the data table's
+    alternates (all valid, each once, the int4 ones in whole groups); more rows, or the CPU:
+    the default alone."""
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton.gemm import GEMV_ALTERNATES, SPACE
+
+    dev = DeviceInfo(kind="cuda", name="test", capability=(9, 0), sm_count=132, smem_per_block=232448)
+    one = {"M": 1, "N": 16384, "K": 2048, "B": 1, "nacc": 2, "elt": 2}
+    for fmt, p in (("float", one), ("int8", dict(one, bits=8)), ("int4", dict(one, group=128))):
+        cfgs = SPACE.quick_configs(p, dev)
+        assert cfgs[0] == SPACE.default_config(p, dev)
+        assert len(cfgs) == 1 + len(GEMV_ALTERNATES[fmt]), (fmt, cfgs)
+        assert len({tuple(c.items()) for c in cfgs}) == len(cfgs)
+        assert all(SPACE.valid(c, p, dev) and c["GEMV"] for c in cfgs)
+    assert {c["GEMV"] for c in SPACE.quick_configs(one, dev)} == {1, 2}
+    assert all(c["BLOCK_K"] % 128 == 0 for c in SPACE.quick_configs(dict(one, group=128), dev))
+    assert len(SPACE.quick_configs(dict(one, M=16), dev)) == 1
+    assert len(SPACE.quick_configs(one, DeviceInfo(kind="cpu", name="cpu"))) == 1
+
+
 def test_int4_fractional_zero_points_and_default_configs(device):
     """Zero points need not be integers (the format allows any); the default
     configuration of the problem (GEMV and tiles) runs."""
