@@ -103,7 +103,8 @@ def _select(launcher, env: Mapping[str, int]):
         # NOTE: only the first candidate (which runs anyway when nothing is
         # measured) and the library calls run in this process; other
         # generated candidates are only run by a search, in a worker.
-        picked = _first_configs(launcher, env, configs, source) + [(k, c) for k, c in configs[1:] if _timed_quickly(k)]
+        picked = _first_configs(launcher, env, configs, source) + [
+            (k, c) for k, c in configs[1:] if _timed_quickly(k)]
         best = _quick(launcher, env, picked, db, sw)
         if best is not None:
             return Choice(best[0], best[1], source.get(id(best[0]), "default"))

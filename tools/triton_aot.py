@@ -157,6 +157,7 @@ def compile_attention_for_target(q, k, v, mask=None, slopes=None, *, config: Map
                                  **attrs) -> list[Compiled]:
     """Compile the attention template's launches of ``attention_dense(q, k, v, ...)`` (CPU
     tensors of the real shapes and strides) for ``cuda`` sm_``arch``."""
+    from braze.compiler.codegen import pdl
     from braze.compiler.codegen.triton_attention import launch
 
     with _env(TRITON_INTERPRET="0"):
@@ -167,8 +168,6 @@ def compile_attention_for_target(q, k, v, mask=None, slopes=None, *, config: Map
     if attrs:
         raise TypeError(f"unknown attention attributes {sorted(attrs)}")
     with compiling_for(tpl, arch) as out:
-        from braze.compiler.codegen import pdl
-
         launch._run_dense(dataclasses.replace(plan, pdl=pdl.enabled()), q, k, v, mask, slopes)
     return out
 

@@ -128,6 +128,7 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
 # bench/gemv_configs.py on an H100 (bench/results/gemv-configs-h100-2026-12-07-s5-pdl-on.json),
 # where no single one won every shape (int4 gate/up: 19.6 us with 8 columns x 512 channels
 # against the default's 30.2; int8 down: 14.3 us with 8 warps x 512 channels against 22.4).
+# That study ran with PDL on and was noisy; the selection times them again where they run.
 GEMV_ALTERNATES = {
     "float": ({"BLOCK_K": 512}, {"GEMV": 2, "BLOCK_K": 512}, {"GEMV": 2, "BLOCK_N": 8}),
     "int8": ({"BLOCK_K": 512, "num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8}),
