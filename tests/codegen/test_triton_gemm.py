@@ -445,8 +445,48 @@ def test_untuned_gemv_selection_times_the_alternates_of_each_weight_format():
         assert all(SPACE.valid(c, p, dev) and c["GEMV"] for c in cfgs)
     assert {c["GEMV"] for c in SPACE.quick_configs(one, dev)} == {1, 2}
     assert all(c["BLOCK_K"] % 128 == 0 for c in SPACE.quick_configs(dict(one, group=128), dev))
+    eight = dict(one, M=8)    # a batch-8 step: the tensor-core default, then the GEMV forms (quantized: runs)
+    assert [c["GEMV"] for c in SPACE.quick_configs(eight, dev)] == [0, 1, 2]
+    assert [c["GEMV"] for c in SPACE.quick_configs(dict(eight, group=128), dev)] == [0, 2]
     assert len(SPACE.quick_configs(dict(one, M=16), dev)) == 1
     assert len(SPACE.quick_configs(one, DeviceInfo(kind="cpu", name="cpu"))) == 1
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "int4"])
+@pytest.mark.parametrize("rows", [1, 8])
+def test_every_config_the_untuned_gpu_selection_times_runs_right(fmt, rows, device):
+    """Each GEMV config the selection would time on an H100 (the default and the table's
+    alternates, one and eight rows) computes the group correctly: the selection checks a
+    candidate before timing it, but a table entry that could never run should not reach it."""
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton import kernel_for
+
+    h100 = DeviceInfo(kind="cuda", name="H100", capability=(9, 0), sm_count=132, smem_per_block=232448)
+    dtype, n, k = torch.bfloat16, 24, 1024
+    if fmt == "int4":
+        b, out = _int4_group(dtype, "s0", k, n, 128)
+        q, s, z = _int4_weight(n, k, 128, dtype)
+        feed = {"q": q, "s": s, "z": z}
+    else:
+        b = Builder()
+        x = b.input("x", ("s0", k), dtype)
+        res = b.input("res", ("s0", n), dtype)
+        if fmt == "int8":
+            q8, s8 = _int8_weight(n, k, dtype)[:2]
+            y = b.call("quant_linear", x, b.input("q", (n, k), torch.int8), b.input("s", (n,), s8.dtype), None, None,
+                       bits=8, group_size=0)
+            feed = {"q": q8, "s": s8}
+        else:
+            y = linear(b, x, b.input("w", (n, k), dtype))
+            feed = {"w": rand(n, k, dtype=dtype)}
+        out = b.call("add", y, res, overload="Tensor")
+    node = fused_node(b, [out], "gemm")
+    kern = kernel_for(node)
+    feed.update(x=rand(rows, k, dtype=dtype), res=rand(rows, n, dtype=dtype))
+    configs = kern.space.quick_configs(kern.problem({"s0": rows}), h100)
+    assert len(configs) > 1
+    for cfg in configs:
+        run_and_check(node, feed, cfg, device, tol=TOL[dtype], kernel=kern)
 
 
 def test_int4_fractional_zero_points_and_default_configs(device):

@@ -137,9 +137,18 @@ GEMV_ALTERNATES = {
 }
 
 
+# Five to eight rows (a batch-8 decode step) default to the tensor cores (BLOCK_M 16, half of it
+# padding); the GEMV forms, 8 rows a program, are timed beside them (not measured on a GPU yet).
+GEMV_8_ROWS = tuple(dict(GEMV=g, BLOCK_M=8, BLOCK_N=4, BLOCK_K=512, GROUP_M=1, num_warps=4, num_stages=3, SPLIT_K=1,
+                         TMA=0, PERSISTENT=0) for g in (1, 2))
+
+
 def _alternates(p: Mapping, d: DeviceInfo) -> tuple:
-    if d.kind != "cuda" or int(p["M"]) > GEMV_MAX_M or int(p.get("B", 1)) != 1:
+    M = int(p["M"])
+    if d.kind != "cuda" or M > 8 or int(p.get("B", 1)) != 1:
         return ()
+    if M > GEMV_MAX_M:
+        return GEMV_8_ROWS[1:] if p.get("group") or p.get("bits") == 8 else GEMV_8_ROWS
     return GEMV_ALTERNATES["int4" if p.get("group") else "int8" if p.get("bits") == 8 else "float"]
 
 
