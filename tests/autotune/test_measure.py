@@ -28,7 +28,7 @@ def test_in_process_measurement_of_a_real_tvm_kernel():
     for cfg in cfgs:
         m = measure(k, k.space.normalize(cfg), bench, spec)
         assert m.status == "ok", m.error
-        assert 0 < m.time_ms < 100 and m.stats["method"] == "cpu-perf-counter" and m.stats["reps"] >= 3
+        assert 0 < m.time_ms < 100 and m.stats["method"].startswith("cpu-perf-counter") and m.stats["reps"] >= 3
         assert m.max_err < 1e-5 and m.compile_ms > 0
     wrong = measure(tg.TvmMatmul(node, bug="skip_k"), k.space.default_config({}, CPU), bench, spec)
     assert wrong.status == "wrong" and "max relative error" in wrong.error
@@ -128,3 +128,24 @@ def test_attention_reference_is_computed_in_batch_slices_when_its_scores_are_lar
     monkeypatch.setattr(m, "REFERENCE_SCORES_BYTES", 4 * 2 * 8 * 8 * 8 // 3 + 1)
     assert m._reference_chunks(node, xs) == 3
     torch.testing.assert_close(m.reference_outputs(node, xs)[0], whole[0], rtol=0, atol=0)
+
+
+def test_cpu_timing_follows_a_parallel_aten_op_where_openmp_threads_spin(monkeypatch):
+    """Where torch's OpenMP threads spin after a parallel region, each call is timed right
+    after one (as a generated kernel runs between ATen ops in a program); not where they
+    sleep (OMP_WAIT_POLICY=PASSIVE) or torch has one thread."""
+    import torch
+
+    from braze.autotune.measure import MeasureSpec, _time_cpu
+
+    calls = []
+    spec = MeasureSpec(warmup=1, reps=3, min_rep_ms=0.01, max_seconds=0.05)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    ms, st = _time_cpu(lambda: calls.append(1), spec)
+    assert st["method"] == "cpu-perf-counter-after-omp" and ms >= 0 and calls
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    assert _time_cpu(lambda: None, spec)[1]["method"] == "cpu-perf-counter"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert _time_cpu(lambda: None, spec)[1]["method"] == "cpu-perf-counter"
