@@ -28,7 +28,6 @@ import datetime
 import gc
 import json
 import os
-import time
 
 import torch
 
@@ -108,24 +107,8 @@ def stored_bytes(model) -> int:
 
 
 def braze_step_ms(model, batch, args) -> float:
-    import braze
-
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt), generator=g).cuda()
-    kw = dict(max_cache_len=args.cache)
-    braze.generate(model, ids, max_new_tokens=4, **kw)
-    braze.generate(model, ids, max_new_tokens=args.steps + 1, **kw)
-
-    def run(n):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        braze.generate(model, ids, max_new_tokens=n, **kw)
-        torch.cuda.synchronize()
-        return (time.perf_counter() - t) * 1e3
-
-    t1 = min(run(1) for _ in range(3))
-    tn = min(run(args.steps + 1) for _ in range(3))
-    return (tn - t1) / args.steps
+    """``braze.generate``'s per-step time, by ``bench/decode.py``'s measurement."""
+    return _decode.measure_braze_generate(model, batch, args)[0]["step_ms"]
 
 
 def peer_step_ms(model, batch, args) -> float:
@@ -180,6 +163,7 @@ def main():
                          "reduce-overhead), and the forward as called: braze.jit, eager, torch.compile")
     ap.add_argument("--grad-modes", default="inference_mode,no_grad")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
+    ap.set_defaults(compile_profile=False, memory_report=False, tag="")   # what decode.py's measurement reads
     args = ap.parse_args()
     whos = [w.strip() for w in args.who.split(",") if w.strip()]
     unknown = set(whos) - {"braze", "peer", *FORWARDS}

@@ -147,9 +147,10 @@ def _alternates(p: Mapping, d: DeviceInfo) -> tuple:
     M = int(p["M"])
     if d.kind != "cuda" or M > 8 or int(p.get("B", 1)) != 1:
         return ()
-    if M > GEMV_MAX_M:
-        return GEMV_8_ROWS[1:] if p.get("group") or p.get("bits") == 8 else GEMV_8_ROWS
-    return GEMV_ALTERNATES["int4" if p.get("group") else "int8" if p.get("bits") == 8 else "float"]
+    fmt = "int4" if p.get("group") else "int8" if p.get("bits") == 8 else "float"
+    if M > GEMV_MAX_M:   # quantized weights have the runs form only
+        return GEMV_8_ROWS if fmt == "float" else GEMV_8_ROWS[1:]
+    return GEMV_ALTERNATES[fmt]
 
 
 SPACE = Space(
@@ -525,10 +526,9 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             gemv.line("bj3 = (k_run // 2)[None, :, None] + kq[None, None, :]")
             gemv.line(f"kg3 = (k_run // {t.int4[2]})[None, :, None]")
             gemv.line("kmask3 = (k_run < k_end)[None, :, None]")
-            gemv.line("if EVEN_K:")
-            t.int4_tiles(gemv.scope(gemv.indent + "    "), True, {})
-            gemv.line("else:  # runs past the split's end: masked (K is a multiple of GK)")
-            t.int4_tiles(gemv.scope(gemv.indent + "    "), True, {"ak": "kmask3", "bj": "kmask3", "kg": "kmask3"})
+            # runs past the split's end are masked (K is a multiple of GK)
+            _if_even_k(gemv, lambda e, even: t.int4_tiles(
+                e, True, {} if even else {"ak": "kmask3", "bj": "kmask3", "kg": "kmask3"}))
             for j in range(nacc):
                 gemv.line(f"acc3_{j} += a_lo.to({acc_t}) * w_lo{j} + a_hi.to({acc_t}) * w_hi{j}")
         else:
@@ -544,20 +544,14 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             r3.line("ak3 = k0 + tl.arange(0, BLOCK_K)[None, None, :]")
             r3.line("bk3 = ak3")
             r3.line("kmask3 = ak3 < k_end")
-            r3.line("if EVEN_K:")
-            t.runs_tiles(r3.scope(r3.indent + "    "), {})
-            r3.line("else:")
-            t.runs_tiles(r3.scope(r3.indent + "    "), {"ak": "kmask3", "bk": "kmask3"})
+            _if_even_k(r3, lambda e, even: t.runs_tiles(e, {} if even else {"ak": "kmask3", "bk": "kmask3"}))
             for j in range(nacc):
                 r3.line(f"acc3_{j} += a.to({acc_t}) * w{j}")
             if not t.runs:   # the [BLOCK_N, BLOCK_K] form, reduced over K each block
                 gemv.line("else:")
                 g2 = gemv.scope(gemv.indent + "    ")
                 g2.line("bk_t = k0 + tl.arange(0, BLOCK_K)[None, :]")
-                g2.line("if EVEN_K:")
-                t.k_loop(g2.scope(g2.indent + "    "), even=True, b_tile="(BLOCK_N, BLOCK_K)")
-                g2.line("else:")
-                t.k_loop(g2.scope(g2.indent + "    "), even=False, b_tile="(BLOCK_N, BLOCK_K)")
+                _if_even_k(g2, lambda e, even: t.k_loop(e, even, b_tile="(BLOCK_N, BLOCK_K)"))
                 for j in range(nacc):
                     g2.line(f"acc{j} += tl.reduce(a.to({acc_t})[:, None, :] * b{j}.to({acc_t})[None, :, :], 2, _add)")
         body.line("else:")
@@ -574,10 +568,7 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
                              "input_precision=DOT_PRECISION)")
         else:
             dot.line("bk = k0 + tl.arange(0, BLOCK_K)[:, None]")
-            dot.line("if EVEN_K:")
-            t.k_loop(dot.scope(dot.indent + "    "), even=True)
-            dot.line("else:")
-            t.k_loop(dot.scope(dot.indent + "    "), even=False)
+            _if_even_k(dot, t.k_loop)
     if t.int4 is None:
         dot_products(t, dot, nacc)
     if not tma:
@@ -597,6 +588,14 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         em.line(f"    tl.store(ws_ptr + ((pid_k * {nacc} + {j}) * (M * Bt) + r) * N + c, acc{j}, "
                 f"mask=rmask & cmask)")
     return persistent_or_not(em.lines)
+
+
+def _if_even_k(em: Emitter, body) -> None:
+    """``if EVEN_K:`` the loads ``body(scope, True)`` emits, ``else:`` its masked ones (``False``)."""
+    em.line("if EVEN_K:")
+    body(em.scope(em.indent + "    "), True)
+    em.line("else:")
+    body(em.scope(em.indent + "    "), False)
 
 
 def dot_products(t: Template, dot: Emitter, nacc: int) -> None:
@@ -782,15 +781,15 @@ def generate(graph: Graph) -> Generated:
     host = ("\n" + TMA_HOST if tma else "") + PERSISTENT_HOST + scatter.host_code(t.scatters)
     launch = host + "\n".join(lines) + "\n"
     M, Nd, K, Bt, dt = t.M, t.Nd, t.K, t.Bt, t.dtype
-    prologue = {"prologue": 1} if t.prologue is not None else {}
+    extra = {"prologue": 1} if t.prologue is not None else {}   # the problem's keys beyond the shape
     if t.int4 is not None:
-        prologue["group"] = t.int4[2]
+        extra["group"] = t.int4[2]
     elif t.scales is not None:
-        prologue["bits"] = 8
+        extra["bits"] = 8
 
     def problem(env):
         return {"M": bucket(M, env), "N": bucket(Nd, env), "K": bucket(K, env), "B": bucket(Bt, env),
-                "nacc": nacc, "elt": ELT[dt], "dtype": dtype_name(dt), **prologue}
+                "nacc": nacc, "elt": ELT[dt], "dtype": dtype_name(dt), **extra}
 
     return Generated("gemm", name, kernels, launch, SPACE, problem, helpers)
 

@@ -53,6 +53,14 @@ def _fadd(a, b):
 
 
 @triton.jit
+def _pdl_start():
+    """Programmatic dependent launch (compiler/codegen/pdl.py): wait for the kernel before,
+    then let the next one be scheduled."""
+    tl.extra.cuda.gdc_wait()
+    tl.extra.cuda.gdc_launch_dependents()
+
+
+@triton.jit
 def _tanh(x):
     """tanh from one exp (core builtins only; exact at 0, saturating for large |x|)."""
     e = tl.exp(-2.0 * tl.abs(x))
@@ -196,11 +204,9 @@ def attention_fwd_kernel(
     (row block, batch x head) program, zero before the launch and left zero after); the
     last one merges every chunk's partials into FINAL (``[B, Hq, Sq, Dv]``, strides
     sfb, sfh, sfs, sfd), as :func:`attention_combine_kernel` would.
-    PDL: launched with programmatic dependent launch (compiler/codegen/pdl.py): wait for
-    the kernel before, then let the next one be scheduled."""
+    PDL: launched with programmatic dependent launch (:func:`_pdl_start`)."""
     if PDL:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+        _pdl_start()
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -487,8 +493,7 @@ def attention_combine_kernel(WS, LSE, O, n_heads, seq_q, n_splits,
     row = (b * n_heads + h) * seq_q + i. PDL: as in :func:`attention_fwd_kernel`.
     """
     if PDL:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+        _pdl_start()
     r = tl.program_id(0)
     b = r // (n_heads * seq_q)
     h = (r // seq_q) % n_heads
