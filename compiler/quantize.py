@@ -61,14 +61,46 @@ class QuantLinear(torch.nn.Module):
         # NOTE: .to(dtype) must not cast the integer weights (nn.Module casts floating tensors only)
         # but a dtype the kernels cannot compute in is refused here, naming it.
         out = super()._apply(fn, recurse)
-        if self.scales.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            raise QuantizeError(f"a quantized layer cannot run in {self.scales.dtype}: float32, float16 or "
-                                "bfloat16 only")
+        _check_compute_dtype(self.scales.dtype)
         return out
 
     def extra_repr(self) -> str:
         g = f", group_size={self.group_size}" if self.bits == 4 else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}{g}"
+
+
+def _check_compute_dtype(dtype: torch.dtype) -> None:
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise QuantizeError(f"a quantized layer cannot run in {dtype}: float32, float16 or bfloat16 only")
+
+
+class QuantEmbedding(torch.nn.Module):
+    """The input embedding of a model whose tied LM head was quantized: a lookup of the
+    head's integer rows, dequantized (only the rows looked up). It holds no tensor of its
+    own but reads the head's (``head.qweight`` and scales), so moving or casting the model
+    moves them once and the two stay one table in memory."""
+
+    def __init__(self, head: QuantLinear, padding_idx: Optional[int] = None):
+        super().__init__()
+        object.__setattr__(self, "head", head)    # not a submodule: the model owns it once, as its head
+        self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
+        self.padding_idx = padding_idx
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.head
+        flat = ids.reshape(-1)
+        zeros = h.zeros.index_select(0, flat) if h.zeros is not None else None
+        rows = torch.ops.braze.dequantize(h.qweight.index_select(0, flat), h.scales.index_select(0, flat), zeros,
+                                          h.bits, h.group_size, h.scales.dtype)
+        return rows.reshape(*ids.shape, self.embedding_dim)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized table (for code that reads ``embedding.weight``; not stored)."""
+        return self.head.weight()
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, rows of the quantized LM head"
 
 
 def quantize_weight(w: torch.Tensor, bits: int, group_size: int = 128, name: str = "weight"):
@@ -131,15 +163,25 @@ def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128
     if not targets:
         raise QuantizeError("no nn.Linear layer to quantize (after skipping the LM head, embeddings and "
                             f"{sorted(skip) or 'nothing'})")
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    emb_name = next((n for n, m in model.named_modules() if m is emb), None) if emb is not None else None
     for name, mod in targets:
         q, s, z = quantize_weight(mod.weight, bits, group_size, name)
         check_layout(q, s, z, bits, group_size)
         ql = QuantLinear(q, s, z, mod.bias.detach() if mod.bias is not None else None, bits,
-                         group_size if bits == 4 else 0, mod.in_features, mod.out_features)
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, ql.to(mod.weight.device))
+                         group_size if bits == 4 else 0, mod.in_features, mod.out_features).to(mod.weight.device)
+        _replace(model, name, ql)
+        # NOTE: a head tied to the input embeddings: the lookup reads the head's integer table too,
+        # so the float table is gone (rows come back dequantized: the embedding is quantized with it)
+        if emb_name and isinstance(emb, torch.nn.Embedding) and mod.weight is emb.weight and mod.bias is None:
+            _replace(model, emb_name, QuantEmbedding(ql, emb.padding_idx))
     return model
+
+
+def _replace(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
 
 
 def weight_bytes(model: torch.nn.Module) -> int:

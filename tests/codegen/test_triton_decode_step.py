@@ -10,12 +10,13 @@ import pytest
 import torch
 
 
-def _llama():
+def _llama(tie: bool = False):
     import transformers
 
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
-                                   num_key_value_heads=2, vocab_size=256, max_position_embeddings=256)
+                                   num_key_value_heads=2, vocab_size=256, max_position_embeddings=256,
+                                   tie_word_embeddings=tie)
     return transformers.LlamaForCausalLM(cfg).eval()
 
 
@@ -44,20 +45,23 @@ def test_generate_through_the_triton_kernels_equals_eager(device):
     assert not [o for o in ops if o[:1] == ("index_copy_many_",)]
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4"])
-def test_quantized_generate_through_the_gemm_template_equals_eager(fmt, device, monkeypatch):
+@pytest.mark.parametrize("fmt,head", [("int8", False), ("int4", False), ("int4", True)],
+                         ids=["int8", "int4", "int4-tied-head"])
+def test_quantized_generate_through_the_gemm_template_equals_eager(fmt, head, device, monkeypatch):
     """Weight-only int8 / int4 decode: every projection a GEMM group of the template
     (norm prologues, the gate/up dual epilogue, residual adds), tokens of eager generate
-    on the same quantized model. On a GPU the selection would time the template against
-    the other candidates of each group and may pick another: the first candidate (the
-    template) is taken there, so that its kernels are the ones checked."""
+    on the same quantized model (with ``head``: the tied LM head quantized too, the
+    embedding lookup reading its integer table). On a GPU the selection would time the
+    template against the other candidates of each group and may pick another: the first
+    candidate (the template) is taken there, so that its kernels are the ones checked."""
     import braze
 
     if device == "cuda":
         monkeypatch.setenv("BRAZE_SELECT", "first")
 
-    kernels = _decode_step_kernels(braze.quantize(_llama(), fmt, group_size=32, inplace=False), device)
+    model = braze.quantize(_llama(tie=head), fmt, group_size=32, inplace=False, lm_head=head)
+    kernels = _decode_step_kernels(model, device)
     quant = [tuple(k.ops) for k in kernels if "quant_linear" in k.ops]
-    assert len(quant) == 4 and all(k.name == "triton_gemm" for k in kernels if "quant_linear" in k.ops)
-    assert sum("mean" in o for o in quant) == 2          # the two norms folded into QKV and gate/up
+    assert len(quant) == 4 + head and all(k.name == "triton_gemm" for k in kernels if "quant_linear" in k.ops)
+    assert sum("mean" in o for o in quant) == 2 + head   # the norms folded into QKV and gate/up (and the LM head)
     assert any("silu" in o for o in quant)               # the dual epilogue

@@ -442,9 +442,7 @@ def test_untuned_gemv_selection_times_the_alternates_of_each_weight_format():
         assert cfgs[0] == SPACE.default_config(p, dev)
         assert len(cfgs) == 1 + len(GEMV_ALTERNATES[fmt]), (fmt, cfgs)
         assert len({tuple(c.items()) for c in cfgs}) == len(cfgs)
-        assert all(SPACE.valid(c, p, dev) for c in cfgs)
-        # float: the GEMV forms only; quantized: the tensor-core form too (one of them split over K)
-        assert [c["SPLIT_K"] for c in cfgs if not c["GEMV"]] == ([] if fmt == "float" else [1, 4]), (fmt, cfgs)
+        assert all(SPACE.valid(c, p, dev) and c["GEMV"] for c in cfgs)
     assert {c["GEMV"] for c in SPACE.quick_configs(one, dev)} == {1, 2}
     assert all(c["BLOCK_K"] % 128 == 0 for c in SPACE.quick_configs(dict(one, group=128), dev))
     eight = dict(one, M=8)    # a batch-8 step: the tensor-core default, then the GEMV forms (quantized: runs)
@@ -464,7 +462,7 @@ def test_every_config_the_untuned_gpu_selection_times_runs_right(fmt, rows, devi
     from braze.compiler.codegen.triton import kernel_for
 
     h100 = DeviceInfo(kind="cuda", name="H100", capability=(9, 0), sm_count=132, smem_per_block=232448)
-    dtype, n, k = torch.bfloat16, 72, 1024   # 72 columns: the tensor-core alternates' 64-wide tiles fit, masked
+    dtype, n, k = torch.bfloat16, 24, 1024
     if fmt == "int4":
         b, out = _int4_group(dtype, "s0", k, n, 128)
         q, s, z = _int4_weight(n, k, 128, dtype)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import braze
-from braze.compiler.quantize import QuantizeError, QuantLinear, quantize_weight, weight_bytes
+from braze.compiler.quantize import QuantEmbedding, QuantizeError, QuantLinear, quantize_weight, weight_bytes
 from braze.ir.quant import dequantize, pack_int4, unpack_int4
 from tools import hf_models
 
@@ -95,15 +95,20 @@ def test_braze_runs_the_quantized_model_as_eager_does(fmt):
 
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 def test_lm_head_quantized_on_request(fmt):
-    """``lm_head=True``: the output head becomes a QuantLinear too (a tied head: the
-    embedding keeps its float table), the logits stay close to the float model's, and braze
-    runs it as eager does, the head a quant_linear of its own."""
+    """``lm_head=True``: the output head becomes a QuantLinear too, the logits stay close to
+    the float model's, and braze runs it as eager does, the head a quant_linear of its own. A
+    tied head: the embedding lookup reads the head's integer table (one table, no float
+    copy), rows dequantized as the head's weight is; it follows the model across ``.to()``."""
     model = _llama(tie_word_embeddings=True)
     ids = hf_models.inputs(2, 12)["input_ids"]
     with torch.no_grad():
         ref = model(ids).logits
     q = braze.quantize(model, fmt, group_size=32, inplace=False, lm_head=True)
-    assert isinstance(q.lm_head, QuantLinear) and q.get_input_embeddings().weight.is_floating_point()
+    emb = q.get_input_embeddings()
+    assert isinstance(q.lm_head, QuantLinear) and isinstance(emb, QuantEmbedding)
+    assert not any(p.is_floating_point() and p.shape == q.lm_head.weight().shape for p in q.parameters())
+    torch.testing.assert_close(emb(ids[:1, :5]), q.lm_head.weight()[ids[0, :5]][None])
+    assert weight_bytes(q) < weight_bytes(model) * (0.3 if fmt == "int8" else 0.2)   # the table was most of it
     with torch.no_grad():
         want = q(ids).logits
         report = braze.explain(q, ids, options={"strict": True})
@@ -111,6 +116,8 @@ def test_lm_head_quantized_on_request(fmt):
     assert ((want - ref).norm() / ref.norm()).item() < (0.04 if fmt == "int8" else 0.2)   # one layer more than above
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert report.graphs[0].final_ir.count("= quant_linear(") == 2 * 4 + 1
+    half = q.to(torch.float16)
+    assert half.get_input_embeddings().head is half.lm_head and emb(ids).dtype == torch.float16
 
 
 def test_bad_input_names_the_layer():

@@ -129,16 +129,14 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
 # where no single one won every shape (int4 gate/up: 19.6 us with 8 columns x 512 channels
 # against the default's 30.2; int8 down: 14.3 us with 8 warps x 512 channels against 22.4).
 # That study ran with PDL on and was noisy; the selection times them again where they run.
-# Quantized weights also get the tensor-core form (the row padded to 16, the weights dequantized
-# to bf16 / fp16 in registers and multiplied with tl.dot): about half the CUDA-core instructions a
-# weight of the multiply-reduce forms, which the int8 / int4 GEMVs are bound by (not measured yet).
-_DOT_ROW = {"GEMV": 0, "BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "num_stages": 4}
+# NOTE: the tensor-core form (the row padded to 16, split over K or not) was timed beside these for
+# int8 / int4 on an H100 (2026-12-07, sixth session) and lost on every Llama-1B projection, 2-4x
+# (int4 o_proj 9.5 us split / 22.1 unsplit against 4.4 for the default GEMV): not an alternate.
 GEMV_ALTERNATES = {
     "float": ({"BLOCK_K": 512}, {"GEMV": 2, "BLOCK_K": 512}, {"GEMV": 2, "BLOCK_N": 8}),
-    "int8": ({"BLOCK_K": 512, "num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8},
-             _DOT_ROW, {**_DOT_ROW, "SPLIT_K": 4}),
+    "int8": ({"BLOCK_K": 512, "num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8}),
     "int4": ({"num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 1024}, {"BLOCK_N": 8, "BLOCK_K": 1024, "num_warps": 8},
-             {"BLOCK_N": 8, "BLOCK_K": 512}, _DOT_ROW, {**_DOT_ROW, "SPLIT_K": 4}),
+             {"BLOCK_N": 8, "BLOCK_K": 512}),
 }
 
 
