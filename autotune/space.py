@@ -26,7 +26,7 @@ class DeviceInfo:
     """What the constraints and defaults need to know of a device."""
 
     kind: str                      # "cuda" | "cpu"
-    name: str                      # "NVIDIA H100 80GB HBM3", "x86_64 (2 cores)"
+    name: str                      # "NVIDIA H100 80GB HBM3", "Intel(R) Xeon(R) Platinum 8480+"
     capability: tuple[int, int] = (0, 0)
     sm_count: int = 0
     smem_per_block: int = 0        # bytes a block may use (opt-in maximum)
@@ -43,13 +43,34 @@ class DeviceInfo:
     def key(self) -> str:
         if self.kind == "cuda":
             return f"{self.name}|sm{self.capability[0]}{self.capability[1]}|{self.sm_count}SM"
-        return f"{self.name}|{self.cores}cores"
+        return f"{self.name}|{self.cores}cores|{CPU_TIMING}"
+
+
+# NOTE: part of a CPU's database key: how its candidates are timed (``measure._time_cpu``).
+# "omp-context": each call right after a parallel ATen op, as it runs in a program (2026-12-07);
+# records timed alone before then favoured TVM kernels that lose in the program, and a new
+# key makes them misses (they stay in the database) instead of exact hits.
+CPU_TIMING = "omp-context"
+
+
+def _cpu_name() -> str:
+    """The CPU's model ("Intel(R) Xeon(R) Platinum 8480+"), so that two machines share CPU
+    records only when their cores are the same kind; the architecture where it is unknown."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name") and ":" in line:
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def device_info(device: str = "cuda") -> DeviceInfo:
     """The DeviceInfo of a torch device string ("cuda", "cuda:1", "cpu")."""
     import os
-    import platform
 
     import torch
 
@@ -60,7 +81,7 @@ def device_info(device: str = "cuda") -> DeviceInfo:
         return DeviceInfo("cuda", p.name, (p.major, p.minor), p.multi_processor_count, smem,
                           getattr(p, "regs_per_multiprocessor", 65536), getattr(p, "L2_cache_size", 0))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return DeviceInfo("cpu", platform.machine() or "cpu", cores=cores)
+    return DeviceInfo("cpu", _cpu_name(), cores=cores)
 
 
 @dataclass(frozen=True)

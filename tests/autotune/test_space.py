@@ -69,3 +69,14 @@ def test_optuna_encoding_round_trips_every_config():
     t = study.ask()  # sampled, not enqueued: still a complete config of the space
     c = suggest_config(t, s)
     assert set(c) == set(s.names) and all(c[k.name] in k.choices for k in s.knobs)
+
+
+def test_a_cpu_key_names_the_cpu_model_and_how_it_was_timed():
+    """CPU records are shared only between CPUs of one model and core count, and only when
+    timed the way the selection times now (records timed alone are misses, not hits)."""
+    from braze.autotune.space import CPU_TIMING, device_info
+
+    here = device_info("cpu")
+    assert here.kind == "cpu" and here.name and here.key == f"{here.name}|{here.cores}cores|{CPU_TIMING}"
+    other = DeviceInfo("cpu", "AMD EPYC 9654", cores=here.cores)
+    assert other.key != here.key
