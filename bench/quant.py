@@ -173,6 +173,7 @@ def main():
     import triton
 
     import braze
+    from braze.compiler.quantize import QuantEmbedding
     from tools import hf_models
 
     for knob in ("recompile_limit", "cache_size_limit"):
@@ -195,10 +196,12 @@ def main():
             models[fmt + "+head"] = braze.quantize(base, fmt, group_size=128, inplace=False, lm_head=True)
     for fmt, model in models.items():
         wb = stored_bytes(model)
-        # bytes a step reads: with the head quantized, a tied embedding table stays stored (float) but
-        # only its looked-up rows are read
-        emb = model.get_input_embeddings().weight
-        read = wb - (emb.numel() * emb.element_size() if fmt.endswith("+head") else 0)
+        # bytes a step reads: everything stored, but an embedding table of its own (not the LM
+        # head's, which every step reads whole) of which only the looked-up rows are read
+        emb = model.get_input_embeddings()
+        head = model.get_output_embeddings()
+        own = not isinstance(emb, QuantEmbedding) and (head is None or getattr(head, "weight", None) is not emb.weight)
+        read = wb - (emb.weight.numel() * emb.weight.element_size() if own else 0)
         for batch in [int(b) for b in args.batches.split(",")]:
             for who in whos:
                 if (who == "peer" and fmt == "bf16") or (who != "braze" and fmt.endswith("+head")):

@@ -160,3 +160,28 @@ def test_untuned_selection_times_the_first_candidates_alternates(db_path, genera
     n = get_db().count()
     prog2, _, _ = run(g, Options(), (48, 32), (32, 40))
     assert next(iter(only_launcher(prog2).choices.values())).source == "database" and get_db().count() == n
+
+
+def test_a_nearest_bucket_config_is_timed_beside_the_alternates(db_path, generators, monkeypatch):
+    """A space with alternates and a nearest bucket in the database (same structure, another
+    shape): the nearest config first, then the default and each valid alternate, each once."""
+    import dataclasses
+
+    def with_alternates(node, graph, options, device):
+        if node.op != "fused":
+            return []
+        k = tg.TvmMatmul(node)
+        k.space = dataclasses.replace(k.space, alternates=lambda p, d: ({"tile_m": 4, "vectorize": False},))
+        return [k]
+
+    generators()
+    monkeypatch.setattr(contract, "GENERATORS", [("tvm", with_alternates)])
+    near = tg.TvmMatmul(tg.fused_node(tg.gemm_graph(64, 24, 30)))
+    cfg = {"tile_m": 32, "tile_n": 4, "k_outer": True, "parallel": False, "vectorize": False, "unroll": False}
+    get_db().record(Trial(CPU.key, software_key(), near.key(), near.name, near.backend, near.problem({}), cfg, "ok",
+                          1e-4, origin="search", family=family_key(near, tg.fused_node(tg.gemm_graph(64, 24, 30)))))
+    prog, (x, w), out = run(tg.gemm_graph(48, 24, 30), Options(), (48, 24), (24, 30))
+    torch.testing.assert_close(out, torch.relu(x @ w), rtol=1e-5, atol=1e-5)
+    timed = [t.config for t in get_db().trials(origin="quick") if t.kernel_name == near.name]
+    assert timed[0] == cfg and len(timed) == 3
+    assert sorted((c["tile_m"], c["vectorize"]) for c in timed[1:]) == [(4, False), (8, True)]
