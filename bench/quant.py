@@ -162,6 +162,9 @@ def main():
                     help="rows per format: braze (braze.generate), peer (the PyTorch weight-only peer under "
                          "reduce-overhead), and the forward as called: braze.jit, eager, torch.compile")
     ap.add_argument("--grad-modes", default="inference_mode,no_grad")
+    ap.add_argument("--formats", default="",
+                    help="only these quantized formats (e.g. int4+head); bf16, the reference of the ratios, "
+                         "always runs first")
     ap.add_argument("--out", default=os.environ.get("OUT", os.path.join(repo_root.HERE, "results")))
     ap.set_defaults(compile_profile=False, memory_report=False, tag="")   # what decode.py's measurement reads
     args = ap.parse_args()
@@ -190,10 +193,12 @@ def main():
     print(json.dumps(meta), flush=True)
     rows = []
     models = {"bf16": base}
+    only = {f.strip() for f in args.formats.split(",") if f.strip()}
     for fmt in ("int8", "int4"):
-        models[fmt] = braze.quantize(base, fmt, group_size=128, inplace=False)
-        if args.lm_head:
-            models[fmt + "+head"] = braze.quantize(base, fmt, group_size=128, inplace=False, lm_head=True)
+        for name, head in ((fmt, False), (fmt + "+head", True)):
+            if (head and not args.lm_head and name not in only) or (only and name not in only):
+                continue
+            models[name] = braze.quantize(base, fmt, group_size=128, inplace=False, lm_head=head)
     for fmt, model in models.items():
         wb = stored_bytes(model)
         # bytes a step reads: everything stored, but an embedding table of its own (not the LM
