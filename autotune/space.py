@@ -91,7 +91,9 @@ class Knob:
     ``when=(parent, values)`` makes the knob conditional: it only matters
     when ``config[parent]`` is one of ``values`` (e.g. ``vector_width`` only
     when ``vectorize`` is True). An inactive knob may be left out of a
-    config; :meth:`Space.normalize` pins it to its first choice.
+    config; :meth:`Space.normalize` pins it to its first choice. (A Triton
+    kernel also compiles a config that leaves out an active conditional
+    knob, at its first choice: make that choice the knob's "off".)
     """
 
     name: str
@@ -230,9 +232,9 @@ class Space:
     def default_config(self, problem: Problem, device: DeviceInfo) -> Config:
         """The template's default, or the first valid config."""
         if self.default is not None:
-            cfg = self.default(problem, device)
+            cfg = self.normalize(self.default(problem, device))   # knobs it leaves out at their first choice
             if self.valid(cfg, problem, device):
-                return self.normalize(cfg)
+                return cfg
         for cfg in self.configs(problem, device):
             return cfg
         raise ValueError(f"no valid config for problem {dict(problem)} on {device.name}")

@@ -50,16 +50,20 @@ def norm_linear(dtype, rows, k, n, square="pow", residual=False):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16", "bf16"])
 @pytest.mark.parametrize("rows,cfg", [(1, GEMV), (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8, BLOCK_K=32)), (3, BASE),
                                       (2, dict(BASE, PERSISTENT=1)), (1, dict(GEMV, GEMV=2)),
-                                      (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8, BLOCK_K=32, GEMV=2))],
-                         ids=["gemv-m1", "gemv-m3", "dot", "persistent", "runs-m1", "runs-m3"])
+                                      (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8, BLOCK_K=32, GEMV=2)),
+                                      (1, dict(GEMV, GEMV=2, PRO_PASS=1)),
+                                      (3, dict(GEMV, BLOCK_M=4, BLOCK_N=8, BLOCK_K=32, GEMV=2, PRO_PASS=1))],
+                         ids=["gemv-m1", "gemv-m3", "dot", "persistent", "runs-m1", "runs-m3", "pass-m1", "pass-m3"])
 def test_rms_norm_prologue_with_residual(dtype, rows, cfg, device):
-    """K = 72 is not a multiple of the K block: the masked last tile adds nothing to the squares."""
+    """K = 72 is not a multiple of the K block: the masked last tile adds nothing to the squares
+    (in the K loop, or in the pass over A before it: ``PRO_PASS``)."""
     from braze.compiler.codegen.triton import kernel_for
 
     b, y, feed = norm_linear(dtype, rows, 72, 30, residual=True)
     node = fused_node(b, [y], "gemm")
     k = kernel_for(node)
     assert "red_acc += tl.reduce(" in k.source and "red_acc / K" in k.source
+    assert "if GEMV == 2 and PRO_PASS:" in k.source
     run_and_check(node, feed, cfg, device, tol=TOL[dtype], kernel=k)
 
 
@@ -179,5 +183,24 @@ def test_rms_norm_prologue_of_an_int8_projection(device):
     y = b.call("quant_linear", x, qi, si, None, None, bits=8, group_size=0)
     node = fused_node(b, [y], "gemm")
     feed = {"h": rand(1, 1, k, dtype=dtype), "g": rand(k, dtype=dtype), "q": q, "s": s}
-    for cfg in (dict(GEMV, BLOCK_K=32), BASE):
+    for cfg in (dict(GEMV, BLOCK_K=32), dict(GEMV, BLOCK_K=32, PRO_PASS=1), BASE):
+        run_and_check(node, feed, cfg, device, tol=TOL[dtype])
+
+
+def test_rms_norm_prologue_of_an_int4_projection(device):
+    """Weight-only int4 (groups of 32): the norm folded into the GEMV, its squares per element in
+    the K loop or in a pass of their own (``PRO_PASS``), a K loop of several groups a block."""
+    from braze.compiler.quantize import quantize_weight
+
+    dtype, k, n, group = torch.bfloat16, 128, 24, 32
+    q, s, z = quantize_weight(rand(n, k, dtype=dtype), 4, group)
+    b = Builder()
+    h = b.input("h", (1, 1, k), dtype)
+    g = b.input("g", (k,), dtype)
+    x = b.call("reshape", rms_norm(b, h, g), (1, k))
+    y = b.call("quant_linear", x, b.input("q", (n, k // 2), torch.uint8), b.input("s", (n, k // group), dtype),
+               b.input("z", (n, k // group), dtype), None, bits=4, group_size=group)
+    node = fused_node(b, [y], "gemm")
+    feed = {"h": rand(1, 1, k, dtype=dtype), "g": rand(k, dtype=dtype), "q": q, "s": s, "z": z}
+    for cfg in (dict(GEMV, BLOCK_K=64), dict(GEMV, BLOCK_K=64, PRO_PASS=1), dict(GEMV, BLOCK_K=32, PRO_PASS=1)):
         run_and_check(node, feed, cfg, device, tol=TOL[dtype])

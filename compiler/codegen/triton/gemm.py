@@ -132,11 +132,16 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
 # NOTE: the tensor-core form (the row padded to 16, split over K or not) was timed beside these for
 # int8 / int4 on an H100 (2026-12-07, sixth session) and lost on every Llama-1B projection, 2-4x
 # (int4 o_proj 9.5 us split / 22.1 unsplit against 4.4 for the default GEMV): not an alternate.
+# The last of each (valid only where a norm is folded in as a prologue): the best runs-form config of
+# the LM head without its prologue (sixth session) with the prologue's squares summed in a pass of
+# their own (PRO_PASS); with the squares kept per element, the int8 head ran 164 us against 95-111.
 GEMV_ALTERNATES = {
-    "float": ({"BLOCK_K": 512}, {"GEMV": 2, "BLOCK_K": 512}, {"GEMV": 2, "BLOCK_N": 8}),
-    "int8": ({"BLOCK_K": 512, "num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8}),
+    "float": ({"BLOCK_K": 512}, {"GEMV": 2, "BLOCK_K": 512}, {"GEMV": 2, "BLOCK_N": 8},
+              {"GEMV": 2, "BLOCK_K": 512, "PRO_PASS": 1}),
+    "int8": ({"BLOCK_K": 512, "num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8},
+             {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8, "PRO_PASS": 1}),
     "int4": ({"num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 1024}, {"BLOCK_N": 8, "BLOCK_K": 1024, "num_warps": 8},
-             {"BLOCK_N": 8, "BLOCK_K": 512}),
+             {"BLOCK_N": 8, "BLOCK_K": 512}, {"BLOCK_N": 8, "BLOCK_K": 512, "PRO_PASS": 1}),
 }
 
 
@@ -168,6 +173,9 @@ SPACE = Space(
         Knob("TMA", (0, 1)),
         Knob("PERSISTENT", (0, 1)),
         Knob("GEMV", (0, 1, 2)),   # 1: the [BLOCK_N, BLOCK_K] form; 2: the runs form (quantized: always)
+        # the runs form's prologue (a norm's row reduction) in a pass over A before the K loop, not
+        # per element of the weight tile beside the products (main_kernel)
+        Knob("PRO_PASS", (0, 1), when=("GEMV", (1, 2))),
     ),
     constraints=(
         Constraint("pipelined A and B tiles fit in shared memory",
@@ -192,6 +200,9 @@ SPACE = Space(
         Constraint("GEMV: at most 8 rows, pointer loads, one program per tile",
                    lambda c, p, d: not c.get("GEMV") or (c["BLOCK_M"] <= 8 and not c["TMA"]
                                                          and not c.get("PERSISTENT"))),
+        Constraint("PRO_PASS: a row-scale prologue in the runs form (quantized weights, or GEMV = 2)",
+                   lambda c, p, d: not c.get("PRO_PASS") or (bool(p.get("prologue")) and (
+                       c.get("GEMV") == 2 or bool(p.get("group")) or p.get("bits") == 8))),
         Constraint("GEMV: the multiply-reduce tile fits the registers (128 fp32 per thread)",
                    lambda c, p, d: not c.get("GEMV")    # int4: one product a byte's two channels
                    or c["BLOCK_M"] * c["BLOCK_K"] * c["BLOCK_N"] // (2 if p.get("group") else 1)
@@ -442,7 +453,11 @@ class Template:
         tile = _full_tile(pe.tmp(f"{x.code}.to({acc_t})", x.dtype, x.ir, x.axes), "am", "ak", a_tile, "ak")
         if not even:
             tile = f"tl.where({pe.names['ak']} < k_end, {tile}, 0)"
-        pe.line(f"{into} += {tile}" if into else f"red_acc += tl.reduce({tile}, 1, _add)[:, None]")
+        if into:   # the runs form's per-element squares (none with PRO_PASS: main_kernel's pre-pass)
+            pe.line("if not PRO_PASS:")
+            pe.line(f"    {into} += {tile}")
+        else:
+            pe.line(f"red_acc += tl.reduce({tile}, 1, _add)[:, None]")
 
 
 def _full_tile(tv: TV, rows: str, cols: str, shape: str, k: str) -> str:
@@ -481,10 +496,22 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         for j in range(nacc):
             em.line(f"    acc3_{j} = tl.full({shape3}, 0, {acc_t})")
         if t.prologue is not None:
-            em.line(f"    red3 = tl.full({shape3}, 0, {acc_t})")
+            em.line("    if not PRO_PASS:")
+            em.line(f"        red3 = tl.full({shape3}, 0, {acc_t})")
     em.line("k_per = ((K + SPLIT_K - 1) // SPLIT_K + BLOCK_K - 1) // BLOCK_K * BLOCK_K")
     em.line("k_start = pid_k * k_per")
     em.line("k_end = tl.minimum(K, k_start + k_per)")
+    if not tma and t.prologue is not None:
+        # NOTE: the runs form otherwise keeps the squares per element of the weight tile (red3, as
+        # large as the products' accumulator, every column the same squares): PRO_PASS sums them
+        # in a pass over A's rows first, [BLOCK_M, BLOCK_K] a step, and the K loop only multiplies
+        em.line(f"if {gemv3} and PRO_PASS:")
+        pre = em.scope(em.indent + "    ")
+        pre.line("for k0 in range(k_start, k_end, BLOCK_K):")
+        pb = pre.scope(pre.indent + "    ")
+        pb.line("ak = k0 + tl.arange(0, BLOCK_K)[None, :]")
+        _if_even_k(pb, lambda e, even: t.prologue_tiles(e if even else e.scope(masks={"ak": "(ak < k_end)"}),
+                                                         even, "a_pro"))
     em.line("for k0 in range(k_start, k_end, BLOCK_K):")
     body = em.scope(em.indent + "    ")
     if tma:
@@ -582,8 +609,9 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         if t.prologue is not None:   # every column of red3 holds the same squares: take one
             # NOTE: tl.reduce with the module's own helpers, not tl.max / tl.sum (jit functions of
             # triton.language, which the interpreter cannot call when imported before it was on)
-            em.line(f"    red_acc += tl.reduce(tl.reduce(tl.reshape(tl.reduce(red3, 2, _add), {runs}), 2, _add), 1, "
-                    "_max)[:, None]")
+            em.line("    if not PRO_PASS:")
+            em.line(f"        red_acc += tl.reduce(tl.reduce(tl.reshape(tl.reduce(red3, 2, _add), {runs}), 2, _add), "
+                    "1, _max)[:, None]")
     em.line("if SPLIT_K == 1:")
     em.lines.extend("    " + ln for ln in epi.lines)
     em.line("else:  # partial products; the _splitk_epilogue kernel sums them")
@@ -702,7 +730,7 @@ def generate(graph: Graph) -> Generated:
         for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
             sig.size(c, e)
         for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
-                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ("GK",)):
+                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ("GK", "PRO_PASS")):
             sig.constexpr(c)
         return sig
 
@@ -723,7 +751,7 @@ def generate(graph: Graph) -> Generated:
     ret = scatter.returned(graph, t.scatters)
     acc_torch = "torch.float64" if t.dtype == torch.float64 else "torch.float32"
     lines = [f"def launch({ins}, *, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, TMA, num_warps, num_stages, "
-             "PERSISTENT=0, GEMV=0):"]
+             "PERSISTENT=0, GEMV=0, PRO_PASS=0):"]
     lines += bind_symbols_code(graph)
     lines += scatter.alloc_lines(graph, t.scatters)
     lines += [f"    M = {render_size(t.M)}", f"    N = {render_size(t.Nd)}", f"    K = {render_size(t.K)}",
