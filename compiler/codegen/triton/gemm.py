@@ -134,7 +134,9 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
 # (int4 o_proj 9.5 us split / 22.1 unsplit against 4.4 for the default GEMV): not an alternate.
 # The last of each (valid only where a norm is folded in as a prologue): the best runs-form config of
 # the LM head without its prologue (sixth session) with the prologue's squares summed in a pass of
-# their own (PRO_PASS); with the squares kept per element, the int8 head ran 164 us against 95-111.
+# their own (PRO_PASS). With its norm folded in (A rebuilt and its squares kept per element of the
+# weight tile) the int8 head ran 164 us, against 95-111 us without the norm; PRO_PASS removes the
+# squares' part of that (not measured yet).
 GEMV_ALTERNATES = {
     "float": ({"BLOCK_K": 512}, {"GEMV": 2, "BLOCK_K": 512}, {"GEMV": 2, "BLOCK_N": 8},
               {"GEMV": 2, "BLOCK_K": 512, "PRO_PASS": 1}),
