@@ -107,7 +107,8 @@ def _select(launcher, env: Mapping[str, int]):
             (k, c) for k, c in configs[1:] if _timed_quickly(k)]
         best = _quick(launcher, env, picked, db, sw)
         if best is not None:
-            return Choice(best[0], best[1], source.get(id(best[0]), "default"))
+            near = {id(k): c for k, c in configs}.get(id(best[0]))   # "database": the nearest config won
+            return Choice(best[0], best[1], source.get(id(best[0]), "default") if best[1] == near else "default")
     k, cfg = configs[0]
     return Choice(k, cfg, source.get(id(k), "default"))
 

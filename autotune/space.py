@@ -91,9 +91,9 @@ class Knob:
     ``when=(parent, values)`` makes the knob conditional: it only matters
     when ``config[parent]`` is one of ``values`` (e.g. ``vector_width`` only
     when ``vectorize`` is True). An inactive knob may be left out of a
-    config; :meth:`Space.normalize` pins it to its first choice. (A Triton
-    kernel also compiles a config that leaves out an active conditional
-    knob, at its first choice: make that choice the knob's "off".)
+    config; :meth:`Space.normalize` pins it to its first choice. A config
+    that leaves out an active conditional knob has it at its first choice too
+    (:meth:`Space.fill_conditional`): make that choice the knob's "off".
     """
 
     name: str
@@ -162,6 +162,12 @@ class Space:
             return out
         cfg = self.normalize(config)
         return [c.name for c in self.constraints if not c.check(cfg, problem, device)]
+
+    def fill_conditional(self, config: Mapping[str, Any]) -> Config:
+        """``config`` with each conditional knob it leaves out at its first choice (its "off":
+        a config written before the knob existed); every other knob stays as given or missing."""
+        return {**{k.name: k.choices[0] for k in self.knobs if k.when is not None and k.name not in config},
+                **config}
 
     def normalize(self, config: Mapping[str, Any]) -> Config:
         """``config`` with every inactive conditional knob at its first choice,
@@ -232,9 +238,9 @@ class Space:
     def default_config(self, problem: Problem, device: DeviceInfo) -> Config:
         """The template's default, or the first valid config."""
         if self.default is not None:
-            cfg = self.normalize(self.default(problem, device))   # knobs it leaves out at their first choice
+            cfg = self.fill_conditional(self.default(problem, device))
             if self.valid(cfg, problem, device):
-                return cfg
+                return self.normalize(cfg)
         for cfg in self.configs(problem, device):
             return cfg
         raise ValueError(f"no valid config for problem {dict(problem)} on {device.name}")

@@ -135,9 +135,10 @@ def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128
     layers tied to the embeddings and the names in ``skip``; ``modules``
     (glob patterns of module names) restricts it further. ``lm_head=True``
     quantizes the LM head too (at batch-1 decode it is the largest single
-    weight read; a head tied to the input embeddings becomes one integer
-    table for both: the lookup dequantizes the rows it reads, so the float
-    table is gone and the embeddings are quantized with the head). The model keeps
+    weight read; a bias-free head tied to a plain ``nn.Embedding`` becomes
+    one integer table for both: the lookup dequantizes the rows it reads, so
+    the float table is gone and the embeddings are quantized with the head;
+    move or cast the whole model then, not a submodule without the head). The model keeps
     running in eager PyTorch (the reference) and under braze, where each such
     layer's GEMM dequantizes in its operand load. Returns the model (a copy
     with ``inplace=False``).

@@ -13,6 +13,10 @@ The quantized model runs in eager PyTorch (its forward dequantizes through
 ``torch.ops.braze.dequantize``: that is the reference) and under braze, where
 ``passes/fold_dequantize.py`` turns each such linear into one ``quant_linear``
 whose kernels never write the dequantized weight.
+
+``lm_head=True`` quantizes the LM head too; a bias-free head tied to a plain
+``nn.Embedding`` (what ``get_input_embeddings`` returns) also replaces that
+embedding by a :class:`QuantEmbedding` reading the head's integer rows.
 """
 from __future__ import annotations
 
@@ -78,7 +82,10 @@ class QuantEmbedding(torch.nn.Module):
     """The input embedding of a model whose tied LM head was quantized: a lookup of the
     head's integer rows, dequantized (only the rows looked up). It holds no tensor of its
     own but reads the head's (``head.qweight`` and scales), so moving or casting the model
-    moves them once and the two stay one table in memory."""
+    moves them once and the two stay one table in memory. The table belongs to the module
+    that holds the head (the whole model): move or cast that one, not a part without the
+    head (``model.model.half()`` would leave the table as it was). ``weight`` rebuilds the
+    whole dequantized table on each read; ``device`` and ``dtype`` are cheap."""
 
     def __init__(self, head: QuantLinear, padding_idx: Optional[int] = None):
         super().__init__()
@@ -98,6 +105,14 @@ class QuantEmbedding(torch.nn.Module):
     def weight(self) -> torch.Tensor:
         """The dequantized table (for code that reads ``embedding.weight``; not stored)."""
         return self.head.weight()
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.qweight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.scales.dtype
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, rows of the quantized LM head"
@@ -172,10 +187,17 @@ def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128
                          group_size if bits == 4 else 0, mod.in_features, mod.out_features).to(mod.weight.device)
         _replace(model, name, ql)
         # NOTE: a head tied to the input embeddings: the lookup reads the head's integer table too,
-        # so the float table is gone (rows come back dequantized: the embedding is quantized with it)
-        if emb_name and isinstance(emb, torch.nn.Embedding) and mod.weight is emb.weight and mod.bias is None:
+        # so the float table is gone (rows come back dequantized: the embedding is quantized with it).
+        # Only a plain lookup: an embedding whose forward does more (Gemma's scaled one multiplies
+        # by sqrt(hidden)) or renormalises rows (max_norm) keeps its float table.
+        if emb_name and mod.weight is emb.weight and mod.bias is None and _plain_lookup(emb):
             _replace(model, emb_name, QuantEmbedding(ql, emb.padding_idx))
     return model
+
+
+def _plain_lookup(emb: torch.nn.Module) -> bool:
+    return (isinstance(emb, torch.nn.Embedding) and type(emb).forward is torch.nn.Embedding.forward
+            and emb.max_norm is None)
 
 
 def _replace(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:

@@ -116,8 +116,29 @@ def test_lm_head_quantized_on_request(fmt):
     assert ((want - ref).norm() / ref.norm()).item() < (0.04 if fmt == "int8" else 0.2)   # one layer more than above
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert report.graphs[0].final_ir.count("= quant_linear(") == 2 * 4 + 1
-    half = q.to(torch.float16)
-    assert half.get_input_embeddings().head is half.lm_head and emb(ids).dtype == torch.float16
+    copy = __import__("copy").deepcopy(q)      # the copy's embedding reads the copy's head
+    assert copy.get_input_embeddings().head is copy.lm_head and copy.lm_head is not q.lm_head
+    fresh = braze.quantize(_llama(tie_word_embeddings=True), fmt, group_size=32, inplace=False, lm_head=True)
+    fresh.load_state_dict(q.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(ids).logits, want)
+    q.to(torch.float16)
+    assert emb(ids).dtype == torch.float16 == emb.dtype and q.lm_head.scales.dtype == torch.float16
+
+
+def test_a_scaled_tied_embedding_keeps_its_float_table():
+    """Gemma's embedding multiplies the looked-up rows by sqrt(hidden): it is not a plain
+    lookup, so quantizing its tied head leaves it as it is (float table kept, logits close)."""
+    model = hf_models.build("gemma", tie_word_embeddings=True)
+    ids = hf_models.inputs(2, 12)["input_ids"]
+    with torch.no_grad():
+        ref = model(ids).logits
+    q = braze.quantize(model, "int8", inplace=False, lm_head=True)
+    assert isinstance(q.lm_head, QuantLinear) and not isinstance(q.get_input_embeddings(), QuantEmbedding)
+    assert type(q.get_input_embeddings()) is type(model.get_input_embeddings())
+    with torch.no_grad():
+        out = q(ids).logits
+    assert ((out - ref).norm() / ref.norm()).item() < 0.05
 
 
 def test_bad_input_names_the_layer():

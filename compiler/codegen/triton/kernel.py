@@ -168,9 +168,7 @@ class TritonKernel:
         return load_module(self.source, self.gen.name, self.dump)
 
     def compile(self, config: Config) -> Callable[..., Any]:
-        # a conditional knob left out is at its first choice (its off value: a config written
-        # before the knob existed, e.g. GEMV's PRO_PASS); any other knob must be given
-        config = {**{k.name: k.choices[0] for k in self.space.knobs if k.when is not None}, **config}
+        config = self.space.fill_conditional(config)   # e.g. GEMV's PRO_PASS; any other knob must be given
         missing = [k for k in self.space.names if k not in config]
         if missing:
             raise ValueError(f"{self.name}: config {dict(config)} lacks {missing}")
