@@ -14,7 +14,8 @@ rows, prompt ``--prompt``. In one process:
   (``bench/decode.py``'s step: the plain call, under inference_mode and no_grad):
   ``braze.jit``, eager (for a quantized model: braze's torch reference of the
   quantized linear) and torch.compile default (``--who`` picks the rows);
-- prefill (batch 4 x 2048): the plain call of ``braze.jit`` on each format;
+- prefill (batch 4 x 2048): the plain call of ``braze.jit`` on each format, beside eager
+  and torch.compile where ``--who`` names them, under inference_mode and no_grad;
 - per row: time, tokens/s, the bytes roofline (weights as stored + valid K/V,
   at the copy bandwidth measured in this run), weight memory.
 
@@ -136,13 +137,18 @@ def forward_row(who, model, batch, args) -> dict:
     return {"step_ms": row["step_ms"], "step_ms_no_grad": row["step_ms_no_grad"]}
 
 
-def prefill_ms(model, forward, args) -> float:
+def prefill_row(who, model, args) -> dict:
+    """``who``'s plain call on a batch-4 x 2048 prompt: ms under inference_mode and no_grad."""
+    forward = FORWARDS[who](model)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, model.config.vocab_size, (4, 2048), generator=g).cuda()
-    with torch.inference_mode():
-        for _ in range(2):
-            forward(ids, use_cache=False)
-        return sync_ms(lambda: forward(ids, use_cache=False), 5)
+    row = {}
+    for key, mode in (("prefill_ms", torch.inference_mode), ("prefill_ms_no_grad", torch.no_grad)):
+        with mode():
+            for _ in range(2):
+                forward(ids, use_cache=False)
+            row[key] = sync_ms(lambda: forward(ids, use_cache=False), 5)
+    return row
 
 
 def main():
@@ -231,11 +237,12 @@ def main():
                 rows.append(row)
                 if args.profile and who == "braze" and batch == 1 and "step_ms" in row:
                     print(f"braze.generate {fmt}, batch 1:\n" + _decode.profile_generate(model, 1, args), flush=True)
-        if not args.no_prefill:
+        # prefill B4 S2048: braze.jit's plain call, beside eager and torch.compile when --who names them
+        for who in [] if args.no_prefill else ["braze.jit"] + [w for w in ("eager", "torch.compile") if w in whos]:
             torch._dynamo.reset()
-            row = {"format": fmt, "who": "braze prefill B4 S2048", "weight_GB": wb / 1e9}
+            row = {"format": fmt, "who": f"{who} prefill B4 S2048", "weight_GB": wb / 1e9}
             try:
-                row["prefill_ms"] = prefill_ms(model, braze.jit(model), args)
+                row.update(prefill_row(who, model, args))
             except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {e}"[:300]
             print(json.dumps(row), flush=True)
@@ -245,8 +252,7 @@ def main():
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     md = [f"# Weight-only quantization, {meta['device']}, {meta['date']}", "",
           table(rows, ["format", "who", "batch", "step_ms", "step_ms_no_grad", "tokens_per_s", "roofline_frac",
-                       "prefill_ms",
-                       "weight_GB", "error"])]
+                       "prefill_ms", "prefill_ms_no_grad", "weight_GB", "error"])]
     with open(os.path.join(args.out, "quant.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md))

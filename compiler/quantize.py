@@ -65,17 +65,14 @@ class QuantLinear(torch.nn.Module):
         # NOTE: .to(dtype) must not cast the integer weights (nn.Module casts floating tensors only)
         # but a dtype the kernels cannot compute in is refused here, naming it.
         out = super()._apply(fn, recurse)
-        _check_compute_dtype(self.scales.dtype)
+        if self.scales.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise QuantizeError(f"a quantized layer cannot run in {self.scales.dtype}: float32, float16 or "
+                                "bfloat16 only")
         return out
 
     def extra_repr(self) -> str:
         g = f", group_size={self.group_size}" if self.bits == 4 else ""
         return f"in_features={self.in_features}, out_features={self.out_features}, int{self.bits}{g}"
-
-
-def _check_compute_dtype(dtype: torch.dtype) -> None:
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise QuantizeError(f"a quantized layer cannot run in {dtype}: float32, float16 or bfloat16 only")
 
 
 class QuantEmbedding(torch.nn.Module):

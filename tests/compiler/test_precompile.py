@@ -82,15 +82,13 @@ def test_candidates_the_quick_selection_times_are_built_too():
 def test_the_alternate_configs_the_quick_selection_times_are_built_too():
     """A first candidate whose space lists alternates to its default (the GEMV table):
     one job per config."""
-    import dataclasses
-
     from braze.autotune.space import Knob
 
     ls = _launchers(["a"])
     (n,) = ls
     k = ls[n].primary
-    k.space = Space((Knob("BLOCK", (16, 32, 64)),), default=lambda p, d: {"BLOCK": 32})
-    k.space = dataclasses.replace(k.space, alternates=lambda p, d: ({"BLOCK": 64}, {"BLOCK": 16}))
+    k.space = Space((Knob("BLOCK", (16, 32, 64)),), default=lambda p, d: {"BLOCK": 32},
+                    alternates=lambda p, d: ({"BLOCK": 64}, {"BLOCK": 16}))
     assert sorted(c["BLOCK"] for _, _, c in pc.jobs(ls, {"s0": 4})) == [16, 32, 64]
 
 

@@ -44,7 +44,7 @@ weights take it with ``GEMV=2``.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Optional
 
 import torch
 
@@ -153,11 +153,16 @@ GEMV_8_ROWS = tuple(dict(GEMV=g, BLOCK_M=8, BLOCK_N=4, BLOCK_K=512, GROUP_M=1, n
                          TMA=0, PERSISTENT=0) for g in (1, 2))
 
 
+def _weight_format(p: Mapping) -> str:
+    """The problem's weights: "int4", "int8" (both always in the GEMV runs form) or "float"."""
+    return "int4" if p.get("group") else "int8" if p.get("bits") == 8 else "float"
+
+
 def _alternates(p: Mapping, d: DeviceInfo) -> tuple:
     M = int(p["M"])
     if d.kind != "cuda" or M > 8 or int(p.get("B", 1)) != 1:
         return ()
-    fmt = "int4" if p.get("group") else "int8" if p.get("bits") == 8 else "float"
+    fmt = _weight_format(p)
     if M > GEMV_MAX_M:   # quantized weights have the runs form only
         return GEMV_8_ROWS if fmt == "float" else GEMV_8_ROWS[1:]
     return GEMV_ALTERNATES[fmt]
@@ -204,7 +209,7 @@ SPACE = Space(
                                                          and not c.get("PERSISTENT"))),
         Constraint("PRO_PASS: a row-scale prologue in the runs form (quantized weights, or GEMV = 2)",
                    lambda c, p, d: not c.get("PRO_PASS") or (bool(p.get("prologue")) and (
-                       c.get("GEMV") == 2 or bool(p.get("group")) or p.get("bits") == 8))),
+                       c.get("GEMV") == 2 or _weight_format(p) != "float"))),
         Constraint("GEMV: the multiply-reduce tile fits the registers (128 fp32 per thread)",
                    lambda c, p, d: not c.get("GEMV")    # int4: one product a byte's two channels
                    or c["BLOCK_M"] * c["BLOCK_K"] * c["BLOCK_N"] // (2 if p.get("group") else 1)
@@ -437,17 +442,20 @@ class Template:
             tile = _full_tile(b, 'bk', 'bn', '(1, BLOCK_N, BLOCK_K)', 'bk')
             ld.line(f"w{j} = _int8_as_float({tile})" if self.scales is not None else f"w{j} = {tile}.to({acc_t})")
 
-    def prologue_tiles(self, pe: Emitter, even: bool, var: str = "a", a_tile: str = "(BLOCK_M, BLOCK_K)",
+    def prologue_tiles(self, pe: Emitter, even: bool, var: Optional[str] = "a", a_tile: str = "(BLOCK_M, BLOCK_K)",
                        into: str = "") -> None:
-        """A's tile ``var`` with the row factor set to one, and the row reduction's operand
-        summed into ``red_acc`` from the same loaded tiles (row_scale.py); or, with ``into``,
-        added to that per-element accumulator (reduced after the K loop)."""
+        """A's tile ``var`` with the row factor set to one (``var=None``: the reduction alone,
+        main_kernel's PRO_PASS pre-pass), and the row reduction's operand summed into
+        ``red_acc`` from the same loaded tiles (row_scale.py); or, with ``into``, added to that
+        per-element accumulator (reduced after the K loop)."""
         p = self.prologue
-        pe.special = {p.factor: lambda em, v, idx, cond: TV("1.0", torch.float32, v.type.dtype, frozenset(), True)}
         idx = self.operand_index("A")
-        a = pe.pull(self.A, idx, TRUE)
-        a = pe.tmp(exprs.cast(a, self.A.type.dtype), self.A.type.dtype, self.A.type.dtype, a.axes)
-        pe.line(f"{var} = {_full_tile(a, 'am', 'ak', a_tile, 'ak')}")
+        if var is not None:
+            pe.special = {p.factor: lambda em, v, idx, cond: TV("1.0", torch.float32, v.type.dtype, frozenset(),
+                                                                True)}
+            a = pe.pull(self.A, idx, TRUE)
+            a = pe.tmp(exprs.cast(a, self.A.type.dtype), self.A.type.dtype, self.A.type.dtype, a.axes)
+            pe.line(f"{var} = {_full_tile(a, 'am', 'ak', a_tile, 'ak')}")
         for view in p.views:   # A's index as an index of its rows
             idx = map_reshape(idx, view.args[0].type.shape) if view.op in RESHAPES else idx
         x = pe.pull(p.operand, idx, TRUE)
@@ -513,7 +521,7 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         pb = pre.scope(pre.indent + "    ")
         pb.line("ak = k0 + tl.arange(0, BLOCK_K)[None, :]")
         _if_even_k(pb, lambda e, even: t.prologue_tiles(e if even else e.scope(masks={"ak": "(ak < k_end)"}),
-                                                         even, "a_pro"))
+                                                         even, None))
     em.line("for k0 in range(k_start, k_end, BLOCK_K):")
     body = em.scope(em.indent + "    ")
     if tma:
