@@ -219,9 +219,9 @@ def _own_file(path: str) -> bool:
         and f"{os.sep}.venv{os.sep}" not in path
 
 
-def memory_report(model, batch: int, top: int = 15) -> str:
+def memory_report(model, batch: int, top: int = 15, depth: int = 5) -> str:
     """What is allocated after the timed generate calls besides the weights: live blocks
-    grouped by the innermost braze / bench frame that allocated them (issue 17's peak memory)."""
+    grouped by the innermost ``depth`` braze / bench frames that allocated them (issue 17's peak memory)."""
     import collections
 
     params = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
@@ -237,8 +237,9 @@ def memory_report(model, batch: int, top: int = 15) -> str:
             if blk["state"] != "active_allocated" or blk["address"] in params:
                 continue
             frames = (blk.get("frames") or [])
-            where = next((f"{os.path.relpath(f['filename'], repo_root.ROOT)}:{f['line']} {f['name']}"
-                          for f in frames if _own_file(f["filename"])), "unknown frame")
+            own = [f"{os.path.relpath(f['filename'], repo_root.ROOT)}:{f['line']} {f['name']}"
+                   for f in frames if _own_file(f["filename"])]
+            where = " < ".join(own[:depth]) or "unknown frame"
             groups[where][0] += blk["size"]
             groups[where][1] += 1
             total += blk["size"]
