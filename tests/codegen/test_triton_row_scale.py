@@ -204,3 +204,45 @@ def test_rms_norm_prologue_of_an_int4_projection(device):
     feed = {"h": rand(1, 1, k, dtype=dtype), "g": rand(k, dtype=dtype), "q": q, "s": s, "z": z}
     for cfg in (dict(GEMV, BLOCK_K=64), dict(GEMV, BLOCK_K=64, PRO_PASS=1), dict(GEMV, BLOCK_K=32, PRO_PASS=1)):
         run_and_check(node, feed, cfg, device, tol=TOL[dtype])
+
+
+@pytest.mark.parametrize("bits", [8, 4], ids=["int8", "int4"])
+def test_split_prologue_of_a_quantized_head_runs_the_template(bits, device):
+    """Quantized weights: the split candidate's GEMM is the template's GEMV (no prologue) at
+    its default config for the shape, not the library (which dequantizes the whole matrix
+    each call); equal to the group in float64, and keyed apart from a library split."""
+    from braze.autotune.space import device_info
+    from braze.compiler.codegen.triton.split_prologue import split_kernel
+    from braze.compiler.quantize import quantize_weight
+    from tests.codegen.triton_helpers import reference
+
+    dtype, k, n, group = torch.bfloat16, 128, 40, 32
+    q, s, z = quantize_weight(rand(n, k, dtype=dtype), bits, group if bits == 4 else 0)[:3]
+    b = Builder()
+    h = b.input("h", (1, 1, k), dtype)
+    g = b.input("g", (k,), dtype)
+    x = b.call("reshape", rms_norm(b, h, g), (1, k))
+    if bits == 8:
+        y = b.call("quant_linear", x, b.input("q", (n, k), torch.int8), b.input("s", (n,), s.dtype), None, None,
+                   bits=8, group_size=0)
+        feed = {"h": rand(1, 1, k, dtype=dtype), "g": 1 + 0.1 * rand(k, dtype=dtype), "q": q, "s": s}
+    else:
+        y = b.call("quant_linear", x, b.input("q", (n, k // 2), torch.uint8), b.input("s", (n, k // group), dtype),
+                   b.input("z", (n, k // group), dtype), None, bits=4, group_size=group)
+        feed = {"h": rand(1, 1, k, dtype=dtype), "g": 1 + 0.1 * rand(k, dtype=dtype), "q": q, "s": s, "z": z}
+    node = fused_node(b, [y], "gemm")
+    dev = device_info(device)
+    assert split_kernel(node) is None       # the template's config needs the device
+    kern = split_kernel(node, dev)
+    assert kern is not None and kern.rest_kernel is not None and kern.rest_kernel.gen.kind == "gemm"
+    assert "prologue" not in kern.rest_kernel.problem({})
+    xs = [feed[v.node.name].to(device) for v in node.inputs]
+    run = kern.compile(kern.space.default_config(kern.problem({}), dev))
+    out = run(*xs)
+    (want,) = reference(node, [x.cpu() for x in xs])
+    want = want.to(dtype).double()
+    scale = max(1.0, float(want.abs().max()))
+    torch.testing.assert_close(out.cpu().double(), want, rtol=2e-2, atol=2e-2 * scale)
+    torch.testing.assert_close(run(*xs).cpu(), out.cpu(), rtol=0, atol=0)    # the compiled GEMV, reused
+    library = type(kern)(node, kern.prologue, kern.pre_slots, kern.rest, kern.rest_operands)
+    assert library.key() != kern.key()

@@ -126,7 +126,7 @@ def generate(node: Node, graph: Graph, options, device) -> list:
     if node.attr("kind") == "gemm" and dev_kind.startswith("cuda"):
         # NOTE: on the GPU only: under the interpreter (tests) it would double every
         # gemm group's measured candidates for nothing.
-        for split in (split_gemm.split_kernel(node), split_prologue.split_kernel(node)):
+        for split in (split_gemm.split_kernel(node), split_prologue.split_kernel(node, device)):
             if split is not None:
                 out.append(split)
     return out

@@ -1,4 +1,4 @@
-"""A GEMM group with a row-scale prologue as the norm's own kernel, then the library.
+"""A GEMM group with a row-scale prologue as the norm's own kernel, then the GEMM.
 
 A decode GEMM group may hold the norm that computes its A operand
 (``row_scale.py``); the template then runs norm and GEMM in one kernel. Where
@@ -8,6 +8,14 @@ This candidate runs the prologue as one generated Triton reduction kernel
 (what the norm was before it joined the group) and the rest of the group, the
 GEMM and its epilogue, through the library: the launches of the unfused graph.
 Selection measures it beside the template and the op-by-op call.
+
+Quantized weights (``quant_linear``) have no library GEMM worth the name (it
+dequantizes the whole matrix each call: 4.6 ms for the int4 LM head on an
+H200): there the rest runs through the GEMM template, without the prologue,
+at its default config for the shape. Measured on an H200 (seventh session),
+the int8 LM head with its norm folded in took 139.5 us at best, the same GEMV
+without it 82.8 us (int4: 140.2 against 102.6): the folded norm rebuilds A for
+every weight element of the runs form, which costs most where N is largest.
 """
 from __future__ import annotations
 
@@ -19,13 +27,13 @@ import torch
 
 from braze.autotune import compile_only
 from braze.autotune.space import Config, Space
-from braze.compiler.codegen.triton import reduction
+from braze.compiler.codegen.triton import gemm, reduction
 from braze.compiler.codegen.triton.indexing import Unsupported
 from braze.compiler.codegen.triton.kernel import TritonKernel
 from braze.compiler.codegen.triton.row_scale import row_scale
 from braze.ir import Graph, Node, print_graph
 from braze.ir.fused import subgraph_of
-from braze.ir.interpreter import interpret
+from braze.ir.interpreter import bind_symbols, interpret
 
 GEMMS = ("mm", "addmm", "quant_linear")
 
@@ -33,14 +41,17 @@ GEMMS = ("mm", "addmm", "quant_linear")
 @dataclass
 class SplitPrologueKernel:
     """The prologue's Triton kernel (reading group inputs ``pre_slots``) writes A's
-    rows; ``rest`` (the GEMM and its epilogue) runs through the library on
-    ``rest_operands``: None for those rows, else a group input slot."""
+    rows; ``rest`` (the GEMM and its epilogue) runs on ``rest_operands`` (None for
+    those rows, else a group input slot) through the library, or through
+    ``rest_kernel`` (the GEMM template) at its default config on ``device``."""
 
     node: Node
     prologue: TritonKernel
     pre_slots: tuple
     rest: Graph
     rest_operands: tuple
+    rest_kernel: Optional[TritonKernel] = None
+    device: Any = None
     backend: str = "triton"
     name: str = ""
     source: str = field(default="", repr=False)
@@ -55,31 +66,53 @@ class SplitPrologueKernel:
         self.space = self.prologue.space
 
     def key(self) -> str:
-        return hashlib.sha256(f"split-prologue|{print_graph(self.rest)}|{self.prologue.key()}".encode()).hexdigest()[:20]
+        rest = print_graph(self.rest) if self.rest_kernel is None else f"template|{self.rest_kernel.key()}"
+        return hashlib.sha256(f"split-prologue|{rest}|{self.prologue.key()}".encode()).hexdigest()[:20]
 
     def problem(self, env: Mapping[str, int]) -> dict:
         return self.prologue.problem(env)
 
     def compile(self, config: Config) -> Callable[..., Any]:
         pre = self.prologue.compile(config)
-        rest, pre_slots, ops, single = self.rest, self.pre_slots, self.rest_operands, len(self.rest.outputs) == 1
+        rest = self._rest_runner()
+        pre_slots, ops, single = self.pre_slots, self.rest_operands, len(self.rest.outputs) == 1
 
         def run(*xs):
             rows = pre(*(xs[i] for i in pre_slots))
-            operands = [rows if i is None else xs[i] for i in ops]
-            if compile_only.active():
-                # NOTE: a worker only builds the prologue's kernel; the library part needs shapes only.
-                outs = [torch.empty_strided(m.shape, m.stride(), dtype=m.dtype, device=xs[0].device)
-                        for m in interpret(rest, *(x.to("meta") for x in operands))]
-            else:
-                outs = interpret(rest, *operands)
+            outs = rest([rows if i is None else xs[i] for i in ops])
             return outs[0] if single else tuple(outs)
         run.__name__ = self.name
         return run
 
+    def _rest_runner(self) -> Callable[[list], Any]:
+        """``rest`` on its operands: the template's kernel at its default config for
+        the operands' shapes (compiled once per shape), or the library."""
+        rest, kernel = self.rest, self.rest_kernel
+        if kernel is None:
+            def library(operands):
+                if compile_only.active():
+                    # NOTE: a worker only builds the prologue's kernel; the library part needs shapes only.
+                    return [torch.empty_strided(m.shape, m.stride(), dtype=m.dtype, device=operands[0].device)
+                            for m in interpret(rest, *(x.to("meta") for x in operands))]
+                return interpret(rest, *operands)
+            return library
+        compiled: dict = {}
 
-def split_kernel(node: Node) -> Optional[SplitPrologueKernel]:
-    """The split candidate of a ``gemm`` group with a row-scale prologue, else None."""
+        def template(operands):
+            shapes = tuple((x.shape, x.dtype) for x in operands)
+            fn = compiled.get(shapes)
+            if fn is None:
+                env = bind_symbols(rest, operands, check=False)
+                fn = compiled[shapes] = kernel.compile(kernel.default_config(env, self.device))
+            out = fn(*operands)   # under compile_only: builds the kernel (the worker's job), runs nothing
+            return out if isinstance(out, tuple) else (out,)
+        return template
+
+
+def split_kernel(node: Node, device=None) -> Optional[SplitPrologueKernel]:
+    """The split candidate of a ``gemm`` group with a row-scale prologue, else None; its
+    GEMM through the template on ``device`` (a ``DeviceInfo``) where the weights are
+    quantized, else through the library."""
     sub: Graph = node.attr("graph")
     gemms = [n for n in sub.compute_nodes if n.op in GEMMS]
     if len(gemms) != 1:
@@ -104,7 +137,11 @@ def split_kernel(node: Node) -> Optional[SplitPrologueKernel]:
         return None
     try:
         gen = reduction.generate(pre_graph)
+        rest_kernel = TritonKernel(None, rest_graph, gemm.generate(rest_graph)) if g.op == "quant_linear" else None
     except Unsupported:
         return None
+    if rest_kernel is not None and device is None:
+        return None
     return SplitPrologueKernel(node, TritonKernel(None, pre_graph, gen), tuple(slots[v] for v in pre_operands),
-                               rest_graph, tuple(None if v == rs.base else slots[v] for v in rest_operands))
+                               rest_graph, tuple(None if v == rs.base else slots[v] for v in rest_operands),
+                               rest_kernel, device)
