@@ -353,3 +353,26 @@ def test_a_norm_prologue_summed_in_its_own_pass_frees_registers():
     if "REG" in own_pass.resources:
         assert own_pass.resources["REG"] < 0.75 * per_element.resources["REG"], (own_pass.resources,
                                                                                  per_element.resources)
+
+
+def test_int4_runs_summed_then_scaled_free_registers():
+    """The int4 down projection's GEMV (K = 8192, four K blocks of 2048): with each run's
+    products summed and scaled once a block (``RUN_SCALE``) its accumulator is one value a run,
+    not one a byte of the weight tile: fewer registers (95 against 128 for sm_90 here), no
+    spills either way."""
+    k, n = 8192, 2048
+    b = Builder()
+    x = b.input("x", (1, k), BF16)
+    y = b.call("quant_linear", x, b.input("q", (n, k // 2), torch.uint8), b.input("s", (n, k // 128), BF16),
+               b.input("z", (n, k // 128), BF16), None, bits=4, group_size=128)
+    node = fused_node(b, [y], "gemm")
+    feed = {"x": torch.empty(1, k, dtype=BF16), "q": torch.empty(n, k // 2, dtype=torch.uint8),
+            "s": torch.empty(n, k // 128, dtype=BF16), "z": torch.empty(n, k // 128, dtype=BF16)}
+    cfg = {"BLOCK_M": 1, "BLOCK_N": 4, "BLOCK_K": 2048, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
+           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
+    (per_byte,) = _compile(node, feed, dict(cfg, RUN_SCALE=0))
+    (per_run,) = _compile(node, feed, dict(cfg, RUN_SCALE=1))
+    for c in (per_byte, per_run):
+        assert c.resources.get("LOCAL", 0) == 0, c.resources
+    if "REG" in per_run.resources:
+        assert per_run.resources["REG"] < 0.85 * per_byte.resources["REG"], (per_run.resources, per_byte.resources)

@@ -409,8 +409,11 @@ def _int4_group(dtype, rows_sym, k, n, group, bias=False):
 @pytest.mark.parametrize("rows,cfg", [(1, dict(GEMV, BLOCK_K=32, BLOCK_N=8)), (3, dict(GEMV, BLOCK_M=4, BLOCK_K=64)),
                                       (1, dict(GEMV, BLOCK_K=64, SPLIT_K=3)), (2, dict(GEMV, BLOCK_M=2, BLOCK_K=128)),
                                       (1, dict(GEMV, BLOCK_K=256, SPLIT_K=1)), (37, dict(BASE, BLOCK_K=64)),
-                                      (37, dict(SPLIT, BLOCK_K=32, SPLIT_K=2))],
-                         ids=["gemv", "gemv-m3", "gemv-splitk", "gemv-groups-tail", "gemv-past-k", "tiles", "splitk"])
+                                      (37, dict(SPLIT, BLOCK_K=32, SPLIT_K=2)),
+                                      (1, dict(GEMV, BLOCK_K=128, BLOCK_N=8, RUN_SCALE=1)),
+                                      (3, dict(GEMV, BLOCK_M=4, BLOCK_K=64, SPLIT_K=3, RUN_SCALE=1))],
+                         ids=["gemv", "gemv-m3", "gemv-splitk", "gemv-groups-tail", "gemv-past-k", "tiles", "splitk",
+                              "run-scale-tail", "run-scale-m3-splitk"])
 def test_int4_quant_linear_with_bias_and_residual_epilogue(dtype, rows, cfg, device):
     """quant_linear on int4 group-wise weights (zero points, the chunked nibble layout) as
     the GEMM of a group: bytes loaded in the K loop, each K block dequantized with its
@@ -504,6 +507,9 @@ def test_int4_fractional_zero_points_and_default_configs(device):
     for rows in (1, 20):
         feed = {"x": rand(rows, k, dtype=dtype), "q": q, "s": s, "z": z, "res": rand(rows, n, dtype=dtype)}
         run_and_check(node, feed, None, device, tol=TOL[dtype])
+    # each run's sum scaled once (RUN_SCALE): q - z in two adds keeps a fractional zero point
+    feed = {"x": rand(1, k, dtype=dtype), "q": q, "s": s, "z": z, "res": rand(1, n, dtype=dtype)}
+    run_and_check(node, feed, dict(GEMV, BLOCK_K=256, RUN_SCALE=1), device, tol=TOL[dtype])
 
 
 def test_int4_quant_linear_dual_gate_up(device):
@@ -520,7 +526,7 @@ def test_int4_quant_linear_dual_gate_up(device):
     out = b.call("mul", b.call("silu", b.call("slice", y, 1, 0, inter)), b.call("slice", y, 1, inter, 2 * inter),
                  overload="Tensor")
     node = fused_node(b, [out], "gemm")
-    for rows, cfg in ((1, dict(GEMV, BLOCK_K=32)), (20, dict(BASE, BLOCK_K=32))):
+    for rows, cfg in ((1, dict(GEMV, BLOCK_K=32)), (1, dict(GEMV, BLOCK_K=64, RUN_SCALE=1)), (20, dict(BASE, BLOCK_K=32))):
         run_and_check(node, {"x": rand(rows, k, dtype=dtype), "q": q, "s": s, "z": z}, cfg, device, tol=TOL[dtype])
 
 

@@ -202,7 +202,8 @@ def test_rms_norm_prologue_of_an_int4_projection(device):
                b.input("z", (n, k // group), dtype), None, bits=4, group_size=group)
     node = fused_node(b, [y], "gemm")
     feed = {"h": rand(1, 1, k, dtype=dtype), "g": rand(k, dtype=dtype), "q": q, "s": s, "z": z}
-    for cfg in (dict(GEMV, BLOCK_K=64), dict(GEMV, BLOCK_K=64, PRO_PASS=1), dict(GEMV, BLOCK_K=32, PRO_PASS=1)):
+    for cfg in (dict(GEMV, BLOCK_K=64), dict(GEMV, BLOCK_K=64, PRO_PASS=1), dict(GEMV, BLOCK_K=32, PRO_PASS=1),
+                dict(GEMV, BLOCK_K=64, RUN_SCALE=1), dict(GEMV, BLOCK_K=32, PRO_PASS=1, RUN_SCALE=1)):
         run_and_check(node, feed, cfg, device, tol=TOL[dtype])
 
 

@@ -136,14 +136,17 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
 # the LM head without its prologue (sixth session) with the prologue's squares summed in a pass of
 # their own (PRO_PASS). With its norm folded in (A rebuilt and its squares kept per element of the
 # weight tile) the int8 head ran 164 us, against 95-111 us without the norm; PRO_PASS removes the
-# squares' part of that (not measured yet).
+# squares' part of that (on an H200, seventh session: the int8 head 139.5 us with it against 151.8
+# without; 8-9 us QKV / gate-up lost or tied). int4's RUN_SCALE pair (sm_90 AOT: a quarter fewer
+# registers for the gate/up and down defaults, as many instructions): not measured yet.
 GEMV_ALTERNATES = {
     "float": ({"BLOCK_K": 512}, {"GEMV": 2, "BLOCK_K": 512}, {"GEMV": 2, "BLOCK_N": 8},
               {"GEMV": 2, "BLOCK_K": 512, "PRO_PASS": 1}),
     "int8": ({"BLOCK_K": 512, "num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8},
              {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8, "PRO_PASS": 1}),
     "int4": ({"num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 1024}, {"BLOCK_N": 8, "BLOCK_K": 1024, "num_warps": 8},
-             {"BLOCK_N": 8, "BLOCK_K": 512}, {"BLOCK_N": 8, "BLOCK_K": 512, "PRO_PASS": 1}),
+             {"BLOCK_N": 8, "BLOCK_K": 512}, {"RUN_SCALE": 1}, {"BLOCK_N": 8, "BLOCK_K": 512, "RUN_SCALE": 1},
+             {"BLOCK_N": 8, "BLOCK_K": 512, "PRO_PASS": 1}),
 }
 
 
@@ -183,6 +186,9 @@ SPACE = Space(
         # the runs form's prologue (a norm's row reduction) in a pass over A before the K loop, not
         # per element of the weight tile beside the products (main_kernel)
         Knob("PRO_PASS", (0, 1), when=("GEMV", (1, 2))),
+        # int4 in the runs form: each run's products summed, then scaled by its group's scale
+        # (main_kernel), not every weight element dequantized with it
+        Knob("RUN_SCALE", (0, 1), when=("GEMV", (1, 2))),
     ),
     constraints=(
         Constraint("pipelined A and B tiles fit in shared memory",
@@ -210,6 +216,8 @@ SPACE = Space(
         Constraint("PRO_PASS: a row-scale prologue in the runs form (quantized weights, or GEMV = 2)",
                    lambda c, p, d: not c.get("PRO_PASS") or (bool(p.get("prologue")) and (
                        c.get("GEMV") == 2 or _weight_format(p) != "float"))),
+        Constraint("RUN_SCALE: int4 weights (a scale a group)",
+                   lambda c, p, d: not c.get("RUN_SCALE") or _weight_format(p) == "int4"),
         Constraint("GEMV: the multiply-reduce tile fits the registers (128 fp32 per thread)",
                    lambda c, p, d: not c.get("GEMV")    # int4: one product a byte's two channels
                    or c["BLOCK_M"] * c["BLOCK_K"] * c["BLOCK_N"] // (2 if p.get("group") else 1)
@@ -387,7 +395,7 @@ class Template:
             b = ld.pull(self.B, self.operand_index("B", off))
             ld.line(f"b{j} = {_full_tile(b, 'bk', 'bn', b_tile, 'bk')}")
 
-    def int4_tiles(self, em: Emitter, gemv: bool, masks: Mapping[str, str]) -> None:
+    def int4_tiles(self, em: Emitter, gemv: bool, masks: Mapping[str, str], run_scale: bool = False) -> None:
         """int4 weights (``ir/quant.py``'s chunked layout: byte ``16c + i`` holds channels
         ``32c + i`` and ``32c + 16 + i``): A's tiles at the low and the high nibbles' channels
         (``a_lo``, ``a_hi``), and for each accumulator the B bytes dequantized with their
@@ -396,7 +404,9 @@ class Template:
         ``[BLOCK_K / 2, BLOCK_N]``, one group's scales. The GEMV form's tiles are
         ``[BLOCK_M | 1, R, GK / 2]``: each of R rows is ``GK`` channels of one group at one
         column (``main_kernel`` names their indices), so each thread reads the activations of
-        its own weight bytes and no tile changes layout in the loop."""
+        its own weight bytes and no tile changes layout in the loop. With ``run_scale`` (the
+        GEMV's ``RUN_SCALE``) the bytes become ``q - z`` only (``d_lo{j}``, ``d_hi{j}``): the
+        group's scale multiplies the run's sum of products instead."""
         scales, zeros, _ = self.int4
         a_tile = "(BLOCK_M, BLOCK_N * (BLOCK_K // GK), GK // 2)" if gemv else "(BLOCK_M, BLOCK_K // 2)"
         for part in ("lo", "hi"):
@@ -412,6 +422,12 @@ class Template:
             col = atom("bn") if off == 0 else atom("bn").shift(off)
             per_group = [ld.pull(v, Index.of(v.type.shape, [(0, 1, col), (1, 2, atom("kg"))])) for v in (scales, zeros)]
             ld.line(f"s{j} = {per_group[0].code}.to(tl.float32)")
+            if run_scale:
+                # NOTE: q - z in two adds, not one against z + 2**23: zero points need not be whole
+                ld.line(f"z{j} = {per_group[1].code}.to(tl.float32)")
+                ld.line(f"d_lo{j} = _nibble(b{j} & 15) - z{j}")
+                ld.line(f"d_hi{j} = _nibble(b{j} >> 4) - z{j}")
+                continue
             ld.line(f"zs{j} = {per_group[1].code}.to(tl.float32) * s{j}")
             ld.line(f"w_lo{j} = _nibble(b{j} & 15) * s{j} - zs{j}")
             ld.line(f"w_hi{j} = _nibble(b{j} >> 4) * s{j} - zs{j}")
@@ -503,8 +519,16 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
     if not tma:
         shape3 = f"(BLOCK_M, BLOCK_N * (BLOCK_K // GK), {t.run_len})"
         em.line(f"if {gemv3}:")
-        for j in range(nacc):
-            em.line(f"    acc3_{j} = tl.full({shape3}, 0, {acc_t})")
+        if t.int4 is not None:   # RUN_SCALE: one sum a run (group) and column, scaled each K block
+            em.line("    if RUN_SCALE:")
+            for j in range(nacc):
+                em.line(f"        acc2_{j} = tl.full((BLOCK_M, BLOCK_N * (BLOCK_K // GK), 1), 0, {acc_t})")
+            em.line("    else:")
+            for j in range(nacc):
+                em.line(f"        acc3_{j} = tl.full({shape3}, 0, {acc_t})")
+        else:
+            for j in range(nacc):
+                em.line(f"    acc3_{j} = tl.full({shape3}, 0, {acc_t})")
         if t.prologue is not None:
             em.line("    if not PRO_PASS:")
             em.line(f"        red3 = tl.full({shape3}, 0, {acc_t})")
@@ -567,10 +591,24 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
             gemv.line(f"kg3 = (k_run // {t.int4[2]})[None, :, None]")
             gemv.line("kmask3 = (k_run < k_end)[None, :, None]")
             # runs past the split's end are masked (K is a multiple of GK)
-            _if_even_k(gemv, lambda e, even: t.int4_tiles(
-                e, True, {} if even else {"ak": "kmask3", "bj": "kmask3", "kg": "kmask3"}))
+            # NOTE: RUN_SCALE sums each run's products (q - z) * a in the K block and scales the
+            # sum: a [rows, R] accumulator for the [rows, R, GK / 2] one (as many instructions an
+            # element), at the price of a reduction across the run's threads each K block (none
+            # extra where one K block is the whole row: the int4 default up to K = 2048).
+            masks = ({}, {"ak": "kmask3", "bj": "kmask3", "kg": "kmask3"})
+            gemv.line("if RUN_SCALE:")
+            rs = gemv.scope(gemv.indent + "    ")
+            _if_even_k(rs, lambda e, even: t.int4_tiles(e, True, masks[not even], run_scale=True))
             for j in range(nacc):
-                gemv.line(f"acc3_{j} += a_lo.to({acc_t}) * w_lo{j} + a_hi.to({acc_t}) * w_hi{j}")
+                rs.line(f"acc2_{j} += tl.reduce(a_lo.to({acc_t}) * d_lo{j} + a_hi.to({acc_t}) * d_hi{j}, 2, _add, "
+                        f"keep_dims=True) * s{j}")
+            gemv.line("else:")
+            ps = gemv.scope(gemv.indent + "    ")
+            _if_even_k(ps, lambda e, even: t.int4_tiles(e, True, masks[not even]))
+            for j in range(nacc):
+                # NOTE: (acc + a_lo * w_lo) + a_hi * w_hi: two FMAs (a += (x + y) was a multiply,
+                # an FMA and an add; sm_90 PTX)
+                ps.line(f"acc3_{j} = acc3_{j} + a_lo.to({acc_t}) * w_lo{j} + a_hi.to({acc_t}) * w_hi{j}")
         else:
             # int8 (always) or float weights (GEMV = 2): one run of BLOCK_K channels a column
             if t.runs:
@@ -614,8 +652,16 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
     if not tma:
         runs = "(BLOCK_M, BLOCK_N, BLOCK_K // GK)"
         em.line(f"if {gemv3}:")
-        for j in range(nacc):
-            em.line(f"    acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, _add)")
+        if t.int4 is not None:
+            em.line("    if RUN_SCALE:")
+            for j in range(nacc):
+                em.line(f"        acc{j} += tl.reduce(tl.reshape(acc2_{j}, {runs}), 2, _add)")
+            em.line("    else:")
+            for j in range(nacc):
+                em.line(f"        acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, _add)")
+        else:
+            for j in range(nacc):
+                em.line(f"    acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, _add)")
         if t.prologue is not None:   # every column of red3 holds the same squares: take one
             # NOTE: tl.reduce with the module's own helpers, not tl.max / tl.sum (jit functions of
             # triton.language, which the interpreter cannot call when imported before it was on)
@@ -740,7 +786,7 @@ def generate(graph: Graph) -> Generated:
         for c, e in (("M", t.M), ("N", t.Nd), ("K", t.K), ("Bt", t.Bt)):
             sig.size(c, e)
         for c in ("INDEX64", "EVEN_K", "DOT_PRECISION", "UPCAST_DOT", "BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M",
-                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ("GK", "PRO_PASS")):
+                  "SPLIT_K", "PERSISTENT", "GEMV") + (("B_T",) if with_tma else ("GK", "PRO_PASS", "RUN_SCALE")):
             sig.constexpr(c)
         return sig
 
@@ -761,7 +807,7 @@ def generate(graph: Graph) -> Generated:
     ret = scatter.returned(graph, t.scatters)
     acc_torch = "torch.float64" if t.dtype == torch.float64 else "torch.float32"
     lines = [f"def launch({ins}, *, BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, SPLIT_K, TMA, num_warps, num_stages, "
-             "PERSISTENT=0, GEMV=0, PRO_PASS=0):"]
+             "PERSISTENT=0, GEMV=0, PRO_PASS=0, RUN_SCALE=0):"]
     lines += bind_symbols_code(graph)
     lines += scatter.alloc_lines(graph, t.scatters)
     lines += [f"    M = {render_size(t.M)}", f"    N = {render_size(t.Nd)}", f"    K = {render_size(t.K)}",
