@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
+from braze.autotune import cublas_workspace
 from braze.autotune.contract import LibraryKernel
 from braze.ir import REGISTRY
 from braze.ir.interpreter import random_operand
@@ -315,7 +316,7 @@ def _time_cuda_graph(fn, spec: MeasureSpec, one_ms: float, flush: Optional[torch
     each after ``flush.zero_()`` when a flush buffer is given; the flushes alone are
     captured in a second graph, replayed in alternation, and subtracted."""
     inner = max(1, min(1000 if flush is None else 200, math.ceil(0.5 / max(one_ms, 1e-4))))
-    stream = torch.cuda.Stream()
+    stream = cublas_workspace.side_stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         fn()
@@ -323,7 +324,7 @@ def _time_cuda_graph(fn, spec: MeasureSpec, one_ms: float, flush: Optional[torch
 
     def capture(body) -> "torch.cuda.CUDAGraph":
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
+        with cublas_workspace.capture(), torch.cuda.graph(g):
             for _ in range(inner):
                 body()
         g.replay()

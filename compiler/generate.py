@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import torch
 
+from braze.autotune import cublas_workspace
 from braze.compiler.sampling import Sampler, SamplingParams
 from braze.autotune.options import Options
 from braze.compiler.backend import make_backend
@@ -216,7 +217,7 @@ class _DecodeStep:
         graph = torch.cuda.CUDAGraph()
         # NOTE: capture records the step without running it: nothing advances here.
         try:
-            with torch.cuda.graph(graph):
+            with cublas_workspace.capture(), torch.cuda.graph(graph):
                 self._run()
         except Exception as e:  # noqa: BLE001 - a step that cannot be captured still runs
             log.warning("braze.generate: the decode step cannot be captured in a CUDA graph (%s: %s); it runs "

@@ -39,6 +39,7 @@ from typing import Any, Mapping
 
 import torch
 
+from braze.autotune import cublas_workspace
 from braze.autotune.measure import Bench, MeasureWorker, node_device
 from braze.autotune.recipe import make_recipe
 from braze.autotune.select import compiled_by_select, policy
@@ -95,6 +96,8 @@ def precompile(launchers: Mapping[Any, Any], env: Mapping[str, int], n_threads: 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max_workers=min(n, len(todo)), thread_name_prefix="braze-precompile") as pool:
         ok = sum(pool.map(lambda job: _run_once(*job, env), todo))
+    # NOTE: a library GEMM run from a pool thread leaves a cuBLAS workspace for that thread's handle
+    cublas_workspace.release()
     log.info("braze: precompiled %d of %d kernels in %.1f s (%d threads)", ok, len(todo),
              time.perf_counter() - t0, min(n, len(todo)))
     return ok

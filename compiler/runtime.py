@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from braze.autotune import cublas_workspace
 from braze.compiler import cpu_threads, profile
 from braze.compiler.codegen.calls import ACTIVE, CALLS
 from braze.compiler.memory_plan import drops_after
@@ -150,7 +151,7 @@ class CudaGraphPlan:
         self.storages = tuple(t.data for t in self.constants if isinstance(t, torch.Tensor))
         self.static_in = [x if i in self.written else x.clone() for i, x in enumerate(inputs)]
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with cublas_workspace.capture(), torch.cuda.graph(graph):
             self.static_out = self.plan(self.static_in)
         self.aliases = {k: i for k, o in enumerate(self.static_out) for i in self.written if o is self.static_in[i]}
         self.graph = graph
@@ -158,7 +159,7 @@ class CudaGraphPlan:
     def __call__(self, inputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if self.graph is None:
             if not self.warm:
-                side = torch.cuda.Stream()
+                side = cublas_workspace.side_stream(inputs[0].device)
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     out = self.plan(inputs)
