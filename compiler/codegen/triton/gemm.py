@@ -519,16 +519,10 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
     if not tma:
         shape3 = f"(BLOCK_M, BLOCK_N * (BLOCK_K // GK), {t.run_len})"
         em.line(f"if {gemv3}:")
-        if t.int4 is not None:   # RUN_SCALE: one sum a run (group) and column, scaled each K block
-            em.line("    if RUN_SCALE:")
-            for j in range(nacc):
-                em.line(f"        acc2_{j} = tl.full((BLOCK_M, BLOCK_N * (BLOCK_K // GK), 1), 0, {acc_t})")
-            em.line("    else:")
-            for j in range(nacc):
-                em.line(f"        acc3_{j} = tl.full({shape3}, 0, {acc_t})")
-        else:
-            for j in range(nacc):
-                em.line(f"    acc3_{j} = tl.full({shape3}, 0, {acc_t})")
+        # RUN_SCALE (int4): one sum a run (group) and column, scaled each K block
+        _per_run_or_per_element(em, t, nacc, lambda j: f"acc2_{j} = tl.full((BLOCK_M, BLOCK_N * (BLOCK_K // GK), 1), "
+                                                          f"0, {acc_t})",
+                                lambda j: f"acc3_{j} = tl.full({shape3}, 0, {acc_t})")
         if t.prologue is not None:
             em.line("    if not PRO_PASS:")
             em.line(f"        red3 = tl.full({shape3}, 0, {acc_t})")
@@ -652,16 +646,9 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
     if not tma:
         runs = "(BLOCK_M, BLOCK_N, BLOCK_K // GK)"
         em.line(f"if {gemv3}:")
-        if t.int4 is not None:
-            em.line("    if RUN_SCALE:")
-            for j in range(nacc):
-                em.line(f"        acc{j} += tl.reduce(tl.reshape(acc2_{j}, {runs}), 2, _add)")
-            em.line("    else:")
-            for j in range(nacc):
-                em.line(f"        acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, _add)")
-        else:
-            for j in range(nacc):
-                em.line(f"    acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, _add)")
+        _per_run_or_per_element(em, t, nacc, lambda j: f"acc{j} += tl.reduce(tl.reshape(acc2_{j}, {runs}), 2, _add)",
+                                lambda j: f"acc{j} += tl.reduce(tl.reshape(tl.reduce(acc3_{j}, 2, _add), {runs}), 2, "
+                                          "_add)")
         if t.prologue is not None:   # every column of red3 holds the same squares: take one
             # NOTE: tl.reduce with the module's own helpers, not tl.max / tl.sum (jit functions of
             # triton.language, which the interpreter cannot call when imported before it was on)
@@ -675,6 +662,19 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
         em.line(f"    tl.store(ws_ptr + ((pid_k * {nacc} + {j}) * (M * Bt) + r) * N + c, acc{j}, "
                 f"mask=rmask & cmask)")
     return persistent_or_not(em.lines)
+
+
+def _per_run_or_per_element(em: Emitter, t: Template, nacc: int, per_run, per_element) -> None:
+    """Inside ``if GEMV``: ``per_element(j)`` for each accumulator ``j``; for int4 weights under
+    ``if RUN_SCALE:`` ``per_run(j)``, else ``per_element(j)``."""
+    if t.int4 is None:
+        for j in range(nacc):
+            em.line(f"    {per_element(j)}")
+        return
+    for head, line in (("    if RUN_SCALE:", per_run), ("    else:", per_element)):
+        em.line(head)
+        for j in range(nacc):
+            em.line(f"        {line(j)}")
 
 
 def _if_even_k(em: Emitter, body) -> None:
