@@ -23,9 +23,11 @@ once plus the valid K/V rows, at the copy bandwidth measured in this run),
 compile time (the first prompt plus three steps, minus the same calls again on the
 same cache, warm),
 and peak memory (``torch.cuda.max_memory_allocated``): ``peak_gb`` over the
-timed steps (weights, cache and step: what serving holds), ``compile_peak_gb``
-over compiling and warming up (braze's candidate checks and references
-included). Outputs are checked
+timed steps (weights, cache and step: what serving holds; braze.generate's over
+whole generate calls, prefill included), ``compile_peak_gb`` over compiling and
+warming up (braze's candidate checks and references included); the generate
+rows' ``peak_gb`` over one whole warm generate call, the same window for every
+contender (issue 17's peak against eager's). Outputs are checked
 against eager (the first greedy tokens agree). Writes ``decode.json`` and
 ``decode.md`` under ``$OUT`` (or ``bench/results``) after each batch, so a
 call cut short keeps what it measured.
@@ -288,12 +290,16 @@ def measure_generate(name, model, forward, batch, args) -> dict:
                 model.forward = saved
     call()
     torch.cuda.synchronize()
+    # NOTE: the peak over a whole warm generate call (prefill, steps, sampling), the same window for
+    # every contender: the step rows' peaks are not (braze.generate's spans whole calls, the
+    # forward-only rows' the decode steps alone)
+    torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     out = call()
     torch.cuda.synchronize()
     s = time.perf_counter() - t
     return {"contender": name, "batch": batch, "generate_s": s, "tokens_per_s": batch * n / s,
-            "new_tokens": int(out.shape[1] - args.prompt)}
+            "new_tokens": int(out.shape[1] - args.prompt), "peak_gb": torch.cuda.max_memory_allocated() / 1e9}
 
 
 def kernel_times(fn) -> dict:
@@ -524,7 +530,7 @@ def write(out: str, tag: str, meta: dict, steps: list, gens: list) -> None:
           "## One decode step", "",
           table(steps, ["contender", "batch", "step_ms", "step_ms_no_grad", "tokens_per_s", "roofline_frac", "floor_ms", "compile_s",
                         "peak_gb", "compile_peak_gb", "agrees_with_eager", "error"]), "",
-          "## generate", "", table(gens, ["contender", "batch", "generate_s", "tokens_per_s", "new_tokens", "error"])]
+          "## generate", "", table(gens, ["contender", "batch", "generate_s", "tokens_per_s", "new_tokens", "peak_gb", "error"])]
     with open(os.path.join(out, f"decode{tag}.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
