@@ -14,10 +14,18 @@ not use a workspace ``release`` may free: ``capture()`` releases before a
 capture (the graph allocates its own, in its private pool) and after it (the
 graph's pool keeps that memory as long as the graph lives). Every capture in
 braze goes through it, as Inductor's CUDA graph trees do for theirs.
+
+NOTE: the release is process-wide. A CUDA graph captured outside braze without
+such a release (``torch.cuda.graph`` on its own, ``make_graphed_callables``)
+may have recorded a workspace that a later braze compile or capture frees; its
+replays would then write into reused memory. ``BRAZE_CUBLAS_RELEASE=0`` keeps
+every workspace for such processes (compiling then leaves one a stream: the
+shared side stream bounds that to a few per device).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 import torch
@@ -26,7 +34,10 @@ _SIDE: dict = {}   # device index -> the side stream warm-ups and timings run on
 
 
 def release() -> None:
-    """Free every cached cuBLAS workspace (never while the current stream is capturing)."""
+    """Free every cached cuBLAS workspace (never while the current stream is capturing, nor
+    with ``BRAZE_CUBLAS_RELEASE=0``)."""
+    if os.environ.get("BRAZE_CUBLAS_RELEASE", "1") == "0":
+        return
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return
     if torch.cuda.is_current_stream_capturing():

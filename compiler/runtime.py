@@ -160,10 +160,11 @@ class CudaGraphPlan:
         if self.graph is None:
             if not self.warm:
                 side = cublas_workspace.side_stream(inputs[0].device)
-                side.wait_stream(torch.cuda.current_stream())
+                main = torch.cuda.current_stream(side.device)
+                side.wait_stream(main)
                 with torch.cuda.stream(side):
                     out = self.plan(inputs)
-                torch.cuda.current_stream().wait_stream(side)
+                main.wait_stream(side)
                 self.warm = True
                 return out
             self._capture(inputs)

@@ -447,7 +447,8 @@ def test_untuned_gemv_selection_times_the_alternates_of_each_weight_format():
         plain = [a for a in GEMV_ALTERNATES[fmt] if not a.get("PRO_PASS")]
         assert len(cfgs) == 1 + len(plain), (fmt, cfgs)
         with_norm = SPACE.quick_configs(dict(p, prologue=1), dev)
-        assert len(with_norm) == 1 + len(GEMV_ALTERNATES[fmt]) and sum(c["PRO_PASS"] for c in with_norm) == 1
+        assert len(with_norm) == 1 + len(GEMV_ALTERNATES[fmt])
+        assert sum(c["PRO_PASS"] for c in with_norm) == len(GEMV_ALTERNATES[fmt]) - len(plain) >= 1
         assert len({tuple(c.items()) for c in cfgs}) == len(cfgs)
         assert all(SPACE.valid(c, p, dev) and c["GEMV"] for c in cfgs)
     assert {c["GEMV"] for c in SPACE.quick_configs(one, dev)} == {1, 2}

@@ -137,8 +137,10 @@ def _default(p: Mapping, d: DeviceInfo) -> dict:
 # their own (PRO_PASS). With its norm folded in (A rebuilt and its squares kept per element of the
 # weight tile) the int8 head ran 164 us, against 95-111 us without the norm; PRO_PASS removes the
 # squares' part of that (on an H200, seventh session: the int8 head 139.5 us with it against 151.8
-# without; 8-9 us QKV / gate-up lost or tied). int4's RUN_SCALE pair (sm_90 AOT: a quarter fewer
-# registers for the gate/up and down defaults, as many instructions): not measured yet.
+# without; 8-9 us QKV / gate-up lost or tied). int4's RUN_SCALE (sm_90 AOT: a quarter fewer registers
+# for the gate/up and down defaults, as many instructions; H200: gate/up 16.9 against 18.3 us, down
+# 10.0 against 9.4); with a norm folded in, the squares' per-element accumulator takes most of its
+# register saving back unless PRO_PASS sums them first: the last int4 entry (not measured).
 GEMV_ALTERNATES = {
     "float": ({"BLOCK_K": 512}, {"GEMV": 2, "BLOCK_K": 512}, {"GEMV": 2, "BLOCK_N": 8},
               {"GEMV": 2, "BLOCK_K": 512, "PRO_PASS": 1}),
@@ -146,7 +148,7 @@ GEMV_ALTERNATES = {
              {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 8, "PRO_PASS": 1}),
     "int4": ({"num_warps": 8}, {"BLOCK_N": 8, "BLOCK_K": 1024}, {"BLOCK_N": 8, "BLOCK_K": 1024, "num_warps": 8},
              {"BLOCK_N": 8, "BLOCK_K": 512}, {"RUN_SCALE": 1}, {"BLOCK_N": 8, "BLOCK_K": 512, "RUN_SCALE": 1},
-             {"BLOCK_N": 8, "BLOCK_K": 512, "PRO_PASS": 1}),
+             {"BLOCK_N": 8, "BLOCK_K": 512, "PRO_PASS": 1}, {"RUN_SCALE": 1, "PRO_PASS": 1}),
 }
 
 
