@@ -149,8 +149,7 @@ def compile_for_target(kernel, config: Mapping[str, Any], inputs: Sequence, arch
     mod = _fresh_module(kernel, f"sm{arch}")
     with compiling_for(mod, arch, warp_size) as out:
         mod._PDL = pdl.enabled()   # as load_module sets it, for this target
-        cfg = kernel.space.fill_conditional(config)
-        mod.launch(*inputs, **{k: cfg[k] for k in kernel.space.names})
+        mod.launch(*inputs, **kernel.launch_kwargs(config))
     return [dataclasses.replace(c, config=dict(config)) for c in out]
 
 

@@ -327,6 +327,19 @@ def test_bf16_gemv_runs_form_compiles_without_layout_changes():
     assert c.ptx.count("ld.global.v4") >= 4 and c.ptx.count("st.shared") <= 4 and c.shared <= 64
 
 
+GEMV_ONE_ROW = {"BLOCK_M": 1, "BLOCK_N": 4, "GROUP_M": 1, "num_warps": 4, "num_stages": 3, "SPLIT_K": 1, "TMA": 0,
+                "PERSISTENT": 0, "GEMV": 1}
+
+
+def _knob_off_and_on(node, feed, knob: str, block_k: int):
+    """The one-row GEMV compiled for sm_90 with ``knob`` off, then on; neither spills."""
+    off, on = (_compile(node, feed, dict(GEMV_ONE_ROW, BLOCK_K=block_k, **{knob: v})) for v in (0, 1))
+    assert len(off) == len(on) == 1
+    for c in (off[0], on[0]):
+        assert c.resources.get("LOCAL", 0) == 0, c.resources
+    return off[0], on[0]
+
+
 def test_a_norm_prologue_summed_in_its_own_pass_frees_registers():
     """The int8 GEMV with RMSNorm folded in (a QKV or LM-head group at decode): with the
     squares kept per element of the weight tile (red3) the default config needs about twice the
@@ -344,12 +357,7 @@ def test_a_norm_prologue_summed_in_its_own_pass_frees_registers():
     node = fused_node(b, [y], "gemm")
     feed = {"h": torch.empty(1, 1, k, dtype=BF16), "g": torch.empty(k, dtype=BF16),
             "q": torch.empty(n, k, dtype=torch.int8), "s": torch.empty(n, dtype=BF16)}
-    cfg = {"BLOCK_M": 1, "BLOCK_N": 4, "BLOCK_K": 1024, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
-           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
-    (per_element,) = _compile(node, feed, dict(cfg, PRO_PASS=0))
-    (own_pass,) = _compile(node, feed, dict(cfg, PRO_PASS=1))
-    for c in (per_element, own_pass):
-        assert c.resources.get("LOCAL", 0) == 0, c.resources
+    per_element, own_pass = _knob_off_and_on(node, feed, "PRO_PASS", 1024)
     if "REG" in own_pass.resources:
         assert own_pass.resources["REG"] < 0.75 * per_element.resources["REG"], (own_pass.resources,
                                                                                  per_element.resources)
@@ -368,11 +376,6 @@ def test_int4_runs_summed_then_scaled_free_registers():
     node = fused_node(b, [y], "gemm")
     feed = {"x": torch.empty(1, k, dtype=BF16), "q": torch.empty(n, k // 2, dtype=torch.uint8),
             "s": torch.empty(n, k // 128, dtype=BF16), "z": torch.empty(n, k // 128, dtype=BF16)}
-    cfg = {"BLOCK_M": 1, "BLOCK_N": 4, "BLOCK_K": 2048, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
-           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
-    (per_byte,) = _compile(node, feed, dict(cfg, RUN_SCALE=0))
-    (per_run,) = _compile(node, feed, dict(cfg, RUN_SCALE=1))
-    for c in (per_byte, per_run):
-        assert c.resources.get("LOCAL", 0) == 0, c.resources
+    per_byte, per_run = _knob_off_and_on(node, feed, "RUN_SCALE", 2048)
     if "REG" in per_run.resources:
         assert per_run.resources["REG"] < 0.85 * per_byte.resources["REG"], (per_run.resources, per_byte.resources)

@@ -168,12 +168,16 @@ class TritonKernel:
         return load_module(self.source, self.gen.name, self.dump)
 
     def compile(self, config: Config) -> Callable[..., Any]:
-        config = self.space.fill_conditional(config)   # e.g. GEMV's PRO_PASS; any other knob must be given
+        return functools.partial(self.module().launch, **self.launch_kwargs(config))
+
+    def launch_kwargs(self, config: Config) -> dict:
+        """The ``launch`` function's keyword arguments for ``config``: every knob of the space,
+        a conditional one it leaves out at its "off" (e.g. GEMV's PRO_PASS), any other required."""
+        config = self.space.fill_conditional(config)
         missing = [k for k in self.space.names if k not in config]
         if missing:
             raise ValueError(f"{self.name}: config {dict(config)} lacks {missing}")
-        launch = self.module().launch
-        return functools.partial(launch, **{k: config[k] for k in self.space.names})
+        return {k: config[k] for k in self.space.names}
 
     def default_config(self, env: Mapping[str, int], device) -> Config:
         return self.space.default_config(self.problem(env), device)
