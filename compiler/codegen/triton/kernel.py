@@ -291,11 +291,12 @@ def operand_signature(graph: Graph, outputs: bool = True) -> Signature:
     return sig
 
 
-def kernel_def(name: str, sig: Signature) -> str:
+def kernel_def(name: str, sig: Signature, prologue: str = pdl.KERNEL_PROLOGUE) -> str:
     """The ``@triton.jit`` header and the PDL prologue (``compiler/codegen/pdl.py``): the
-    kernel waits for the one before it, then lets the next one be scheduled."""
+    kernel waits for the one before it, then lets the next one be scheduled (a template
+    that waits later, after work that reads nothing the kernel before writes, passes its own)."""
     params = ",\n    ".join(sig.params + ["PDL: tl.constexpr"])
-    return f"@triton.jit\ndef {name}(\n    {params},\n):\n" + pdl.KERNEL_PROLOGUE
+    return f"@triton.jit\ndef {name}(\n    {params},\n):\n" + prologue
 
 
 def launch_call(name: str, sig: Signature, grid: str, indent: str = "    ", extra: str = "") -> str:

@@ -124,6 +124,14 @@ def default_config(problem: Problem, device: DeviceInfo) -> Config:
         cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": 4, "num_stages": 3 if hopper else 2, "PACK_GQA": pack,
                "TMA": hopper and d <= 128}
         cfg["SPLITS"] = decode_splits(problem, device, bm, bn, pack)
+        if cfg["SPLITS"] > 1 and bn >= 128 and problem["Sk"] <= 2048:
+            # NOTE: few programs (split-KV) over a short cache: key blocks of 64 through pointer
+            # loads. On an H100 (bench/decode_attention.py, Llama-1B batch 1, cache 2048; results
+            # decode-attention-h100-2026-12-07-s8): 13.1 / 14.0 us at 562 / 1536 valid keys
+            # against 13.7 / 15.3 for 128 through TMA. Batch 8 (no split) keeps 128 + TMA, as
+            # does a 32k cache (bench/attention.py's decode_b1_32k).
+            cfg.update(BLOCK_N=64, TMA=False)
+            cfg["SPLITS"] = decode_splits(problem, device, bm, 64, pack)
         cfg["MASK_SKIP"] = _has_mask(problem)
         if cfg["SPLITS"] > 1:   # NOTE: a conditional knob; VARLEN_SPACE, which never splits, has none
             cfg["FUSE_COMBINE"] = False
@@ -158,12 +166,12 @@ def fused_combine_default(problem: Problem, device: DeviceInfo) -> Config:
 
 
 def fine_split_default(problem: Problem, device: DeviceInfo) -> Config:
-    """The fused-combine decode config with key blocks of 64 and twice the chunks: more,
-    shorter programs (a decode step's valid keys are often a few blocks of 128)."""
+    """The fused-combine decode config with key blocks of at most 64 and twice the chunks:
+    more, shorter programs (a decode step's valid keys are often a few blocks of 128)."""
     cfg = fused_combine_default(problem, device)
-    if cfg["SPLITS"] > 1 and cfg["BLOCK_N"] >= 128:
-        cfg["BLOCK_N"] = 64
-        if cfg["SPLITS"] < 128 and 2 * cfg["SPLITS"] * 64 <= problem["Sk"]:
+    if cfg["SPLITS"] > 1:
+        cfg["BLOCK_N"] = min(cfg["BLOCK_N"], 64)
+        if cfg["SPLITS"] < 128 and 2 * cfg["SPLITS"] * cfg["BLOCK_N"] <= problem["Sk"]:
             cfg["SPLITS"] *= 2
     return cfg
 
