@@ -24,9 +24,14 @@ under the interpreter.
 Off by default: measured on an H100 (2026-12-07, Llama-1B shape, batch-1 decode
 step as one CUDA graph), the step took 1.312 ms with it against 1.289 ms
 without. Waiting at the top of every kernel leaves nothing to overlap but the
-launch itself, which a CUDA graph already makes cheap; what could pay is a
-GEMV reading (or prefetching into L2) its weights before the wait, while a
-latency-bound kernel (attention, the rotary cache write) still runs.
+launch itself, which a CUDA graph already makes cheap. Tried next (2026-12-07,
+eighth session, H100, same machine and tuning database, A/B/A): each GEMM
+program asking L2 for every line of its weight rows (``prefetch.global.L2``)
+before the wait, so that a GEMV scheduled during a latency-bound attention or
+cache write would have its weights streaming in. Slower again: batch 1
+1.274 ms with it against 1.213 / 1.208 ms without, batch 8 1.529 against
+1.459 (bench/results/decode-h100-2026-12-07-s8-*). The prefetch was removed;
+what a boundary costs is left to fewer launches, not to overlapping them.
 """
 from __future__ import annotations
 

@@ -194,45 +194,6 @@ def test_generated_kernels_wait_for_their_predecessor_under_pdl(monkeypatch):
     assert all("griddepcontrol" not in c.ptx for c in _compile(node, feed, cfg))
 
 
-@pytest.mark.parametrize("fmt", ["bf16", "int8", "int4"])
-def test_gemv_under_pdl_prefetches_its_weights_before_waiting(fmt, monkeypatch):
-    """Under PDL a one-row GEMV asks L2 for every line of its weight rows (dual epilogue:
-    both halves) before griddepcontrol.wait, and reads nothing before it; the persistent
-    form waits at its top. Without PDL no prefetch is compiled."""
-    from braze.compiler.quantize import quantize_weight
-
-    monkeypatch.setenv("BRAZE_PDL", "1")
-    k, n = 2048, 1024
-    b = Builder()
-    x = b.input("x", (1, k), BF16)
-    w = torch.randn(2 * n, k, dtype=BF16)
-    if fmt == "bf16":
-        mm = b.call("mm", x, b.call("permute", b.input("w", (2 * n, k), BF16), (1, 0)))
-        feed = {"x": torch.empty(1, k, dtype=BF16), "w": w}
-    else:
-        ops = [t for t in quantize_weight(w, 8 if fmt == "int8" else 4, 128) if t is not None]
-        ins = [b.input(nm, tuple(t.shape), t.dtype) for nm, t in zip("qsz", ops)]
-        mm = b.call("quant_linear", x, *ins, *([None] if fmt == "int8" else []), None, bits=8 if fmt == "int8" else 4,
-                    group_size=0 if fmt == "int8" else 128)
-        feed = {"x": torch.empty(1, k, dtype=BF16), **dict(zip("qsz", ops))}
-    y = b.call("mul", b.call("silu", b.call("slice", mm, 1, 0, n)), b.call("slice", mm, 1, n, 2 * n),
-               overload="Tensor")
-    node = fused_node(b, [y], "gemm")
-    cfg = {"BLOCK_M": 1, "BLOCK_N": 4, "BLOCK_K": 1024, "GROUP_M": 1, "num_warps": 4, "num_stages": 3,
-           "SPLIT_K": 1, "TMA": 0, "PERSISTENT": 0, "GEMV": 1}
-    (c,) = _compile(node, feed, cfg)
-    wait = c.ptx.find("griddepcontrol.wait")
-    head = c.ptx[:wait]
-    # two weight halves, each row a [4 rows x 32 lines] prefetch step (int4: bytes, one step)
-    assert wait > 0 and head.count("prefetch.global.L2") >= 2, head.count("prefetch.global.L2")
-    assert "ld.global" not in head and c.ptx.find("ld.global") > wait
-    (p,) = _compile(node, feed, dict(cfg, PERSISTENT=1, GEMV=0, BLOCK_M=16, BLOCK_N=16, BLOCK_K=128))
-    assert "prefetch.global.L2" not in p.ptx[:p.ptx.find("griddepcontrol.wait")]
-    monkeypatch.delenv("BRAZE_PDL")
-    (c,) = _compile(node, feed, cfg)
-    assert "prefetch" not in c.ptx and "griddepcontrol" not in c.ptx
-
-
 def test_kv_cache_write_kernel_compiles():
     from braze.compiler.codegen.triton_cache.candidates import _KERNELS
     from tools.triton_aot import _env, compiling_for

@@ -535,8 +535,6 @@ def main_kernel(t: Template, epi: Emitter, names, masks, ops, tma: bool) -> str:
     em.line("k_per = ((K + SPLIT_K - 1) // SPLIT_K + BLOCK_K - 1) // BLOCK_K * BLOCK_K")
     em.line("k_start = pid_k * k_per")
     em.line("k_end = tl.minimum(K, k_start + k_per)")
-    if not tma:
-        _pdl_prefetch(em, t)
     if not tma and t.prologue is not None:
         # NOTE: the runs form otherwise keeps the squares per element of the weight tile (red3, as
         # large as the products' accumulator, every column the same squares): PRO_PASS sums them
@@ -706,47 +704,6 @@ def dot_products(t: Template, dot: Emitter, nacc: int) -> None:
         dot.line(f"acc{j} = tl.dot(a, b{j}, acc{j}, input_precision=DOT_PRECISION)")
 
 
-# Weight lines a program asks L2 for per prefetch step: 32 a row of its tile (4 KB of bf16).
-PREFETCH_LINES = 32
-
-
-def _pdl_prefetch(em: Emitter, t: Template) -> None:
-    """Under PDL (``compiler/codegen/pdl.py``), the non-persistent kernel waits here rather
-    than at its top: first each program asks L2 for every line of B (the weights) its K loop
-    will read, then waits for the kernel before it. A program scheduled while that kernel
-    still runs (a latency-bound attention or cache write, the drain of a GEMV) so has its
-    weights streaming in meanwhile. Nothing is read into registers before the wait, and L2
-    is where every kernel's writes land, so a B the kernel before writes is fetched early,
-    never read stale. Addresses are clamped into the program's rows and K range."""
-    elt = t.B.type.dtype.itemsize
-    line = 128 // elt                                   # B's elements a 128-byte line (int4: bytes)
-    em.line("if PDL and not PERSISTENT:")
-    pf = em.scope(em.indent + "    ", names=dict(em.names, bn="pf_n", bk="pf_k", bj="pf_k"), masks={})
-    pf.line("pf_n = bn_t")
-    lo, hi = ("k_start // 2", "(k_end + 1) // 2") if t.int4 is not None else ("k_start", "k_end")
-    pf.line(f"for pk in range({lo}, {hi}, {PREFETCH_LINES * line}):")
-    body = pf.scope(pf.indent + "    ")
-    body.line(f"pf_k = tl.minimum(pk + tl.arange(0, {PREFETCH_LINES})[None, :] * {line}, {hi} - 1)")
-    body.raw_loads = body.loads_only = True
-    body.special = {}
-    start = len(body.lines)
-    for off in t.offsets:
-        body.pull(t.B, t.operand_index("B", off))
-    loads = [ln for ln in body.lines[start:] if "tl.load(" in ln]
-    if not loads:
-        raise AssertionError("the weight prefetch pulled no load of B")
-    body.lines[start:] = [ln.replace("tl.load(", "_prefetch_l2(") for ln in body.lines[start:]]
-    pf.line("tl.extra.cuda.gdc_wait()")
-    pf.line("tl.extra.cuda.gdc_launch_dependents()")
-
-
-# The main kernel's own PDL prologue: a persistent kernel waits at its top; the other form
-# waits after the weight prefetch (_pdl_prefetch).
-PERSISTENT_PDL_PROLOGUE = ("    if PDL and PERSISTENT:\n"
-                           "        tl.extra.cuda.gdc_wait()\n"
-                           "        tl.extra.cuda.gdc_launch_dependents()\n")
-
-
 def persistent_or_not(lines: list) -> str:
     """The kernel body twice under ``if PERSISTENT``: one program per tile, or
     a grid of about one program per SM, each looping over tiles ``pid``,
@@ -817,7 +774,7 @@ def generate(graph: Graph) -> Generated:
             views = None
         tma = main_kernel(t, epi, names, masks, ops, tma=True) if views else None
         split, helpers = split_kernel(t, names, masks, ops)
-        helpers |= epi.helpers | {"_add", "_prefetch_l2"}  # the GEMV forms' K reductions, _pdl_prefetch
+        helpers |= epi.helpers | {"_add"}  # _add: the GEMV forms' K reductions
         if t.prologue is not None:   # the runs form's squares: one of the identical columns
             helpers.add("_max")
         if t.scales is not None:
@@ -846,7 +803,7 @@ def generate(graph: Graph) -> Generated:
         sig2.size(c, e)
     for c in ("INDEX64", "BLOCK_M", "BLOCK_N", "SPLIT_K"):
         sig2.constexpr(c)
-    kernels = kernel_def(name, sig, PERSISTENT_PDL_PROLOGUE) + main
+    kernels = kernel_def(name, sig) + main
     if tma:
         kernels += "\n\n" + kernel_def(f"{name}_tma", sig_tma) + tma
     kernels += "\n\n" + kernel_def(f"{name}_splitk_epilogue", sig2) + split

@@ -27,15 +27,6 @@ def _nibble(v):
     # v in [0, 15] (int32) -> float32, exact, by its bits: 2**23 + v (no I2F; see _int8_as_float)
     return (v | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0
 ''',
-    "_prefetch_l2": '''
-@triton.jit
-def _prefetch_l2(ptrs):
-    # asks L2 for the line of each (valid) address, PTX prefetch: nothing is read into
-    # registers; the int32 result is a placeholder (inline asm returns a value), and
-    # is_pure=False keeps the call
-    return tl.inline_asm_elementwise("prefetch.global.L2 [$1];\\n\\tmov.u32 $0, 0;", "=r,l", [ptrs],
-                                     dtype=tl.int32, is_pure=False, pack=1)
-''',
     "_max": '''
 @triton.jit
 def _max(a, b):

@@ -291,12 +291,11 @@ def operand_signature(graph: Graph, outputs: bool = True) -> Signature:
     return sig
 
 
-def kernel_def(name: str, sig: Signature, prologue: str = pdl.KERNEL_PROLOGUE) -> str:
+def kernel_def(name: str, sig: Signature) -> str:
     """The ``@triton.jit`` header and the PDL prologue (``compiler/codegen/pdl.py``): the
-    kernel waits for the one before it, then lets the next one be scheduled (a template
-    that waits later, after work that reads nothing the kernel before writes, passes its own)."""
+    kernel waits for the one before it, then lets the next one be scheduled."""
     params = ",\n    ".join(sig.params + ["PDL: tl.constexpr"])
-    return f"@triton.jit\ndef {name}(\n    {params},\n):\n" + prologue
+    return f"@triton.jit\ndef {name}(\n    {params},\n):\n" + pdl.KERNEL_PROLOGUE
 
 
 def launch_call(name: str, sig: Signature, grid: str, indent: str = "    ", extra: str = "") -> str:
