@@ -33,7 +33,8 @@ class AddmmForm:
     r: int
 
 
-def _input_slot(sub: Graph, v: Value) -> Optional[int]:
+def input_slot(sub: Graph, v: Value) -> Optional[int]:
+    """The group input slot whose value is ``v``, or None."""
     for i, inp in enumerate(sub.inputs):
         if inp.out() == v:
             return i
@@ -61,7 +62,7 @@ def match(sub: Graph) -> Optional[AddmmForm]:
     if add.overload != "Tensor" or add.kwargs or len(add.args) != 2 or prod_v not in add.args:
         return None
     r = add.args[1] if add.args[0] == prod_v else add.args[0]
-    slots = [_input_slot(sub, v) for v in (x, w, r)]
+    slots = [input_slot(sub, v) for v in (x, w, r)]
     if None in slots:
         return None
     dt = mm.out().type.dtype

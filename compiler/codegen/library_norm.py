@@ -22,6 +22,7 @@ import torch
 
 from braze.autotune.contract import problem_of, register_generator, structural_key
 from braze.autotune.space import EMPTY, Config, Space
+from braze.compiler.codegen.library_gemm import input_slot
 from braze.ir import Graph, Node, Value
 
 
@@ -35,11 +36,16 @@ class NormForm:
     outputs: tuple             # per group output: "norm" or "sum"
 
 
-def _slot(sub: Graph, v) -> Optional[int]:
-    for i, inp in enumerate(sub.inputs):
-        if inp.out() == v:
-            return i
-    return None
+def _affine(sub: Graph, users, y: Value, op_name: str, features) -> tuple:
+    """``op_name(y, p)`` (either order) among ``users``: (node, the slot of ``p``), the slot
+    None where ``p`` is not a group input of shape ``[features]``; (None, None) if absent."""
+    n = next((n for n in users if n.op == op_name and n.overload == "Tensor" and len(n.args) == 2 and y in n.args),
+             None)
+    if n is None:
+        return None, None
+    p = n.args[1] if n.args[0] == y else n.args[0]
+    ok = isinstance(p, Value) and tuple(p.type.shape) == (features,)
+    return n, input_slot(sub, p) if ok else None
 
 
 def match(sub: Graph) -> Optional[NormForm]:
@@ -84,30 +90,26 @@ def match(sub: Graph) -> Optional[NormForm]:
         return None
     used |= {sub_n, eps_add, rs, norm}
     y, weight, bias = norm.out(), None, None
-    scale = next((n for n in users if n.op == "mul" and n.overload == "Tensor" and len(n.args) == 2 and y in n.args),
-                 None)
-    if scale is not None:
-        w = scale.args[1] if scale.args[0] == y else scale.args[0]
-        weight = _slot(sub, w)
-        if weight is None or tuple(w.type.shape) != (h.type.shape[-1],):
+    for op_name in ("mul", "add"):   # the affine weight, then the bias (a bias alone is not LayerNorm's)
+        if op_name == "add" and weight is None:
+            break
+        n, p = _affine(sub, users, y, op_name, h.type.shape[-1])
+        if n is None:
+            break
+        if p is None:
             return None
-        used.add(scale)
-        y = scale.out()
-        shift = next((n for n in users if n.op == "add" and n.overload == "Tensor" and len(n.args) == 2
-                      and y in n.args), None)
-        if shift is not None:
-            b = shift.args[1] if shift.args[0] == y else shift.args[0]
-            bias = _slot(sub, b)
-            if bias is None or tuple(b.type.shape) != (h.type.shape[-1],):
-                return None
-            used.add(shift)
-            y = shift.out()
-    x, residual = _slot(sub, h), None
+        used.add(n)
+        y = n.out()
+        if op_name == "mul":
+            weight = p
+        else:
+            bias = p
+    x, residual = input_slot(sub, h), None
     if x is None:
         add = op(h, "add", "Tensor")
         if add is None or len(add.args) != 2:
             return None
-        a, b = (_slot(sub, v) for v in add.args)
+        a, b = (input_slot(sub, v) for v in add.args)
         if a is None or b is None or any(tuple(v.type.shape) != tuple(h.type.shape) for v in add.args):
             return None
         residual = (a, b)

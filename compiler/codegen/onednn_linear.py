@@ -36,6 +36,7 @@ import torch
 from braze.autotune.contract import problem_of, register_generator, structural_key
 from braze.autotune.space import EMPTY, Config, Space
 from braze.compiler.codegen.calls import version_of
+from braze.compiler.codegen.library_gemm import input_slot
 from braze.ir import Graph, Node, Value
 
 GELU_TANH_C = math.sqrt(2.0 / math.pi)
@@ -52,13 +53,6 @@ class LinearForm:
     attr: str                  # the post-op: "none" | "gelu" | "tanh" | "relu" | "add"
     algorithm: str = ""        # GELU's: "none" (erf) | "tanh"
     other: Optional[int] = None   # the residual's slot (attr "add")
-
-
-def _slot(sub: Graph, v: Value) -> Optional[int]:
-    for i, inp in enumerate(sub.inputs):
-        if inp.out() == v:
-            return i
-    return None
 
 
 def _const(a, want: float) -> bool:
@@ -136,7 +130,7 @@ def match(sub: Graph) -> Optional[LinearForm]:
         if tuple(perm.args[1]) != (1, 0):
             return None
         w, w_nk = perm.args[0], True
-    slots = [_slot(sub, v) for v in (x, w)] + [_slot(sub, bias) if bias is not None else -1]
+    slots = [input_slot(sub, v) for v in (x, w)] + [input_slot(sub, bias) if bias is not None else -1]
     if None in slots:
         return None
     prod = g.out()
@@ -165,7 +159,7 @@ def match(sub: Graph) -> Optional[LinearForm]:
         form = LinearForm(**base, attr="relu")
     elif (ab := tree.plus(out)) is not None and p in ab:
         r = ab[1] if ab[0] == p else ab[0]
-        rs = _slot(sub, r)
+        rs = input_slot(sub, r)
         if rs is None or tuple(r.type.shape) != M_N or r.type.dtype != torch.float32:
             return None
         form = LinearForm(**base, attr="add", other=rs)
