@@ -238,8 +238,9 @@ class OneDNNLinearKernel:
                 n = w.shape[0] if f.w_nk else w.shape[1]
                 return x.new_empty((0, n))
             packed = packed_weight(w, f.w_nk, x.shape[0])
+            x = x.contiguous()   # NOTE: the selection timed contiguous operands; a view is copied once
             if f.attr == "add":
-                return torch.ops.mkldnn._linear_pointwise.binary(x, xs[f.other], packed, b, "add")
+                return torch.ops.mkldnn._linear_pointwise.binary(x, xs[f.other].contiguous(), packed, b, "add")
             return torch.ops.mkldnn._linear_pointwise(x, packed, b, f.attr, [], algorithm)
         run.__name__ = self.name
         return run

@@ -131,6 +131,8 @@ def test_a_weight_is_packed_once_and_again_after_an_in_place_update(monkeypatch)
     torch.testing.assert_close(run(x, w2), x @ w2)
     assert len(packs) == 3
     torch.testing.assert_close(run(x[:0], w), x[:0] @ w)   # no rows
+    xt = torch.randn(K, M).t()                             # a strided activation
+    torch.testing.assert_close(run(xt, w), xt @ w)
 
 
 def test_gpt2_mlp_runs_through_onednn_in_a_compiled_model(tmp_path, monkeypatch):
