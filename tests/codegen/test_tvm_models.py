@@ -63,6 +63,13 @@ def _check(model, compiled, family, seqs, reports, greedy):
     assert tvm_kernel.STATS["fallbacks"] == fallbacks, "a TVM kernel failed to build (see the warning)"
 
 
+@pytest.fixture(autouse=True)
+def _own_database(tmp_path, monkeypatch):
+    """A database of this test's own: records another test of the worker left for the same
+    groups (where the op-by-op call or a library candidate won) would be exact hits."""
+    monkeypatch.setenv("BRAZE_TUNING_DB", str(tmp_path / "tuning.db"))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_model_with_braze_pipeline(family):
     """braze's own pipeline: equal to eager; TVM kernels run iff it fused groups (the first
