@@ -38,13 +38,13 @@ class NormForm:
 
 def _affine(sub: Graph, users, y: Value, op_name: str, features) -> tuple:
     """``op_name(y, p)`` (either order) among ``users``: (node, the slot of ``p``), the slot
-    None where ``p`` is not a group input of shape ``[features]``; (None, None) if absent."""
+    None where ``p`` is not a float32 group input of shape ``[features]``; (None, None) if absent."""
     n = next((n for n in users if n.op == op_name and n.overload == "Tensor" and len(n.args) == 2 and y in n.args),
              None)
     if n is None:
         return None, None
     p = n.args[1] if n.args[0] == y else n.args[0]
-    ok = isinstance(p, Value) and tuple(p.type.shape) == (features,)
+    ok = isinstance(p, Value) and tuple(p.type.shape) == (features,) and p.type.dtype == torch.float32
     return n, input_slot(sub, p) if ok else None
 
 
