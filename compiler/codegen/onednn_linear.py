@@ -37,6 +37,7 @@ from braze.autotune.contract import problem_of, register_generator, structural_k
 from braze.autotune.space import EMPTY, Config, Space
 from braze.compiler.codegen.calls import version_of
 from braze.compiler.codegen.library_gemm import input_slot
+from braze.compiler.codegen.tvm.kernel import constant_data
 from braze.ir import Graph, Node, Value
 
 GELU_TANH_C = math.sqrt(2.0 / math.pi)
@@ -255,7 +256,11 @@ def generate(node: Node, graph: Graph, options, device) -> list:
     if node.op != "fused" or node.attr("kind") != "gemm" or device.kind != "cpu" or not available():
         return []
     form = match(node.attr("graph"))
-    return [OneDNNLinearKernel(node, form)] if form is not None else []
+    # NOTE: only a constant weight (a parameter, or a view of one): an activation would be
+    # packed again on every call, which the selection's timing (fixed operands) would not see
+    if form is None or not constant_data(node.inputs[form.w]):
+        return []
+    return [OneDNNLinearKernel(node, form)]
 
 
 register_generator("library_onednn", generate)

@@ -31,7 +31,7 @@ def _group(epilogue: str, layout: str = "kn", bias: bool = True, reshape: bool =
     ``x @ permute(w)`` (nn.Linear), then ``epilogue``."""
     b = Builder()
     x = b.input("x", (M, K))
-    w = b.input("w", (K, N) if layout == "kn" else (N, K))
+    w = b.constant(torch.randn((K, N) if layout == "kn" else (N, K)), "w")   # a parameter: packed once
     wv = w if layout == "kn" else b.call("permute", w, (1, 0))
     if bias:
         p = b.call("addmm", b.input("bias", (N,)), x, wv)
@@ -89,6 +89,15 @@ def test_each_form_equals_the_group(epilogue, layout, bias, reshape):
 @pytest.mark.parametrize("epilogue", ["gelu_wrong_constant", "two_ops"])
 def test_epilogues_without_one_post_op_get_no_candidate(epilogue):
     node = _group(epilogue)
+    assert od.generate(node, node.attr("graph"), None, CPU) == []
+
+
+def test_a_weight_computed_per_call_gets_no_candidate():
+    """B an activation (not a constant): it would be packed again every call."""
+    b = Builder()
+    x, y = b.input("x", (M, K)), b.input("y", (K, N))
+    node = fused_node(b, [b.call("mm", x, y)], "gemm")
+    assert od.match(node.attr("graph")) is not None
     assert od.generate(node, node.attr("graph"), None, CPU) == []
 
 

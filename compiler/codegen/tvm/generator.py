@@ -9,7 +9,7 @@ import logging
 
 from braze.autotune.space import DeviceInfo
 from braze.compiler.codegen.tvm.attention import TVMAttentionKernel
-from braze.compiler.codegen.tvm.kernel import TVMKernel, _constant_data
+from braze.compiler.codegen.tvm.kernel import TVMKernel, constant_data
 from braze.compiler.codegen.tvm.support import supports_attention, why_not
 from braze.ir import Graph, Node
 from braze.ir.fused import unbound_symbols
@@ -30,7 +30,7 @@ def generate(node: Node, graph: Graph, options, device: DeviceInfo) -> list:
         if unbound:  # e.g. a SymInt argument of the graph: no operand's shape carries it
             log.debug("tvm declines %s: symbols %s are no operand's dimension", node.name, sorted(map(str, unbound)))
             return []
-        consts = frozenset(i for i, v in enumerate(node.inputs) if _constant_data(v))
+        consts = frozenset(i for i, v in enumerate(node.inputs) if constant_data(v))
         return [TVMKernel(node, kind, device.kind, const_operands=consts)]
     if node.op == "attention":
         if supports_attention(node, device.kind) is None:

@@ -368,7 +368,7 @@ def _warn_spinning_openmp() -> None:
                  "avoids the trade-off)")
 
 
-def _constant_data(v) -> bool:
+def constant_data(v) -> bool:
     """A graph constant, or a view of one (e.g. nn.Linear's transposed weight)."""
     n = v.node
     while n.op in LAYOUT and len(n.inputs) == 1:
