@@ -14,13 +14,14 @@ the fastest.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-from braze.autotune.contract import problem_of, register_generator, structural_key
-from braze.autotune.space import EMPTY, Config, Space
-from braze.ir import Graph, Node, Value
+from braze.autotune.contract import register_generator
+from braze.autotune.space import Config
+from braze.compiler.codegen.library_form import FormKernel, input_slot
+from braze.ir import Graph, Node
 
 
 @dataclass(frozen=True)
@@ -31,14 +32,6 @@ class AddmmForm:
     w: int
     w_transposed: bool       # the group reads w through permute(w, (1, 0))
     r: int
-
-
-def input_slot(sub: Graph, v: Value) -> Optional[int]:
-    """The group input slot whose value is ``v``, or None."""
-    for i, inp in enumerate(sub.inputs):
-        if inp.out() == v:
-            return i
-    return None
 
 
 def match(sub: Graph) -> Optional[AddmmForm]:
@@ -76,21 +69,10 @@ def match(sub: Graph) -> Optional[AddmmForm]:
 
 
 @dataclass
-class AddmmKernel:
+class AddmmKernel(FormKernel):
     """``torch.addmm(r, x, w)`` for a GEMM + residual group."""
 
-    node: Node
-    form: AddmmForm
     name: str = "library_addmm"
-    backend: str = "library"
-    space: Space = EMPTY
-    source: str = ""
-
-    def key(self) -> str:
-        return structural_key(self.node, "library_addmm")
-
-    def problem(self, env: Mapping[str, int]) -> dict:
-        return problem_of(self.node, env)
 
     def compile(self, config: Config) -> Callable[..., Any]:
         f = self.form

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-from braze.autotune.contract import problem_of, register_generator, structural_key
-from braze.autotune.space import EMPTY, Config, Space
-from braze.compiler.codegen.library_gemm import input_slot
+from braze.autotune.contract import register_generator
+from braze.autotune.space import Config
+from braze.compiler.codegen.library_form import FormKernel, OpTree, input_slot
 from braze.ir import Graph, Node, Value
 
 
@@ -50,18 +50,7 @@ def _affine(sub: Graph, users, y: Value, op_name: str, features) -> tuple:
 
 def match(sub: Graph) -> Optional[NormForm]:
     """The layer_norm form of a reduction group, or None (every node must be part of it)."""
-    by_out = {}
-    for n in sub.compute_nodes:
-        for v in n.outputs:
-            by_out[v] = n
     nodes = list(sub.compute_nodes)
-
-    def op(v, name: str, overload: Optional[str] = None) -> Optional[Node]:
-        n = by_out.get(v) if isinstance(v, Value) else None
-        if n is None or n.op != name or n.kwargs:
-            return None
-        return n if overload is None or n.overload == overload else None
-
     vm = [n for n in nodes if n.op == "var_mean"]
     if len(vm) != 1:
         return None
@@ -106,7 +95,7 @@ def match(sub: Graph) -> Optional[NormForm]:
             bias = p
     x, residual = input_slot(sub, h), None
     if x is None:
-        add = op(h, "add", "Tensor")
+        add = OpTree(sub).op(h, "add", "Tensor")
         if add is None or len(add.args) != 2:
             return None
         a, b = (input_slot(sub, v) for v in add.args)
@@ -126,21 +115,10 @@ def match(sub: Graph) -> Optional[NormForm]:
 
 
 @dataclass
-class LayerNormKernel:
+class LayerNormKernel(FormKernel):
     """``F.layer_norm`` over the last dimension (after the residual add, if the group has one)."""
 
-    node: Node
-    form: NormForm
     name: str = "library_layer_norm"
-    backend: str = "library"
-    space: Space = EMPTY
-    source: str = ""
-
-    def key(self) -> str:
-        return structural_key(self.node, f"library_layer_norm|{self.form}")
-
-    def problem(self, env: Mapping[str, int]) -> dict:
-        return problem_of(self.node, env)
 
     def compile(self, config: Config) -> Callable[..., Any]:
         f = self.form

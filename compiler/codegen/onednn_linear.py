@@ -30,14 +30,14 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
-from braze.autotune.contract import problem_of, register_generator, structural_key
-from braze.autotune.space import EMPTY, Config, Space
+from braze.autotune.contract import register_generator
+from braze.autotune.space import Config
 from braze.compiler.codegen.calls import version_of
-from braze.compiler.codegen.library_gemm import input_slot
+from braze.compiler.codegen.library_form import FormKernel, OpTree, input_slot
 from braze.compiler.codegen.tvm.kernel import constant_data
 from braze.ir import Graph, Node, Value
 
@@ -61,17 +61,8 @@ def _const(a, want: float) -> bool:
     return isinstance(a, (int, float)) and not isinstance(a, bool) and math.isclose(a, want, rel_tol=1e-6)
 
 
-class _Tree:
-    """The group's nodes by output value (a small matcher over the epilogue's op tree)."""
-
-    def __init__(self, sub: Graph):
-        self.by_out = {n.out(): n for n in sub.compute_nodes if len(n.types) == 1}
-
-    def op(self, v, name: str, overload: Optional[str] = None) -> Optional[Node]:
-        n = self.by_out.get(v) if isinstance(v, Value) else None
-        if n is None or n.op != name or n.kwargs or (overload is not None and n.overload != overload):
-            return None
-        return n
+class _Tree(OpTree):
+    """The epilogue's op tree, with the shapes GPT-2's GELU formula is made of."""
 
     def scaled(self, v, c: float):
         """``mul(x, c)`` or ``mul(c, x)`` -> x."""
@@ -213,21 +204,10 @@ def _drop(key, ref) -> None:
 
 
 @dataclass
-class OneDNNLinearKernel:
+class OneDNNLinearKernel(FormKernel):
     """``mkldnn._linear_pointwise`` (or ``.binary`` for a residual add) over a packed weight."""
 
-    node: Node
-    form: LinearForm
     name: str = "library_onednn_linear"
-    backend: str = "library"
-    space: Space = EMPTY
-    source: str = ""
-
-    def key(self) -> str:
-        return structural_key(self.node, f"onednn_linear|{self.form}")
-
-    def problem(self, env: Mapping[str, int]) -> dict:
-        return problem_of(self.node, env)
 
     def compile(self, config: Config) -> Callable[..., Any]:
         f = self.form

@@ -103,8 +103,9 @@ def test_a_weight_computed_per_call_gets_no_candidate():
 
 def test_only_float32_groups_on_the_cpu():
     b = Builder()
-    x, w = b.input("x", (M, K), torch.bfloat16), b.input("w", (K, N), torch.bfloat16)
+    x, w = b.input("x", (M, K), torch.bfloat16), b.constant(torch.randn(K, N, dtype=torch.bfloat16), "w")
     node = fused_node(b, [b.call("mm", x, w)], "gemm")
+    assert od.match(node.attr("graph")) is None            # the dtype declines it, not the weight
     assert od.generate(node, node.attr("graph"), None, CPU) == []
     node = _group("none")
     cuda = DeviceInfo("cuda", "gpu", (9, 0), 132)
