@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from plain_call import format_row, time_contenders
 from braze.autotune.space import device_info
 from braze.compiler.codegen.triton_attention.launch import attention_dense
 from braze.compiler.codegen.triton_attention.space import ATTENTION_SPACE, default_config
@@ -307,21 +308,64 @@ def run_hf(dev, quick):
             out_b, out_t = fast(*args), tc(*args)
             err = rel_err(out_b, out_t)
             assert err < 2e-2, f"{name}: braze vs torch.compile error {err:.2e}"
-            ms_b = bench_ms(lambda: fast(*args))
-            ms_t = bench_ms(lambda: tc(*args))
+        times = time_contenders({"braze": fast, "torch.compile": tc}, args)
+        ms_b, ms_t = times["inference_mode"]["braze"], times["inference_mode"]["torch.compile"]
         flops = 4 * B * Hq * S * S * D * 0.5
         rows.append({"name": name, "kind": "hf", "shape": f"B{B} H{Hq}/{Hkv} S{S} D{D} bf16 causal mask",
                      "braze_ms": ms_b, "torch_compile_ms": ms_t, "ratio_vs_torch_compile": ms_t / ms_b,
-                     "target_ratio": 8.0, "braze_tflops": flops / ms_b / 1e9,
+                     "plain": times, "target_ratio": 8.0, "braze_tflops": flops / ms_b / 1e9,
                      "torch_compile_tflops": flops / ms_t / 1e9, "err_vs_torch_compile": err,
                      "braze_attention_kernel": chosen})
     return rows
 
 
+class SDPAAttention(torch.nn.Module):
+    """Attention as a model writes it when it calls SDPA itself (HF's ``sdpa``
+    attention: GQA through ``enable_gqa``, the causal flag, no mask tensor)."""
+
+    def __init__(self, groups: int, causal: bool):
+        super().__init__()
+        self.groups, self.causal = groups, causal
+
+    def forward(self, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                                                enable_gqa=self.groups > 1)
+
+
+def run_sdpa_module(spec):
+    """Issue 18: a module calling SDPA, compiled with default options; its plain call
+    against the module run eagerly (the SDPA call braze may replace) and torch.compile,
+    under inference_mode and no_grad. Target: >= 1.0x eager SDPA."""
+    import braze
+
+    name, B, Hq, Hkv, S, D, causal, _ = spec
+    mod = SDPAAttention(Hq // Hkv, causal != "none")
+    q = torch.randn(B, Hq, S, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, Hkv, S, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, Hkv, S, D, device="cuda", dtype=torch.bfloat16)
+    torch._dynamo.reset()
+    fast, tc = braze.jit(mod), torch.compile(mod)
+    with torch.inference_mode():
+        err = rel_err(fast(q, k, v), mod(q, k, v))
+    assert err < 1e-2, f"sdpa_{name}: braze vs eager SDPA error {err:.2e}"
+    report = braze.explain(mod, q, k, v)
+    chosen = [kr.name for kr in report.kernels if "attention" in kr.name or "sdpa" in kr.name]
+    times = time_contenders({"braze": fast, "eager SDPA": mod, "torch.compile": tc}, (q, k, v))
+    flops = 4 * B * Hq * S * S * D * (0.5 if causal != "none" else 1.0)
+    ms_b, ms_s = times["inference_mode"]["braze"], times["inference_mode"]["eager SDPA"]
+    print(format_row(f"sdpa_{name}", times), flush=True)
+    return {"name": f"sdpa_{name}", "kind": "sdpa_module", "shape": f"B{B} H{Hq}/{Hkv} S{S} D{D} bf16 {causal}",
+            "plain": times, "braze_ms": ms_b, "sdpa_ms": ms_s, "ratio_vs_sdpa": ms_s / ms_b,
+            "ratio_vs_sdpa_no_grad": times["no_grad"]["eager SDPA"] / times["no_grad"]["braze"],
+            "target_ratio": 1.0, "braze_tflops": flops / ms_b / 1e9, "sdpa_tflops": flops / ms_s / 1e9,
+            "err_vs_sdpa": err, "braze_kernels": chosen}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="time the default config only")
-    ap.add_argument("--only", default="prefill,gqa,decode,mask,hf")
+    ap.add_argument("--only", default="prefill,gqa,decode,mask,hf,sdpa",
+                    help="kernel studies: prefill, gqa, decode, mask; the user's call: hf, sdpa")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/attention.py needs a CUDA GPU")
@@ -341,6 +385,13 @@ def main() -> None:
     if "mask" in only:
         for spec in MASKED:
             rows.append(run_mask(spec, dev, args.quick))
+    if "sdpa" in only:
+        for spec in PREFILL:
+            try:
+                rows.append(run_sdpa_module(spec))
+            except Exception as e:  # noqa: BLE001 - report, keep the other rows
+                print(f"sdpa_{spec[0]}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+                rows.append({"name": f"sdpa_{spec[0]}", "kind": "sdpa_module", "skipped": f"error {type(e).__name__}"})
     if "hf" in only:
         try:
             rows.extend(run_hf(dev, args.quick))
@@ -366,13 +417,19 @@ def main() -> None:
                   f"{r['target_tbs']:>7.1f}*  TB/s K/V, CUDA graph (*target in TB/s)")
             print(f"{r['name'] + ' eager':<18}{r['braze_eager_tbs']:>10.2f}{r['sdpa_eager_tbs']:>11.2f}"
                   f"{r['sdpa_eager_ms'] / r['braze_eager_ms']:>8.2f}{'':>8}  TB/s K/V, plain launches")
+        elif r["kind"] == "sdpa_module":
+            print(f"{r['name']:<18}{r['braze_tflops']:>10.0f}{r['sdpa_tflops']:>11.0f}{r['ratio_vs_sdpa']:>8.2f}"
+                  f"{r['target_ratio']:>8.2f}  TFLOP/s, plain call vs eager SDPA (no_grad "
+                  f"{r['ratio_vs_sdpa_no_grad']:.2f}x)")
         elif r["kind"] == "mask":
             print(f"{r['name']:<18}{r['skip_tflops']:>10.0f}{r['sdpa_mask_tflops']:>11.0f}{r['ratio_vs_sdpa']:>8.2f}"
                   f"{'':>8}  TFLOP/s vs SDPA with the mask (no skip {r['no_skip_tflops']:.0f}, "
                   f"causal attribute {r['causal_attr_tflops']:.0f})")
         else:
+            ng = r["plain"]["no_grad"]
             print(f"{r['name']:<18}{r['braze_tflops']:>10.0f}{r['torch_compile_tflops']:>11.0f}"
-                  f"{r['ratio_vs_torch_compile']:>8.2f}{r['target_ratio']:>8.2f}  TFLOP/s vs torch.compile")
+                  f"{r['ratio_vs_torch_compile']:>8.2f}{r['target_ratio']:>8.2f}  TFLOP/s vs torch.compile, plain "
+                  f"call (no_grad {ng['torch.compile'] / ng['braze']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -13,3 +13,16 @@ ROOT = os.path.dirname(HERE)
 
 if sys.path and os.path.abspath(sys.path[0] or ".") == HERE:
     sys.path[0] = ROOT
+
+
+def bench_module(name: str):
+    """``bench/<name>.py`` as a module (this folder is no longer on ``sys.path``)."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,7 +2,12 @@
 
 Run on the GPU machine: ``python bench/varlen.py`` (``$OUT`` gets the JSON
 and the plot). In one process, for each workload: eager and torch.compile on
-the padded batch, braze with padding elimination, and braze without it.
+the padded batch, braze with padding elimination (``braze.jit(model)``, default
+options: the headline), braze with ``cuda_graphs=True``, and braze without
+padding elimination. Every contender is the user's plain call
+``m(**inputs)``, timed by CUDA-synchronised wall clock under ``inference_mode``
+(the columns without a suffix) and under ``no_grad`` (`` no_grad``), as
+``bench/plain_call.py`` does.
 
 - BERT-base fp16, batch 32 x 512, lengths uniform in [64, 512] (about 55%
   valid): target braze >= 1.7x torch.compile padded.
@@ -19,12 +24,12 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import time
 
 import torch
 
 import repo_root  # noqa: E402,F401 - before transformers: keeps bench/kernels.py from shadowing `kernels`
+GRAD_MODES, wall_ms = repo_root.bench_module("plain_call").GRAD_MODES, repo_root.bench_module("plain_call").wall_ms
 
 
 def lengths_for(batch: int, seq: int, fraction: float, gen: torch.Generator) -> list[int]:
@@ -58,21 +63,6 @@ def batch_inputs(batch, seq, lengths, vocab, device):
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
 
 
-def time_ms(fn, reps=20, warmup=3) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
-    return statistics.median(ts)
-
-
 def check(out, ref, mask, tol):
     valid = mask.bool()
     err = float((out.float() - ref.float())[valid].abs().max() / ref.float()[valid].abs().max())
@@ -88,8 +78,9 @@ def variants_of(model, tuned_db=None):
         "eager": model,
         "torch.compile": torch.compile(model, dynamic=False),
         "torch.compile reduce-overhead": torch.compile(model, dynamic=False, mode="reduce-overhead"),
-        "braze": braze.jit(model, cuda_graphs=True),
-        "braze (no padding elimination)": braze.jit(model, cuda_graphs=True, disable=("eliminate_padding",)),
+        "braze": braze.jit(model),
+        "braze cuda_graphs": braze.jit(model, cuda_graphs=True),
+        "braze (no padding elimination)": braze.jit(model, disable=("eliminate_padding",)),
     }
     if tuned_db:
         out["braze tuned"] = braze.jit(model, cuda_graphs=True, tuning_db=tuned_db)
@@ -115,9 +106,9 @@ def tune(model, inp, trials: int, db: str) -> dict:
 
 def run_workload(name, variants, call, inp, tol, results):
     model = variants["eager"]
+    row = {"workload": name, "valid_fraction": float(inp["attention_mask"].float().mean())}
     with torch.no_grad():
         ref = call(model, inp)
-        row = {"workload": name, "valid_fraction": float(inp["attention_mask"].float().mean())}
         for vname, m in variants.items():
             out = call(m, inp)
             if vname.startswith("braze"):
@@ -125,7 +116,10 @@ def run_workload(name, variants, call, inp, tol, results):
                 row[f"{vname} rel err"] = err
                 if not ok:
                     print(f"!! {name} {vname}: relative error {err:.2e} over tolerance {tol}")
-            row[vname] = time_ms(lambda: call(m, inp))
+    for vname, m in variants.items():
+        for mode in GRAD_MODES:
+            key = vname if mode == "inference_mode" else f"{vname} no_grad"
+            row[key] = wall_ms(lambda: call(m, inp), mode, min_loop_s=0.1, rounds=5)
     results.append(row)
     print(f"{name}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items() if isinstance(v, float)), flush=True)
     return row
@@ -213,14 +207,18 @@ def main(argv=None):
         plt.savefig(os.path.join(out_dir, "varlen_speedup.png"), dpi=120)
     except ImportError as e:
         print(f"no plot: {e}")
-    print(f"\n{'workload':<54} {'valid':>5} {'eager':>7} {'t.comp':>7} {'tc-ro':>7} {'braze':>7} {'no-pe':>7} "
-          f"{'vs tc':>6} {'vs ro':>6} {'pe cost':>7}")
+    print("\nplain call, ms (inference_mode; no_grad below); braze = braze.jit(model), default options")
+    print(f"{'workload':<54} {'mode':<6} {'valid':>5} {'eager':>7} {'t.comp':>7} {'tc-ro':>7} {'braze':>7} "
+          f"{'b+cg':>7} {'no-pe':>7} {'vs tc':>6} {'vs ro':>6} {'vs eag':>6} {'pe cost':>7}")
     for r in results:
-        print(f"{r['workload']:<54} {r['valid_fraction']:>5.2f} {r['eager']:>7.2f} {r['torch.compile']:>7.2f} "
-              f"{r['torch.compile reduce-overhead']:>7.2f} {r['braze']:>7.2f} "
-              f"{r['braze (no padding elimination)']:>7.2f} {r['torch.compile'] / r['braze']:>6.2f} "
-              f"{r['torch.compile reduce-overhead'] / r['braze']:>6.2f} "
-              f"{r['braze'] / r['braze (no padding elimination)'] - 1:>+7.1%}")
+        for sfx, mode in (("", "inf"), (" no_grad", "nograd")):
+            def v(k):
+                return r[k + sfx]
+            print(f"{r['workload']:<54} {mode:<6} {r['valid_fraction']:>5.2f} {v('eager'):>7.2f} "
+                  f"{v('torch.compile'):>7.2f} {v('torch.compile reduce-overhead'):>7.2f} {v('braze'):>7.2f} "
+                  f"{v('braze cuda_graphs'):>7.2f} {v('braze (no padding elimination)'):>7.2f} "
+                  f"{v('torch.compile') / v('braze'):>6.2f} {v('torch.compile reduce-overhead') / v('braze'):>6.2f} "
+                  f"{v('eager') / v('braze'):>6.2f} {v('braze') / v('braze (no padding elimination)') - 1:>+7.1%}")
         if "braze tuned" in r:
             print(f"{'':<54} braze tuned {r['braze tuned']:.2f} ms: {r['torch.compile'] / r['braze tuned']:.2f}x "
                   f"torch.compile")

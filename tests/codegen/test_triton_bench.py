@@ -25,3 +25,5 @@ def test_bench_dry_run_builds_and_checks_every_case(tmp_path, device):
     assert all(r["ok"] for r in rows), [r.get("failure") for r in rows]
     assert {r["op"] for r in rows} >= {"add+rmsnorm", "silu(gate)*up", "rotary q+k", "gemm dual (tiny)"}
     assert all(r["error"] < 3e-2 and r["configs"] for r in rows)
+    # the user's call of the same function through braze.jit, checked against the reference
+    assert all(r["plain"]["error"] < 3e-2 for r in rows), [r["plain"] for r in rows]
