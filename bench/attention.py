@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from plain_call import format_row, time_contenders
+from plain_call import format_row, raise_dynamo_limits, time_contenders
 from braze.autotune.space import device_info
 from braze.compiler.codegen.triton_attention.launch import attention_dense
 from braze.compiler.codegen.triton_attention.space import ATTENTION_SPACE, default_config
@@ -373,6 +373,7 @@ def main() -> None:
     import triton
 
     dev = device_info("cuda")
+    raise_dynamo_limits()
     only = set(args.only.split(","))
     rows = []
     t0 = time.time()

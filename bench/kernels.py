@@ -436,6 +436,7 @@ def main(argv: Optional[list] = None) -> dict:
     args = ap.parse_args(argv)
 
     from braze.autotune.space import device_info
+    from plain_call import raise_dynamo_limits
     import triton
 
     dev = "cpu" if args.dry_run else "cuda"
@@ -443,7 +444,7 @@ def main(argv: Optional[list] = None) -> dict:
         raise SystemExit("bench/kernels.py needs a CUDA GPU (or --dry-run)")
     device = device_info(dev)
     torch.manual_seed(0)
-    torch._dynamo.config.cache_size_limit = 64
+    raise_dynamo_limits()
     timer = make_timer(args.dry_run, args.timer)
     launch_timer = make_timer(args.dry_run, "launch")
     modes = [] if args.dry_run else [m for m in args.peers.split(",") if m]

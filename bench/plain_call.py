@@ -24,6 +24,16 @@ import torch
 GRAD_MODES = ("inference_mode", "no_grad")
 
 
+def raise_dynamo_limits(limit: int = 256) -> None:
+    """Several contenders compiled from one model share its code objects, and each
+    grad mode may add a guard entry: past Dynamo's default limit (8) a frame falls
+    back to running eagerly (or in pieces), and the row would time that instead."""
+    for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit",
+                 "accumulated_cache_size_limit"):
+        if hasattr(torch._dynamo.config, knob):
+            setattr(torch._dynamo.config, knob, limit)
+
+
 def grad_mode(name: str):
     if name == "inference_mode":
         return torch.inference_mode()

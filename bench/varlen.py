@@ -29,7 +29,8 @@ import time
 import torch
 
 import repo_root  # noqa: E402,F401 - before transformers: keeps bench/kernels.py from shadowing `kernels`
-GRAD_MODES, wall_ms = repo_root.bench_module("plain_call").GRAD_MODES, repo_root.bench_module("plain_call").wall_ms
+plain_call = repo_root.bench_module("plain_call")
+GRAD_MODES, wall_ms = plain_call.GRAD_MODES, plain_call.wall_ms
 
 
 def lengths_for(batch: int, seq: int, fraction: float, gen: torch.Generator) -> list[int]:
@@ -136,6 +137,7 @@ def main(argv=None):
                     help="also run braze after tuning each kernel of the BERT batch with this many configs")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
+    plain_call.raise_dynamo_limits()
     out_dir = os.environ.get("OUT", "bench/results")
     os.makedirs(out_dir, exist_ok=True)
     dev = "cuda"

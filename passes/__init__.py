@@ -14,6 +14,7 @@ from braze.passes.fuse_horizontal import fuse_horizontal
 from braze.passes.fuse import fuse
 from braze.passes.merge_parallel_groups import merge_parallel_groups
 from braze.passes.merge_leaf_pointwise import merge_leaf_pointwise
+from braze.passes.absorb_input_views import absorb_input_views
 from braze.passes.reinplace import reinplace
 from braze.passes.merge_counter_updates import merge_counter_updates
 from braze.passes.merge_cache_writes import merge_cache_writes
@@ -44,4 +45,6 @@ PIPELINE: list[Pass] = [
     Pass("merge_cache_writes", merge_cache_writes),
     # the rotary group and the KV cache write it feeds as one node (one kernel)
     Pass("fuse_cache_write", fuse_cache_write),
+    # the views a group's operands go through run inside its kernel, not as host ops
+    Pass("absorb_input_views", absorb_input_views),
 ]
