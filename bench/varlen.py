@@ -126,6 +126,23 @@ def run_workload(name, variants, call, inp, tol, results):
     return row
 
 
+def explain_kernels(model, inp) -> None:
+    """What the default braze.jit runs for the batch: each kernel's name, backend and
+    where its config came from, counted (after the timings: explain resets Dynamo)."""
+    import collections
+
+    import braze
+
+    rep = braze.explain(model, **inp)
+    counts = collections.Counter(f"{k.name} [{k.backend}, {k.config_source}]" for k in rep.kernels)
+    print(f"explain: {len(rep.graphs)} graph(s), {rep.graph_breaks} break(s), {len(rep.kernels)} launches", flush=True)
+    for name, n in counts.most_common():
+        print(f"explain: {n:3d} x {name}", flush=True)
+    for g in rep.graphs:
+        for note in g.notes[:8]:
+            print(f"explain note: {note[:200]}", flush=True)
+
+
 def main(argv=None):
     from tools import hf_models
 
@@ -168,6 +185,8 @@ def main(argv=None):
         row = run_workload(f"BERT-base fp16 valid {frac:.0%}", bert, enc, batch_inputs(bs, seq, lens, 30522, dev),
                            2e-2, results)
         curve.append(row)
+    if "bert" in only:
+        explain_kernels(model, batch_inputs(bs, seq, work["bert"][2], 30522, dev))
     bert = model = None
     torch._dynamo.reset()
     torch.cuda.empty_cache()
