@@ -70,19 +70,24 @@ def check(out, ref, mask, tol):
     return err, err <= tol
 
 
-def variants_of(model, tuned_db=None):
+VARIANTS = ("eager", "torch.compile", "torch.compile reduce-overhead", "braze", "braze cuda_graphs",
+            "braze (no padding elimination)")
+
+
+def variants_of(model, tuned_db=None, names=VARIANTS):
     """Compiled once per model: the sweep's batches share shapes, so nothing recompiles.
-    ``tuned_db``: also braze reading that tuning database (``tune``)."""
+    ``tuned_db``: also braze reading that tuning database (``tune``). ``names``: which."""
     import braze
 
-    out = {
-        "eager": model,
-        "torch.compile": torch.compile(model, dynamic=False),
-        "torch.compile reduce-overhead": torch.compile(model, dynamic=False, mode="reduce-overhead"),
-        "braze": braze.jit(model),
-        "braze cuda_graphs": braze.jit(model, cuda_graphs=True),
-        "braze (no padding elimination)": braze.jit(model, disable=("eliminate_padding",)),
+    make = {
+        "eager": lambda: model,
+        "torch.compile": lambda: torch.compile(model, dynamic=False),
+        "torch.compile reduce-overhead": lambda: torch.compile(model, dynamic=False, mode="reduce-overhead"),
+        "braze": lambda: braze.jit(model),
+        "braze cuda_graphs": lambda: braze.jit(model, cuda_graphs=True),
+        "braze (no padding elimination)": lambda: braze.jit(model, disable=("eliminate_padding",)),
     }
+    out = {k: make[k]() for k in VARIANTS if k in names or k == "eager"}
     if tuned_db:
         out["braze tuned"] = braze.jit(model, cuda_graphs=True, tuning_db=tuned_db)
     return out
@@ -152,6 +157,7 @@ def main(argv=None):
                     "curve (BERT at 10%% ... 100%% valid), llama")
     ap.add_argument("--tune-trials", type=int, default=0,
                     help="also run braze after tuning each kernel of the BERT batch with this many configs")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="which contenders (eager always)")
     args = ap.parse_args(argv)
     only = set(args.only.split(","))
     plain_call.raise_dynamo_limits()
@@ -176,7 +182,7 @@ def main(argv=None):
             db = os.path.join(out_dir, "varlen-bert-tuning.sqlite")
             with torch.no_grad():
                 tuning["bert"] = tune(model, batch_inputs(bs, seq, lens, 30522, dev), args.tune_trials, db)
-        bert = variants_of(model, db)
+        bert = variants_of(model, db, args.variants.split(","))
     if "bert" in only:
         run_workload("BERT-base fp16 B32 S512 uniform[64,512]", bert, enc,
                      batch_inputs(bs, seq, lens, 30522, dev), 2e-2, results)
@@ -195,7 +201,8 @@ def main(argv=None):
     if args.quick:
         llama_cfg.update(num_hidden_layers=2)
     if "llama" in only:
-        llama = variants_of(hf_models.build("llama", dtype=torch.bfloat16, device=dev, **llama_cfg))
+        llama = variants_of(hf_models.build("llama", dtype=torch.bfloat16, device=dev, **llama_cfg),
+                            names=args.variants.split(","))
         run_workload("Llama-3.2-1B shape bf16 prefill B8 uniform[128,2048]", llama, dec,
                      batch_inputs(b, s, lens, llama_cfg["vocab_size"], dev), 3e-2, results)
 
@@ -234,7 +241,7 @@ def main(argv=None):
     for r in results:
         for sfx, mode in (("", "inf"), (" no_grad", "nograd")):
             def v(k):
-                return r[k + sfx]
+                return r.get(k + sfx, float("nan"))
             print(f"{r['workload']:<54} {mode:<6} {r['valid_fraction']:>5.2f} {v('eager'):>7.2f} "
                   f"{v('torch.compile'):>7.2f} {v('torch.compile reduce-overhead'):>7.2f} {v('braze'):>7.2f} "
                   f"{v('braze cuda_graphs'):>7.2f} {v('braze (no padding elimination)'):>7.2f} "
