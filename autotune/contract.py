@@ -26,6 +26,7 @@ from braze.autotune.space import EMPTY, Config, Space, pow2_bucket
 from braze.ir import Graph, Node, Value, get_op, print_graph
 from braze.ir.graph import has_syms, map_values
 from braze.ir.interpreter import MAX_VIEW_CHAIN, interpret, is_strided_view
+from braze.ir.registry import REGISTRY
 from braze.ir.types import DTYPE_NAMES
 
 
@@ -127,6 +128,13 @@ class LibraryKernel:
 
     def __post_init__(self):
         self.name = self.name or f"library_{self.node.name or self.node.op}"
+
+    @property
+    def syncs_host(self) -> bool:
+        """Whether the torch reference reads device data on the host (``OpDef.syncs_host``)."""
+        sub = self.node.attr("graph")
+        nodes = sub.nodes if isinstance(sub, Graph) else (self.node,)
+        return any(getattr(REGISTRY.get(n.op), "syncs_host", False) for n in nodes)
 
     def key(self) -> str:
         return structural_key(self.node, "library")

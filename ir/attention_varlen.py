@@ -128,4 +128,4 @@ def _sample(node, env, generator) -> dict:
 
 if "attention_varlen" not in REGISTRY:
     register(OpDef("attention_varlen", Category.ATTENTION, attention_varlen_reference, infer=_infer, sample=_sample,
-                   doc="attention over packed sequences; see braze.ir.attention_varlen"))
+                   syncs_host=True, doc="attention over packed sequences; see braze.ir.attention_varlen"))

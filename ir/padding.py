@@ -131,7 +131,7 @@ def padded_outputs(graph) -> tuple[Optional[int], dict[int, str]]:
     return mask, kinds
 
 
-register(OpDef("padding_index", Category.GATHER, padding_index_ref, infer=_padding_index_infer,
+register(OpDef("padding_index", Category.GATHER, padding_index_ref, infer=_padding_index_infer, syncs_host=True,
                doc="valid-token index of a [batch, seq] padding mask; see braze.ir.padding"))
 register(OpDef("pack", Category.GATHER, pack_ref, infer=_pack_infer, doc="the valid tokens of [batch, seq, ...]"))
 def _unpack_sample(node, env, generator) -> dict:

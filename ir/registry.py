@@ -49,6 +49,9 @@ class OpDef:
     # The argument position holding the operands a Graph-valued keyword is called on
     # (``cache_write_heads_``), or None: all the node's operands (``fused``).
     subgraph_operands: Optional[int] = None
+    # The reference reads device data on the host (a sequence's length, a count): run on a
+    # GPU it synchronises, stalls the launches behind it and cannot be captured in a CUDA graph.
+    syncs_host: bool = False
     _overloads: dict = field(default_factory=dict, compare=False, repr=False)
 
     def resolve(self, overload: str = "") -> Callable[..., Any]:

@@ -178,6 +178,11 @@ class SdpaAttention(_LibraryAttention):
     TAG: ClassVar[str] = "sdpa"
     name: str = "library_sdpa_attention"
 
+    @property
+    def syncs_host(self) -> bool:
+        """Packed sequences go through SDPA one at a time, their bounds read on the host."""
+        return self.spec.varlen
+
     def compile(self, config: Config) -> Callable[..., Any]:
         spec = self.spec
         attrs = dict(scale=float(spec.scale), causal=spec.causal, window=spec.window, groups=spec.groups)
