@@ -126,7 +126,7 @@ def _exact_hit(launcher, env, db, sw, tune: bool) -> Optional[Choice]:
         return None
     if tune:
         hits = [(b, k) for b, k in hits if b.tuned]
-    b, k = min(hits, key=lambda h: h[0].time_ms)
+    _, k, b = fastest([(b.time_ms, k, b) for b, k in hits], device.kind)
     return Choice(k, k.space.normalize(k.space.coerce(b.config)), "database")
 
 
