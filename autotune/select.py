@@ -312,14 +312,13 @@ def close_tuners() -> None:
 
 
 def _search(launcher, env, db, sw):
-    from braze.autotune.tuner import pick  # lazy: imports sqlalchemy on first use
-
     options = launcher.options
     tuner = tuner_for(db, launcher.device, sw, options)
     gens = current_generators(options.backend)
     recipes = [make_recipe(k, launcher.node, options, gens, i) for i, k in enumerate(launcher.candidates)]
     outcomes = tuner.tune_candidates(launcher.node, launcher.candidates, env, recipes)
-    best = pick(outcomes)
+    ok = [(o.time_ms, o.kernel, o) for o in outcomes if o.ok]   # tuner.pick's rule, plus the host-sync one
+    best = fastest(ok, launcher.device.kind)[2] if ok else None
     name = launcher.node.name or launcher.node.op
     if best is None:
         log.error("braze: no candidate of %s passed tuning (%s); using the default", name,

@@ -488,7 +488,11 @@ def main(argv: Optional[list] = None) -> dict:
             row["braze_ms"] = timer(braze_all)
             row["braze_launch_ms"] = launch_timer(braze_all)
             row.update({f"{k}_ms": v for k, v in peers(case, timer, modes, log).items()})
-            row["plain"] = plain_call(case, ref, modes, args.dry_run, log)
+            try:
+                row["plain"] = plain_call(case, ref, modes, args.dry_run, log)
+            except Exception as e:  # noqa: BLE001 - the kernel-only figures above stay
+                row["plain"] = {"failure": f"{type(e).__name__}: {e}"}
+                log(f"  plain call FAILED: {row['plain']['failure']}")
             if row["braze_ms"]:
                 row["braze_tbps"] = case.bytes / row["braze_ms"] / 1e9
                 if case.flops:
@@ -549,7 +553,9 @@ def print_plain_table(rows: list) -> None:
             cells = [f"{k} {v:.4f} ms" + (f" ({v / b:.2f}x)" if k != "braze" and v and b else "")
                      if v is not None else f"{k} FAILED" for k, v in t.items()]
             print(f"  {r['op']:<18} {r['shape']:<24} {mode:<15} " + ", ".join(cells))
-        if plain and "times" not in plain:
+        if plain.get("failure"):
+            print(f"  {r['op']:<18} {r['shape']:<24} plain call FAILED: {plain['failure'][:120]}")
+        elif plain and "times" not in plain:
             print(f"  {r['op']:<18} {r['shape']:<24} checked (error {plain.get('error', 0):.2e}), not timed")
 
 

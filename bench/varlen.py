@@ -216,8 +216,8 @@ def main(argv=None):
     with open(os.path.join(out_dir, "varlen.json"), "w") as f:
         json.dump({"meta": meta, "rows": results}, f, indent=1)
     try:
-        if not curve:
-            raise ImportError("no curve measured")
+        if not curve or not all(k in curve[0] for k in ("torch.compile", "eager", "braze")):
+            raise ImportError("no curve measured (or a contender left out)")
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -247,7 +247,7 @@ def main(argv=None):
                   f"{v('braze cuda_graphs'):>7.2f} {v('braze (no padding elimination)'):>7.2f} "
                   f"{v('torch.compile') / v('braze'):>6.2f} {v('torch.compile reduce-overhead') / v('braze'):>6.2f} "
                   f"{v('eager') / v('braze'):>6.2f} {v('braze') / v('braze (no padding elimination)') - 1:>+7.1%}")
-        if "braze tuned" in r:
+        if "braze tuned" in r and "torch.compile" in r:
             print(f"{'':<54} braze tuned {r['braze tuned']:.2f} ms: {r['torch.compile'] / r['braze tuned']:.2f}x "
                   f"torch.compile")
 

@@ -32,22 +32,18 @@ VIEWS = frozenset({"reshape", "permute", "expand", "slice", "select"})
 KINDS = ("pointwise", "reduction")
 
 
-def _chain(v: Value) -> list[Node]:
-    """The view nodes from ``v`` back to its first non-view producer (outermost last)."""
-    out = []
-    while v.node.op in VIEWS and len(v.node.types) == 1:
-        out.append(v.node)
-        v = v.node.args[0]
-        if not isinstance(v, Value):
-            break
-    return out
+def _is_view(n: Node) -> bool:
+    """A single-output layout op of one tensor (its other arguments sizes, dims, bounds)."""
+    return (n.op in VIEWS and len(n.types) == 1 and bool(n.args) and isinstance(n.args[0], Value)
+            and not any(isinstance(a, Value) for a in n.args[1:])
+            and not any(isinstance(a, Value) for _, a in n.kwargs))
 
 
 def _absorbed(f: Node) -> tuple[tuple, Graph] | None:
     """``(operands, subgraph)`` of ``f`` with its operands' view chains inside, or None."""
     sub: Graph = f.attr("graph")
     operands = list(f.args)
-    if not any(isinstance(v, Value) and _chain(v) for v in operands):
+    if not all(isinstance(v, Value) for v in operands) or not any(_is_view(v.node) for v in operands):
         return None
     new_ops: list[Value] = []
     new_inputs: list[Node] = []
@@ -67,7 +63,7 @@ def _absorbed(f: Node) -> tuple[tuple, Graph] | None:
         if v in inner:
             return inner[v]
         n = v.node
-        if n.op not in VIEWS or len(n.types) != 1 or not isinstance(n.args[0], Value):
+        if not _is_view(n):
             return base_input(v)
         src = build(n.args[0])
         m = Node(n.op, (src,) + tuple(n.args[1:]), n.kwargs, n.types, n.overload, n.name)
@@ -77,7 +73,7 @@ def _absorbed(f: Node) -> tuple[tuple, Graph] | None:
 
     env: dict[Value, Value] = {}
     for inp, v in zip(sub.inputs, operands):
-        env[inp.out()] = build(v) if isinstance(v, Value) else base_input(v)
+        env[inp.out()] = build(v)
     for n in sub.nodes:
         if n.op == "input":
             continue
@@ -94,8 +90,9 @@ def _absorbed(f: Node) -> tuple[tuple, Graph] | None:
 
 def absorb_input_views(graph: Graph, ctx=None) -> Graph:
     ctx = PassContext.of(ctx)
-    if ctx.option("backend", "auto") == "torch" or not (
-            str(ctx.device).startswith("cuda") or ctx.option("backend", "auto") == "triton"):
+    backend = ctx.option("backend", "auto")
+    # NOTE: Triton only: "auto" on a GPU generates Triton; the TVM templates keep their operands.
+    if not (backend == "triton" or (backend == "auto" and str(ctx.device).startswith("cuda"))):
         return graph
     env: dict[Value, Value] = {}
     nodes = []
