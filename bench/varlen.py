@@ -89,7 +89,7 @@ def variants_of(model, tuned_db=None, names=VARIANTS):
     }
     out = {k: make[k]() for k in VARIANTS if k in names or k == "eager"}
     if tuned_db:
-        out["braze tuned"] = braze.jit(model, cuda_graphs=True, tuning_db=tuned_db)
+        out["braze tuned"] = braze.jit(model, tuning_db=tuned_db)
     return out
 
 

@@ -55,3 +55,25 @@ def test_which_library_calls_sync_the_host():
     mm = b.call("mm", x, w)
     g = b.graph([mm])
     assert not LibraryKernel(next(n for n in g.nodes if n.op == "mm")).syncs_host
+
+
+def test_a_database_hit_follows_the_rule_on_a_gpu_only(db_path):
+    """``_exact_hit``: the varlen attention's reference recorded faster than flash varlen
+    is still not what a GPU runs; on the CPU the recorded times decide."""
+    from types import SimpleNamespace
+
+    from braze.autotune.db import Trial, get_db, software_key
+    from braze.autotune.select import _exact_hit
+    from braze.autotune.space import DeviceInfo
+    from braze.compiler.codegen.triton_attention.sdpa import FlashVarlenAttention
+
+    node = _varlen_node()
+    ref, flash = LibraryKernel(node), FlashVarlenAttention(read_spec(node))
+    env = {"t": 16}
+    db, sw = get_db(), software_key()
+    for dev in (DeviceInfo("cuda", "Fake GPU", (9, 0), 132), DeviceInfo("cpu", "Fake CPU", cores=2)):
+        for k, ms in ((ref, 0.1), (flash, 0.3)):
+            db.record(Trial(dev.key, sw, k.key(), k.name, k.backend, k.problem(env), {}, "ok", ms, origin="quick"))
+        launcher = SimpleNamespace(candidates=[ref, flash], device=dev)
+        choice = _exact_hit(launcher, env, db, sw, tune=False)
+        assert choice.kernel is (flash if dev.kind == "cuda" else ref), dev
