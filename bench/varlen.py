@@ -101,7 +101,7 @@ def tune(model, inp, trials: int, db: str) -> dict:
     from braze.config import Options
 
     t0 = time.perf_counter()
-    summary = tune_model(model, (), inp, Options(tuning_db=db, cuda_graphs=True),
+    summary = tune_model(model, (), inp, Options(tuning_db=db),
                          Budget(trials=trials, patience=max(4, trials // 2), trial_timeout=60.0))
     info = {"tune_s": time.perf_counter() - t0, "tuned_kernels": len(summary["results"]),
             "configs_measured": summary["measured"]}
