@@ -16,8 +16,8 @@ output) and the template's index map does the reshape / permute / slice / expand
 (views shared by several operands, e.g. a transpose both slices read, are built
 once). A group is rewritten only where a code generator takes the new subgraph
 (``ctx.supports``), its symbols are still bound by its operands, and only for
-Triton targets (the CUDA device or ``backend="triton"``): the TVM templates on the
-CPU keep their operands as they are. Views left without a reader are removed.
+Triton targets (``backend="triton"``, or ``"auto"`` on a GPU): the TVM templates
+keep their operands as they are. Views left without a reader are removed.
 """
 from __future__ import annotations
 
@@ -98,7 +98,8 @@ def absorb_input_views(graph: Graph, ctx=None) -> Graph:
     nodes = []
     changed = False
     for old in graph.nodes:
-        n = old.with_args(map_values(old.args, lambda v: env.get(v, v)), map_values(old.kwargs, lambda v: env.get(v, v)))
+        n = old.with_args(map_values(old.args, lambda v: env.get(v, v)),
+                          map_values(old.kwargs, lambda v: env.get(v, v)))
         got = _absorbed(n) if n.op == "fused" and n.attr("kind") in KINDS else None
         if got is not None and ctx.supports(n.attr("kind"), got[1]):
             ops, sub = got
