@@ -101,3 +101,27 @@ def test_declined_by_the_generator_or_on_the_cpu_backends_nothing_changes(interp
     out = absorb_input_views(g, yes)
     assert not any(n.op in VIEW_OPS for n in out.compute_nodes)
     assert len([n for n in out.compute_nodes if n.op == "fused"]) == 2
+
+
+def test_dynamic_shapes_keep_their_symbols_bound(interpret):
+    """A transposed, sliced operand of a dynamic length: the group reads x and y directly,
+    its symbol bound by y's size, and one compiled program serves every length."""
+    def fn(x, y):
+        return torch.relu(x.transpose(0, 1)[1:]) * y.unsqueeze(1)
+
+    def make(n):
+        x, y = torch.randn(3, n + 1), torch.randn(n)
+        torch._dynamo.maybe_mark_dynamic(x, 1)
+        torch._dynamo.maybe_mark_dynamic(y, 0)
+        return x, y
+
+    graph, _ = _final(fn, *make(9), backend="triton")
+    (f,) = graph.compute_nodes
+    assert f.op == "fused" and all(v.node.op == "input" for v in f.inputs), graph
+    inside = {n.op for n in f.attr("graph").compute_nodes}
+    assert {"permute", "slice"} <= inside, inside
+    assert not isinstance(f.types[0].shape[0], int)          # the length stayed a symbol
+    compiled = braze.jit(fn, backend="triton")
+    for n in (9, 13, 16):
+        x, y = make(n)
+        torch.testing.assert_close(compiled(x, y), fn(x, y))
