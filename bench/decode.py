@@ -40,7 +40,6 @@ import gc
 import json
 import logging
 import os
-import sys
 import time
 
 import torch
@@ -419,9 +418,7 @@ def main():
             "braze": braze.__version__, "copy_TBps": bw / 1e12, "weight_GB": wbytes / 1e9,
             "prompt": args.prompt, "cache": args.cache, "steps": args.steps, "layers": args.layers}
     print(json.dumps(meta), flush=True)
-    for knob in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit", "accumulated_cache_size_limit"):
-        if hasattr(torch._dynamo.config, knob):
-            setattr(torch._dynamo.config, knob, 256)
+    repo_root.bench_module("plain_call").raise_dynamo_limits()
     # Each contender compiles its own forward after a Dynamo reset: they share the
     # model's code objects, and one's compiled entries must not stand in for another's.
     factories = {}
@@ -535,8 +532,7 @@ def write(out: str, tag: str, meta: dict, steps: list, gens: list) -> None:
         f.write("\n".join(md) + "\n")
     print("\n".join(md), flush=True)
     try:
-        sys.path.insert(0, repo_root.HERE)  # repo_root put the repository root in this folder's place
-        from plot_decode import plot
+        plot = repo_root.bench_module("plot_decode").plot
 
         plot([os.path.join(out, f"decode{tag}.json")], os.path.join(out, f"decode{tag}.png"))
     except (ImportError, ValueError) as e:

@@ -365,7 +365,7 @@ def plain_call(case: Case, ref: list, modes: list, dry: bool, log) -> dict:
         if mode == "max-autotune-no-cudagraphs" and not case.gemm:
             continue
         contenders["torch.compile" + ("" if mode == "default" else f" {mode}")] = torch.compile(
-            case.torch_fn, mode=None if mode == "default" else mode, dynamic=False)
+            case.torch_fn, mode=None if mode == "default" else mode)
     out["times"] = time_contenders(contenders, tuple(case.args), log=log)
     return out
 

@@ -13,16 +13,13 @@ kernel is then visible to the profiler); kernel times are the same either way.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 
 import torch
 
 import repo_root  # noqa: F401 - before transformers: keeps bench/kernels.py from shadowing `kernels`
 
-_spec = importlib.util.spec_from_file_location("bench_varlen", os.path.join(repo_root.HERE, "varlen.py"))
-_varlen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_varlen)
+_varlen = repo_root.bench_module("varlen")
 batch_inputs, workload_lengths = _varlen.batch_inputs, _varlen.workload_lengths   # bench/varlen.py's batches
 
 

@@ -35,17 +35,7 @@ import torch
 import repo_root  # noqa: F401 - before transformers (see bench/repo_root.py)
 
 
-def _load_decode():
-    """bench/decode.py by its path: this folder is not on sys.path (see repo_root.py)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_decode", os.path.join(repo_root.HERE, "decode.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_decode = _load_decode()
+_decode = repo_root.bench_module("decode")
 StepRunner, copy_bandwidth, kv_bytes, sync_ms, table = (_decode.StepRunner, _decode.copy_bandwidth, _decode.kv_bytes,
                                                         _decode.sync_ms, _decode.table)
 
@@ -185,9 +175,7 @@ def main():
     from braze.compiler.quantize import QuantEmbedding
     from tools import hf_models
 
-    for knob in ("recompile_limit", "cache_size_limit"):
-        if hasattr(torch._dynamo.config, knob):
-            setattr(torch._dynamo.config, knob, 256)
+    repo_root.bench_module("plain_call").raise_dynamo_limits()
     shape = dict(hf_models.LLAMA_1B, num_hidden_layers=args.layers)
     base = hf_models.build("llama", dtype=torch.bfloat16, device="cuda", **shape)
     base.generation_config.eos_token_id = None

@@ -16,13 +16,15 @@ if sys.path and os.path.abspath(sys.path[0] or ".") == HERE:
 
 
 def bench_module(name: str):
-    """``bench/<name>.py`` as a module (this folder is no longer on ``sys.path``)."""
+    """``bench/<name>.py`` as the module ``bench_<name>`` (this folder is no longer on
+    ``sys.path``; the prefix keeps ``kernels`` and the like out of other packages' way)."""
     import importlib.util
 
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    key = f"bench_{name}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, os.path.join(HERE, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
+    sys.modules[key] = mod
     spec.loader.exec_module(mod)
     return mod
