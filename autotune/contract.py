@@ -53,6 +53,16 @@ class Kernel(Protocol):
     def compile(self, config: Config) -> Callable[..., Any]:
         """A callable ``(*operand tensors) -> tensor | tuple`` for this config, any shape."""
 
+    # Optional: ``bind_env(fn, env) -> callable``, the compiled ``fn`` given what one
+    # binding of the symbols says and the operands cannot (e.g. a bound on packed
+    # sequence lengths); see ``at_env``.
+
+
+def at_env(kernel, fn: Callable[..., Any], env: Mapping[str, int]) -> Callable[..., Any]:
+    """``fn`` (compiled from ``kernel``) for the symbol values ``env``."""
+    hook = getattr(kernel, "bind_env", None)
+    return fn if hook is None else hook(fn, env)
+
 
 def node_graph(node: Node, name: str = "kernel", views: bool = False) -> Graph:
     """A graph whose only compute node is ``node``, its operands as inputs.

@@ -47,7 +47,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 from braze.autotune import cublas_workspace
-from braze.autotune.contract import LibraryKernel
+from braze.autotune.contract import LibraryKernel, at_env
 from braze.ir import REGISTRY
 from braze.ir.interpreter import random_operand
 
@@ -370,7 +370,7 @@ def measure(kernel, config: Mapping[str, Any], bench: Bench, spec: MeasureSpec, 
     """Compile ``kernel`` for ``config``, check it and time it (in this process)."""
     t0 = time.perf_counter()
     try:
-        fn = kernel.compile(dict(config))
+        fn = at_env(kernel, kernel.compile(dict(config)), bench.env)
     except Exception as e:  # noqa: BLE001 - a candidate failing to compile is data
         return Measurement("compile_error", error=_err(e))
     compile_ms = (time.perf_counter() - t0) * 1e3

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from braze.autotune import contract
-from braze.autotune.contract import (GENERATORS, Choice, Kernel, LibraryKernel, backend_allows,  # noqa: F401
+from braze.autotune.contract import (GENERATORS, Choice, Kernel, LibraryKernel, at_env, backend_allows,  # noqa: F401
                                      canonical_ir, node_graph, problem_of, register_generator,
                                      set_generator_loader, structural_key, target_device)
 from braze.autotune.space import Config, DeviceInfo, device_info
@@ -62,7 +62,7 @@ class Launcher:
             choice = select(self, problem, env)
             self.choices[pkey] = choice
         try:
-            return self.runnable(choice.kernel, choice.config)
+            return at_env(choice.kernel, self.runnable(choice.kernel, choice.config), env)
         except Exception as e:  # noqa: BLE001 - a candidate that cannot build: the library call runs
             lib = self.candidates[-1]
             if choice.kernel is lib:

@@ -374,3 +374,42 @@ def test_varlen_default_is_the_table_not_a_fallback(dev):
     for name, sp in space.DECODE_VARIANTS.items():
         d = dict(p, Sq=1, Sk=2048, B=1, Hkv=4, groups=3)
         assert sp.valid(sp.default(d, dev), d, dev), name           # each variant's own default, not a fallback
+
+
+def test_symbolic_varlen_bound_is_read_from_the_symbols_not_the_device(monkeypatch):
+    """A dynamic padded length S bounds the packed sequences: the bound launcher passes S
+    itself (no host read of cu_seqlens, which a CUDA graph capture cannot hold)."""
+    from braze.ir.types import Sym
+    from braze.autotune.contract import at_env
+    from braze.compiler.codegen.triton_attention import launch
+
+    b = Builder()
+    ids = b.input("ids", (3, "s"), torch.int64)
+    ins = [b.input("q", ("t", 4, 32)), b.input("k", ("t", 2, 32)), b.input("v", ("t", 2, 32))]
+    cu = b.input("cu", (4,), torch.int32)
+    out = b.call("attention_varlen", *ins, cu, cu, scale=32 ** -0.5, groups=2, causal="bottom_right",
+                 max_seqlen_q=Sym("s"), max_seqlen_k=Sym("s"))
+    g = b.graph([out, b.call("add", ids, 1)], name="varlen")
+    tri = candidates.generate(g.compute_nodes[0], g, braze.Options(), CPU)[0]
+    assert isinstance(tri, candidates.TritonAttentionVarlen)
+    seen = []
+    real = launch.attention_varlen
+
+    def spy(*xs, **kw):
+        seen.append((kw["max_seqlen_q"], kw["max_seqlen_k"]))
+        return real(*xs, **kw)
+
+    monkeypatch.setattr(launch, "attention_varlen", spy)
+    fn = at_env(tri, tri.compile(tri.space.default_config(tri.problem({"t": 40, "s": 16}), CPU)),
+                           {"t": 40, "s": 16})
+    lens = torch.tensor([16, 9, 13])
+    cq = torch.cat([torch.zeros(1, dtype=torch.int32), lens.cumsum(0).to(torch.int32)])
+    xs = (torch.randn(40, 4, 32), torch.randn(40, 2, 32), torch.randn(40, 2, 32), cq, cq)
+    got = fn(*xs)
+    assert seen == [(16, 16)]
+    ref = attention_varlen_reference(*(x.double() if x.is_floating_point() else x for x in xs), scale=32 ** -0.5,
+                                     groups=2, causal="bottom_right")
+    assert _rel(got[:38], ref[:38]) < 1e-5
+    # without the symbols (a caller that has none) the bound is read off cu_seqlens
+    tri.compile(tri.space.default_config(tri.problem({"t": 40, "s": 16}), CPU))(*xs)
+    assert seen[-1] == (None, None)

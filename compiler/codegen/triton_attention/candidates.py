@@ -28,7 +28,7 @@ from braze.compiler.codegen.triton_attention.sdpa import (FlashVarlenAttention, 
                                                           sdpa_maps)
 from braze.compiler.codegen.triton_attention.space import (ATTENTION_SPACE, DECODE_MAX_SQ, DECODE_VARIANTS,
                                                            VARLEN_SPACE)
-from braze.compiler.codegen.triton_attention.spec import (OPS, AttentionSpec, device_ok, read_spec,
+from braze.compiler.codegen.triton_attention.spec import (OPS, AttentionSpec, concrete_dim, device_ok, read_spec,
                                                           why_unsupported)
 
 log = logging.getLogger("braze.codegen.attention")
@@ -121,20 +121,29 @@ class TritonAttentionVarlen:
 
     def compile(self, config: Config) -> Callable[..., Any]:
         spec, cfg = self.spec, dict(config)
-        # NOTE: a symbolic max_seqlen cannot be read here (no env); None makes the
-        # launcher read it off cu_seqlens (a host sync).
+        # NOTE: a symbolic max_seqlen is read from the symbols by bind_env; called without
+        # them (None), the launcher reads it off cu_seqlens (a host sync).
         msq = spec.max_seqlen_q if isinstance(spec.max_seqlen_q, int) else None
         msk = spec.max_seqlen_k if isinstance(spec.max_seqlen_k, int) else None
         attrs = dict(scale=float(spec.scale), causal=spec.causal, window=spec.window, groups=spec.groups,
                      max_seqlen_q=msq, max_seqlen_k=msk, softcap=spec.attrs.get("softcap"))
 
-        def run(*xs):
+        def run(*xs, **bounds):
             return launch.attention_varlen(spec.pick(xs, "q"), spec.pick(xs, "k"), spec.pick(xs, "v"),
                                            spec.pick(xs, "cu_seqlens_q"), spec.pick(xs, "cu_seqlens_k"),
-                                           spec.pick(xs, "slopes"), spec.pick(xs, "positions"), config=cfg, **attrs)
+                                           spec.pick(xs, "slopes"), spec.pick(xs, "positions"), config=cfg,
+                                           **{**attrs, **bounds})
 
         run.__name__ = self.name
         return run
+
+    def bind_env(self, fn: Callable[..., Any], env: Mapping[str, int]) -> Callable[..., Any]:
+        """``fn`` with symbolic ``max_seqlen`` bounds evaluated in ``env``: no host sync
+        (a CUDA graph can hold the call) and one launch grid per binding."""
+        bounds = {name: value for name, value in (("max_seqlen_q", concrete_dim(self.spec.max_seqlen_q, env)),
+                                                   ("max_seqlen_k", concrete_dim(self.spec.max_seqlen_k, env)))
+                  if value is not None and not isinstance(getattr(self.spec, name), int)}
+        return functools.partial(fn, **bounds) if bounds else fn
 
 
 def _spec_or_none(node: Node):

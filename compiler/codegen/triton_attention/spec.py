@@ -74,8 +74,8 @@ class AttentionSpec:
         v = self.values["v"].type.concrete_shape(env)
         if self.varlen:
             b = self.values["cu_seqlens_q"].type.concrete_shape(env)[0] - 1
-            sq = _concrete(self.max_seqlen_q, env) or q[0]
-            sk = _concrete(self.max_seqlen_k, env) or k[0]
+            sq = concrete_dim(self.max_seqlen_q, env) or q[0]
+            sk = concrete_dim(self.max_seqlen_k, env) or k[0]
             hq, hkv = q[1], k[1]
         else:
             b, hq, sq = q[0], q[1], q[2]
@@ -88,7 +88,8 @@ class AttentionSpec:
                 "alibi": self.has("slopes"), "varlen": self.varlen}
 
 
-def _concrete(d, env) -> Optional[int]:
+def concrete_dim(d, env) -> Optional[int]:
+    """``d`` (an int, a Sym or None) in ``env``; None where it is None or a symbol is unbound."""
     if d is None:
         return None
     if isinstance(d, Sym):
