@@ -24,7 +24,8 @@ def _load() -> None:
     for mod in ("braze.compiler.codegen.triton", "braze.compiler.codegen.triton_attention",
                 "braze.compiler.codegen.triton_quant", "braze.compiler.codegen.triton_cache",
                 "braze.compiler.codegen.tvm", "braze.compiler.codegen.library_gemm",
-                "braze.compiler.codegen.onednn_linear", "braze.compiler.codegen.library_norm"):
+                "braze.compiler.codegen.onednn_linear", "braze.compiler.codegen.library_norm",
+                "braze.compiler.codegen.library_quant"):
         try:
             __import__(mod)
         except ImportError as e:  # pragma: no cover - depends on the machine

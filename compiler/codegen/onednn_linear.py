@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -36,8 +34,8 @@ import torch
 
 from braze.autotune.contract import register_generator
 from braze.autotune.space import Config
-from braze.compiler.codegen.calls import version_of
 from braze.compiler.codegen.library_form import FormKernel, OpTree, input_slot
+from braze.compiler.codegen.packed_weights import PackedWeights
 from braze.compiler.codegen.tvm.kernel import constant_data
 from braze.ir import Graph, Node, Value
 
@@ -166,41 +164,19 @@ def match(sub: Graph) -> Optional[LinearForm]:
     return form if used == set(nodes) else None
 
 
-# (address, version, shape, strides, dtype, layout) of a weight -> (weakref to its base tensor,
-# packed). The runtime may hand a weight over as a new tensor object each call (a view of the
-# parameter), so entries are keyed by the bytes, as TVM's packed weights are, and name the
-# base tensor: a new tensor at a freed weight's address never reads the old packing. An
-# entry dies with its base.
-_PACKED: dict = {}
-_LOCK = threading.Lock()
+_PACKED = PackedWeights()
 
 
 def packed_weight(w: torch.Tensor, nk: bool, rows: int) -> torch.Tensor:
     """``w`` (``[N, K]`` if ``nk`` else ``[K, N]``) in oneDNN's blocked layout, made once per
     weight and made again if the weight is written in place (its version moves)."""
-    base = w if w._base is None else w._base
-    key = (w.data_ptr(), version_of(w), tuple(w.shape), tuple(w.stride()), w.dtype, nk)
-    with _LOCK:
-        hit = _PACKED.get(key)
-        if hit is not None and hit[0]() is base:
-            return hit[1]
-    w_nk = (w if nk else w.t()).contiguous()
-    packed = _reorder(w_nk, max(int(rows), 1))
-    with _LOCK:
-        _PACKED[key] = (weakref.ref(base, lambda r, k=key: _drop(k, r)), packed)
-    return packed
+    return _PACKED.get((w,), ("onednn", nk), lambda: _reorder((w if nk else w.t()).contiguous(), max(int(rows), 1)))
 
 
 def _reorder(w_nk: torch.Tensor, rows: int) -> torch.Tensor:
     """oneDNN's blocked copy of an ``[N, K]`` weight (``rows``: the batch it is laid out for;
     any other count of rows still reads it right)."""
     return torch.ops.mkldnn._reorder_linear_weight(w_nk, rows)
-
-
-def _drop(key, ref) -> None:
-    with _LOCK:
-        if key in _PACKED and _PACKED[key][0] is ref:
-            del _PACKED[key]
 
 
 @dataclass
