@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from braze.compiler.report import GraphReport, KernelRecord
 from braze.compiler.runtime import CompiledProgram, written_in_place
@@ -13,7 +14,7 @@ from braze.passes import PIPELINE, run_pipeline
 from braze.passes.context import PassContext
 from braze.compiler.codegen import supported
 from braze.compiler.kernels import kernels_for
-from braze.compiler.padded_program import PaddedProgram, split_padding_prologue
+from braze.compiler.padded_program import PaddedProgram, PositionGuarded, guarded_positions, split_padding_prologue
 
 log = logging.getLogger("braze")
 
@@ -34,7 +35,10 @@ def compile_graph(graph: Graph, options, report: GraphReport | None = None) -> C
     report.compile_ms = (time.perf_counter() - t0) * 1e3
     program = CompiledProgram(target, launchers, report, cuda_graphs=_cuda_graphs(options, target))
     if split is not None:
-        return PaddedProgram(optimized, split, program)
+        program = PaddedProgram(optimized, split, program)
+    if guarded_positions(optimized):
+        return PositionGuarded(program, lambda: compile_graph(graph, replace(
+            options, disable=tuple(options.disable) + ("eliminate_padding",))))
     return program
 
 

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import torch
 
 from braze.ir import Graph, Node, rewrite
-from braze.ir.padding import padding_index_ref
+from braze.ir.padding import PaddedPositionRead, padding_index_ref
 
 OUTPUT_NAMES = ("idx", "cu_seqlens", "pos", "batch", "dst")
 
@@ -30,6 +30,7 @@ class PaddingSplit:
     mask_input: int      # position of the mask among the graph's inputs
     symbol: str
     body: Graph          # the graph with padding_index's outputs as trailing inputs
+    valid_positions: tuple = ()
 
 
 def split_padding_prologue(graph: Graph) -> Optional[PaddingSplit]:
@@ -47,7 +48,8 @@ def split_padding_prologue(graph: Graph) -> Optional[PaddingSplit]:
         return tuple(x.out() for x in new) if b.current is pi else None
 
     body = rewrite(widened, rule)
-    return PaddingSplit(graph.inputs.index(pi.args[0].node), pi.attr("symbol"), body)
+    return PaddingSplit(graph.inputs.index(pi.args[0].node), pi.attr("symbol"), body,
+                        tuple(pi.attr("valid_positions") or ()))
 
 
 class PaddedProgram:
@@ -61,9 +63,47 @@ class PaddedProgram:
 
     def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()):
         mask = inputs[self.split.mask_input]
-        extra = padding_index_ref(mask, symbol=self.split.symbol, bucket=token_bucket)
+        extra = padding_index_ref(mask, symbol=self.split.symbol, bucket=token_bucket,
+                                  valid_positions=self.split.valid_positions)
         return self.body(*inputs, *extra, sym_values=sym_values)
 
     @property
     def num_plans(self) -> int:
         return self.body.num_plans
+
+
+def guarded_positions(graph: Graph) -> tuple:
+    """The sequence positions ``graph``'s ``padding_index`` requires valid in every row."""
+    return tuple(p for n in graph.compute_nodes if n.op == "padding_index" for p in n.attr("valid_positions") or ())
+
+
+class PositionGuarded:
+    """A padding-eliminated program whose graph reads fixed sequence positions in the padded
+    layout (a pooler's token 0): where one is padding in some row (left padding),
+    ``padding_index`` raises :class:`PaddedPositionRead` before anything is computed, and the
+    graph runs without padding elimination (``dense()``, compiled on first need)."""
+
+    def __init__(self, program, dense):
+        self.program = program
+        self.positions = guarded_positions(program.graph)
+        self._dense_factory = dense
+        self._dense = None
+        self.fallbacks = 0
+
+    def __getattr__(self, name):           # graph, report, launchers, num_plans: the packed program's
+        return getattr(self.__dict__["program"], name)
+
+    def dense(self):
+        if self._dense is None:
+            self._dense = self._dense_factory()
+        return self._dense
+
+    def __call__(self, *inputs: torch.Tensor, sym_values: Sequence[int] = ()):
+        try:
+            return self.program(*inputs, sym_values=sym_values)
+        except PaddedPositionRead:
+            self.fallbacks += 1
+            return self.dense()(*inputs, sym_values=sym_values)
+
+    def run(self, inputs, sym_values: Sequence[int] = ()):
+        return self(*inputs, sym_values=sym_values)

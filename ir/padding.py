@@ -31,10 +31,32 @@ from braze.ir.registry import Category, OpDef, register
 from braze.ir.types import TensorType, sym
 
 
-def padding_index_ref(mask: torch.Tensor, *, symbol: str = "T", bucket=1):
-    """``bucket``: round T up to a multiple of it (an int, or a function of T)."""
+class PaddedPositionRead(RuntimeError):
+    """Raised by ``padding_index`` when a position the graph reads in the padded layout
+    (``valid_positions``: a pooler's token 0) is padding in some row: the packed program
+    has no value there, and the caller runs the graph without padding elimination."""
+
+
+def padding_index_ref(mask: torch.Tensor, *, symbol: str = "T", bucket=1, valid_positions=()):
+    """``bucket``: round T up to a multiple of it (an int, or a function of T).
+    ``valid_positions``: sequence positions that must be valid in every row, else
+    :class:`PaddedPositionRead` (read on the host with T: no second synchronisation)."""
     valid = mask.reshape(-1) != 0
-    idx = torch.nonzero(valid).reshape(-1)  # NOTE: the host synchronisation (T is data-dependent)
+    if valid_positions:
+        # NOTE: the flag is appended B * S + 1 times to the flat mask, so that the count
+        # nonzero's one host synchronisation returns tells it too (more than B * S
+        # indices iff it is set); the valid tokens' indices come first.
+        n = valid.numel()
+        ok = (mask[:, list(valid_positions)] != 0).all().reshape(1).expand(n + 1)
+        idx = torch.nonzero(torch.cat([valid, ok])).reshape(-1)
+        if idx.numel() <= n:
+            raise PaddedPositionRead(
+                f"sequence position(s) {list(valid_positions)} are padding in some row, and this program was "
+                "compiled with padding elimination that reads them as valid tokens (compile it from an example "
+                "padded the same way, or with Options(disable=['eliminate_padding']))")
+        idx = idx[:idx.numel() - n - 1]
+    else:
+        idx = torch.nonzero(valid).reshape(-1)  # NOTE: the host synchronisation (T is data-dependent)
     seq = mask.shape[1]
     lengths = (mask != 0).sum(1, dtype=torch.int32)
     cu = torch.zeros(mask.shape[0] + 1, dtype=torch.int32, device=mask.device)
@@ -48,7 +70,7 @@ def padding_index_ref(mask: torch.Tensor, *, symbol: str = "T", bucket=1):
     return idx, cu, idx % seq, torch.div(idx, seq, rounding_mode="floor"), dst
 
 
-def _padding_index_infer(mask, *, symbol: str = "T"):
+def _padding_index_infer(mask, *, symbol: str = "T", valid_positions=()):
     t = mask.type
     if t.rank != 2:
         raise TypeError(f"padding_index takes a [batch, seq] mask, got {t}")

@@ -30,7 +30,7 @@ import torch
 
 from braze.ir import Category, Graph, Node, Value, get_op, sym
 from braze.ir import attention_varlen as _varlen  # noqa: F401 - the attention_varlen op
-from braze.ir.builder import Builder, eliminate_dead
+from braze.ir.builder import Builder, eliminate_dead, rewrite
 from braze.ir.graph import map_values
 from braze.ir.types import Dim, TensorType, dim_mul, dims_equal
 from braze.passes.mask_algebra import classify
@@ -74,6 +74,34 @@ class _Packer:
         self.packed: dict[Value, tuple[Value, Layout]] = {}  # old value -> packed value, layout
         self.index: Optional[tuple] = None
         self.gathered: dict[tuple, Value] = {}  # (value, token dims) -> its packed form
+        self.mixing: list[Node] = []            # ops that read a packed value back in the padded layout
+        self.positions: set[int] = set()        # sequence positions read in the padded layout (guarded)
+
+    MAX_GUARDED = 4096   # positions a guard may list
+
+    def _positions_read(self, n: Node) -> Optional[set]:
+        """The sequence positions ``n`` reads of a packed value, when it is a ``select`` or
+        ``slice`` of fixed positions along the sequence dim (else None)."""
+        if n.op not in ("select", "slice") or n.args[0] not in self.packed or \
+                any(v in self.packed for v in n.inputs[1:]):
+            return None
+        x = n.args[0]
+        lay = self.packed[x][1]
+        if lay.merged is not None or not isinstance(n.args[1], int) or n.args[1] % x.type.rank != lay.s:
+            return None
+        S = self.S if isinstance(self.S, int) else None
+        if n.op == "select":
+            i = n.args[2] if len(n.args) > 2 else None
+            if not isinstance(i, int) or (i < 0 and S is None):
+                return None
+            i = i + S if i < 0 else i
+            return {i} if S is None or i < S else None
+        start, end, step = (list(n.args[2:5]) + [None, None, None])[:3]
+        start, step = start or 0, step or 1
+        if S is None or not all(isinstance(a, int) for a in (start, step)) or not isinstance(end, (int, type(None))):
+            return None
+        got = set(range(*slice(start, end, step).indices(S)))
+        return got if len(got) <= self.MAX_GUARDED else None
 
     # --- the index and the two conversions -------------------------------------
     def idx(self):
@@ -440,6 +468,16 @@ class _Packer:
                 for i, (o, lay) in enumerate(zip(outs, lays)):
                     self.packed[n.out(i)] = (o, lay)
                 continue
+            if n not in self.attn and any(v in self.packed for v in n.inputs):
+                # NOTE: an op that mixes tokens (a pooler's h[:, 0], a mean over the sequence) would
+                # read zeros at padded positions where the eager model has values; only a
+                # padding-masked attention (which never lets a valid query see them) may. Reads
+                # of fixed positions are guarded at run time (padding_index's valid_positions).
+                reads = self._positions_read(n)
+                if reads is None:
+                    self.mixing.append(n)
+                else:
+                    self.positions |= reads
             m = self.b.append(n.with_args(map_values(n.args, self.padded), map_values(n.kwargs, self.padded)))
             if m is not n:
                 for i in range(len(n.types)):
@@ -573,8 +611,33 @@ def eliminate_padding(graph: Graph, ctx=None) -> Graph:
     if mask is None:
         ctx.decline("eliminate_padding", RULE, why, graph)
         return graph
-    out = _Packer(graph, mask, attn).run()
+    packer = _Packer(graph, mask, attn)
+    out = packer.run()
+    why = ""
+    if packer.mixing:
+        n = packer.mixing[0]
+        why = f"{n.op} ({n.name}) reads token values in the padded layout; it would see zeros at padding " \
+              "positions where the eager model computes values"
+    elif packer.positions and graph.writes:
+        why = f"the graph reads sequence positions {sorted(packer.positions)[:8]} in the padded layout (guarded " \
+              "at run time, the graph rerun unpacked) and writes its inputs in place (a rerun would write twice)"
+    if why:
+        ctx.decline("eliminate_padding", RULE, why, graph)
+        return graph
+    if packer.positions:
+        out = _guard_positions(out, tuple(sorted(packer.positions)))
     if not any(n.op == "attention_varlen" for n in out.compute_nodes):
         ctx.decline("eliminate_padding", RULE, "no attention could be made variable-length", graph)
         return graph
     return out
+
+
+def _guard_positions(graph: Graph, positions: tuple) -> Graph:
+    """``graph`` with its ``padding_index`` raising :class:`~braze.ir.padding.PaddedPositionRead`
+    when one of ``positions`` is padding in some row (the runtime then runs the graph unpacked)."""
+    def rule(n, b):
+        if n.op != "padding_index":
+            return None
+        return b.call("padding_index", *n.args, **dict(n.kwargs, valid_positions=positions))
+
+    return rewrite(graph, rule)
