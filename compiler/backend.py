@@ -122,6 +122,11 @@ def _with_constants(graph, consts):
     return replace(graph, constants={**graph.constants, **consts})
 
 
+def _state(t) -> tuple:
+    """What a parameter's value is as of now: its version and its storage address."""
+    return version_of(t), t.data_ptr()
+
+
 class DynamoEntry:
     """Maps Dynamo's flat arguments to the program and its outputs back."""
 
@@ -135,16 +140,17 @@ class DynamoEntry:
             kind == "value" for kind, _ in spec.leaves) and len(graph.outputs) == len(spec.leaves)
         self._sym_envs: dict = {}
         self.bound = [example_inputs[i] for i, _ in spec.constants]
-        self.versions = [version_of(t) for t in self.bound]
+        self.versions = [_state(t) for t in self.bound]
         self.recompile = recompile
 
     def _check_constants(self, args) -> None:
+        # NOTE: the storage address too: ``param.data = new`` keeps the object and its version
         stale = [i for (i, _), t, v in zip(self.spec.constants, self.bound, self.versions)
-                 if args[i] is not t or version_of(args[i]) != v]
+                 if args[i] is not t or _state(args[i]) != v]
         if stale:
             log.info("braze: %d parameters or buffers changed since compilation; recompiling", len(stale))
             self.bound = [args[i] for i, _ in self.spec.constants]
-            self.versions = [version_of(t) for t in self.bound]
+            self.versions = [_state(t) for t in self.bound]
             self.program = self.recompile({name: args[i] for i, name in self.spec.constants})
 
     def __call__(self, *args):

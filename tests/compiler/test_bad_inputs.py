@@ -89,6 +89,24 @@ def test_weights_changed_in_place_are_seen():
         torch.testing.assert_close(fast(x), model(x))
 
 
+def test_a_merged_weight_rebound_through_data_is_seen():
+    """``param.data = new`` keeps the Parameter object and its version: the storage
+    address tells the compiled model (whose Q/K/V and gate/up weights are one
+    concatenation made at compile time) that the weight changed."""
+    from tools import hf_models
+
+    model = hf_models.build("llama", initializer_range=0.2)
+    fast = braze.jit(model, strict=True)
+    ids = hf_models.inputs(2, 12)["input_ids"]
+    with torch.no_grad():
+        fast(ids, use_cache=False)
+        for name in ("model.layers.1.mlp.gate_proj.weight", "model.layers.0.self_attn.k_proj.weight"):
+            p = model.get_parameter(name)
+            p.data = torch.randn_like(p) * 0.2
+            torch.testing.assert_close(fast(ids, use_cache=False).logits, model(ids, use_cache=False).logits,
+                                       rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_option_is_an_error():
     with pytest.raises(TypeError, match="unknown braze option.*fusee"):
         braze.jit(f, fusee=True)
