@@ -110,9 +110,17 @@ class PerShapeEntry:
         if entry is None:
             self.report.passes.clear()        # the report shows the latest shape's compilation
             self.report.entries.clear()
-            cap = capture_dynamo(self.gm, args, static=True)
-            entry = self.entries[key] = _entry(lower(cap.gm, cap.placeholders, name=self.report.name), args,
-                                               self.options, self.report)
+            try:
+                cap = capture_dynamo(self.gm, args, static=True)
+                entry = _entry(lower(cap.gm, cap.placeholders, name=self.report.name), args, self.options,
+                               self.report)
+            except Exception as e:  # noqa: BLE001 - e.g. a float argument read with .item() in the graph
+                if self.options.strict:
+                    raise
+                self.report.fallback = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                log.warning("braze runs %s eagerly for these arguments: %s", self.report.name, self.report.fallback)
+                entry = self.gm.forward
+            self.entries[key] = entry
         return entry(*args)
 
 

@@ -89,6 +89,19 @@ def test_weights_changed_in_place_are_seen():
         torch.testing.assert_close(fast(x), model(x))
 
 
+def test_python_scalars_that_change_between_calls_fall_back_not_crash():
+    """A float and an int argument that both change make Dynamo pass them symbolic; the graph
+    reads the float with ``.item()``, which braze cannot capture per shape: that signature runs
+    eagerly (with a warning), and the results are eager's."""
+    def f(x, s, n):
+        return (x * s).pow(n)
+
+    fast = braze.jit(f)
+    for s, n in ((2.0, 2), (3.5, 3), (-1.25, 1)):
+        x = torch.randn(5)
+        torch.testing.assert_close(fast(x, s, n), f(x, s, n))
+
+
 def test_a_merged_weight_rebound_through_data_is_seen():
     """``param.data = new`` keeps the Parameter object and its version: the storage
     address tells the compiled model (whose Q/K/V and gate/up weights are one
