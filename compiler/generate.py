@@ -94,12 +94,12 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: in
         raise GenerateError(f"max_cache_len={L} is shorter than the prompt ({S}) plus max_new_tokens "
                             f"({max_new_tokens}) = {need}")
     eos = _eos(model, eos_token_id)
-    pad = pad_token_id if pad_token_id is not None else (eos if eos is not None else 0)
+    pad = _pad(model, pad_token_id, eos)
     Bb = bucket_batch(B)
     state = _state(model, options or {})
     compiled_before = len(state.reports)
 
-    ids = _pad_rows(input_ids, Bb, pad)
+    ids = _pad_rows(input_ids, Bb, 0)   # NOTE: filler rows of the bucket: token 0 is in every vocabulary
     step = _step(model, state, params, Bb, L, device, eos, pad)
     step.start(attention_mask, S, seed)
     positions = (step.mask[:, :S].cumsum(-1) - 1).clamp_(min=0)
@@ -307,6 +307,18 @@ def _eos(model, eos_token_id) -> Optional[int]:
             raise GenerateError(f"the model names several eos tokens {list(eos)}: pass eos_token_id=")
         eos = eos[0] if eos else None
     return eos
+
+
+def _pad(model, pad_token_id, eos) -> int:
+    """What finished rows are filled with, as Hugging Face's generate fills them: the
+    argument, else the generation config's pad token, else eos, else 0."""
+    if pad_token_id is not None:
+        return int(pad_token_id)
+    cfg = getattr(model, "generation_config", None) or model.config
+    pad = getattr(cfg, "pad_token_id", None)
+    if isinstance(pad, (list, tuple)):
+        pad = pad[0] if pad else None
+    return int(pad) if pad is not None else (eos if eos is not None else 0)
 
 
 def _state(model, options: dict) -> _ModelState:

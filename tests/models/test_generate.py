@@ -174,6 +174,27 @@ def test_eos_stops_like_hf():
     assert torch.equal(got, want)
 
 
+def test_finished_rows_take_the_configured_pad_token_and_bucket_rows_any_eos():
+    """Without pad_token_id=, finished rows hold the generation config's pad token, as HF's
+    generate fills them (not eos); the filler rows of a batch bucket are token 0, so a
+    model whose eos lies outside its vocabulary (GPT-2's 50256 on a small test vocabulary)
+    still runs a batch of 3 (bucket 4)."""
+    model = hf_models.build("llama")
+    model.generation_config.pad_token_id = 0
+    ids, mask = _prompt(batch=2)
+    free = braze.generate(model, ids, attention_mask=mask, max_new_tokens=8)
+    model.generation_config.eos_token_id = int(free[0, ids.shape[1] + 2])
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                              cache_implementation="static")
+    assert torch.equal(braze.generate(model, ids, attention_mask=mask, max_new_tokens=8), want)
+    gpt2 = hf_models.build("gpt2")
+    assert gpt2.config.eos_token_id >= gpt2.config.vocab_size
+    ids, mask = _prompt(batch=3)
+    got = braze.generate(gpt2, ids, attention_mask=mask, max_new_tokens=4, pad_token_id=0)
+    assert torch.equal(got, _eager(gpt2, ids, mask, new=4))
+
+
 def test_bad_arguments_name_the_problem():
     model = hf_models.build("llama")
     ids, _ = _prompt(batch=1)
