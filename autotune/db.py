@@ -198,8 +198,12 @@ def precheck_sqlite(path: str) -> None:
                 f"{path} has tuning-database schema version {rows[0][0]}, newer than this braze understands "
                 f"({SCHEMA_VERSION}); braze leaves it untouched and runs with default configs (upgrade braze "
                 "or use another database)")
-        for t in ours & names:
-            con.execute(f"select count(*) from {t}").fetchone()
+        # NOTE: every page, not just the tables' roots (a count reads few pages): a file
+        # with a valid header and one damaged page otherwise fails write by write later
+        problems = [r[0] for r in con.execute("pragma quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(f"SQLite's quick_check reports {problems[0]}"
+                                        + (f" and {len(problems) - 1} more" if len(problems) > 1 else ""))
     except sqlite3.DatabaseError as e:
         raise TuningDBError(f"tuning database {path} cannot be used: {e} (it looks damaged); braze leaves it "
                             "untouched and runs with default configs") from None

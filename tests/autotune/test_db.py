@@ -59,7 +59,7 @@ def _same_bytes(path, data):
         return f.read() == data
 
 
-@pytest.mark.parametrize("kind", ["garbage", "foreign", "newer", "damaged"])
+@pytest.mark.parametrize("kind", ["garbage", "foreign", "newer", "damaged", "damaged_page"])
 def test_a_bad_file_is_refused_clearly_and_left_untouched(tmp_path, caplog, kind):
     path = str(tmp_path / "tuning.db")
     if kind == "garbage":
@@ -81,14 +81,21 @@ def test_a_bad_file_is_refused_clearly_and_left_untouched(tmp_path, caplog, kind
         want = "newer than this braze understands"
     else:
         first = open_db(path)
-        first.record(trial({"t": 1}, ms=1.0))
+        for i in range(1 if kind == "damaged" else 400):
+            first.record(trial({"t": i, "pad": "x" * 200}, ms=1.0 + i))
         first.close()  # checkpoints the WAL into the file, which is then damaged
         for ext in ("-wal", "-shm"):
             if os.path.exists(path + ext):
                 os.remove(path + ext)
+        size = os.path.getsize(path)
         with open(path, "r+b") as f:
-            f.seek(100)
-            f.write(b"\xde\xad\xbe\xef" * 600)  # the header survives, the schema page does not
+            if kind == "damaged":
+                f.seek(100)
+                f.write(b"\xde\xad\xbe\xef" * 600)  # the header survives, the schema page does not
+            else:   # the schema and the tables' roots survive; a page inside a table does not
+                assert size >= 12 * 4096
+                f.seek(size - 3 * 4096)
+                f.write(b"\xde\xad" * 2048)
         want = "cannot be used"
     with open(path, "rb") as f:
         before = f.read()
