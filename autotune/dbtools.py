@@ -84,6 +84,8 @@ def import_json(db: TuningDB, src: Union[str, IO[str]]) -> int:
             doc = json.load(src)
     except json.JSONDecodeError as e:
         raise TuningDBError(f"{where} is not JSON: {e}") from None
+    except OSError as e:
+        raise TuningDBError(f"cannot read {where}: {e.strerror or e}") from None
     return import_trials(db, parse_doc(doc, where))
 
 

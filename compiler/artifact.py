@@ -12,6 +12,7 @@ re-selected here (tuning database, else measured defaults, or a search with
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -58,8 +59,6 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
     """Capture ``model`` with torch.export on (args, kwargs), compile it, choose
     its kernels (tuning database, search with ``options.tune``, or defaults),
     check it against eager on the example and return the :class:`Artifact`."""
-    from torch.export.graph_signature import InputKind, OutputKind
-
     options = options or Options()
     if options.cuda_graphs:
         # NOTE: an artifact holds one plain program (load_artifact rebuilds it so);
@@ -68,6 +67,29 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
         options = options.replace(cuda_graphs=False)
     kwargs = dict(kwargs or {})
     args = tuple(args)
+    with _without_kv_cache(model, kwargs):
+        return _compile_model(model, args, kwargs, options, check, name)
+
+
+@contextlib.contextmanager
+def _without_kv_cache(model: torch.nn.Module, kwargs: Mapping[str, Any]):
+    """A Hugging Face model configured to return its KV cache (``config.use_cache``), exported
+    as a pure function with ``use_cache=False``: a cache object is no tensor an artifact can
+    return (the caller's own ``use_cache=`` wins)."""
+    cfg = getattr(model, "config", None)
+    if "use_cache" in kwargs or not getattr(cfg, "use_cache", False):
+        yield
+        return
+    cfg.use_cache = False
+    try:
+        yield
+    finally:
+        cfg.use_cache = True
+
+
+def _compile_model(model, args: tuple, kwargs: dict, options, check: bool, name: Optional[str]) -> Artifact:
+    from torch.export.graph_signature import InputKind, OutputKind
+
     t0 = time.perf_counter()
     cap, ep = capture_export(model, args, kwargs)
     sig = ep.graph_signature

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 import sys
@@ -61,6 +62,9 @@ def main(argv=None) -> int:
     except (ArtifactError, TuningDBError, FactoryError) as e:
         print(f"braze {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:        # `braze db ls | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # --- model factories ------------------------------------------------------------------
@@ -111,7 +115,6 @@ def load_factory(ref: str, kwargs: dict):
     """Call MODULE:FACTORY; returns (model, args, kwargs or None if no example)."""
     import importlib
     import importlib.util
-    import os
 
     mod_name, sep, fn_name = ref.rpartition(":")
     if not sep or not mod_name or not fn_name:
@@ -134,7 +137,13 @@ def load_factory(ref: str, kwargs: dict):
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise FactoryError(f"{mod_name} has no callable {fn_name}")
-    made = fn(**kwargs)
+    try:
+        made = fn(**kwargs)
+    except TypeError as e:
+        if kwargs and "argument" in str(e):
+            raise FactoryError(f"{ref}({', '.join(f'{k}=...' for k in kwargs)}): {e} (check the --arg options)") \
+                from None
+        raise
     import torch
 
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):

@@ -37,10 +37,8 @@ FACTORY = textwrap.dedent('''
     def llama(seq=16):
         return Logits(hf_models.build("llama", num_hidden_layers=1)), hf_models.inputs(2, seq)
 
-    def llama_model():
-        m = hf_models.build("llama", num_hidden_layers=1)
-        m.config.use_cache = False  # no KV cache object in the outputs
-        return m
+    def llama_model():   # the README's form: the model alone (its config returns a KV cache)
+        return hf_models.build("llama", num_hidden_layers=1)
 
     def mlp():
         torch.manual_seed(0)
@@ -241,6 +239,18 @@ def test_tampered_and_foreign_artifacts_are_refused(env, capsys, caplog):
     x = torch.randn(24, 32)
     art(x)
     assert all(launcher.record().config_source != "artifact" for launcher in art.program.launchers.values())
+
+
+def test_cli_mistakes_are_one_line_messages(tmp_path, monkeypatch, capsys):
+    """A missing import file and a factory keyword the factory does not take: exit status 2
+    and a message naming the problem, no traceback."""
+    (tmp_path / "factories.py").write_text(FACTORY)
+    monkeypatch.setenv("BRAZE_TUNING_DB", str(tmp_path / "t.db"))
+    assert main(["db", "import", str(tmp_path / "missing.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["compile", f"{tmp_path}/factories.py:mlp", "--arg", "x=1", "-o", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "--arg" in err and "'x'" in err and "Traceback" not in err
 
 
 def test_help_documents_the_factory_convention(capsys):
