@@ -158,6 +158,11 @@ def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128
         raise QuantizeError(f"int4 group_size={group_size}: expected one of {GROUP_SIZES}")
     if not inplace:
         model = copy.deepcopy(model)
+    names = {n for n, _ in model.named_modules()}
+    unknown = sorted(set(skip) - names)
+    if unknown:
+        raise QuantizeError(f"skip={unknown}: no module of that name in {type(model).__name__} (names as "
+                            "model.named_modules() gives them, e.g. 'model.layers.0.mlp.down_proj')")
     skip = set(skip) | (set() if lm_head else _default_skip(model))
     patterns = list(modules) if modules is not None else None
     targets = []
@@ -173,8 +178,11 @@ def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128
                                 f"input features, not a multiple of the int4 group size {group_size}")
         targets.append((name, mod))
     if not targets:
+        other = sorted({type(m).__name__ for m in model.modules() if type(m).__name__ == "Conv1D"})
+        why = (f"; its projections are {', '.join(other)} layers (GPT-2's transposed linear), which braze does "
+               "not quantize" if other else "")
         raise QuantizeError("no nn.Linear layer to quantize (after skipping the LM head, embeddings and "
-                            f"{sorted(skip) or 'nothing'})")
+                            f"{sorted(skip) or 'nothing'}){why}")
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     emb_name = next((n for n, m in model.named_modules() if m is emb), None) if emb is not None else None
     for name, mod in targets:

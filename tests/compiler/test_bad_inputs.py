@@ -125,6 +125,8 @@ def test_unknown_option_is_an_error():
         braze.jit(f, fusee=True)
     with pytest.raises(ValueError, match="backend='cuda'"):
         braze.jit(f, backend="cuda")
+    with pytest.raises(ValueError, match="no pass named no_such_pass .*eliminate_padding"):
+        braze.jit(f, disable=["no_such_pass"])
 
 
 def test_grad_mode_runs_eagerly_with_a_reason():

@@ -177,6 +177,10 @@ def test_bad_input_names_the_layer():
     q = braze.quantize(_llama(), "int8", inplace=False)
     with pytest.raises(QuantizeError, match="torch.float64"):
         q.to(torch.float64)
+    with pytest.raises(QuantizeError, match=r"skip=\['model.layers.0.nope'\]: no module of that name"):
+        braze.quantize(model, "int8", skip=["model.layers.0.nope"], inplace=False)
+    with pytest.raises(QuantizeError, match="Conv1D layers"):
+        braze.quantize(hf_models.build("gpt2"), "int8")
 
 
 def _sorting_batch(n: int, gen: torch.Generator, vocab: int, length: int) -> torch.Tensor:
