@@ -27,6 +27,7 @@ from braze.compiler.artifact_format import (FORMAT, FORMAT_VERSION, Artifact, Ar
                                             kwarg_order, read_files, read_manifest, versions, write_files)
 from braze.autotune.contract import Choice
 from braze.autotune.options import Options
+from braze.passes import check_disable
 from braze.autotune.recipe import same_position
 from braze.autotune.space import device_info
 from braze.compiler.capture import capture_export
@@ -60,6 +61,7 @@ def compile_model(model: torch.nn.Module, args: tuple = (), kwargs: Optional[Map
     its kernels (tuning database, search with ``options.tune``, or defaults),
     check it against eager on the example and return the :class:`Artifact`."""
     options = options or Options()
+    check_disable(options)
     if options.cuda_graphs:
         # NOTE: an artifact holds one plain program (load_artifact rebuilds it so);
         # compiling a CUDA-graph program here crashed on padding-eliminated graphs.

@@ -21,6 +21,7 @@ from braze.compiler.driver import compile_graph
 from braze.compiler.lower import CallSpec, LoweringError, lower
 from braze.compiler.report import GraphReport
 from braze.compiler.codegen.calls import version_of
+from braze.passes import check_disable
 from braze.ir import bind_symbols
 
 log = logging.getLogger("braze")
@@ -35,6 +36,7 @@ def braze_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], optio
 
 
 def make_backend(options: Options, reports: Optional[list] = None, every_pass_ir: bool = False) -> Callable:
+    check_disable(options)
     def backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]):
         _graph_counter[0] += 1
         report = GraphReport(f"graph{_graph_counter[0]}", every_pass_ir=every_pass_ir)

@@ -48,3 +48,12 @@ PIPELINE: list[Pass] = [
     # the views a group's operands go through run inside its kernel, not as host ops
     Pass("absorb_input_views", absorb_input_views),
 ]
+
+
+def check_disable(options) -> None:
+    """Raise ValueError naming each name in ``options.disable`` that is no pass of PIPELINE."""
+    names = [p.name for p in PIPELINE]
+    unknown = sorted(set(getattr(options, "disable", ())) - set(names))
+    if unknown:
+        raise ValueError(f"braze option disable={list(options.disable)!r}: no pass named {', '.join(unknown)} "
+                         f"(the pipeline's passes: {', '.join(names)})")
