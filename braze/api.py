@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
@@ -80,7 +80,7 @@ def explain(model: Callable, *args: Any, options: Any = None, **kwargs: Any):
 
 def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int = 32, *,
              attention_mask: Optional[torch.Tensor] = None, do_sample: bool = False, temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, eos_token_id: Optional[int] = None,
+             top_k: int = 0, top_p: float = 1.0, eos_token_id: Union[int, Sequence[int], None] = None,
              pad_token_id: Optional[int] = None, seed: Optional[int] = None, max_cache_len: Optional[int] = None,
              options: Any = None) -> torch.Tensor:
     """Generate ``max_new_tokens`` tokens after ``input_ids`` with a Hugging Face causal LM compiled by braze.
@@ -88,8 +88,9 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: in
     Returns ``[batch, prompt + new]`` token ids, like ``model.generate``: greedy
     by default, or sampled (``do_sample=True``) with ``temperature``, ``top_k``
     (0: off) and ``top_p`` (1.0: off), seeded by ``seed``. Rows that produced
-    ``eos_token_id`` (default: the model's) continue with ``pad_token_id``; it
-    stops when every row has. ``attention_mask`` marks left padding of the
+    an ``eos_token_id`` (one id or up to four; default: the model's generation
+    config) continue with ``pad_token_id`` (default: the generation config's,
+    else eos, as ``model.generate`` does); it stops when every row has. ``attention_mask`` marks left padding of the
     prompts. braze keeps one static KV cache per batch bucket and cache length
     (``max_cache_len``, default: prompt + new tokens rounded up to 256) and
     compiles the model's forward once (``options``: as for :func:`jit`); every

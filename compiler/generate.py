@@ -34,6 +34,7 @@ from braze.compiler.backend import make_backend
 log = logging.getLogger("braze.generate")
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+MAX_EOS = 4                  # eos ids a step stops on (the fused bookkeeping kernel's limit)
 CACHE_BUCKET = 256           # cache lengths are rounded up to a multiple of this
 EOS_CHECK_EVERY = 16         # steps between the host reading whether every row has finished
 
@@ -80,7 +81,7 @@ def bucket_cache_len(n: int) -> int:
 
 def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int = 32, *,
              attention_mask: Optional[torch.Tensor] = None, do_sample: bool = False, temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, eos_token_id: Optional[int] = None,
+             top_k: int = 0, top_p: float = 1.0, eos_token_id=None,
              pad_token_id: Optional[int] = None, seed: Optional[int] = None, max_cache_len: Optional[int] = None,
              stats: Optional[DecodeStats] = None, options: Optional[dict] = None) -> torch.Tensor:
     """See ``braze.generate``."""
@@ -189,7 +190,7 @@ class _DecodeStep:
             return
         if self.eos is not None:
             token = torch.where(self.done, self.pad, token)
-            self.done |= token == self.eos
+            self.done |= _is_eos(token, self.eos)
         self.token.copy_(token)
         self.out.index_copy_(1, self.column, token[:, None])
         self.column += 1
@@ -297,16 +298,24 @@ def _float_param(model) -> Optional[torch.Tensor]:
     return next((p for p in model.parameters() if p.is_floating_point()), None)
 
 
-def _eos(model, eos_token_id) -> Optional[int]:
-    if eos_token_id is not None:
-        return int(eos_token_id)
-    cfg = getattr(model, "generation_config", None) or model.config
-    eos = getattr(cfg, "eos_token_id", None)
-    if isinstance(eos, (list, tuple)):
-        if len(eos) > 1:
-            raise GenerateError(f"the model names several eos tokens {list(eos)}: pass eos_token_id=")
-        eos = eos[0] if eos else None
-    return eos
+def _eos(model, eos_token_id) -> Optional[tuple]:
+    """The eos ids (a tuple, as HF's generate takes one or several), or None."""
+    eos = eos_token_id
+    if eos is None:
+        cfg = getattr(model, "generation_config", None) or model.config
+        eos = getattr(cfg, "eos_token_id", None)
+    ids = tuple(int(e) for e in (eos if isinstance(eos, (list, tuple)) else (eos,)) if e is not None)
+    if len(ids) > MAX_EOS:
+        raise GenerateError(f"eos_token_id: {len(ids)} eos tokens {list(ids)}; braze.generate stops on at most "
+                            f"{MAX_EOS}")
+    return ids or None
+
+
+def _is_eos(token: torch.Tensor, eos: tuple) -> torch.Tensor:
+    hit = token == eos[0]
+    for e in eos[1:]:
+        hit |= token == e
+    return hit
 
 
 def _pad(model, pad_token_id, eos) -> int:
@@ -318,7 +327,7 @@ def _pad(model, pad_token_id, eos) -> int:
     pad = getattr(cfg, "pad_token_id", None)
     if isinstance(pad, (list, tuple)):
         pad = pad[0] if pad else None
-    return int(pad) if pad is not None else (eos if eos is not None else 0)
+    return int(pad) if pad is not None else (eos[0] if eos else 0)
 
 
 def _state(model, options: dict) -> _ModelState:
@@ -399,9 +408,9 @@ def _forward_call(model, forward):
     return call
 
 
-def _trim_finished(new: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
+def _trim_finished(new: torch.Tensor, eos: tuple, pad: int) -> torch.Tensor:
     """Cut the columns after the step at which every row had produced eos (what HF returns)."""
-    hit = (new == eos)
+    hit = _is_eos(new, eos)
     if not bool(hit.any(dim=1).all()):
         return new
     first = hit.float().argmax(dim=1)

@@ -125,7 +125,7 @@ def test_bad_parameters_are_refused():
         sample_fused(torch.randn(3), SamplingParams(), torch.tensor([0]))
 
 
-@pytest.mark.parametrize("eos", [None, 7], ids=["no-eos", "eos"])
+@pytest.mark.parametrize("eos", [None, 7, (9, 7, 2)], ids=["no-eos", "eos", "three-eos"])
 def test_step_bookkeeping_in_one_launch_equals_the_aten_sequence(device, eos):
     """``record_fused``: pad for finished rows, done marks, the token's column of ``out``,
     then the column and every row's position advanced, as ``compiler/generate.py``'s ATen
@@ -141,7 +141,7 @@ def test_step_bookkeeping_in_one_launch_equals_the_aten_sequence(device, eos):
     t = token.clone()
     if eos is not None:
         t = torch.where(want_done, pad, t)
-        want_done |= t == eos
+        want_done |= torch.isin(t, torch.tensor(eos))
     want_out[:, 4] = t
     dev = [x.clone().to(device) for x in (token, torch.zeros(B, dtype=torch.long), done, out, column, position)]
     record_fused(*dev, eos, pad)

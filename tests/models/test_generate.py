@@ -195,6 +195,20 @@ def test_finished_rows_take_the_configured_pad_token_and_bucket_rows_any_eos():
     assert torch.equal(got, _eager(gpt2, ids, mask, new=4))
 
 
+def test_several_eos_ids_stop_like_hf():
+    """A generation config naming several eos ids (Llama-3's style): a row stops on any."""
+    model = hf_models.build("llama")
+    ids, mask = _prompt(batch=3)
+    free = braze.generate(model, ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0)
+    model.generation_config.eos_token_id = [int(free[0, ids.shape[1] + 2]), int(free[2, ids.shape[1] + 4]), 127]
+    with torch.no_grad():
+        want = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0,
+                              cache_implementation="static")
+    assert torch.equal(braze.generate(model, ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0), want)
+    with pytest.raises(GenerateError, match="at most 4"):
+        braze.generate(model, ids, max_new_tokens=2, eos_token_id=[1, 2, 3, 4, 5])
+
+
 def test_bad_arguments_name_the_problem():
     model = hf_models.build("llama")
     ids, _ = _prompt(batch=1)

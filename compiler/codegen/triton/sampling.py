@@ -89,12 +89,20 @@ def sample_fused(logits: torch.Tensor, params, seed: torch.Tensor, block: int = 
 
 def record_fused(token: torch.Tensor, last: torch.Tensor, done: torch.Tensor, out: torch.Tensor,
                  column: torch.Tensor, position: torch.Tensor, eos, pad: int) -> None:
-    """One launch for a decode step's bookkeeping (``compiler/generate.py``): with ``eos``,
-    rows already ``done`` get ``pad`` and rows producing ``eos`` become done; the token
-    goes to ``last`` and to ``out[:, column]``; ``column`` and ``position [B, 1]`` advance."""
+    """One launch for a decode step's bookkeeping (``compiler/generate.py``): with ``eos``
+    (an id or a sequence of at most ``MAX_EOS``), rows already ``done`` get ``pad`` and
+    rows producing an eos become done; the token goes to ``last`` and to
+    ``out[:, column]``; ``column`` and ``position [B, 1]`` advance."""
     B = token.shape[0]
     if B == 0:
         return
+    ids = () if eos is None else tuple(int(e) for e in (eos if isinstance(eos, (tuple, list)) else (eos,)))
+    if len(ids) > MAX_EOS:
+        raise ValueError(f"braze record_fused: {len(ids)} eos ids, at most {MAX_EOS}")
+    padded = ids + (ids[0] if ids else 0,) * (MAX_EOS - len(ids))
     _module().record_kernel[(1,)](token, last, done, out, column, position, B, out.stride(0), position.stride(0),
-                                  int(eos) if eos is not None else 0, int(pad), HAS_EOS=eos is not None,
+                                  *padded, int(pad), N_EOS=len(ids),
                                   BLOCK_B=max(2, 1 << (B - 1).bit_length()), num_warps=1)
+
+
+MAX_EOS = 4   # eos ids the fused bookkeeping compares with (record_kernel's eos0..eos3)

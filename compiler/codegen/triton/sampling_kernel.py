@@ -173,19 +173,27 @@ def argmax_combine_kernel(val_ptr, idx_ptr, out_ptr, n_chunks, BLOCK: tl.constex
 
 @triton.jit
 def record_kernel(token_ptr, last_ptr, done_ptr, out_ptr, column_ptr, position_ptr, B, out_stride, pos_stride,
-                  eos, pad, HAS_EOS: tl.constexpr, BLOCK_B: tl.constexpr):
+                  eos0, eos1, eos2, eos3, pad, N_EOS: tl.constexpr, BLOCK_B: tl.constexpr):
     """A decode step's bookkeeping in one program over the rows: a finished row's token
     becomes ``pad``, rows that produced ``eos`` are marked done, the token is kept in
     ``last`` and written to column ``column`` of ``out``, then ``column`` and each
-    row's position advance by one (the next step's inputs)."""
+    row's position advance by one (the next step's inputs). ``N_EOS`` (0-4) of the
+    ``eos*`` ids count."""
     b = tl.arange(0, BLOCK_B)
     ok = b < B
     t = tl.load(token_ptr + b, mask=ok, other=0)
     col = tl.load(column_ptr)
-    if HAS_EOS:
+    if N_EOS > 0:
         d = tl.load(done_ptr + b, mask=ok, other=0) != 0
         t = tl.where(d, pad, t)
-        tl.store(done_ptr + b, d | (t == eos), mask=ok)
+        hit = t == eos0
+        if N_EOS > 1:
+            hit = hit | (t == eos1)
+        if N_EOS > 2:
+            hit = hit | (t == eos2)
+        if N_EOS > 3:
+            hit = hit | (t == eos3)
+        tl.store(done_ptr + b, d | hit, mask=ok)
     tl.store(last_ptr + b, t, mask=ok)
     tl.store(out_ptr + b * out_stride + col, t, mask=ok)
     p = tl.load(position_ptr + b * pos_stride, mask=ok, other=0)
