@@ -106,8 +106,11 @@ def lookup_packet(packet) -> OpDef:
     name = op_name(packet)
     opdef = REGISTRY.get(name)
     if opdef is None:
-        log.warning("braze does not know %s: it runs as an opaque node through its ATen implementation",
-                    packet._qualified_op_name)
+        # NOTE: a shape query (``aten::size`` under HF generate) computes nothing: said at info level
+        quiet = name in ("size", "sym_size", "stride", "sym_stride", "numel", "sym_numel", "dim")
+        log.log(logging.INFO if quiet else logging.WARNING,
+                "braze does not know %s: it runs as an opaque node through its ATen implementation",
+                packet._qualified_op_name)
         opdef = register(OpDef(name, Category.OPAQUE, packet, packet=packet, doc="unknown op, run as is"))
     return opdef
 
