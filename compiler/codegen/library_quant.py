@@ -16,7 +16,8 @@ Registered as the generator "library_quant": candidates the selection times
 beside the reference on each shape bucket, so they run only where they are
 the faster (they are not at every shape: ATen's int8 kernel is a GEMV, slower
 than dequantize-then-GEMM on a 128-row float32 prefill on the machine it was
-written on).
+written on). Memory: an int4 weight it serves is held twice (braze's packing
+and ATen's, each a quarter of bf16's bytes); int8 reads braze's own.
 """
 from __future__ import annotations
 
