@@ -1,5 +1,5 @@
 """absorb_input_views: the view chains a pointwise / reduction group's operands go through
-move inside the group (Triton targets), so the plain call runs no host view ops; the
+move inside the group (Triton and TVM targets), so the plain call runs no host view ops; the
 results stay those of the eager function (float64 reference, fresh random inputs)."""
 from __future__ import annotations
 
@@ -90,17 +90,34 @@ def _fused_graph():
     return parse_graph(rep.graphs[0].final_ir)
 
 
-def test_declined_by_the_generator_or_on_the_cpu_backends_nothing_changes(interpret):
+def test_declined_by_the_generator_or_the_torch_backend_nothing_changes(interpret):
     g = _fused_graph()
     assert any(n.op in VIEW_OPS for n in g.compute_nodes)
     no = PassContext(device="cuda:0", supports=lambda kind, sub: False)
     assert absorb_input_views(g, no) is g
-    cpu = PassContext(device="cpu")                  # backend "auto" on the CPU: TVM's templates
-    assert absorb_input_views(g, cpu) is g
-    yes = PassContext(device="cuda:0")
-    out = absorb_input_views(g, yes)
-    assert not any(n.op in VIEW_OPS for n in out.compute_nodes)
-    assert len([n for n in out.compute_nodes if n.op == "fused"]) == 2
+    torch_only = PassContext(braze.Options(backend="torch"), device="cpu")
+    assert absorb_input_views(g, torch_only) is g
+    for device in ("cuda:0", "cpu"):                 # Triton's templates, TVM's on the CPU
+        out = absorb_input_views(g, PassContext(device=device))
+        assert not any(n.op in VIEW_OPS for n in out.compute_nodes)
+        assert len([n for n in out.compute_nodes if n.op == "fused"]) == 2
+
+
+def test_tvm_kernels_read_the_views_inside_and_match_float64(monkeypatch):
+    """On the CPU the TVM templates take the absorbed rotary groups: no view runs on the host,
+    TVM kernels compute them, the results are the float64 function's."""
+    pytest.importorskip("tvm", reason="TVM kernels")
+    monkeypatch.setenv("BRAZE_SELECT", "first")
+    B, S, Hq, Hkv, D = 2, 6, 4, 2, 16
+    fn = _rotary(B, S, Hq, Hkv, D)
+    g = torch.Generator().manual_seed(3)
+    args = [torch.randn(*s, generator=g) for s in ((B, S, Hq * D), (B, S, Hkv * D), (B, S, D), (B, S, D))]
+    graph, rep = _final(fn, *args, backend="tvm")
+    assert not [n for n in graph.compute_nodes if n.op != "fused"], graph
+    assert [k.backend for k in rep.kernels] == ["tvm", "tvm"]
+    got = braze.jit(fn, backend="tvm")(*args)
+    for o, w in zip(got, fn(*[a.double() for a in args])):
+        torch.testing.assert_close(o.double(), w, rtol=1e-5, atol=1e-5)
 
 
 def test_dynamic_shapes_keep_their_symbols_bound(interpret):
