@@ -135,14 +135,15 @@ def _compile_model(model, args: tuple, kwargs: dict, options, check: bool, name:
                                    [int(leaves[leaf_of[p]]) for p in spec.syms])
     art = Artifact(program, manifest, {}, in_spec, ep.call_spec.out_spec)
     with torch.no_grad():
-        got = art(*args, **kwargs)
-        if getattr(program, "fallbacks", 0):
-            # NOTE: the example's padding covers a position the packed graph reads in the
-            # padded layout (a pooler's token 0 under left padding): the artifact holds
-            # the graph without padding elimination, which runs every such input.
+        if hasattr(program, "dense"):
+            # NOTE: the packed graph reads fixed positions in the padded layout (a pooler's
+            # token 0), valid only for some paddings; a loaded artifact is one plain program
+            # with no fallback, so it holds the graph without padding elimination, which runs
+            # every padding.
             program = program.dense()
+            report = program.report or report
             art = Artifact(program, manifest, {}, in_spec, ep.call_spec.out_spec)
-            got = art(*args, **kwargs)
+        got = art(*args, **kwargs)
         if check:
             want = model(*args, **kwargs)
     if check:

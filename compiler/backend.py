@@ -137,6 +137,12 @@ def _state(t) -> tuple:
     return version_of(t), t.data_ptr()
 
 
+def _storages(ts) -> list:
+    """Aliases keeping the compiled-in parameters' storages alive: after ``p.data = new`` the
+    old address cannot come back for another tensor and pass for the old value."""
+    return [t.detach() if isinstance(t, torch.Tensor) else t for t in ts]
+
+
 class DynamoEntry:
     """Maps Dynamo's flat arguments to the program and its outputs back."""
 
@@ -151,6 +157,7 @@ class DynamoEntry:
         self._sym_envs: dict = {}
         self.bound = [example_inputs[i] for i, _ in spec.constants]
         self.versions = [_state(t) for t in self.bound]
+        self._hold = _storages(self.bound)
         self.recompile = recompile
 
     def _check_constants(self, args) -> None:
@@ -161,6 +168,7 @@ class DynamoEntry:
             log.info("braze: %d parameters or buffers changed since compilation; recompiling", len(stale))
             self.bound = [args[i] for i, _ in self.spec.constants]
             self.versions = [_state(t) for t in self.bound]
+            self._hold = _storages(self.bound)
             self.program = self.recompile({name: args[i] for i, name in self.spec.constants})
 
     def __call__(self, *args):

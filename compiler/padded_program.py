@@ -91,7 +91,10 @@ class PositionGuarded:
         self.fallbacks = 0
 
     def __getattr__(self, name):           # graph, report, launchers, num_plans: the packed program's
-        return getattr(self.__dict__["program"], name)
+        program = self.__dict__.get("program")
+        if program is None:
+            raise AttributeError(name)
+        return getattr(program, name)
 
     def dense(self):
         if self._dense is None:

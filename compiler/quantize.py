@@ -158,12 +158,13 @@ def quantize(model: torch.nn.Module, fmt: str = "int8", *, group_size: int = 128
         raise QuantizeError(f"int4 group_size={group_size}: expected one of {GROUP_SIZES}")
     if not inplace:
         model = copy.deepcopy(model)
+    skip = set(skip)
     names = {n for n, _ in model.named_modules()}
-    unknown = sorted(set(skip) - names)
+    unknown = sorted(skip - names)
     if unknown:
         raise QuantizeError(f"skip={unknown}: no module of that name in {type(model).__name__} (names as "
                             "model.named_modules() gives them, e.g. 'model.layers.0.mlp.down_proj')")
-    skip = set(skip) | (set() if lm_head else _default_skip(model))
+    skip = skip | (set() if lm_head else _default_skip(model))
     patterns = list(modules) if modules is not None else None
     targets = []
     for name, mod in model.named_modules():

@@ -24,7 +24,9 @@ class PackedWeights:
 
     def __init__(self):
         self._entries: dict = {}
-        self._lock = threading.Lock()
+        # NOTE: reentrant: a weakref callback (_drop) may run from a garbage collection that an
+        # allocation under the lock triggered
+        self._lock = threading.RLock()
 
     def get(self, tensors: Sequence[torch.Tensor], tag: Any, make: Callable[[], Any]) -> Any:
         bases = tuple(t if t._base is None else t._base for t in tensors)

@@ -181,6 +181,9 @@ def test_bad_input_names_the_layer():
         braze.quantize(model, "int8", skip=["model.layers.0.nope"], inplace=False)
     with pytest.raises(QuantizeError, match="Conv1D layers"):
         braze.quantize(hf_models.build("gpt2"), "int8")
+    kept = braze.quantize(_llama(), "int8", skip=(n for n in ["model.layers.0.mlp.down_proj"]), inplace=False)
+    assert type(kept.model.layers[0].mlp.down_proj) is torch.nn.Linear     # a generator of names counts too
+    assert isinstance(kept.model.layers[0].mlp.up_proj, QuantLinear)
 
 
 def _sorting_batch(n: int, gen: torch.Generator, vocab: int, length: int) -> torch.Tensor:
