@@ -137,12 +137,6 @@ def _state(t) -> tuple:
     return version_of(t), t.data_ptr()
 
 
-def _storages(ts) -> list:
-    """Aliases keeping the compiled-in parameters' storages alive: after ``p.data = new`` the
-    old address cannot come back for another tensor and pass for the old value."""
-    return [t.detach() if isinstance(t, torch.Tensor) else t for t in ts]
-
-
 class DynamoEntry:
     """Maps Dynamo's flat arguments to the program and its outputs back."""
 
@@ -155,10 +149,16 @@ class DynamoEntry:
         self.direct = [x for _, x in spec.leaves] == list(range(len(spec.leaves))) and all(
             kind == "value" for kind, _ in spec.leaves) and len(graph.outputs) == len(spec.leaves)
         self._sym_envs: dict = {}
-        self.bound = [example_inputs[i] for i, _ in spec.constants]
-        self.versions = [_state(t) for t in self.bound]
-        self._hold = _storages(self.bound)
+        self._bind([example_inputs[i] for i, _ in spec.constants])
         self.recompile = recompile
+
+    def _bind(self, constants: list) -> None:
+        """Remember the parameters compiled in: the tensors, their states, and aliases that keep
+        their storages alive (after ``p.data = new`` the old address cannot come back for
+        another tensor and pass for the old value)."""
+        self.bound = constants
+        self.versions = [_state(t) for t in constants]
+        self._hold = [t.detach() if isinstance(t, torch.Tensor) else t for t in constants]
 
     def _check_constants(self, args) -> None:
         # NOTE: the storage address too: ``param.data = new`` keeps the object and its version
@@ -166,9 +166,7 @@ class DynamoEntry:
                  if args[i] is not t or _state(args[i]) != v]
         if stale:
             log.info("braze: %d parameters or buffers changed since compilation; recompiling", len(stale))
-            self.bound = [args[i] for i, _ in self.spec.constants]
-            self.versions = [_state(t) for t in self.bound]
-            self._hold = _storages(self.bound)
+            self._bind([args[i] for i, _ in self.spec.constants])
             self.program = self.recompile({name: args[i] for i, name in self.spec.constants})
 
     def __call__(self, *args):

@@ -42,11 +42,13 @@ def _rel(out, ref):
 @pytest.mark.parametrize("bits,group", [(8, 0), (4, 32), (4, 64)])
 @pytest.mark.parametrize("m,bias", [(1, False), (5, True), (33, False)])
 def test_candidate_matches_the_reference(bits, group, dtype, m, bias):
-    if not lq.available(bits):
-        pytest.skip("this torch has no ATen integer-weight CPU kernel for the format")
     n, k = 48, 128
     node, g, (q, s, z) = _node(bits, n, k, group, bias, dtype)
-    (cand,) = lq.generate(node, g, braze.Options(), CPU)
+    cands = lq.generate(node, g, braze.Options(), CPU)
+    if not lq.available(bits):     # a torch without ATen's kernel for the format: the reference runs
+        assert cands == []
+        return
+    (cand,) = cands
     x = torch.randn(m, k, dtype=dtype)
     bvec = torch.randn(n, dtype=dtype) if bias else None
     ref = quant_linear_reference(x.double(), q, s.double(), z.double() if z is not None else None,
@@ -57,10 +59,12 @@ def test_candidate_matches_the_reference(bits, group, dtype, m, bias):
 
 
 def test_int4_is_packed_once_and_again_after_an_in_place_write():
-    if not lq.available(4):
-        pytest.skip("no ATen int4 CPU kernel")
     node, g, (q, s, z) = _node(4, 32, 64, 32)
-    fn = lq.generate(node, g, braze.Options(), CPU)[0].compile({})
+    cands = lq.generate(node, g, braze.Options(), CPU)
+    if not lq.available(4):        # nothing to pack: the reference runs
+        assert cands == []
+        return
+    fn = cands[0].compile({})
     x = torch.randn(3, 64)
     before = len(lq._PACKED)
     first = fn(x, q, s, z)

@@ -102,8 +102,6 @@ def test_a_quantized_model_through_atens_integer_kernels(fmt, monkeypatch, tmp_p
     integer-weight CPU kernel (codegen/library_quant.py), and the logits are eager's."""
     from braze.compiler.codegen import library_quant
 
-    if not library_quant.available(int(fmt[3:])):
-        pytest.skip("this torch has no ATen integer-weight CPU kernel for the format")
     monkeypatch.setenv("BRAZE_SELECT", "first")
     monkeypatch.setenv("BRAZE_TUNING_DB", str(tmp_path / "t.db"))
     model = braze.quantize(_llama(), fmt, group_size=32)
@@ -114,7 +112,11 @@ def test_a_quantized_model_through_atens_integer_kernels(fmt, monkeypatch, tmp_p
         got = braze.jit(model)(ids).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     names = [k.name for g in report.graphs for k in g.kernels if "quant_linear" in k.ops]
-    assert len(names) == 2 * 4 and set(names) == {f"library_quant_linear_{fmt}" + ("_g32" if fmt == "int4" else "")}
+    assert len(names) == 2 * 4
+    if library_quant.available(int(fmt[3:])):
+        assert set(names) == {f"library_quant_linear_{fmt}" + ("_g32" if fmt == "int4" else "")}
+    else:                                            # a torch without the kernel: the reference runs
+        assert not any(n.startswith("library_quant") for n in names), names
 
 
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
