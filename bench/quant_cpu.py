@@ -9,13 +9,19 @@ process (thread pools of one runtime slow another's):
   default cache);
 - ``eager int8`` / ``eager int4``: the same on the quantized model (the
   reference path: every call dequantizes every weight);
+- ``torch.compile``, ``torch.compile int8`` / ``int4``: ``model.generate`` with a
+  static cache over ``torch.compile(model.forward)`` (default options);
 - ``braze``, ``braze int8``, ``braze int4``: ``braze.generate`` of the float
   or quantized model, default options (``braze.quantize``, group 128).
 
+Each is timed under ``torch.inference_mode()`` (``ms_per_token``) and under
+``torch.no_grad()`` (``ms_per_token_no_grad``).
+
 Reported: milliseconds a decode token (the decode steps only: the total
 minus a prefill-only call of the same contender), tokens/s, weight bytes,
-compile seconds (the first call), and the ratios to eager and to braze of the
-float model. The tokens of braze int8/int4 are checked against eager generate
+seconds of the first call (compiles), and the ratios to eager and torch.compile
+of the float model, to torch.compile of the same format, and to braze's float
+model. The tokens of braze int8/int4 are checked against eager generate
 of the same quantized model (a differing token is reported, not hidden: a
 tie between two logits may break either way).
 
@@ -34,7 +40,8 @@ import time
 
 import repo_root  # noqa: F401 - first: keeps bench/ modules out of transformers' way
 
-CONTENDERS = ("eager", "eager int8", "eager int4", "braze", "braze int8", "braze int4")
+CONTENDERS = ("eager", "eager int8", "eager int4", "torch.compile", "torch.compile int8", "torch.compile int4",
+              "braze", "braze int8", "braze int4")
 SHAPE = dict(hidden_size=1024, intermediate_size=2816, num_attention_heads=16, num_key_value_heads=4,
              vocab_size=32000, max_position_embeddings=4096, tie_word_embeddings=False)
 
@@ -62,31 +69,40 @@ def one(contender: str, args) -> dict:
     torch.manual_seed(0)
     ids = torch.randint(0, SHAPE["vocab_size"], (1, args.prompt))
 
-    if contender.startswith("eager"):
-        def run(n):
-            with torch.inference_mode():
-                return model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+    if contender.startswith("braze"):
+        def generate(n):
+            return braze.generate(model, ids, max_new_tokens=n)
     else:
-        def run(n):
-            with torch.inference_mode():
-                return braze.generate(model, ids, max_new_tokens=n)
+        static = {}
+        if contender.startswith("torch.compile"):
+            model.forward = torch.compile(model.forward)
+            static = {"cache_implementation": "static"}
 
-    t0 = time.perf_counter()
-    out = run(args.new)
-    compile_s = time.perf_counter() - t0
-    best_full = best_prefill = float("inf")
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        out = run(args.new)
-        best_full = min(best_full, time.perf_counter() - t)
-        t = time.perf_counter()
-        run(1)
-        best_prefill = min(best_prefill, time.perf_counter() - t)
-    ms_token = (best_full - best_prefill) / (args.new - 1) * 1e3
-    return {"contender": contender, "ms_per_token": ms_token, "tokens_per_s": 1e3 / ms_token,
-            "prefill_ms": best_prefill * 1e3, "first_call_s": round(compile_s, 1),
-            "weight_mb": round(weight_bytes(model) / 2 ** 20, 1), "tokens": out[0, args.prompt:].tolist(),
-            "threads": torch.get_num_threads()}
+        def generate(n):
+            return model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, **static)
+
+    out = {"contender": contender, "weight_mb": round(weight_bytes(model) / 2 ** 20, 1),
+           "threads": torch.get_num_threads()}
+    for suffix, mode in (("", torch.inference_mode), ("_no_grad", torch.no_grad)):
+        with mode():
+            t0 = time.perf_counter()
+            tokens = generate(args.new)
+            first = time.perf_counter() - t0
+            generate(1)
+            best_full = best_prefill = float("inf")
+            for _ in range(args.rounds):
+                t = time.perf_counter()
+                tokens = generate(args.new)
+                best_full = min(best_full, time.perf_counter() - t)
+                t = time.perf_counter()
+                generate(1)
+                best_prefill = min(best_prefill, time.perf_counter() - t)
+        ms_token = (best_full - best_prefill) / (args.new - 1) * 1e3
+        out.update({f"ms_per_token{suffix}": ms_token, f"prefill_ms{suffix}": best_prefill * 1e3,
+                    f"first_call_s{suffix}": round(first, 1)})
+        out.setdefault("tokens", tokens[0, args.prompt:].tolist())
+    out["tokens_per_s"] = 1e3 / out["ms_per_token"]
+    return out
 
 
 def main() -> None:
@@ -118,10 +134,14 @@ def main() -> None:
     for r in rows:
         if "error" in r:
             continue
-        for base in ("eager", "braze"):
-            if "ms_per_token" in by.get(base, {}):
-                r[f"x_{base}"] = by[base]["ms_per_token"] / r["ms_per_token"]
         fmt = r["contender"].split()[1] if " " in r["contender"] else None
+        for base in ("eager", "torch.compile", "braze"):
+            for suffix in ("", "_no_grad"):
+                if f"ms_per_token{suffix}" in by.get(base, {}):
+                    r[f"x_{base}{suffix}"] = by[base][f"ms_per_token{suffix}"] / r[f"ms_per_token{suffix}"]
+            same = by.get(f"{base} {fmt}" if fmt else base, {})
+            if "ms_per_token" in same:     # the same format's peer
+                r[f"x_{base}_same_format"] = same["ms_per_token"] / r["ms_per_token"]
         ref = by.get(f"eager {fmt}" if fmt else "eager", {})
         if "tokens" in ref:
             r["tokens_equal_eager"] = r["tokens"] == ref["tokens"]
@@ -135,15 +155,16 @@ def main() -> None:
     with open(path, "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     print(json.dumps(meta))
-    print(f"{'contender':12s} {'ms/token':>9s} {'tok/s':>7s} {'x eager':>8s} {'x braze':>8s} {'weights MB':>10s} "
-          f"{'first call s':>12s} tokens=eager")
+    print(f"{'contender':19s} {'ms/token':>9s} {'no_grad':>8s} {'x eager':>8s} {'x t.c.':>7s} {'x same fmt t.c.':>15s} "
+          f"{'x braze':>8s} {'weights MB':>10s} {'first s':>8s} tokens=eager")
     for r in rows:
         if "error" in r:
-            print(f"{r['contender']:12s} ERROR {r['error'][-200:]}")
+            print(f"{r['contender']:19s} ERROR {r['error'][-200:]}")
             continue
-        print(f"{r['contender']:12s} {r['ms_per_token']:9.2f} {r['tokens_per_s']:7.1f} {r.get('x_eager', 0):8.2f} "
-              f"{r.get('x_braze', 0):8.2f} {r['weight_mb']:10.1f} {r['first_call_s']:12.1f} "
-              f"{r.get('tokens_equal_eager', '-')}")
+        print(f"{r['contender']:19s} {r['ms_per_token']:9.2f} {r['ms_per_token_no_grad']:8.2f} "
+              f"{r.get('x_eager', 0):8.2f} {r.get('x_torch.compile', 0):7.2f} "
+              f"{r.get('x_torch.compile_same_format', 0):15.2f} {r.get('x_braze', 0):8.2f} {r['weight_mb']:10.1f} "
+              f"{r['first_call_s']:8.1f} {r.get('tokens_equal_eager', '-')}")
     print(f"written: {path}")
 
 

@@ -101,11 +101,13 @@ def generate(model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: in
     compiled_before = len(state.reports)
 
     ids = _pad_rows(input_ids, Bb, 0)   # NOTE: filler rows of the bucket: token 0 is in every vocabulary
-    step = _step(model, state, params, Bb, L, device, eos, pad)
-    step.start(attention_mask, S, seed)
-    positions = (step.mask[:, :S].cumsum(-1) - 1).clamp_(min=0)
-
+    # NOTE: every write to the step's buffers (the cache, mask, positions), the first call's
+    # included, under inference_mode: buffers made in an earlier call under the caller's
+    # inference_mode are inference tensors, which a write outside it may not touch.
     with torch.inference_mode():
+        step = _step(model, state, params, Bb, L, device, eos, pad)
+        step.start(attention_mask, S, seed)
+        positions = (step.mask[:, :S].cumsum(-1) - 1).clamp_(min=0)
         # NOTE: the mask is [B, max_cache_len] in the prefill too, so its shape never
         # changes and Dynamo keeps it static in the decode step.
         logits = step.call(input_ids=ids, attention_mask=step.mask, position_ids=positions, cache=step.cache,

@@ -209,6 +209,19 @@ def test_several_eos_ids_stop_like_hf():
         braze.generate(model, ids, max_new_tokens=2, eos_token_id=[1, 2, 3, 4, 5])
 
 
+def test_generate_under_inference_mode_then_no_grad():
+    """The step's buffers, made in a first call under the caller's inference_mode, are written
+    again in a later call under no_grad (a user switching modes) without an error."""
+    model = hf_models.build("llama")
+    ids, mask = _prompt(batch=2)
+    with torch.inference_mode():
+        first = braze.generate(model, ids, attention_mask=mask, max_new_tokens=4, pad_token_id=0)
+    for mode in (torch.no_grad, torch.enable_grad):
+        with mode():
+            assert torch.equal(braze.generate(model, ids, attention_mask=mask, max_new_tokens=4, pad_token_id=0),
+                               first)
+
+
 def test_bad_arguments_name_the_problem():
     model = hf_models.build("llama")
     ids, _ = _prompt(batch=1)
